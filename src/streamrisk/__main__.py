@@ -1,0 +1,7 @@
+"""`python -m streamrisk` is the `streamrisk` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""`streamrisk ...`: broker, worker, produce, loadtest, replay and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .settings import Settings, SettingsError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        bootstrap=getattr(args, "bootstrap", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+        partitions=getattr(args, "partitions", None),
+        web_host=getattr(args, "web_host", None),
+        web_port=getattr(args, "web_port", None),
+        app_id=getattr(args, "app_id", None),
+        data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        rules_path=Path(args.rules) if getattr(args, "rules", None) else None,
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def _common(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    p.add_argument("--bootstrap", help="host:port[,host:port] (env STREAMRISK_BOOTSTRAP)")
+    p.add_argument("--topic-prefix", help="prefix of every topic (env STREAMRISK_TOPIC_PREFIX)")
+    if worker:
+        p.add_argument("--partitions", type=int, help="partitions of created topics (default 4)")
+        p.add_argument("--web-host", help="HTTP API bind address (default 127.0.0.1)")
+        p.add_argument("--web-port", type=int, help="HTTP API port (default 6066)")
+        p.add_argument("--app-id", help="consumer group / application id (default streamrisk)")
+        p.add_argument("--data-dir", help="local state folder (env STREAMRISK_DATA_DIR)")
+        p.add_argument("--rules", help="rules file (env STREAMRISK_RULES)")
+        p.add_argument("--log-level", help="debug, info, warning (default info)")
+
+
+def _traffic_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None:
+    p.add_argument("--rate", type=float, default=rate, help=f"events per second (default {rate:g})")
+    p.add_argument("--duration", type=float, default=duration, help=f"seconds (default {duration:g})")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--merchants", type=int, default=200)
+    p.add_argument("--malformed", type=float, default=0.002, help="share of malformed records")
+    p.add_argument("--seed", type=int, default=7)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="streamrisk", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded broker on 127.0.0.1 until Ctrl-C")
+    b.add_argument("--port", type=int, default=9092, help="0 picks a free port (default 9092)")
+    b.add_argument("--kafka", action="store_true", help="real Apache Kafka (KRaft) instead of Tansu")
+    b.add_argument("--data-dir", help="broker log and data folder (default: temporary)")
+
+    w = sub.add_parser("worker", help="run one worker")
+    _common(w, worker=True)
+
+    p = sub.add_parser("produce", help="send synthetic contract-valid traffic")
+    _common(p)
+    _traffic_args(p, 200.0, 30.0)
+
+    lt = sub.add_parser("loadtest", help="traffic to running workers; measure decisions and latency")
+    _common(lt)
+    _traffic_args(lt, 500.0, 30.0)
+
+    r = sub.add_parser("replay", help="send a JSON Lines file of {topic, key, value} records")
+    _common(r)
+    r.add_argument("file", type=Path)
+    r.add_argument("--rate", type=float, default=1000.0)
+
+    d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
+    _traffic_args(d, 300.0, 30.0)
+    d.add_argument("--kafka", action="store_true", help="run on real Apache Kafka instead of Tansu")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "broker":
+            from .broker import run_broker
+
+            return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args)
+        settings = _settings(args)
+        if args.command == "worker":
+            from .worker import run_worker
+
+            return run_worker(settings)
+        if args.command in ("produce", "replay"):
+            return asyncio.run(_produce(args, settings))
+        if args.command == "loadtest":
+            from .loadgen.loadtest import run_loadtest
+
+            result = asyncio.run(
+                run_loadtest(
+                    settings.bootstrap,
+                    prefix=settings.topic_prefix,
+                    rate=args.rate,
+                    duration_s=args.duration,
+                    users=args.users,
+                    merchants=args.merchants,
+                    malformed=args.malformed,
+                    seed=args.seed,
+                )
+            )
+            print(result.summary())
+            return 0
+    except SettingsError as exc:
+        print(f"streamrisk: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from .loadgen.produce import produce, read_jsonl, synthetic_stream
+    from .loadgen.synthetic import Mix, Traffic
+
+    if args.command == "replay":
+        records = read_jsonl(args.file)
+        stats = await produce(settings.bootstrap, records, rate=args.rate, topic_prefix=settings.topic_prefix)
+    else:
+        traffic = Traffic(args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed))
+        stats = await produce(
+            settings.bootstrap,
+            synthetic_stream(traffic),
+            rate=args.rate,
+            duration_s=args.duration,
+            topic_prefix=settings.topic_prefix,
+        )
+    per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.sent.items()))
+    print(f"sent {stats.total} records in {stats.elapsed_s:.1f} s ({per_topic})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Assembling the contract's output records: risk decisions, fraud alerts, credit adjustments.
+
+Ids are deterministic hashes of what they decide, so a record repeated after a crash carries the same id
+and a downstream consumer can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .events import Payment, to_major
+
+APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
+ACTION_RANK = {APPROVE: 0, REVIEW: 1, DECLINE: 2}
+
+
+def stable_id(*parts: str) -> str:
+    """A 128-bit hex id that depends only on `parts`."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def decision_record(
+    payment: Payment,
+    action: str,
+    score: float,
+    reasons: Sequence[str],
+    rules_version: str,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "decision_id": stable_id("decision", payment.event_id, rules_version),
+        "event_id": payment.event_id,
+        "user_id": payment.user_id,
+        "merchant_id": payment.merchant_id,
+        "ts": payment.ts,
+        "action": action,
+        "score": score,
+        "reasons": list(reasons),
+        "rules_version": rules_version,
+        "decided_at": now_ms if now_ms is not None else int(time.time() * 1000),
+        "amount": to_major(payment.amount),
+    }
+
+
+def alert_record(
+    subject_type: str,
+    subject_id: str,
+    severity: str,
+    reasons: Sequence[str],
+    event_ids: Sequence[str],
+    ts: int,
+) -> dict[str, Any]:
+    return {
+        "alert_id": stable_id("alert", subject_type, subject_id, ",".join(reasons), *event_ids),
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "severity": severity,
+        "reasons": list(reasons),
+        "event_ids": list(event_ids),
+        "ts": ts,
+    }

@@ -1,0 +1,251 @@
+"""Contract input records and their validation: bytes in, a typed record or an InvalidRecord reason out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+PAYMENT_METHODS = frozenset({"credit_line", "card", "wallet"})
+ORDER_STATUSES = frozenset({"placed", "fulfilled", "refunded", "cancelled"})
+ACCOUNT_TYPES = frozenset({"user", "merchant"})
+MINOR_PER_MAJOR = 100  # every accepted currency has two decimals (CNY by default)
+
+
+class InvalidRecord(ValueError):
+    """A record that breaks the contract; the message is the human-readable dead-letter reason."""
+
+
+@dataclass(slots=True, frozen=True)
+class Payment:
+    event_id: str
+    ts: int
+    user_id: str
+    merchant_id: str
+    amount: int  # minor units
+    currency: str
+    method: str
+    device_id: str
+    ip: str
+    country: str
+
+
+@dataclass(slots=True, frozen=True)
+class Order:
+    event_id: str
+    ts: int
+    order_id: str
+    merchant_id: str
+    user_id: str
+    amount: int
+    currency: str
+    status: str
+
+
+@dataclass(slots=True, frozen=True)
+class Repayment:
+    event_id: str
+    ts: int
+    account_type: str
+    account_id: str
+    amount: int
+    currency: str
+    due_ts: int
+
+    @property
+    def on_time(self) -> bool:
+        return self.ts <= self.due_ts
+
+
+@dataclass(slots=True, frozen=True)
+class Chargeback:
+    event_id: str
+    ts: int
+    payment_id: str
+    user_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    reason: str
+
+
+Record = Payment | Order | Repayment | Chargeback
+
+
+def to_minor(amount: float) -> int:
+    """Major units (JSON number) to exact integer minor units."""
+    return round(amount * MINOR_PER_MAJOR)
+
+
+def to_major(minor: int) -> float:
+    return minor / MINOR_PER_MAJOR
+
+
+class Validator:
+    """Parses one topic's records; built once per worker so the hot path only does lookups."""
+
+    __slots__ = ("_currencies", "_skew_ms")
+
+    def __init__(self, currencies: frozenset[str], max_future_skew_ms: int) -> None:
+        self._currencies = currencies
+        self._skew_ms = max_future_skew_ms
+
+    # -- field readers: each raises InvalidRecord naming the field and what was wrong
+    @staticmethod
+    def _str(d: dict, name: str) -> str:
+        try:
+            v = d[name]
+        except KeyError:
+            raise InvalidRecord(f"missing required field {name!r}") from None
+        if type(v) is not str or not v:
+            raise InvalidRecord(f"{name} must be a non-empty string (got {v!r})")
+        return v
+
+    @staticmethod
+    def _opt_str(d: dict, name: str) -> str:
+        v = d.get(name)
+        if v is None:
+            return ""
+        if type(v) is not str:
+            raise InvalidRecord(f"{name} must be a string when present (got {v!r})")
+        return v
+
+    def _ts(self, d: dict, name: str, now_ms: int, *, future_ok: bool = False) -> int:
+        try:
+            v = d[name]
+        except KeyError:
+            raise InvalidRecord(f"missing required field {name!r}") from None
+        # bool is an int subclass in Python; a JSON true is not a time.
+        if type(v) is not int:
+            raise InvalidRecord(f"{name} must be an integer epoch-milliseconds time (got {v!r})")
+        if v < 0:
+            raise InvalidRecord(f"{name} must be >= 0 (got {v})")
+        if not future_ok and v > now_ms + self._skew_ms:
+            raise InvalidRecord(
+                f"{name} {v} is {v - now_ms} ms in the future, more than the allowed skew of "
+                f"{self._skew_ms} ms"
+            )
+        return v
+
+    def _amount(self, d: dict) -> int:
+        try:
+            v = d["amount"]
+        except KeyError:
+            raise InvalidRecord("missing required field 'amount'") from None
+        if type(v) is not int and type(v) is not float:
+            raise InvalidRecord(f"amount must be a number (got {v!r})")
+        if not math.isfinite(v):
+            raise InvalidRecord(f"amount must be finite (got {v!r})")
+        minor = to_minor(v)
+        if minor <= 0:
+            raise InvalidRecord(f"amount must be > 0 (got {v!r})")
+        return minor
+
+    def _currency(self, d: dict) -> str:
+        c = self._str(d, "currency")
+        if c not in self._currencies:
+            raise InvalidRecord(
+                f"currency {c!r} is not accepted (accepted: {', '.join(sorted(self._currencies))})"
+            )
+        return c
+
+    @staticmethod
+    def _enum(d: dict, name: str, allowed: frozenset[str]) -> str:
+        v = Validator._str(d, name)
+        if v not in allowed:
+            raise InvalidRecord(f"{name} must be one of {', '.join(sorted(allowed))} (got {v!r})")
+        return v
+
+    @staticmethod
+    def _key(key: bytes | None, expected: str, field_name: str) -> None:
+        # State is partitioned by the message key; a record keyed otherwise would land on a worker
+        # that does not own its entity and silently split that entity's features.
+        if key is None or key.decode("utf-8", "replace") != expected:
+            raise InvalidRecord(
+                f"message key must be the record's {field_name} {expected!r} (got {key!r})"
+            )
+
+    @staticmethod
+    def _object(value: bytes | None) -> dict:
+        if value is None:
+            raise InvalidRecord("empty message value (tombstone) where a JSON object was expected")
+        try:
+            d = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRecord(f"value is not valid JSON: {exc}") from None
+        if type(d) is not dict:
+            raise InvalidRecord(f"value must be a JSON object (got {type(d).__name__})")
+        return d
+
+    # -- one parser per input topic
+    def payment(self, key: bytes | None, value: bytes | None, now_ms: int) -> Payment:
+        d = self._object(value)
+        p = Payment(
+            event_id=self._str(d, "event_id"),
+            ts=self._ts(d, "ts", now_ms),
+            user_id=self._str(d, "user_id"),
+            merchant_id=self._str(d, "merchant_id"),
+            amount=self._amount(d),
+            currency=self._currency(d),
+            method=self._enum(d, "method", PAYMENT_METHODS),
+            device_id=self._opt_str(d, "device_id"),
+            ip=self._opt_str(d, "ip"),
+            country=self._opt_str(d, "country"),
+        )
+        self._key(key, p.user_id, "user_id")
+        return p
+
+    def order(self, key: bytes | None, value: bytes | None, now_ms: int) -> Order:
+        d = self._object(value)
+        o = Order(
+            event_id=self._str(d, "event_id"),
+            ts=self._ts(d, "ts", now_ms),
+            order_id=self._str(d, "order_id"),
+            merchant_id=self._str(d, "merchant_id"),
+            user_id=self._str(d, "user_id"),
+            amount=self._amount(d),
+            currency=self._currency(d),
+            status=self._enum(d, "status", ORDER_STATUSES),
+        )
+        self._key(key, o.merchant_id, "merchant_id")
+        return o
+
+    def repayment(self, key: bytes | None, value: bytes | None, now_ms: int) -> Repayment:
+        d = self._object(value)
+        r = Repayment(
+            event_id=self._str(d, "event_id"),
+            ts=self._ts(d, "ts", now_ms),
+            account_type=self._enum(d, "account_type", ACCOUNT_TYPES),
+            account_id=self._str(d, "account_id"),
+            amount=self._amount(d),
+            currency=self._currency(d),
+            due_ts=self._ts(d, "due_ts", now_ms, future_ok=True),
+        )
+        self._key(key, r.account_id, "account_id")
+        return r
+
+    def chargeback(self, key: bytes | None, value: bytes | None, now_ms: int) -> Chargeback:
+        d = self._object(value)
+        c = Chargeback(
+            event_id=self._str(d, "event_id"),
+            ts=self._ts(d, "ts", now_ms),
+            payment_id=self._str(d, "payment_id"),
+            user_id=self._str(d, "user_id"),
+            merchant_id=self._str(d, "merchant_id"),
+            amount=self._amount(d),
+            currency=self._currency(d),
+            reason=self._str(d, "reason"),
+        )
+        self._key(key, c.user_id, "user_id")
+        return c
+
+    def parser_for(self, kind: str) -> Callable[[bytes | None, bytes | None, int], Record]:
+        """The parser for a contract input topic name (without prefix)."""
+        return {
+            "payments": self.payment,
+            "orders": self.order,
+            "repayments": self.repayment,
+            "chargebacks": self.chargeback,
+        }[kind]

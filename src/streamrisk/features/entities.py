@@ -1,0 +1,192 @@
+"""User and merchant feature state: each entity's event series over exact sliding windows.
+
+Every feature window ends at the entity's latest event time (CONTRACT.md, "Features"), so before a
+read every series of the entity is advanced to that time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..state.store import HeldEvent
+from ..windows import AddPath, SlidingWindows, WindowSpec
+
+DAY_MS = 86_400_000
+RATE_HORIZON_MS = 30 * DAY_MS  # chargeback and repayment rates are 30-day by contract
+HOUR_MS = 3_600_000
+
+# Series codes, persisted with each held event: never renumber.
+U_PAYMENT, U_CHARGEBACK, U_REPAYMENT = 0, 1, 2
+M_PLACED, M_FULFILLED, M_REFUNDED, M_PAYMENT, M_CHARGEBACK, M_REPAYMENT, M_CANCELLED = range(10, 17)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The feature windows by name (e.g. {"5m": 300000, ...}), the lateness, the settlement period."""
+
+    windows: Mapping[str, int]
+    allowed_lateness_ms: int = HOUR_MS
+    settlement_ms: int = 30 * DAY_MS
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(self.windows.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.windows)
+
+    @property
+    def retention_ms(self) -> int:
+        """How long an event must be held: the widest window any feature needs."""
+        return max(*self.horizons, RATE_HORIZON_MS, self.settlement_ms)
+
+    # Window specs are shared by every entity (built once per worker).
+    def _spec(
+        self, horizons: tuple[int, ...], dims: tuple[str, ...] = (), track_max: bool = False
+    ) -> WindowSpec:
+        return WindowSpec(
+            horizons, dims=dims, track_max=track_max, lateness=self.allowed_lateness_ms
+        )
+
+    @cached_property
+    def user_payments(self) -> WindowSpec:
+        return self._spec((*self.horizons, RATE_HORIZON_MS), ("merchant", "device"), track_max=True)
+
+    @cached_property
+    def rate_only(self) -> WindowSpec:
+        return self._spec((RATE_HORIZON_MS,))
+
+    @cached_property
+    def merchant_orders(self) -> WindowSpec:
+        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms), ("buyer",))
+
+    @cached_property
+    def merchant_amounts(self) -> WindowSpec:
+        # The trailing 1 h horizon feeds sales_velocity_1h whatever windows are configured.
+        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms, HOUR_MS))
+
+
+def _rate(num: float, den: float) -> float:
+    return num / den if den else 0.0
+
+
+class _EntityBase:
+    __slots__ = ("cfg", "late_events", "latest", "too_old_events")
+
+    def __init__(self, cfg: WindowConfig) -> None:
+        self.cfg = cfg
+        self.latest = -1
+        self.late_events = 0
+        self.too_old_events = 0
+
+    def _add(self, w: SlidingWindows, ts: int, value: int, cats: tuple[str, ...] = ()) -> None:
+        if ts > self.latest:
+            self.latest = ts
+        path = w.add(ts, value, cats)
+        if path is AddPath.LATE_SLOW:
+            self.late_events += 1
+        elif path is AddPath.TOO_OLD:
+            self.too_old_events += 1
+
+
+class UserState(_EntityBase):
+    """A user's payments (amount; merchant and device), chargebacks and repayments."""
+
+    __slots__ = ("chargebacks", "payments", "repayments")
+
+    def __init__(self, cfg: WindowConfig) -> None:
+        super().__init__(cfg)
+        self.payments = SlidingWindows(cfg.user_payments)
+        self.chargebacks = SlidingWindows(cfg.rate_only)
+        self.repayments = SlidingWindows(cfg.rate_only)  # value 1 = on time
+
+    def apply(self, ev: HeldEvent) -> None:
+        s = ev.series
+        if s == U_PAYMENT:
+            self._add(self.payments, ev.ts, ev.value, ev.cats)
+        elif s == U_CHARGEBACK:
+            self._add(self.chargebacks, ev.ts, ev.value)
+        elif s == U_REPAYMENT:
+            self._add(self.repayments, ev.ts, ev.value)
+
+    def features(self) -> dict[str, float]:
+        end = self.latest
+        p, cb, rp = self.payments, self.chargebacks, self.repayments
+        p.advance(end)
+        cb.advance(end)
+        rp.advance(end)
+        out: dict[str, float] = {}
+        for i, w in enumerate(self.cfg.names):
+            out[f"payment_count_{w}"] = p.count(i)
+            out[f"payment_amount_sum_{w}"] = p.sum(i) / 100
+            out[f"payment_amount_mean_{w}"] = p.mean(i) / 100
+            out[f"payment_amount_std_{w}"] = p.std(i) / 100
+            out[f"payment_amount_max_{w}"] = (p.max(i) or 0) / 100
+            out[f"distinct_merchants_{w}"] = p.distinct(i, 0)
+            out[f"distinct_devices_{w}"] = p.distinct(i, 1)
+        rate_i = len(self.cfg.names)  # the extra 30-day horizon appended in __init__
+        n_cb = cb.count(0)
+        out["chargeback_count_30d"] = n_cb
+        out["chargeback_rate_30d"] = _rate(n_cb, p.count(rate_i))
+        out["repayment_on_time_rate_30d"] = _rate(rp.sum(0), rp.count(0))
+        return out
+
+
+class MerchantState(_EntityBase):
+    """A merchant's order lifecycle, the payments and chargebacks at it, and its repayments."""
+
+    __slots__ = ("chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments")
+
+    def __init__(self, cfg: WindowConfig) -> None:
+        super().__init__(cfg)
+        self.placed = SlidingWindows(cfg.merchant_orders)  # category: buyer
+        self.fulfilled = SlidingWindows(cfg.merchant_amounts)
+        self.refunded = SlidingWindows(cfg.merchant_amounts)
+        self.payments = SlidingWindows(cfg.merchant_amounts)
+        self.chargebacks = SlidingWindows(cfg.rate_only)
+        self.repayments = SlidingWindows(cfg.rate_only)
+
+    def apply(self, ev: HeldEvent) -> None:
+        w = {
+            M_PLACED: self.placed,
+            M_FULFILLED: self.fulfilled,
+            M_REFUNDED: self.refunded,
+            M_PAYMENT: self.payments,
+            M_CHARGEBACK: self.chargebacks,
+            M_REPAYMENT: self.repayments,
+        }.get(ev.series)
+        if w is not None:
+            self._add(w, ev.ts, ev.value, ev.cats)
+        elif ev.ts > self.latest:  # cancelled orders move the clock but feed no feature
+            self.latest = ev.ts
+
+    def features(self) -> dict[str, float]:
+        end = self.latest
+        for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks):
+            w.advance(end)
+        out: dict[str, float] = {}
+        for i, w in enumerate(self.cfg.names):
+            orders = self.placed.count(i)
+            refunds = self.refunded.count(i)
+            out[f"order_count_{w}"] = orders
+            out[f"order_amount_sum_{w}"] = self.placed.sum(i) / 100
+            out[f"fulfilled_amount_sum_{w}"] = self.fulfilled.sum(i) / 100
+            out[f"refund_count_{w}"] = refunds
+            out[f"refund_rate_{w}"] = _rate(refunds, orders)
+            out[f"distinct_buyers_{w}"] = self.placed.distinct(i, 0)
+            out[f"payment_count_{w}"] = self.payments.count(i)
+        n = len(self.cfg.names)
+        rate_i, settle_i = n, n + 1
+        n_cb = self.chargebacks.count(0)
+        out["chargeback_count_30d"] = n_cb
+        out["chargeback_rate_30d"] = _rate(n_cb, self.payments.count(rate_i))
+        # Receivables: fulfilled value in the settlement period less the refunds in that period.
+        out["receivables"] = (
+            max(0, self.fulfilled.sum(settle_i) - self.refunded.sum(settle_i)) / 100
+        )
+        hourly_mean_30d = self.fulfilled.sum(rate_i) / (RATE_HORIZON_MS / HOUR_MS)
+        out["sales_velocity_1h"] = _rate(self.fulfilled.sum(n + 2), hourly_mean_30d)
+        return out

@@ -1,0 +1,158 @@
+"""One typed settings object for the whole process, read from `STREAMRISK_*` variables and CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+# Contract topic names before the deployment prefix (CONTRACT.md).
+INPUT_TOPICS = ("payments", "orders", "repayments", "chargebacks")
+OUTPUT_TOPICS = (
+    "risk-decisions",
+    "fraud-alerts",
+    "credit-limit-adjustments",
+    "credit-line-adjustments",
+    "dead-letters",
+)
+CONTROL_TOPIC = "risk-rules"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot run with; the message names the variable and the fix."""
+
+
+def _parse_windows(text: str) -> dict[str, int]:
+    units = {"s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        num, unit = part[:-1], part[-1:]
+        if unit not in units or not num.isdigit() or int(num) <= 0:
+            raise SettingsError(
+                f"STREAMRISK_WINDOWS: {part!r} is not a window like 5m, 1h, 24h or 30d"
+            )
+        out[part] = int(num) * units[unit]
+    if not out:
+        raise SettingsError("STREAMRISK_WINDOWS: at least one window is needed")
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the CLI and the tools need to know; see the README's settings table."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication: int = 1
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    app_id: str = "streamrisk"
+    data_dir: Path = Path("./data")
+    rules_path: Path | None = None
+    api_token: str | None = None
+    currencies: frozenset[str] = frozenset({"CNY"})
+    # How far in the future (vs the worker's clock) an event time may be before it is rejected.
+    max_future_skew_ms: int = 5 * MINUTE_MS
+    windows: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "5m": 5 * MINUTE_MS,
+            "1h": HOUR_MS,
+            "24h": DAY_MS,
+            "30d": 30 * DAY_MS,
+        }
+    )
+    allowed_lateness_ms: int = HOUR_MS
+    velocity_5m_max: int = 10
+    # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
+    # on a broker that does not wake parked fetches, so we set our own (see app.py).
+    fetch_max_wait_ms: int = 10
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    batch_max: int = 500
+    batch_within_s: float = 0.005
+    log_level: str = "info"
+
+    def topic(self, name: str) -> str:
+        """The deployed name of a contract topic."""
+        return self.topic_prefix + name
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def web_is_loopback(self) -> bool:
+        if self.web_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.web_host).is_loopback
+        except ValueError:
+            return False
+
+    def check(self) -> Settings:
+        """Raise SettingsError for combinations that cannot work; return self for chaining."""
+        if self.partitions < 1:
+            raise SettingsError(f"STREAMRISK_PARTITIONS must be >= 1 (got {self.partitions})")
+        if not self.web_is_loopback and not self.api_token:
+            raise SettingsError(
+                f"STREAMRISK_WEB_HOST={self.web_host} is not loopback: set STREAMRISK_API_TOKEN "
+                "so the HTTP API requires a bearer token"
+            )
+        if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
+            raise SettingsError("session timeout must be at least 3 heartbeat intervals")
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read `STREAMRISK_*` variables; keyword overrides (from CLI flags) win when not None."""
+        env = os.environ if env is None else env
+        kw: dict[str, object] = {}
+
+        def text(var: str, attr: str) -> None:
+            if env.get(var):
+                kw[attr] = env[var]
+
+        def number(var: str, attr: str, kind: type = int) -> None:
+            raw = env.get(var)
+            if raw:
+                try:
+                    kw[attr] = kind(raw)
+                except ValueError:
+                    raise SettingsError(f"{var} must be a {kind.__name__} (got {raw!r})") from None
+
+        text("STREAMRISK_BOOTSTRAP", "bootstrap")
+        if "STREAMRISK_TOPIC_PREFIX" in env:
+            kw["topic_prefix"] = env["STREAMRISK_TOPIC_PREFIX"]
+        number("STREAMRISK_PARTITIONS", "partitions")
+        number("STREAMRISK_REPLICATION", "replication")
+        text("STREAMRISK_WEB_HOST", "web_host")
+        number("STREAMRISK_WEB_PORT", "web_port")
+        text("STREAMRISK_APP_ID", "app_id")
+        if env.get("STREAMRISK_DATA_DIR"):
+            kw["data_dir"] = Path(env["STREAMRISK_DATA_DIR"])
+        if env.get("STREAMRISK_RULES"):
+            kw["rules_path"] = Path(env["STREAMRISK_RULES"])
+        text("STREAMRISK_API_TOKEN", "api_token")
+        if env.get("STREAMRISK_CURRENCIES"):
+            kw["currencies"] = frozenset(
+                c.strip().upper() for c in env["STREAMRISK_CURRENCIES"].split(",") if c.strip()
+            )
+        number("STREAMRISK_MAX_FUTURE_SKEW_MS", "max_future_skew_ms")
+        if env.get("STREAMRISK_WINDOWS"):
+            kw["windows"] = _parse_windows(env["STREAMRISK_WINDOWS"])
+        number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")
+        number("STREAMRISK_VELOCITY_5M_MAX", "velocity_5m_max")
+        number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
+        number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
+        number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
+        number("STREAMRISK_BATCH_MAX", "batch_max")
+        text("STREAMRISK_LOG_LEVEL", "log_level")
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)  # type: ignore[arg-type]

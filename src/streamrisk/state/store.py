@@ -1,0 +1,258 @@
+"""Entity state kept in a key-value table with a changelog: held events in bounded chunks.
+
+Each entity (a user or a merchant) appends its held events to numbered chunks of at most
+`CHUNK_EVENTS` records. Only the open chunk is rewritten, once per batch per entity, so the changelog
+bytes per event are bounded by the chunk size and never grow with the events held in the window. A chunk
+whose newest event has left the widest window is deleted (one tombstone per chunk), so the compacted
+changelog shrinks with the window. A worker that (re)gains a partition rebuilds an entity's in-memory
+windows from its chunks on first touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import orjson
+
+CHUNK_EVENTS = 32
+SEP = b"\x1f"
+
+
+class KV(Protocol):
+    """The table seam: a Faust table in the worker, a dict in unit tests."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+    def delete(self, partition: int, key: bytes) -> None: ...
+
+
+class DictKV:
+    """A KV in a dict, with a list of what was written (for tests and benchmarks)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.writes: list[tuple[bytes, bytes | None]] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+        self.writes.append((key, value))
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
+        self.writes.append((key, None))
+
+
+@dataclass(slots=True)
+class HeldEvent:
+    """One event as persisted: enough to replay it into the entity's windows."""
+
+    event_id: str
+    series: int
+    ts: int
+    value: int
+    cats: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.event_id, self.series, self.ts, self.value, *self.cats]) + b"\n"
+
+    @staticmethod
+    def decode_chunk(blob: bytes) -> Iterator[HeldEvent]:
+        for line in blob.splitlines():
+            if line:
+                eid, series, ts, value, *cats = orjson.loads(line)
+                yield HeldEvent(eid, series, ts, value, tuple(cats))
+
+
+class Entity(Protocol):
+    """What the store needs from a user's or merchant's in-memory feature state."""
+
+    def apply(self, ev: HeldEvent) -> None: ...
+
+
+E = TypeVar("E", bound=Entity)
+
+
+@dataclass(slots=True)
+class _Chunks:
+    first: int = 0
+    next: int = 0  # seq of the open chunk
+    open_buf: bytearray = field(default_factory=bytearray)
+    open_count: int = 0
+    # newest event time per closed chunk, oldest chunk first, for expiry
+    closed_max_ts: list[int] = field(default_factory=list)
+    open_max_ts: int = -1
+    open_flushed: bool = True
+
+
+@dataclass(slots=True)
+class Slot(Generic[E]):
+    """An entity's in-memory state plus its persistence bookkeeping."""
+
+    key: bytes
+    partition: int
+    entity: E
+    seen: set[str]
+    chunks: _Chunks
+    dirty: bool = False
+    meta_dirty: bool = False
+
+
+class EntityStore(Generic[E]):
+    """In-memory entities of one kind, persisted as chunks of held events in a KV."""
+
+    def __init__(
+        self,
+        kind: bytes,
+        kv: KV,
+        factory: Callable[[], E],
+        retention_ms: int,
+        chunk_events: int = CHUNK_EVENTS,
+    ) -> None:
+        self.kind = kind
+        self.kv = kv
+        self.factory = factory
+        self.retention_ms = retention_ms
+        self.chunk_events = chunk_events
+        self.slots: dict[str, Slot[E]] = {}
+        self._dirty: list[Slot[E]] = []
+        self.rebuilt = 0
+
+    # -- keys
+    def _meta_key(self, entity_id: str) -> bytes:
+        return self.kind + SEP + entity_id.encode()
+
+    def _chunk_key(self, entity_id: str, seq: int) -> bytes:
+        return self.kind + SEP + entity_id.encode() + SEP + str(seq).encode()
+
+    def _id(self, slot: Slot[E]) -> str:
+        return slot.key[len(self.kind) + 1 :].decode()
+
+    # -- access
+    def slot(self, entity_id: str, partition: int) -> Slot[E]:
+        s = self.slots.get(entity_id)
+        if s is None:
+            s = self._load(entity_id, partition)
+            self.slots[entity_id] = s
+        return s
+
+    def get(self, entity_id: str) -> E | None:
+        """The entity if this worker holds it (loading it from the table if needed), else None."""
+        s = self.slots.get(entity_id)
+        if s is not None:
+            return s.entity
+        meta = self.kv.get(self._meta_key(entity_id))
+        if meta is None:
+            return None
+        s = self._load(entity_id, orjson.loads(meta)["partition"])
+        self.slots[entity_id] = s
+        return s.entity
+
+    def _load(self, entity_id: str, partition: int) -> Slot[E]:
+        meta_raw = self.kv.get(self._meta_key(entity_id))
+        ch = _Chunks()
+        entity = self.factory()
+        seen: set[str] = set()
+        if meta_raw is not None:
+            meta = orjson.loads(meta_raw)
+            ch.first, ch.next = meta["first"], meta["next"]
+            held: list[HeldEvent] = []
+            for seq in range(ch.first, ch.next + 1):
+                blob = self.kv.get(self._chunk_key(entity_id, seq))
+                if blob is None:
+                    if seq < ch.next:
+                        ch.closed_max_ts.append(-1)
+                    continue
+                events = list(HeldEvent.decode_chunk(blob))
+                held.extend(events)
+                max_ts = max((e.ts for e in events), default=-1)
+                if seq < ch.next:
+                    ch.closed_max_ts.append(max_ts)
+                else:
+                    ch.open_buf = bytearray(blob)
+                    ch.open_count = len(events)
+                    ch.open_max_ts = max_ts
+            held.sort(key=lambda e: e.ts)
+            for ev in held:
+                seen.add(ev.event_id)
+                entity.apply(ev)
+            self.rebuilt += 1
+        return Slot(
+            self._meta_key(entity_id), partition, entity, seen, ch, meta_dirty=meta_raw is None
+        )
+
+    # -- writes
+    def add(self, slot: Slot[E], ev: HeldEvent) -> bool:
+        """Apply and persist a new event; False (and no effect) if its event id is already held."""
+        if ev.event_id in slot.seen:
+            return False
+        slot.seen.add(ev.event_id)
+        slot.entity.apply(ev)
+        ch = slot.chunks
+        if ch.open_count >= self.chunk_events:
+            if not ch.open_flushed:  # filled within this batch: write it before moving on
+                self.kv.put(
+                    slot.partition, self._chunk_key(self._id(slot), ch.next), bytes(ch.open_buf)
+                )
+            ch.closed_max_ts.append(ch.open_max_ts)
+            ch.next += 1
+            ch.open_buf = bytearray()
+            ch.open_count = 0
+            ch.open_max_ts = -1
+            slot.meta_dirty = True
+        ch.open_buf += ev.encode()
+        ch.open_count += 1
+        ch.open_flushed = False
+        if ev.ts > ch.open_max_ts:
+            ch.open_max_ts = ev.ts
+        if not slot.dirty:
+            slot.dirty = True
+            self._dirty.append(slot)
+        return True
+
+    def expire(self, slot: Slot[E], end_ms: int) -> None:
+        """Delete closed chunks whose newest event is older than the retention before `end_ms`."""
+        ch = slot.chunks
+        horizon = end_ms - self.retention_ms
+        entity_id = self._id(slot)
+        while ch.closed_max_ts and ch.closed_max_ts[0] <= horizon:
+            ch.closed_max_ts.pop(0)
+            key = self._chunk_key(entity_id, ch.first)
+            blob = self.kv.get(key)
+            if blob is not None:
+                for ev in HeldEvent.decode_chunk(blob):
+                    slot.seen.discard(ev.event_id)
+                self.kv.delete(slot.partition, key)
+            ch.first += 1
+            slot.meta_dirty = True
+        if slot.meta_dirty and not slot.dirty:
+            slot.dirty = True
+            self._dirty.append(slot)
+
+    def flush(self) -> int:
+        """Write each changed entity's open chunk (and meta) once; returns the records written."""
+        n = 0
+        for slot in self._dirty:
+            entity_id = self._id(slot)
+            ch = slot.chunks
+            if not ch.open_flushed:
+                ch.open_flushed = True
+                self.kv.put(slot.partition, self._chunk_key(entity_id, ch.next), bytes(ch.open_buf))
+                n += 1
+            if slot.meta_dirty:
+                meta = {"first": ch.first, "next": ch.next, "partition": slot.partition}
+                self.kv.put(slot.partition, slot.key, orjson.dumps(meta))
+                slot.meta_dirty = False
+                n += 1
+            slot.dirty = False
+        self._dirty.clear()
+        return n
+
+    def forget(self) -> None:
+        """Drop in-memory entities (after a rebalance); they are rebuilt from the table on next use."""
+        self.slots.clear()
+        self._dirty.clear()
