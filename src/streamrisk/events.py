@@ -174,7 +174,11 @@ class Validator:
         try:
             d = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise InvalidRecord(f"value is not valid JSON: {exc}") from None
+            hint = ""
+            if b"NaN" in value or b"Infinity" in value:
+                # Python's json.dumps writes these for float('nan'); say what the producer did wrong.
+                hint = " (NaN and Infinity are not JSON numbers: amounts must be finite)"
+            raise InvalidRecord(f"value is not valid JSON{hint}: {exc}") from None
         if type(d) is not dict:
             raise InvalidRecord(f"value must be a JSON object (got {type(d).__name__})")
         return d

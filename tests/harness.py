@@ -1,0 +1,160 @@
+"""Integration-test tools: worker processes on the session broker, and a plain aiokafka client.
+
+Each test module gets its own topic prefix and application id, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamrisk.broker._base import free_port, log_tail, spawn, terminate
+
+# Short group timeouts: a group's first join on the embedded broker takes max(1 s, session/2).
+FAST_GROUP_ENV = {
+    "STREAMRISK_SESSION_TIMEOUT_S": "6",
+    "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
+    "STREAMRISK_LOG_LEVEL": "warning",
+}
+
+
+class WorkerProcess:
+    """`streamrisk worker` in a child process that dies with the test run."""
+
+    def __init__(self, bootstrap: str, prefix: str, app_id: str, data_dir: Path, **env: str) -> None:
+        self.web_port = free_port()
+        self.data_dir = data_dir
+        self.log_path = data_dir / f"worker-{self.web_port}.log"
+        self.env = {
+            **os.environ,
+            **FAST_GROUP_ENV,
+            "STREAMRISK_BOOTSTRAP": bootstrap,
+            "STREAMRISK_TOPIC_PREFIX": prefix,
+            "STREAMRISK_APP_ID": app_id,
+            "STREAMRISK_DATA_DIR": str(data_dir),
+            "STREAMRISK_WEB_PORT": str(self.web_port),
+            **env,
+        }
+        self.proc = None
+
+    def start(self) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn(
+            [sys.executable, "-m", "streamrisk", "worker"], log_path=self.log_path, env=self.env
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last commit."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc, grace=10)
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 60)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+
+class Client:
+    """Produce contract records and read output topics, as any external service would."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Client:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.producer is not None
+        await self.producer.stop()
+
+    async def send(self, topic: str, key: str | None, value: dict[str, Any] | bytes) -> None:
+        assert self.producer is not None
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        await self.producer.send_and_wait(
+            self.prefix + topic, raw, key=key.encode() if key is not None else None
+        )
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        until: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 30.0,
+        settle: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """All records on `topic` from the start, once `until(records)` holds (plus `settle` seconds,
+        to catch records that should NOT arrive); raises TimeoutError with what was read."""
+        name = self.prefix + topic
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10)
+        await consumer.start()
+        out: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            parts: Iterable[int] | None = None
+            while not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(name)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {name} never appeared")
+                if not parts:
+                    await asyncio.sleep(0.2)
+            tps = [TopicPartition(name, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            done_at: float | None = None
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                for records in batch.values():
+                    out.extend(orjson.loads(r.value) for r in records)
+                now = time.monotonic()
+                if done_at is None and until(out):
+                    done_at = now + settle
+                if done_at is not None and now >= done_at:
+                    return out
+                if now > deadline:
+                    raise TimeoutError(f"{name}: condition not met in {timeout} s; read {out!r}"[:4000])
+        finally:
+            await consumer.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def payment(event_id: str, user: str, merchant: str = "m1", amount: float = 25.0, **kw: Any) -> dict:
+    return {
+        "event_id": event_id,
+        "ts": kw.pop("ts", now_ms()),
+        "user_id": user,
+        "merchant_id": merchant,
+        "amount": amount,
+        "currency": "CNY",
+        "method": kw.pop("method", "card"),
+        "device_id": kw.pop("device_id", "dev-1"),
+        **kw,
+    }
