@@ -24,7 +24,7 @@ from streamrisk.broker._base import free_port, log_tail, spawn, terminate
 FAST_GROUP_ENV = {
     "STREAMRISK_SESSION_TIMEOUT_S": "6",
     "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
-    "STREAMRISK_LOG_LEVEL": "warning",
+    "STREAMRISK_LOG_LEVEL": os.environ.get("STREAMRISK_TEST_WORKER_LOG_LEVEL", "warning"),
 }
 
 

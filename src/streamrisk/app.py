@@ -8,34 +8,43 @@ from typing import Any
 import faust
 
 from .processor import Processor, messages
-from .settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
+from .settings import Settings
 from .sinks import Outbox
+from .topics import STATE_TABLE
 from .transport import broker_urls
 
 log = logging.getLogger(__name__)
 
 
 class FaustKV:
-    """The state store's KV seam over a Faust table: we set the store and send the changelog
-    ourselves so a batch writes each changed key once, to the partition of the entity's events."""
+    """The state store's KV seam over a Faust table.
+
+    We set the table's store and produce its changelog records ourselves: each changed key once per
+    batch, to the partition of the entity's events, and through the batch's Outbox, so they are
+    delivered before the batch's input offsets can be committed. (Faust's own changelog buffer can
+    still hold records when a commit goes ahead.)
+    """
 
     def __init__(self, table: faust.Table) -> None:
         self.table = table
+        self.pending: list[tuple[int, bytes, bytes | None]] = []
 
     def get(self, key: bytes) -> bytes | None:
         return self.table.data.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.table.data[key] = value
-        self.table.send_changelog(
-            partition, key, value, key_serializer="raw", value_serializer="raw"
-        )
+        self.pending.append((partition, key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
         self.table.data.pop(key, None)
-        self.table.send_changelog(
-            partition, key, None, key_serializer="raw", value_serializer="raw"
-        )
+        self.pending.append((partition, key, None))
+
+    async def send(self, outbox: Outbox) -> None:
+        topic = self.table.changelog_topic.get_topic_name()
+        pending, self.pending = self.pending, []
+        for partition, key, value in pending:
+            await outbox.send(topic, key, value, partition)
 
 
 class StreamRiskApp(faust.App):
@@ -70,14 +79,15 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     table = app.Table(
-        "state",
+        STATE_TABLE,
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
     )
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
-    processor = Processor(settings, FaustKV(table))
+    kv = FaustKV(table)
+    processor = Processor(settings, kv)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -86,17 +96,6 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         "partitions": settings.partitions,
     }
     inputs = app.topic(*processor.input_topics, **raw)
-    declared = [
-        app.topic(settings.topic(name), **raw)
-        for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, CONTROL_TOPIC)
-    ]
-    declared.append(app.topic(processor.t_merchant_events, **raw))
-
-    @app.task
-    async def create_topics() -> None:
-        for topic in declared:
-            await topic.maybe_declare()
-
     @app.on_partitions_revoked.connect
     async def forget_state(app: faust.App, revoked: Any, **_: Any) -> None:
         # Entities of revoked partitions may move; rebuild from the table on next touch.
@@ -106,12 +105,25 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     @app.agent(inputs, name="process")
     async def process(stream: faust.StreamT) -> None:
         outbox = Outbox(app.producer)
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            for out in processor.process(messages(events)):
-                await outbox.send(out.topic, out.key, out.value)
+        batch: list[faust.EventT] = []
+        queue = stream.channel.queue
+        # Batches form by themselves: take what is already buffered (up to batch_max), process
+        # it, and ack it only once everything it produced is delivered. No timer adds latency.
+        async for event in stream.noack().events():
+            batch.append(event)
+            if len(batch) < settings.batch_max and not queue.empty():
+                continue
+            outs = processor.process(messages(batch))
+            # Take the state's changelog writes before the first await: a rebalance handled
+            # during an await forgets in-memory state, and must not forget unwritten changes.
             processor.flush_state()
-            # Acked (and so committable) only after every output of the batch is delivered.
+            await kv.send(outbox)
+            for out in outs:
+                await outbox.send(out.topic, out.key, out.value)
             await outbox.flush()
+            for e in batch:
+                await stream.ack(e)
+            batch.clear()
 
     from .web.api import register_routes
 

@@ -9,7 +9,7 @@ the worker that owns the merchant.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from .features.entities import (
 from .settings import Settings
 from .sinks import dead_letter_value
 from .state.store import KV, EntityStore, HeldEvent
+from .topics import merchant_events_topic
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -255,12 +256,7 @@ class Processor:
         self.merchants.expire(slot, slot.entity.latest)
 
 
-def merchant_events_topic(settings: Settings) -> str:
-    """The internal repartition topic: payments and chargebacks keyed by merchant."""
-    return settings.topic(f"{settings.app_id}-merchant-events")
-
-
-def messages(events: Sequence[Any]) -> list[Message]:
+def messages(events: Iterable[Any]) -> list[Message]:
     """Faust events to processor messages."""
     return [
         Message(

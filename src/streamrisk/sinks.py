@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 
 class Producer(Protocol):
@@ -50,26 +53,45 @@ def dead_letter_value(
 class Outbox:
     """Collects a batch's outgoing records and waits for all their deliveries at once."""
 
-    __slots__ = ("_pending", "_producer", "sent")
+    __slots__ = ("_pending", "_producer", "_topics", "sent")
+    stall_warning_s = 10.0
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
         self._pending: list[Awaitable[Any]] = []
+        self._topics: list[str] = []
         self.sent: dict[str, int] = {}
 
     async def send(
-        self, topic: str, key: str | bytes | None, value: dict[str, Any] | bytes
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: dict[str, Any] | bytes | None,
+        partition: int | None = None,
     ) -> None:
+        """Queue one record; `None` as value is a tombstone, `partition` None lets the key decide."""
         if isinstance(key, str):
             key = key.encode()
-        if not isinstance(value, bytes):
+        if value is not None and not isinstance(value, bytes):
             value = orjson.dumps(value)
-        fut = await self._producer.send(topic, key, value, None, None, None)
+        fut = await self._producer.send(topic, key, value, partition, None, None)
         self._pending.append(fut)
+        self._topics.append(topic)
         self.sent[topic] = self.sent.get(topic, 0) + 1
 
     async def flush(self) -> None:
         """Wait until every record sent since the last flush is acknowledged by the broker."""
         if self._pending:
             pending, self._pending = self._pending, []
-            await asyncio.gather(*pending)
+            topics, self._topics = self._topics, []
+            while True:
+                _, waiting = await asyncio.wait(pending, timeout=self.stall_warning_s)
+                if not waiting:
+                    break
+                stuck = sorted({topics[i] for i, f in enumerate(pending) if f in waiting})
+                log.warning(
+                    "still waiting after %.0f s for the broker to acknowledge %d records to %s",
+                    self.stall_warning_s, len(waiting), ", ".join(stuck),
+                )
+            for f in pending:
+                f.result()  # raise the first delivery error, if any

@@ -1,23 +1,72 @@
-"""Faust's aiokafka transport with the consumer fetch wait under our control.
+"""Faust's aiokafka transport, made safe for any Kafka-compatible broker.
 
-Faust hard-codes `fetch_max_wait_ms=1500` for worker consumers. A broker that does not wake a parked
-fetch when data arrives then adds up to 1.5 s to every decision; a risk decision has a budget of
-milliseconds, so the wait comes from `Settings.fetch_max_wait_ms` instead.
+- Faust hard-codes `fetch_max_wait_ms=1500` for worker consumers. A broker that does not wake a parked
+  fetch when data arrives then adds up to 1.5 s to every decision; a risk decision has a budget of
+  milliseconds, so the wait comes from `Settings.fetch_max_wait_ms` instead.
+- Table recovery reads each changelog partition up to its end offset (ListOffsets). Some
+  Kafka-compatible brokers answer that with the start of the last record batch rather than the end,
+  and recovery would then silently stop short of the newest state. A fetch's high watermark is
+  authoritative, so the end offsets recovery uses are confirmed with one fetch per partition.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.drivers.aiokafka import server_list
+from faust.types import TP
 
 SCHEME = "streamrisk"
 
 
+async def confirmed_end_offsets(
+    bootstrap: list[str], listed: Mapping[TP, int], timeout_ms: int = 2000
+) -> dict[TP, int]:
+    """End offsets no lower than the high watermark a fetch reports for each partition."""
+    out = dict(listed)
+    todo = [tp for tp, end in listed.items() if end > 0]
+    if not todo:
+        return out
+    probe = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await probe.start()
+    try:
+        parts = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in todo]
+        probe.assign(parts)
+        for part, tp in zip(parts, todo, strict=True):
+            probe.seek(part, listed[tp] - 1)
+        pending = set(parts)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while pending and time.monotonic() < deadline:
+            await probe.getmany(*pending, timeout_ms=100, max_records=1)
+            for part in list(pending):
+                hw = probe.highwater(part)
+                if hw is not None:
+                    pending.discard(part)
+                    tp = TP(part.topic, part.partition)
+                    out[tp] = max(out[tp], hw)
+    finally:
+        await probe.stop()
+    return out
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _bootstrap: list[str]
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return listed
+        return await confirmed_end_offsets(self._bootstrap, listed)
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        self._bootstrap = server_list(transport.url, transport.default_port)
         consumer = super()._create_worker_consumer(transport)
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import signal
 
 from .settings import Settings
+
+
+def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    out = io.StringIO()
+    for task in asyncio.all_tasks(loop):
+        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=out)
+        task.print_stack(limit=12, file=out)
+    logging.getLogger("streamrisk.worker").warning("asyncio tasks:\n%s", out.getvalue())
 
 
 def run_worker(settings: Settings) -> int:
@@ -20,15 +30,17 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from .app import build_app
+    from .topics import ensure_topics
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app, _ = build_app(settings)
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level.upper(),
-        quiet=True,
-        loop=asyncio.new_event_loop(),
-    )
+    loop = asyncio.new_event_loop()
+    created = loop.run_until_complete(ensure_topics(settings))
+    if created:
+        logging.getLogger("streamrisk.worker").info("created %d missing topics", len(created))
+    # `kill -USR1 <pid>` logs where every task is waiting: the first question about a stuck worker.
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks, loop)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     logging.getLogger("streamrisk").setLevel(settings.log_level.upper())
     try:
         worker.execute_from_commandline()

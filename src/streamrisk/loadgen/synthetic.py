@@ -135,10 +135,7 @@ class Traffic:
         return Record("repayments", account, v)
 
     def chargeback(self, ts: int) -> Record:
-        if self._recent_payments:
-            p = self.rng.choice(self._recent_payments)
-        else:
-            p = self.payment(ts).value
+        p = self.rng.choice(self._recent_payments) if self._recent_payments else self.payment(ts).value
         v = {
             "event_id": self._eid("cb"),
             "ts": ts,

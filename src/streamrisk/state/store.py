@@ -140,16 +140,21 @@ class EntityStore(Generic[E]):
             self.slots[entity_id] = s
         return s
 
-    def get(self, entity_id: str) -> E | None:
-        """The entity if this worker holds it (loading it from the table if needed), else None."""
+    def get(self, entity_id: str, owns: Callable[[int], bool] | None = None) -> E | None:
+        """The entity if it is known here (loading it from the table if needed), else None.
+
+        `owns(partition)` says whether this worker currently owns a partition: after a rebalance
+        the table may still hold entities of partitions that moved to another worker.
+        """
         s = self.slots.get(entity_id)
-        if s is not None:
-            return s.entity
-        meta = self.kv.get(self._meta_key(entity_id))
-        if meta is None:
+        if s is None:
+            meta = self.kv.get(self._meta_key(entity_id))
+            if meta is None:
+                return None
+            s = self._load(entity_id, orjson.loads(meta)["partition"])
+            self.slots[entity_id] = s
+        if owns is not None and not owns(s.partition):
             return None
-        s = self._load(entity_id, orjson.loads(meta)["partition"])
-        self.slots[entity_id] = s
         return s.entity
 
     def _load(self, entity_id: str, partition: int) -> Slot[E]:

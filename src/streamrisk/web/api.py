@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from ..processor import Processor
@@ -16,6 +17,10 @@ from ..processor import Processor
 
 def register_routes(app: faust.App, processor: Processor) -> None:
     token = processor.settings.api_token
+    owned_topic = processor.input_topics[0]
+
+    def owns(partition: int) -> bool:
+        return TP(owned_topic, partition) in app.consumer.assignment()
 
     def denied(view: View, request: Request) -> Response | None:
         if token and request.headers.get("Authorization") != f"Bearer {token}":
@@ -27,7 +32,7 @@ def register_routes(app: faust.App, processor: Processor) -> None:
         async def get(self, request: Request, user_id: str) -> Response:
             if (resp := denied(self, request)) is not None:
                 return resp
-            user = processor.users.get(user_id)
+            user = processor.users.get(user_id, owns)
             if user is None:
                 return self.json({"error": f"unknown user {user_id!r}"}, status=404)
             body: dict[str, Any] = {
@@ -43,7 +48,7 @@ def register_routes(app: faust.App, processor: Processor) -> None:
         async def get(self, request: Request, merchant_id: str) -> Response:
             if (resp := denied(self, request)) is not None:
                 return resp
-            merchant = processor.merchants.get(merchant_id)
+            merchant = processor.merchants.get(merchant_id, owns)
             if merchant is None:
                 return self.json({"error": f"unknown merchant {merchant_id!r}"}, status=404)
             body: dict[str, Any] = {

@@ -1,0 +1,352 @@
+"""Process plumbing shared by the embedded brokers: spawning without orphans, readiness, stop."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from streamrisk.broker._protocol import ProtocolError, probe_metadata
+
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ADDR_IN_USE = re.compile(r"address (already )?in use|AddrInUse", re.IGNORECASE)
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started (or died); the message holds its log tail."""
+
+
+class PortInUseError(BrokerError):
+    """The requested loopback port is taken by another process."""
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_port() -> int:
+    """Return a currently free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_port_free(port: int) -> None:
+    """Raise BrokerError if something already listens on 127.0.0.1:port.
+
+    Needed because a Kafka probe against an occupied port would happily succeed against
+    the *other* broker, and Tansu exits with status 0 on a bind failure.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option the brokers set, so TIME_WAIT leftovers do not count as a clash.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise PortInUseError(f"port {LOOPBACK}:{port} is already in use ({exc.strerror})") from exc
+
+
+# --------------------------------------------------------------------------- temp dirs
+
+_TEMP_PREFIX = "streamrisk-"
+_OWNER_FILE = "owner"
+
+
+def _process_identity(pid: int) -> str | None:
+    """ "pid starttime" for a live process (start time defeats pid reuse), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return f"{pid} {fields[19]}"  # field 22 of stat: start time in clock ticks
+
+
+def make_temp_workdir(kind: str) -> Path:
+    """Create a private temp dir for a broker, first removing ones whose owner has died.
+
+    A SIGKILLed owner never runs its cleanup; its broker died with it (PDEATHSIG), so the
+    directory is garbage the next start can collect.
+    """
+    tmp_root = Path(tempfile.gettempdir())
+    for stale in tmp_root.glob(f"{_TEMP_PREFIX}*-*"):
+        try:
+            owner = (stale / _OWNER_FILE).read_text().strip()
+            pid = int(owner.split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # not ours, or still being set up
+        if _process_identity(pid) != owner:
+            shutil.rmtree(stale, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{kind}-"))
+    (workdir / _OWNER_FILE).write_text(_process_identity(os.getpid()) or str(os.getpid()))
+    return workdir
+
+
+# --------------------------------------------------------------------------- spawning
+
+_libc: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - exotic libc
+        _libc = None
+
+_spawn_queue: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future]] | None = None
+_spawn_lock = threading.Lock()
+
+
+def _make_child_setup(parent_pid: int) -> Callable[[], None]:
+    prctl = _libc.prctl if _libc is not None else None
+
+    def child_setup() -> None:
+        # Runs in the child between fork and exec: if our process dies, even by SIGKILL,
+        # the kernel SIGKILLs the broker, so it can never outlive us.
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died before prctl took effect; then we were re-parented.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return child_setup
+
+
+def _spawner_loop(jobs: queue.SimpleQueue) -> None:
+    while True:
+        launch, future = jobs.get()
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(launch())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+def _in_long_lived_thread(launch: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run `launch` in a thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so forking from a
+    short-lived worker thread (asyncio.to_thread, executors) would kill the broker early.
+    """
+    global _spawn_queue
+    if threading.current_thread() is threading.main_thread():
+        return launch()
+    with _spawn_lock:
+        if _spawn_queue is None:
+            _spawn_queue = queue.SimpleQueue()
+            threading.Thread(
+                target=_spawner_loop, args=(_spawn_queue,), name="streamrisk-spawner", daemon=True
+            ).start()
+        jobs = _spawn_queue
+    future: Future[subprocess.Popen[bytes]] = Future()
+    jobs.put((launch, future))
+    return future.result()
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session with output appended to `log_path`; dies with us."""
+    parent_pid = os.getpid()
+
+    def launch() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,  # own process group: Ctrl-C in our terminal is ours
+                preexec_fn=_make_child_setup(parent_pid),
+                close_fds=True,
+            )
+
+    return _in_long_lived_thread(launch)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `grace` seconds, and reap it."""
+    if proc.poll() is None:
+        # Until we reap the leader its pid (and so the group id) cannot be reused.
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def log_tail(path: Path | None, lines: int = 40) -> str:
+    """Last `lines` lines of a log file, colour codes removed; '' if unreadable."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(_ANSI.sub("", text).splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- broker handle
+
+_live: set[EmbeddedBroker] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _live_lock:
+        brokers = list(_live)
+    for broker in brokers:
+        # A forked child inherits this registry; only the process that started a broker owns it.
+        if broker._owner_pid == os.getpid():
+            broker.stop()
+
+
+class EmbeddedBroker:
+    """A broker child process listening on 127.0.0.1; stop() (or `with`) ends it for good."""
+
+    bootstrap: str
+    kind: str
+
+    def __init__(
+        self,
+        kind: str,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        *,
+        log_path: Path,
+        data_dir: Path,
+        cleanup_dir: Path | None = None,
+        stop_grace: float = 15.0,
+        controller_port: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.port = port
+        self.controller_port = controller_port
+        self.bootstrap = f"{LOOPBACK}:{port}"
+        self.log_path = log_path
+        self.data_dir = data_dir
+        self._proc = proc
+        self._cleanup_dir = cleanup_dir
+        self._stop_grace = stop_grace
+        self._stopped = False
+        self._owner_pid = os.getpid()
+        self._lock = threading.Lock()
+        with _live_lock:
+            _live.add(self)
+
+    @property
+    def pid(self) -> int:
+        """OS process id of the broker (also its process-group id)."""
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """Exit status if the broker process has ended, else None."""
+        return self._proc.poll()
+
+    def is_running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the broker's log (empty once a temporary data dir is removed)."""
+        return log_tail(self.log_path, lines)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after `grace` s) and reap it. Idempotent."""
+        with self._lock:
+            if self._stopped or self._owner_pid != os.getpid():
+                return
+            self._stopped = True
+            try:
+                terminate(self._proc, self._stop_grace if grace is None else grace)
+            finally:
+                with _live_lock:
+                    _live.discard(self)
+                if self._cleanup_dir is not None:
+                    shutil.rmtree(self._cleanup_dir, ignore_errors=True)
+
+    def wait_ready(self, timeout: float, interval: float = 0.05) -> None:
+        """Block until the broker answers a Metadata request advertising our port.
+
+        On failure the broker is stopped and BrokerError (with the log tail) is raised.
+        """
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        try:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    message = self._failure(f"exited with status {code} before becoming ready")
+                    clash = _ADDR_IN_USE.search(self.log_tail())
+                    raise (PortInUseError if clash else BrokerError)(message)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    detail = f" (last probe error: {last_error})" if last_error else ""
+                    raise BrokerError(self._failure(f"not ready after {timeout:g}s{detail}"))
+                try:
+                    brokers = probe_metadata(LOOPBACK, self.port, timeout=min(2.0, remaining))
+                except (OSError, ProtocolError) as exc:
+                    last_error = exc
+                else:
+                    if any(b.port == self.port for b in brokers) and self._proc.poll() is None:
+                        return
+                    last_error = ProtocolError(f"metadata lists {brokers}, not our port")
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        except BaseException:
+            # Also on KeyboardInterrupt: never leave a half-started broker behind.
+            self.stop(grace=2.0)
+            raise
+
+    def _failure(self, what: str) -> str:
+        tail = self.log_tail()
+        shown = f"\n--- last lines of {self.log_path} ---\n{tail}" if tail else " (log is empty)"
+        return f"{self.kind} broker on {self.bootstrap} {what}{shown}"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else f"pid={self.pid}"
+        return f"<EmbeddedBroker {self.kind} {self.bootstrap} {state}>"

@@ -1,0 +1,339 @@
+"""Real Apache Kafka 4.x (KRaft, single combined node) run from Maven-fetched jars.
+
+The jars are fetched once with `mvn dependency:copy-dependencies` into
+``$STREAMRISK_CACHE_DIR/kafka-<version>/jars`` (default ``~/.cache/streamrisk``) and reused.
+``python -m streamrisk.broker.kafka`` pre-fetches them and prints the directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from streamrisk.broker._base import (
+    LOOPBACK,
+    BrokerError,
+    EmbeddedBroker,
+    ensure_port_free,
+    free_port,
+    log_tail,
+    make_temp_workdir,
+    spawn,
+    terminate,
+)
+
+#: Default Kafka release; override with $STREAMRISK_KAFKA_VERSION.
+KAFKA_VERSION = "4.4.0"
+#: Kafka 4.x logs through SLF4J 1.7 -> Log4j 2 but its pom ships no binding; we add one.
+LOG4J_VERSION = "2.25.5"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+DOWNLOAD_TIMEOUT = 900.0
+
+# Small heap and serial GC: this is a single-client test/dev broker on a 2-core box.
+DEFAULT_JVM_OPTS = (
+    "-Xms64m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+)
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>streamrisk</groupId>
+  <artifactId>kafka-broker-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+# Our stop() already SIGTERMs the JVM; the hook only adds a noisy warning at exit.
+shutdownHook = disable
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+# Config dumps and per-request chatter drown the interesting lines.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+logger.utils.name = org.apache.kafka.common.utils.AppInfoParser
+logger.utils.level = WARN
+"""
+
+
+def kafka_version() -> str:
+    """Kafka release to run: $STREAMRISK_KAFKA_VERSION or KAFKA_VERSION."""
+    return os.environ.get("STREAMRISK_KAFKA_VERSION") or KAFKA_VERSION
+
+
+def cache_root() -> Path:
+    """$STREAMRISK_CACHE_DIR, else $XDG_CACHE_HOME/streamrisk, else ~/.cache/streamrisk."""
+    explicit = os.environ.get("STREAMRISK_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrisk"
+
+
+def java_executable() -> str:
+    """The `java` to run Kafka with: $JAVA_HOME/bin/java, else `java` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        raise BrokerError("Kafka needs Java 17+, but no `java` was found (PATH or JAVA_HOME)")
+    return found
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _jars_ready(jars: Path, version: str) -> bool:
+    return (jars / f"kafka_2.13-{version}.jar").is_file()
+
+
+def ensure_kafka_jars(version: str | None = None, *, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+    """Return the directory holding the broker's jars, fetching them with Maven on first use.
+
+    Safe against concurrent callers: one process downloads under a file lock into a temp
+    directory that is renamed into place, so nobody ever sees a half-filled cache.
+    """
+    version = version or kafka_version()
+    root = cache_root()
+    final = root / f"kafka-{version}"
+    if _jars_ready(final / "jars", version):
+        return final / "jars"
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise BrokerError(
+            "fetching Kafka jars needs Maven (`mvn`, Debian package `maven`); alternatively set "
+            "STREAMRISK_KAFKA_HOME to an unpacked Kafka distribution"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f".kafka-{version}.lock"):
+        if _jars_ready(final / "jars", version):  # another process finished meanwhile
+            return final / "jars"
+        tmp = Path(tempfile.mkdtemp(prefix=f".kafka-{version}.", dir=root))
+        try:
+            _maven_fetch(mvn, tmp, version, timeout)
+            # A Maven-local repo per download keeps it isolated; it is not needed afterwards.
+            shutil.rmtree(tmp / "m2", ignore_errors=True)
+            if final.exists():  # leftover from an interrupted older layout
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final / "jars"
+
+
+def _maven_fetch(mvn: str, workdir: Path, version: str, timeout: float) -> None:
+    (workdir / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
+    log_path = workdir / "mvn.log"
+    argv = [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(workdir / "pom.xml"),
+        f"-Dmaven.repo.local={workdir / 'm2'}",
+        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={workdir / 'jars'}",
+    ]
+    try:
+        proc = spawn(argv, log_path=log_path, cwd=workdir)
+    except OSError as exc:
+        raise BrokerError(f"cannot run Maven ({mvn}): {exc}") from exc
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise BrokerError(
+            f"Maven did not fetch Kafka {version} within {timeout:g}s:\n{log_tail(log_path)}"
+        ) from None
+    finally:
+        terminate(proc, 5.0)  # no-op if it already exited; also covers KeyboardInterrupt
+    if code != 0 or not _jars_ready(workdir / "jars", version):
+        raise BrokerError(
+            f"Maven could not fetch org.apache.kafka:kafka_2.13:{version} (exit {code}); "
+            f"is Maven Central reachable?\n{log_tail(log_path)}"
+        )
+
+
+def kafka_classpath(version: str | None = None) -> str:
+    """Java classpath for the broker: $STREAMRISK_KAFKA_HOME/libs or the Maven cache."""
+    home = os.environ.get("STREAMRISK_KAFKA_HOME")
+    libs = Path(home) / "libs" if home else ensure_kafka_jars(version)
+    if not libs.is_dir():
+        raise BrokerError(f"Kafka jar directory {libs} does not exist")
+    return f"{libs}{os.sep}*"
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: a base64url-encoded 16-byte UUID without padding."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # 1 in 64 ids starts with '-', which StorageTool's argument parser takes for an option
+        # (Kafka's own Uuid.randomUuid() skips those too).
+        if not cid.startswith("-"):
+            return cid
+
+
+def server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
+    """server.properties for a single combined broker+controller node on loopback."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # Static voter list (not a formatted dynamic quorum), so a reused data dir can be
+        # restarted on different ports.
+        "controller.quorum.voters": f"1@{LOOPBACK}:{controller_port}",
+        "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dirs),
+        "num.partitions": "4",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Fewer threads than the defaults (3 network, 8 io): two shared cores.
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "background.threads": "4",
+    }
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def _jvm_opts(config_dir: Path) -> list[str]:
+    extra = os.environ.get("STREAMRISK_KAFKA_JVM_OPTS")
+    opts = extra.split() if extra else list(DEFAULT_JVM_OPTS)
+    return [*opts, f"-Dlog4j2.configurationFile={config_dir / 'kafka-log4j2.properties'}"]
+
+
+def start_kafka(
+    port: int,
+    *,
+    data_dir: str | Path | None = None,
+    ready_timeout: float = 90.0,
+    controller_port: int | None = None,
+) -> EmbeddedBroker:
+    """Launch Kafka (KRaft) on 127.0.0.1:port and block until it answers Metadata.
+
+    A data_dir that already holds a formatted log directory is reused as is (topics and
+    offsets survive); otherwise a fresh cluster is formatted. Jar download time does not
+    count against ready_timeout.
+    """
+    if controller_port == port:
+        raise BrokerError("Kafka's controller port must differ from the client port")
+    # Download first: it may take a while, and port checks should be fresh when we launch.
+    java = java_executable()
+    classpath = kafka_classpath()
+    while controller_port is None or controller_port == port:
+        controller_port = free_port()
+    ensure_port_free(port)
+    ensure_port_free(controller_port)
+    cleanup: Path | None = None
+    if data_dir is None:
+        cleanup = workdir = make_temp_workdir("kafka")
+    else:
+        workdir = Path(data_dir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dirs = workdir / "kafka-logs"
+        props = workdir / "kafka-server.properties"
+        props.write_text(server_properties(port, controller_port, log_dirs))
+        (workdir / "kafka-log4j2.properties").write_text(_LOG4J2)
+        log_path = workdir / "kafka.log"
+        base = [java, *_jvm_opts(workdir), "-cp", classpath]
+        if not (log_dirs / "meta.properties").is_file():
+            _format_storage(base, props, log_path, workdir, ready_timeout)
+        proc = spawn([*base, "kafka.Kafka", str(props)], log_path=log_path, cwd=workdir)
+    except BaseException:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        raise
+    broker = EmbeddedBroker(
+        "kafka",
+        proc,
+        port,
+        log_path=log_path,
+        data_dir=workdir,
+        cleanup_dir=cleanup,
+        controller_port=controller_port,
+    )
+    broker.wait_ready(ready_timeout, interval=0.1)
+    return broker
+
+
+def _format_storage(base: list[str], props: Path, log_path: Path, workdir: Path, timeout: float) -> None:
+    argv = [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+    proc = spawn(argv, log_path=log_path, cwd=workdir)
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        terminate(proc, 2.0)
+    if code != 0:
+        raise BrokerError(
+            f"kafka-storage format failed (exit {code}):\n--- {log_path} ---\n{log_tail(log_path)}"
+        )
+
+
+def main() -> int:
+    """Pre-fetch the Kafka jars (e.g. in a CI setup step) and print their directory."""
+    try:
+        print(ensure_kafka_jars())
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

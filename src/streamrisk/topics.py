@@ -1,0 +1,71 @@
+"""Every topic a worker reads or writes, created before the worker joins its consumer group.
+
+A consumer group subscribes to topics by name, and a topic that does not exist when the group forms
+gets no partitions until a later metadata refresh and rebalance; its records would wait minutes. So a
+worker creates what is missing first, then starts consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "state"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust names a table's changelog `{app id}-{table}-changelog`."""
+    return f"{settings.app_id}-{STATE_TABLE}-changelog"
+
+
+def merchant_events_topic(settings: Settings) -> str:
+    """The internal repartition topic: payments and chargebacks keyed by merchant."""
+    return settings.topic(f"{settings.app_id}-merchant-events")
+
+
+def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic name -> topic config, for everything a worker touches."""
+    plain = {settings.topic(t): {} for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
+    plain[merchant_events_topic(settings)] = {}
+    # The control topic keeps the newest ruleset per name; the changelog keeps the newest value per key.
+    plain[settings.topic(CONTROL_TOPIC)] = {"cleanup.policy": "compact"}
+    plain[changelog_topic(settings)] = {"cleanup.policy": "compact"}
+    return plain
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
+    """Create the missing topics and wait until the broker lists them all; returns those created."""
+    wanted = worker_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
+    deadline = time.monotonic() + timeout_s
+    created: list[str] = []
+    await admin.start()
+    try:
+        while True:
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if not missing:
+                return created
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics still missing after {timeout_s:.0f} s: {', '.join(missing)}")
+            new = [
+                NewTopic(t, settings.partitions, settings.replication, topic_configs=wanted[t])
+                for t in missing
+            ]
+            try:
+                await admin.create_topics(new)
+                created += missing
+                log.info("created topics: %s", ", ".join(missing))
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()

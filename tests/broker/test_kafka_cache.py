@@ -1,0 +1,97 @@
+"""The Kafka jar cache: one Maven run however many processes ask, and atomic publication."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from streamrisk.broker import BrokerError
+from streamrisk.broker import kafka as kafka_mod
+
+pytestmark = pytest.mark.timeout(60)
+
+# Stands in for `mvn`: records each run, then "downloads" the jar into -DoutputDirectory.
+FAKE_MVN = """#!/bin/sh
+echo run >> "{calls}"
+sleep 0.5
+for arg in "$@"; do
+  case "$arg" in -DoutputDirectory=*) out="${{arg#-DoutputDirectory=}}";; esac
+done
+[ -n "{fail}" ] && {{ echo "Could not resolve dependencies" >&2; exit 1; }}
+mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.jar"
+"""
+
+
+@pytest.fixture
+def fake_mvn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def install(fail: bool = False) -> Path:
+        bindir = tmp_path / "bin"
+        bindir.mkdir(exist_ok=True)
+        calls = tmp_path / "calls"
+        mvn = bindir / "mvn"
+        mvn.write_text(FAKE_MVN.format(calls=calls, fail="1" if fail else ""))
+        mvn.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+        monkeypatch.setenv("STREAMRISK_CACHE_DIR", str(tmp_path / "cache"))
+        return calls
+
+    return install
+
+
+def test_concurrent_callers_download_once(fake_mvn, tmp_path: Path) -> None:
+    calls = fake_mvn()
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(kafka_mod.ensure_kafka_jars("9.9.9")))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    expected = tmp_path / "cache" / "kafka-9.9.9" / "jars"
+    assert results == [expected] * 3
+    assert calls.read_text().count("run") == 1
+    assert (expected / "kafka_2.13-9.9.9.jar").is_file()
+    assert not (expected.parent / "m2").exists(), "the per-download Maven repo is dropped"
+    leftovers = [
+        p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".kafka-9.9.9.") and p.is_dir()
+    ]
+    assert leftovers == [], "temp download dirs must be renamed or removed"
+    # Cached: no further Maven run.
+    assert kafka_mod.ensure_kafka_jars("9.9.9") == expected
+    assert calls.read_text().count("run") == 1
+
+
+def test_failed_download_is_clear_and_leaves_no_partial_cache(fake_mvn, tmp_path: Path) -> None:
+    fake_mvn(fail=True)
+    with pytest.raises(BrokerError, match=r"(?s)exit 1.*Could not resolve dependencies"):
+        kafka_mod.ensure_kafka_jars("9.9.9")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_missing_maven_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("STREAMRISK_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(BrokerError, match="needs Maven"):
+        kafka_mod.ensure_kafka_jars("9.9.9")
+
+
+def test_server_properties_are_loopback_single_node(tmp_path: Path) -> None:
+    text = kafka_mod.server_properties(9092, 9093, tmp_path / "logs")
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert props["process.roles"] == "broker,controller"
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["log.dirs"] == str(tmp_path / "logs")
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    ids = {kafka_mod._cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(cid) == 22 and not cid.startswith("-") for cid in ids)

@@ -1,0 +1,1 @@
+"""Tests of streamrisk.windows: scenarios, oracle-based properties and the record codec."""
