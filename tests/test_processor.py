@@ -105,3 +105,43 @@ def test_chunks_leave_the_table_when_their_events_leave_the_widest_window() -> N
     assert len(kv.data) < held_before
     assert any(v is None for _, v in kv.writes)  # tombstones for the expired chunks
     assert Processor(SETTINGS, kv).users.get("u").features()["payment_count_30d"] == 1
+
+
+def test_every_series_rebuilt_in_bulk_equals_live_state() -> None:
+    # All four input topics plus the merchant-events loop back, with late events, so every user
+    # and merchant series goes through both the incremental path and the bulk rebuild.
+    kv, feed = DictKV(), Feed()
+    live = Processor(SETTINGS, kv)
+    statuses = ("placed", "fulfilled", "refunded", "cancelled")
+    msgs = []
+    for i in range(240):
+        ts = T0 + i * 3 * 3_600_000 - (2 * DAY_MS if i % 17 == 0 else 0)  # ~30 days, some late
+        user, merchant = f"u{i % 3}", f"m{i % 2}"
+        msgs.append(feed("payments", user, pay(f"p{i}", user, ts, 1.0 + i % 7, merchant, f"d{i % 4}")))
+        if i % 5 == 0:
+            msgs.append(feed("chargebacks", user, {
+                "event_id": f"c{i}", "ts": ts + 1, "payment_id": f"p{i}", "user_id": user,
+                "merchant_id": merchant, "amount": 2.0, "currency": "CNY", "reason": "fraud"}))
+        if i % 3 == 0:
+            kind, account = ("user", f"u{i // 6 % 3}") if i // 3 % 2 else ("merchant", merchant)
+            msgs.append(feed("repayments", account, {
+                "event_id": f"r{i}", "ts": ts + 2, "account_type": kind, "account_id": account,
+                "amount": 3.0, "currency": "CNY", "due_ts": ts + (DAY_MS if i % 4 else -DAY_MS)}))
+        msgs.append(feed("orders", merchant, {
+            "event_id": f"o{i}", "ts": ts + 3, "order_id": f"O{i // 4}", "merchant_id": merchant,
+            "user_id": user, "amount": 5.0 + i % 3, "currency": "CNY", "status": statuses[i // 2 % 4]}))
+    out = run(live, msgs)
+    loop = [Message(o.topic, 0, n, o.key.encode(), o.value)
+            for n, o in enumerate(out) if o.topic == live.t_merchant_events]
+    assert loop
+    run(live, loop)
+    recovered = Processor(SETTINGS, kv)
+    for u in ("u0", "u1", "u2"):
+        assert recovered.users.get(u).features() == live.users.get(u).features()
+        assert live.users.get(u).features()["repayment_on_time_rate_30d"] > 0
+    for m in ("m0", "m1"):
+        f = live.merchants.get(m).features()
+        assert min(f["fulfilled_amount_sum_30d"], f["refund_count_30d"], f["chargeback_count_30d"]) > 0
+        assert recovered.merchants.get(m).features() == live.merchants.get(m).features()
+        assert recovered.merchants.get(m).latest == live.merchants.get(m).latest
+    assert recovered.users.rebuilt == 3 and recovered.merchants.rebuilt == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -11,7 +12,7 @@ from .processor import Processor, messages
 from .settings import Settings
 from .sinks import Outbox
 from .topics import STATE_TABLE
-from .transport import broker_urls
+from .transport import OffsetContinuity, broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,20 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         "partitions": settings.partitions,
     }
     inputs = app.topic(*processor.input_topics, **raw)
+    continuity = OffsetContinuity(app, set(processor.input_topics))
+    idle = {"since": time.monotonic(), "busy": False}
+
     @app.on_partitions_revoked.connect
     async def forget_state(app: faust.App, revoked: Any, **_: Any) -> None:
         # Entities of revoked partitions may move; rebuild from the table on next touch.
         processor.users.forget()
         processor.merchants.forget()
+        continuity.reset()
+
+    async def reread(gaps: dict[Any, int], why: str) -> None:
+        for tp, offset in gaps.items():
+            log.warning("%s: records from offset %d %s; reading them again", tp, offset, why)
+            await app.consumer.seek(tp, offset)
 
     @app.agent(inputs, name="process")
     async def process(stream: faust.StreamT) -> None:
@@ -113,17 +123,40 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
             batch.append(event)
             if len(batch) < settings.batch_max and not queue.empty():
                 continue
+            idle["busy"] = True
+            gaps = await continuity.gaps_in([(e.message.tp, e.message.offset) for e in batch])
             outs = processor.process(messages(batch))
             # Take the state's changelog writes before the first await: a rebalance handled
             # during an await forgets in-memory state, and must not forget unwritten changes.
             processor.flush_state()
-            await kv.send(outbox)
+            # Outputs first, state second. A crash between the two replays the batch against
+            # state that lacks it, so its decisions are made again (same ids); the other order
+            # would find the events already held and never decide them.
             for out in outs:
                 await outbox.send(out.topic, out.key, out.value)
+            await outbox.flush()
+            await kv.send(outbox)
             await outbox.flush()
             for e in batch:
                 await stream.ack(e)
             batch.clear()
+            if gaps:
+                await reread(gaps, "were skipped before this batch")
+            idle["busy"] = False
+            idle["since"] = time.monotonic()
+
+    settled = {"generation": None}
+
+    @app.timer(interval=0.5)
+    async def reread_lost_records() -> None:
+        generation = app.consumer_generation_id
+        if settled["generation"] != generation and app.tables.recovery.completed.is_set():
+            settled["generation"] = generation
+            for tp, offset in (await continuity.restart_points()).items():
+                await app.consumer.seek(tp, offset)
+            return
+        if not idle["busy"] and time.monotonic() - idle["since"] >= 2.0:
+            await reread(continuity.behind_reader(), "never reached the agent")
 
     from .web.api import register_routes
 

@@ -44,6 +44,7 @@ def _traffic_args(p: argparse.ArgumentParser, rate: float, duration: float) -> N
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--merchants", type=int, default=200)
     p.add_argument("--malformed", type=float, default=0.002, help="share of malformed records")
+    p.add_argument("--bursts", type=float, default=0.002, help="share of events that start a payment burst")
     p.add_argument("--seed", type=int, default=7)
 
 
@@ -108,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     users=args.users,
                     merchants=args.merchants,
                     malformed=args.malformed,
+                    bursts=args.bursts,
                     seed=args.seed,
                 )
             )
@@ -129,7 +131,9 @@ async def _produce(args: argparse.Namespace, settings: Settings) -> int:
         records = read_jsonl(args.file)
         stats = await produce(settings.bootstrap, records, rate=args.rate, topic_prefix=settings.topic_prefix)
     else:
-        traffic = Traffic(args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed))
+        traffic = Traffic(
+            args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
+        )
         stats = await produce(
             settings.bootstrap,
             synthetic_stream(traffic),

@@ -52,6 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
                         users=args.users,
                         merchants=args.merchants,
                         malformed=args.malformed,
+                        bursts=args.bursts,
                         seed=args.seed,
                     )
                 )

@@ -79,6 +79,8 @@ class Settings:
     batch_max: int = 500
     batch_within_s: float = 0.005
     log_level: str = "info"
+    # Logger names to run at DEBUG (e.g. "aiokafka.consumer.fetcher"), for diagnosing one component.
+    debug_loggers: tuple[str, ...] = ()
 
     def topic(self, name: str) -> str:
         """The deployed name of a contract topic."""
@@ -154,5 +156,8 @@ class Settings:
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")
         text("STREAMRISK_LOG_LEVEL", "log_level")
+        if env.get("STREAMRISK_DEBUG_LOGGERS"):
+            names = env["STREAMRISK_DEBUG_LOGGERS"].split(",")
+            kw["debug_loggers"] = tuple(n.strip() for n in names if n.strip())
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)  # type: ignore[arg-type]

@@ -90,3 +90,77 @@ TRANSPORTS[SCHEME] = f"{__name__}:Transport"
 def broker_urls(bootstrap: str) -> list[str]:
     """`host:port[,host:port]` to the URL list Faust takes, using this transport."""
     return [f"{SCHEME}://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+class OffsetContinuity:
+    """Checks that the agent sees every offset of every input partition, and says where to re-read.
+
+    Faust can lose a record it is handing to a stream when a rebalance suspends the flow at that
+    moment: it still advances its read offset, and its commit may later skip the record. So the
+    agent tracks, per partition, the next offset it expects (from the committed offset, or the
+    partition's first offset when nothing was committed). A batch that jumps past it, or an idle
+    agent behind Faust's read offset, means records were lost on the way: the caller seeks back.
+    Re-reading is safe because records are deduplicated by event id.
+    """
+
+    def __init__(self, app: Any, topics: set[str]) -> None:
+        self.app = app  # app.consumer is created on first access: not before the worker runs
+        self.topics = topics
+        self.expected: dict[TP, int] = {}
+
+    @property
+    def consumer(self) -> Any:
+        return self.app.consumer
+
+    def reset(self) -> None:
+        """After a rebalance Faust seeks to the committed offsets; start from there again."""
+        self.expected.clear()
+
+    async def _baseline(self, tp: TP) -> int:
+        committed = self.consumer._committed_offset.get(tp)  # no public view in Faust
+        if committed is not None:
+            return committed
+        earliest = await self.consumer.earliest_offsets(tp)
+        return earliest.get(tp, 0) or 0
+
+    async def gaps_in(self, offsets: list[tuple[TP, int]]) -> dict[TP, int]:
+        """Record a batch's (tp, offset) pairs in arrival order; return {tp: first missing offset}."""
+        gaps: dict[TP, int] = {}
+        expected = self.expected
+        for tp, offset in offsets:
+            want = expected.get(tp)
+            if want is None:
+                want = expected[tp] = await self._baseline(tp)
+            if offset > want and tp not in gaps:
+                gaps[tp] = want
+            if offset >= want:
+                expected[tp] = offset + 1
+        for tp, offset in gaps.items():
+            expected[tp] = offset
+        return gaps
+
+    async def restart_points(self) -> dict[TP, int]:
+        """Where each assigned input partition must be read from after a rebalance: its committed
+        offset, or its first offset when nothing was committed. Faust resumes fetching before it
+        seeks, and leaves uncommitted partitions wherever an earlier assignment put them."""
+        tps = [tp for tp in self.consumer.assignment() if tp.topic in self.topics]
+        committed = self.consumer._committed_offset
+        out = {tp: committed[tp] for tp in tps if committed.get(tp) is not None}
+        missing = [tp for tp in tps if tp not in out]
+        if missing:
+            earliest = await self.consumer.earliest_offsets(*missing)
+            out.update({tp: earliest.get(tp, 0) or 0 for tp in missing})
+        self.expected = dict(out)
+        return out
+
+    def behind_reader(self) -> dict[TP, int]:
+        """While the agent is idle: partitions Faust read past what reached the agent."""
+        read = self.consumer._read_offset
+        out: dict[TP, int] = {}
+        for tp in self.consumer.assignment():
+            if tp.topic not in self.topics:
+                continue
+            last_read, want = read.get(tp), self.expected.get(tp)
+            if last_read is not None and want is not None and last_read >= want:
+                out[tp] = want
+        return out

@@ -42,6 +42,8 @@ def run_worker(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks, loop)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, loop=loop)
     logging.getLogger("streamrisk").setLevel(settings.log_level.upper())
+    for name in settings.debug_loggers:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -6,9 +6,10 @@ read every series of the entity is advanced to that time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 from ..state.store import HeldEvent
 from ..windows import AddPath, SlidingWindows, WindowSpec
@@ -69,6 +70,10 @@ class WindowConfig:
         return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms, HOUR_MS))
 
 
+# (ts, value, cats) of one held event, as `rebuild` takes them; cats may be any sequence.
+SeriesEvent = tuple[int, int, Sequence[str]]
+
+
 def _rate(num: float, den: float) -> float:
     return num / den if den else 0.0
 
@@ -76,11 +81,39 @@ def _rate(num: float, den: float) -> float:
 class _EntityBase:
     __slots__ = ("cfg", "late_events", "latest", "too_old_events")
 
+    # Series code -> attribute holding its SlidingWindows. Codes not listed feed no window but
+    # still move the entity's clock (`latest`), both in `apply` and in `rebuild`.
+    SERIES: ClassVar[Mapping[int, str]] = {}
+
     def __init__(self, cfg: WindowConfig) -> None:
         self.cfg = cfg
         self.latest = -1
         self.late_events = 0
         self.too_old_events = 0
+
+    def apply(self, ev: HeldEvent) -> None:
+        """Add one event to its series' window (incremental path)."""
+        name = self.SERIES.get(ev.series)
+        if name is not None:
+            self._add(getattr(self, name), ev.ts, ev.value, ev.cats)
+        elif ev.ts > self.latest:  # e.g. cancelled orders: they move the clock only
+            self.latest = ev.ts
+
+    def rebuild(self, events_by_series: Mapping[int, Sequence[SeriesEvent]], end: int) -> None:
+        """Replace every series window by one built in bulk from its held events.
+
+        `events_by_series` maps a series code to its events in arrival order; `end` is the
+        newest event time over all held events (of any series). The result has the same
+        features as `apply` of the same events in any order, with every window advanced to
+        `end`. Late/too-old counters restart at 0.
+        """
+        self.latest = end
+        self.late_events = 0
+        self.too_old_events = 0
+        for series, name in self.SERIES.items():
+            spec = getattr(self, name).spec
+            evs = events_by_series.get(series, ())
+            setattr(self, name, SlidingWindows.from_events(spec, evs, end))
 
     def _add(self, w: SlidingWindows, ts: int, value: int, cats: tuple[str, ...] = ()) -> None:
         if ts > self.latest:
@@ -97,20 +130,17 @@ class UserState(_EntityBase):
 
     __slots__ = ("chargebacks", "payments", "repayments")
 
+    SERIES: ClassVar[Mapping[int, str]] = {
+        U_PAYMENT: "payments",
+        U_CHARGEBACK: "chargebacks",
+        U_REPAYMENT: "repayments",
+    }
+
     def __init__(self, cfg: WindowConfig) -> None:
         super().__init__(cfg)
         self.payments = SlidingWindows(cfg.user_payments)
         self.chargebacks = SlidingWindows(cfg.rate_only)
         self.repayments = SlidingWindows(cfg.rate_only)  # value 1 = on time
-
-    def apply(self, ev: HeldEvent) -> None:
-        s = ev.series
-        if s == U_PAYMENT:
-            self._add(self.payments, ev.ts, ev.value, ev.cats)
-        elif s == U_CHARGEBACK:
-            self._add(self.chargebacks, ev.ts, ev.value)
-        elif s == U_REPAYMENT:
-            self._add(self.repayments, ev.ts, ev.value)
 
     def features(self) -> dict[str, float]:
         end = self.latest
@@ -140,6 +170,16 @@ class MerchantState(_EntityBase):
 
     __slots__ = ("chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments")
 
+    # M_CANCELLED is deliberately absent: cancelled orders move the clock but feed no feature.
+    SERIES: ClassVar[Mapping[int, str]] = {
+        M_PLACED: "placed",
+        M_FULFILLED: "fulfilled",
+        M_REFUNDED: "refunded",
+        M_PAYMENT: "payments",
+        M_CHARGEBACK: "chargebacks",
+        M_REPAYMENT: "repayments",
+    }
+
     def __init__(self, cfg: WindowConfig) -> None:
         super().__init__(cfg)
         self.placed = SlidingWindows(cfg.merchant_orders)  # category: buyer
@@ -148,20 +188,6 @@ class MerchantState(_EntityBase):
         self.payments = SlidingWindows(cfg.merchant_amounts)
         self.chargebacks = SlidingWindows(cfg.rate_only)
         self.repayments = SlidingWindows(cfg.rate_only)
-
-    def apply(self, ev: HeldEvent) -> None:
-        w = {
-            M_PLACED: self.placed,
-            M_FULFILLED: self.fulfilled,
-            M_REFUNDED: self.refunded,
-            M_PAYMENT: self.payments,
-            M_CHARGEBACK: self.chargebacks,
-            M_REPAYMENT: self.repayments,
-        }.get(ev.series)
-        if w is not None:
-            self._add(w, ev.ts, ev.value, ev.cats)
-        elif ev.ts > self.latest:  # cancelled orders move the clock but feed no feature
-            self.latest = ev.ts
 
     def features(self) -> dict[str, float]:
         end = self.latest

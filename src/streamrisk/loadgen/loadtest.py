@@ -46,9 +46,7 @@ async def watch_outputs(
 ) -> None:
     """Read decisions and dead letters (no consumer group) until `stop` is set."""
     topics = [prefix + "risk-decisions", prefix + "dead-letters"]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     try:
         tps = []
@@ -96,6 +94,7 @@ class LoadtestResult:
     produced: ProduceStats
     watch: Watch
     warmup_s: float
+    warmup_decisions: int = 0
 
     def summary(self) -> str:
         w, p = self.watch, self.produced
@@ -107,7 +106,7 @@ class LoadtestResult:
         for topic in ("payments", "orders", "repayments", "chargebacks"):
             lines.append(f"    {topic:<17} {p.sent.get(topic, 0)}")
         lines.append(f"    malformed         {p.malformed}")
-        lines.append(f"  decisions           {w.decisions}")
+        lines.append(f"  decisions           {w.decisions} (incl. {self.warmup_decisions} warm-up)")
         for action in ("approve", "review", "decline"):
             lines.append(f"    {action:<17} {w.actions.get(action, 0)}")
         if w.reasons:
@@ -152,6 +151,7 @@ async def run_loadtest(
     users: int = 2000,
     merchants: int = 200,
     malformed: float = 0.002,
+    bursts: float = 0.002,
     seed: int = 7,
     ready_timeout_s: float = 60.0,
     drain_timeout_s: float = 15.0,
@@ -161,7 +161,7 @@ async def run_loadtest(
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop))
     run_id = f"{seed}-{int(time.time())}"
-    traffic = Traffic(users, merchants, seed=seed, mix=Mix(malformed=malformed), run_id=run_id)
+    traffic = Traffic(users, merchants, seed=seed, mix=Mix(malformed=malformed, bursts=bursts), run_id=run_id)
 
     started = time.monotonic()
     # Warm-up: one payment at a time until a worker has joined and decided it.
@@ -171,12 +171,11 @@ async def run_loadtest(
             stop.set()
             await watcher
             raise TimeoutError(f"no decision within {ready_timeout_s:.0f} s: is a worker running?")
-        await produce(
-            bootstrap, [warm.payment(int(time.time() * 1000))], rate=100, topic_prefix=prefix
-        )
+        await produce(bootstrap, [warm.payment(int(time.time() * 1000))], rate=100, topic_prefix=prefix)
         await asyncio.sleep(0.5)
     warmup_s = time.monotonic() - started
     watch.latencies_ms.clear()
+    warmup_decisions = watch.decisions
 
     show = _progress(watch, time.monotonic())
 
@@ -202,4 +201,4 @@ async def run_loadtest(
     show()
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    return LoadtestResult(stats, watch, warmup_s)
+    return LoadtestResult(stats, watch, warmup_s, warmup_decisions)

@@ -110,6 +110,4 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 obj = orjson.loads(line)
                 yield Record(obj["topic"], str(obj["key"]), obj["value"])
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f'{path}:{n}: expected {{"topic", "key", "value"}} JSON ({exc})'
-                ) from None
+                raise ValueError(f'{path}:{n}: expected {{"topic", "key", "value"}} JSON ({exc})') from None

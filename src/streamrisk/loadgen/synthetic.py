@@ -27,6 +27,11 @@ class Mix:
     repayments: float = 0.10
     chargebacks: float = 0.05
     malformed: float = 0.0
+    # Share of events that start a burst: one user paying BURST_SIZE times in quick succession.
+    bursts: float = 0.0
+
+
+BURST_SIZE = 12
 
 
 # Malformed payments, one per contract rule a record can break (CONTRACT.md "Input topics").
@@ -72,6 +77,7 @@ class Traffic:
         self._seq = 0
         self._open_orders: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._recent_payments: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._burst: tuple[str, int] | None = None  # (user, payments still to send)
         m = self.mix
         self._weights = [m.payments, m.orders, m.repayments, m.chargebacks]
 
@@ -150,6 +156,13 @@ class Traffic:
 
     def next(self, ts: int) -> Record | tuple[str, str, bytes]:
         """The next record at event time `ts`; a malformed one comes as (topic, key, raw bytes)."""
+        if self._burst is not None:
+            user, left = self._burst
+            self._burst = (user, left - 1) if left > 1 else None
+            return self.payment(ts, user=user)
+        if self.mix.bursts and self.rng.random() < self.mix.bursts:
+            self._burst = (self.rng.choice(self.users), BURST_SIZE - 1)
+            return self.payment(ts, user=self._burst[0])
         if self.mix.malformed and self.rng.random() < self.mix.malformed:
             rec = self.payment(ts)
             self._recent_payments.pop()

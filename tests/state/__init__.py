@@ -1,0 +1,1 @@
+"""Tests of streamrisk.state: the chunked entity store and rebuilding entities from it."""
