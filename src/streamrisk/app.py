@@ -71,6 +71,9 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         broker_rebalance_timeout=max(60.0, settings.session_timeout_s * 2),
         table_standby_replicas=0,
         web_enabled=True,
+        # Faust's own /table and /router pages would serve table contents without our token.
+        web_tables_enabled=False,
+        web_router_enabled=False,
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,

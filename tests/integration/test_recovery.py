@@ -103,7 +103,6 @@ async def test_features_survive_sigkill_and_rebalance(bootstrap: str, tmp_path) 
             # Let worker A catch up too (it may commit, or not: either way nothing may double).
             await wait_for(lambda: _all_present(http, [a], traffic.users), 60, "worker A saw batch 1")
             a.kill()
-            await asyncio.sleep(float(__import__("os").environ.get("SR_AFTER_KILL", "0")))
 
             a2 = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "a2").start()
             workers = [a2]
