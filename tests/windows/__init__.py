@@ -1,1 +1,1 @@
-"""Tests of streamrisk.windows: scenarios, oracle-based properties and the record codec."""
+"""Tests of streamrisk.windows: scenarios and oracle-based properties."""
