@@ -145,3 +145,20 @@ def test_every_series_rebuilt_in_bulk_equals_live_state() -> None:
         assert recovered.merchants.get(m).features() == live.merchants.get(m).features()
         assert recovered.merchants.get(m).latest == live.merchants.get(m).latest
     assert recovered.users.rebuilt == 3 and recovered.merchants.rebuilt == 2
+
+
+def test_late_and_too_old_events_are_counted_and_late_ones_still_decided() -> None:
+    feed, proc = Feed(), Processor(SETTINGS, DictKV())
+    #  t: T0-31d (too old)   T0-2h (late, beyond 1 h lateness)   T0 (in order)
+    msgs = [
+        feed("payments", "u", pay("now", "u", T0)),
+        feed("payments", "u", pay("late", "u", T0 - 2 * 3_600_000)),
+        feed("payments", "u", pay("ancient", "u", T0 - 31 * DAY_MS)),
+    ]
+    out = run(proc, msgs)
+    decided = sorted(o.value["event_id"] for o in out if o.topic == "risk-decisions")
+    assert decided == ["ancient", "late", "now"]
+    stats = proc.counters.with_state(proc.users, proc.merchants)
+    assert stats["late_events"] == 1
+    assert stats["too_old_events"] == 1
+    assert proc.users.get("u").features()["payment_count_24h"] == 2

@@ -95,8 +95,6 @@ class Counters:
     dead_letters: int = 0
     duplicates: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
-    late_events: int = 0
-    too_old_events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +103,13 @@ class Counters:
             "duplicates": self.duplicates,
             "decisions": dict(self.decisions),
         }
+
+    def with_state(self, *stores: Any) -> dict[str, Any]:
+        """The counters plus the state stores' counts of late and too-old events."""
+        out = self.as_dict()
+        out["late_events"] = sum(s.late_events for s in stores)
+        out["too_old_events"] = sum(s.too_old_events for s in stores)
+        return out
 
 
 class Processor:

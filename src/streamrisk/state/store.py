@@ -99,6 +99,9 @@ def _gc_paused() -> Iterator[None]:
 class Entity(Protocol):
     """What the store needs from a user's or merchant's in-memory feature state."""
 
+    late_events: int
+    too_old_events: int
+
     def apply(self, ev: HeldEvent) -> None: ...
 
     def rebuild(
@@ -153,6 +156,8 @@ class EntityStore(Generic[E]):
         self.slots: dict[str, Slot[E]] = {}
         self._dirty: list[Slot[E]] = []
         self.rebuilt = 0
+        self.late_events = 0
+        self.too_old_events = 0
 
     # -- keys
     def _meta_key(self, entity_id: str) -> bytes:
@@ -248,7 +253,12 @@ class EntityStore(Generic[E]):
         if ev.event_id in slot.seen:
             return False
         slot.seen.add(ev.event_id)
-        slot.entity.apply(ev)
+        entity = slot.entity
+        late, too_old = entity.late_events, entity.too_old_events
+        entity.apply(ev)
+        # Beyond the allowed lateness (applied on the slow path) and older than every window.
+        self.late_events += entity.late_events - late
+        self.too_old_events += entity.too_old_events - too_old
         ch = slot.chunks
         if ch.open_count >= self.chunk_events:
             if not ch.open_flushed:  # filled within this batch: write it before moving on

@@ -64,4 +64,4 @@ def register_routes(app: faust.App, processor: Processor) -> None:
         async def get(self, request: Request) -> Response:
             if (resp := denied(self, request)) is not None:
                 return resp
-            return self.json(processor.counters.as_dict())
+            return self.json(processor.counters.with_state(processor.users, processor.merchants))
