@@ -98,20 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("produce", "replay"):
             return asyncio.run(_produce(args, settings))
         if args.command == "loadtest":
-            from .loadgen.loadtest import run_loadtest
+            from .loadgen.loadtest import run_loadtest, traffic_options
 
             result = asyncio.run(
-                run_loadtest(
-                    settings.bootstrap,
-                    prefix=settings.topic_prefix,
-                    rate=args.rate,
-                    duration_s=args.duration,
-                    users=args.users,
-                    merchants=args.merchants,
-                    malformed=args.malformed,
-                    bursts=args.bursts,
-                    seed=args.seed,
-                )
+                run_loadtest(settings.bootstrap, prefix=settings.topic_prefix, **traffic_options(args))
             )
             print(result.summary())
             return 0

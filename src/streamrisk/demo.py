@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .broker import start_broker
 from .broker._base import free_port, log_tail, spawn, terminate
-from .loadgen.loadtest import run_loadtest
+from .loadgen.loadtest import run_loadtest, traffic_options
 
 
 def _say(msg: str) -> None:
@@ -44,18 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
             worker = spawn([sys.executable, "-m", "streamrisk", "worker"], log_path=log_path, env=env)
             try:
                 _say(f"demo: worker started (pid {worker.pid}, HTTP on 127.0.0.1:{web_port}); warming up ...")
-                result = asyncio.run(
-                    run_loadtest(
-                        broker.bootstrap,
-                        rate=args.rate,
-                        duration_s=args.duration,
-                        users=args.users,
-                        merchants=args.merchants,
-                        malformed=args.malformed,
-                        bursts=args.bursts,
-                        seed=args.seed,
-                    )
-                )
+                result = asyncio.run(run_loadtest(broker.bootstrap, **traffic_options(args)))
                 _say(f"demo: worker answered after {result.warmup_s:.1f} s of warm-up")
                 if worker.poll() is not None:
                     _say(f"demo: the worker died:\n{log_tail(log_path)}")

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -202,3 +203,16 @@ async def run_loadtest(
     if sys.stderr.isatty():
         print(file=sys.stderr)
     return LoadtestResult(stats, watch, warmup_s, warmup_decisions)
+
+
+def traffic_options(args: Any) -> dict[str, Any]:
+    """The `run_loadtest` keywords given by the CLI's traffic flags (loadtest and demo share them)."""
+    return {
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "users": args.users,
+        "merchants": args.merchants,
+        "malformed": args.malformed,
+        "bursts": args.bursts,
+        "seed": args.seed,
+    }
