@@ -182,83 +182,55 @@ class Processor:
             )
         )
 
-    def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
-        slot = self.users.slot(p.user_id, m.partition)
-        held = HeldEvent("p" + p.event_id, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
-        if not self.users.add(slot, held):
-            self.counters.duplicates += 1
-            return
-        user = slot.entity
-        self.users.expire(slot, user.latest)
-        feats = user.features()
-        merchant = self.merchants.get(p.merchant_id)
-        verdict = self.decide(p, feats, merchant.features() if merchant else None)
-        d = self.counters.decisions
-        d[verdict.action] = d.get(verdict.action, 0) + 1
-        out.append(
-            Out(
-                self.t_decisions,
-                p.user_id,
-                decision_record(
-                    p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version
-                ),
-            )
-        )
-        out.append(
-            Out(
-                self.t_merchant_events,
-                p.merchant_id,
-                orjson.dumps(
-                    ["p" + p.event_id, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id]
-                ),
-            )
-        )
-
-    def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
-        slot = self.users.slot(c.user_id, m.partition)
-        if not self.users.add(slot, HeldEvent("c" + c.event_id, U_CHARGEBACK, c.ts, c.amount)):
-            self.counters.duplicates += 1
-            return
-        self.users.expire(slot, slot.entity.latest)
-        out.append(
-            Out(
-                self.t_merchant_events,
-                c.merchant_id,
-                orjson.dumps(
-                    ["c" + c.event_id, M_CHARGEBACK, c.ts, c.amount, c.merchant_id, c.user_id]
-                ),
-            )
-        )
-
-    def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
-        if r.account_type == "user":
-            store, held = self.users, HeldEvent("r" + r.event_id, U_REPAYMENT, r.ts, int(r.on_time))
-        else:
-            store, held = self.merchants, HeldEvent("r" + r.event_id, M_REPAYMENT, r.ts, r.amount)
-        slot = store.slot(r.account_id, m.partition)
+    def _hold(self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent) -> Any:
+        """Apply and persist one event to its entity; the entity, or None for a duplicate."""
+        slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
-            return
+            return None
         store.expire(slot, slot.entity.latest)
+        return slot.entity
+
+    def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
+        """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
+        out.append(Out(self.t_merchant_events, merchant, orjson.dumps([eid, series, ts, amount, merchant])))
+
+    def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
+        eid = "p" + p.event_id
+        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
+        user = self._hold(self.users, p.user_id, m.partition, held)
+        if user is None:
+            return
+        merchant = self.merchants.get(p.merchant_id)
+        verdict = self.decide(p, user.features(), merchant.features() if merchant else None)
+        d = self.counters.decisions
+        d[verdict.action] = d.get(verdict.action, 0) + 1
+        record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
+        out.append(Out(self.t_decisions, p.user_id, record))
+        self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
+
+    def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
+        eid = "c" + c.event_id
+        if self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
+            self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+
+    def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
+        eid = "r" + r.event_id
+        if r.account_type == "user":
+            store, held = self.users, HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
+        else:
+            store, held = self.merchants, HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
+        self._hold(store, r.account_id, m.partition, held)
 
     def _order(self, m: Message, o: Order, out: list[Out]) -> None:
-        slot = self.merchants.slot(o.merchant_id, m.partition)
         cats = (o.user_id,) if o.status == "placed" else ()
-        if not self.merchants.add(
-            slot, HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        ):
-            self.counters.duplicates += 1
-            return
-        self.merchants.expire(slot, slot.entity.latest)
+        held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
+        self._hold(self.merchants, o.merchant_id, m.partition, held)
 
     def _merchant_event(self, m: Message) -> None:
-        # Written by _payment/_chargeback above, so trusted: [id, series, ts, amount, merchant, user].
-        eid, series, ts, amount, merchant_id, _user = orjson.loads(m.value or b"null")
-        slot = self.merchants.slot(merchant_id, m.partition)
-        if not self.merchants.add(slot, HeldEvent(eid, series, ts, amount)):
-            self.counters.duplicates += 1
-            return
-        self.merchants.expire(slot, slot.entity.latest)
+        # Written by _forward above, so trusted: [id, series, ts, amount, merchant].
+        eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
+        self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
 
 
 def messages(events: Iterable[Any]) -> list[Message]:

@@ -27,37 +27,27 @@ def register_routes(app: faust.App, processor: Processor) -> None:
             return view.json({"error": "missing or wrong bearer token"}, status=401)
         return None
 
-    @app.page("/users/{user_id}")
-    class UserView(View):
-        async def get(self, request: Request, user_id: str) -> Response:
-            if (resp := denied(self, request)) is not None:
-                return resp
-            user = processor.users.get(user_id, owns)
-            if user is None:
-                return self.json({"error": f"unknown user {user_id!r}"}, status=404)
-            body: dict[str, Any] = {
-                "user_id": user_id,
-                "latest_ts": user.latest,
-                "features": user.features(),
-                "credit_limit": None,
-            }
-            return self.json(body)
+    def entity_page(kind: str, store: Any, credit_field: str) -> None:
+        """`GET /{kind}s/{id}`: the entity's features, or 404 with a JSON error."""
 
-    @app.page("/merchants/{merchant_id}")
-    class MerchantView(View):
-        async def get(self, request: Request, merchant_id: str) -> Response:
-            if (resp := denied(self, request)) is not None:
-                return resp
-            merchant = processor.merchants.get(merchant_id, owns)
-            if merchant is None:
-                return self.json({"error": f"unknown merchant {merchant_id!r}"}, status=404)
-            body: dict[str, Any] = {
-                "merchant_id": merchant_id,
-                "latest_ts": merchant.latest,
-                "features": merchant.features(),
-                "credit_line": None,
-            }
-            return self.json(body)
+        @app.page(f"/{kind}s/{{entity_id}}")
+        class EntityView(View):
+            async def get(self, request: Request, entity_id: str) -> Response:
+                if (resp := denied(self, request)) is not None:
+                    return resp
+                entity = store.get(entity_id, owns)
+                if entity is None:
+                    return self.json({"error": f"unknown {kind} {entity_id!r}"}, status=404)
+                body: dict[str, Any] = {
+                    f"{kind}_id": entity_id,
+                    "latest_ts": entity.latest,
+                    "features": entity.features(),
+                    credit_field: None,  # credit policy comes with its own issue
+                }
+                return self.json(body)
+
+    entity_page("user", processor.users, "credit_limit")
+    entity_page("merchant", processor.merchants, "credit_line")
 
     @app.page("/stats")
     class StatsView(View):
