@@ -38,8 +38,7 @@ def make_contexts(n: int, seed: int = 7) -> list[Ctx]:
         user.update(
             chargeback_count_30d=rng.choice([0, 0, 0, 1]) if risky else 0,
             repayment_on_time_rate_30d=rng.random(), amount_zscore_30d=rng.gauss(0, 2),
-            new_device=int(rng.random() < 0.1), credit_limit=1000.0,
-            credit_available=rng.uniform(0, 1000),
+            new_device=int(rng.random() < 0.1),
         )
         merchant: dict[str, Any] = dict.fromkeys(MERCHANT_FIELDS, 0.0)
         for i, w in enumerate(WINDOWS):
@@ -88,8 +87,6 @@ def python_rules(rs: Ruleset) -> Callable[[Ctx], list[str]]:
             out.append("merchant_bust_out")
         if u["chargeback_count_30d"] >= p["user_chargebacks_min"]:
             out.append("user_chargebacks")
-        if pay["method"] == "credit_line" and pay["amount"] > u["credit_available"]:
-            out.append("credit_limit_exceeded")
         if (u["amount_zscore_30d"] >= p["amount_outlier_zscore"]
                 and pay["amount"] >= p["amount_outlier_min_amount"]):
             out.append("amount_outlier")
@@ -100,7 +97,7 @@ def python_rules(rs: Ruleset) -> Callable[[Ctx], list[str]]:
 
 def per_rule(rs: Ruleset) -> Callable[[Ctx], list[bool]]:
     """Same variables, one CEL program per rule sharing one cel.Context per payment."""
-    programs, specs = rs._programs, rs._specs
+    programs, specs = rs._all.programs, rs._all.specs
 
     def evaluate(ctx: Ctx) -> list[bool]:
         c = cel.Context(flat_variables(specs, ctx))
@@ -115,8 +112,8 @@ def lazy_per_rule(rs: Ruleset) -> Callable[[Ctx], list[bool]]:
     CEL short-circuits `&&`, so normal payments read few fields, but the resolver runs
     on every reference, so the cost grows with the number of rules.
     """
-    programs = rs._programs
-    table = {name: (ns, f, num) for name, ns, f, num in rs._specs}
+    programs = rs._all.programs
+    table = {name: (ns, f, num) for name, ns, f, num in rs._all.specs}
 
     def evaluate(ctx: Ctx) -> list[bool]:
         def resolve(name: str) -> Any:
@@ -208,7 +205,7 @@ def main() -> None:
     t_decide = bench(lambda c: decide(rs, c), ctxs, args.repeat)
     results.append(("decide(): rules + score + verdict", t_decide))
 
-    print(f"default ruleset {rs.version}: {len(rs.rules)} rules reading {len(rs._specs)} "
+    print(f"default ruleset {rs.version}: {len(rs.rules)} rules reading {len(rs._all.specs)} "
           f"fields, {len(rs.score_model.features)} score features; {len(ctxs)} payments, "
           f"{fired} rule hits; best of {args.repeat}")
     for label, us in results:

@@ -11,10 +11,11 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -136,6 +137,36 @@ class Client:
                     raise TimeoutError(f"{name}: condition not met in {timeout} s; read {out!r}"[:4000])
         finally:
             await consumer.stop()
+
+
+async def get_json(session: aiohttp.ClientSession, worker: WorkerProcess, path: str) -> dict | None:
+    """A worker's JSON answer at `path`, or None when it does not answer 200 (yet)."""
+    try:
+        async with session.get(worker.url(path)) as resp:
+            return await resp.json() if resp.status == 200 else None
+    except aiohttp.ClientConnectionError:  # not listening yet
+        return None
+
+
+async def features(session: aiohttp.ClientSession, workers: list[WorkerProcess], path: str) -> dict | None:
+    """The entity from whichever worker owns it (the others answer 404)."""
+    for w in workers:
+        body = await get_json(session, w, path)
+        if body is not None:
+            return body["features"]
+    return None
+
+
+async def wait_for(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> None:
+    """Poll `check` until it returns True; fail with its last answer."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last is True:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what} not reached in {timeout} s; last: {last!r}")
 
 
 def unique(prefix: str) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import faust
 
-from .processor import Processor, messages
+from .broadcast import BroadcastReader
+from .processor import Message, Processor, messages
 from .settings import Settings
 from .sinks import Outbox
 from .topics import STATE_TABLE
@@ -106,9 +108,22 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     @app.on_partitions_revoked.connect
     async def forget_state(app: faust.App, revoked: Any, **_: Any) -> None:
         # Entities of revoked partitions may move; rebuild from the table on next touch.
-        processor.users.forget()
-        processor.merchants.forget()
+        processor.forget()
         continuity.reset()
+
+    async def on_broadcast(m: Message, caught_up: bool) -> None:
+        outs = processor.on_broadcast(m, report=caught_up)
+        if outs:
+            outbox = Outbox(app.producer)
+            for out in outs:
+                await outbox.send(out.topic, out.key, out.value)
+            await outbox.flush()
+
+    broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
+
+    @app.task
+    async def read_broadcast() -> None:
+        await broadcast.run()
 
     async def reread(gaps: dict[Any, int], why: str) -> None:
         for tp, offset in gaps.items():
@@ -118,6 +133,14 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     @app.agent(inputs, name="process")
     async def process(stream: faust.StreamT) -> None:
         outbox = Outbox(app.producer)
+        # Decide with the rules in force, not the ones a worker starts with.
+        try:
+            await asyncio.wait_for(broadcast.ready.wait(), settings.broadcast_ready_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "rules and merchant summaries not read within %.0f s; deciding with ruleset %s",
+                settings.broadcast_ready_timeout_s, processor.rules.ruleset.version,
+            )
         batch: list[faust.EventT] = []
         queue = stream.channel.queue
         # Batches form by themselves: take what is already buffered (up to batch_max), process

@@ -4,6 +4,12 @@ Payments, chargebacks and user repayments arrive keyed by user and update user s
 merchant repayments arrive keyed by merchant. Payments and chargebacks also matter to the merchant, so
 they are forwarded, keyed by merchant, on an internal topic that comes back through this processor on
 the worker that owns the merchant.
+
+A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
+(owned by whichever worker owns the merchant's partition). The merchant's owner publishes a risk
+summary of every merchant it changed, once per batch, on a compacted topic that every worker reads
+whole (broadcast.py) into `merchant_view`. Deciding never waits for another worker; the merchant side
+is as fresh as the last summary, one produce-consume hop behind (README, "Both sides of a payment").
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .decisions import decision_record
-from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator
+from .decisions import alert_record, decision_record
+from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
 from .features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
@@ -32,10 +38,14 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
-from .settings import Settings
+from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
+from .rules.control import RulesControl, initial_ruleset
+from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_value
-from .state.store import KV, EntityStore, HeldEvent
-from .topics import merchant_events_topic
+from .state.alert_gate import AlertGate
+from .state.payment_index import PaymentIndex
+from .state.store import KV, EntityStore, HeldEvent, Slot
+from .topics import merchant_events_topic, merchant_risk_topic
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -43,6 +53,14 @@ ORDER_SERIES = {
     "refunded": M_REFUNDED,
     "cancelled": M_CANCELLED,
 }
+
+# Reason codes the processor raises itself (the rules' codes live in the ruleset).
+CHARGEBACK = "CHARGEBACK"
+UNMATCHED_CHARGEBACK = "UNMATCHED_CHARGEBACK"
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+# An alert names its triggering event and the subject's other events shortly before it.
+ALERT_LOOKBACK_MS = 5 * 60_000
+ALERT_MAX_EVENTS = 20
 
 
 class Message(NamedTuple):
@@ -62,39 +80,17 @@ class Out(NamedTuple):
     value: dict[str, Any] | bytes
 
 
-@dataclass(slots=True)
-class Verdict:
-    action: str
-    score: float
-    reasons: list[str]
-    rules_version: str
-    alerts: list[Any] = field(default_factory=list)
-
-
-# (payment, user features, merchant features or None) -> verdict
-Decider = Callable[[Payment, dict[str, float], dict[str, float] | None], Verdict]
-
-
-def velocity_decider(limit: int) -> Decider:
-    """The walking skeleton's single rule: decline a burst of payments within 5 minutes."""
-    version = f"builtin-velocity-{limit}"
-
-    def decide(p: Payment, user: dict[str, float], merchant: dict[str, float] | None) -> Verdict:
-        if user.get("payment_count_5m", 0) > limit:
-            return Verdict("decline", 1.0, ["VELOCITY_5M"], version)
-        return Verdict("approve", 0.0, [], version)
-
-    return decide
-
-
 @dataclass
 class Counters:
-    """What the processor has seen, by kind; read by the CLI summary and (later) the metrics."""
+    """What the processor has seen, by kind; read by /stats and the CLI summary."""
 
     consumed: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     duplicates: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)  # by reason code
+    chargebacks_matched: int = 0
+    chargebacks_unmatched: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +98,9 @@ class Counters:
             "dead_letters": self.dead_letters,
             "duplicates": self.duplicates,
             "decisions": dict(self.decisions),
+            "alerts": dict(self.alerts),
+            "chargebacks_matched": self.chargebacks_matched,
+            "chargebacks_unmatched": self.chargebacks_unmatched,
         }
 
     def with_state(self, *stores: Any) -> dict[str, Any]:
@@ -112,10 +111,35 @@ class Counters:
         return out
 
 
+def payment_fields(p: Payment) -> dict[str, Any]:
+    """The `payment.*` namespace the rules read (absent optional strings are empty)."""
+    return {
+        "amount": to_major(p.amount),
+        "currency": p.currency,
+        "method": p.method,
+        "merchant_id": p.merchant_id,
+        "user_id": p.user_id,
+        "device_id": p.device_id,
+        "country": p.country,
+        "ts": p.ts,
+        "ip": p.ip,
+        "event_id": p.event_id,
+    }
+
+
+def _strictest(fired: Iterable[FiredRule]) -> dict[str, str]:
+    """Reason code -> the highest severity among the fired rules that carry it."""
+    out: dict[str, str] = {}
+    for f in fired:
+        if f.reason not in out or SEVERITY_RANK[f.severity] > SEVERITY_RANK[out[f.reason]]:
+            out[f.reason] = f.severity
+    return out
+
+
 class Processor:
     """Turns batches of input messages into state changes and outgoing records."""
 
-    def __init__(self, settings: Settings, kv: KV, decider: Decider | None = None) -> None:
+    def __init__(self, settings: Settings, kv: KV, ruleset: Ruleset | None = None) -> None:
         self.settings = settings
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
@@ -126,14 +150,20 @@ class Processor:
         self.merchants: EntityStore[MerchantState] = EntityStore(
             b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms
         )
-        self.decide = decider or velocity_decider(settings.velocity_5m_max)
+        self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
+        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
+        self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
+        # Merchant id -> its newest published risk features (see the module docstring).
+        self.merchant_view: dict[str, dict[str, float]] = {}
         self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
         self.counters = Counters()
         t = settings.topic
         self.t_decisions = t("risk-decisions")
         self.t_alerts = t("fraud-alerts")
         self.t_dead = t("dead-letters")
+        self.t_rules = t(CONTROL_TOPIC)
         self.t_merchant_events = merchant_events_topic(settings)
+        self.t_merchant_risk = merchant_risk_topic(settings)
         # Deployed topic name -> (contract name, handler).
         self._routes: dict[str, tuple[str, Callable[[Message, Any, list[Out]], None]]] = {
             t("payments"): ("payments", self._payment),
@@ -142,10 +172,17 @@ class Processor:
             t("chargebacks"): ("chargebacks", self._chargeback),
         }
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
+        # Merchants the current batch changed, summarised once at its end.
+        self._touched: dict[str, Slot[MerchantState]] = {}
 
     @property
     def input_topics(self) -> list[str]:
         return [*self._routes, self.t_merchant_events]
+
+    @property
+    def broadcast_topics(self) -> list[str]:
+        """Topics every worker reads whole, from the beginning (see on_broadcast)."""
+        return [self.t_rules, self.t_merchant_risk]
 
     def process(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
@@ -166,12 +203,48 @@ class Processor:
                 )
                 continue
             handler(m, record, out)
+        if self._touched:
+            self._summarise_merchants(out)
         return out
 
     def flush_state(self) -> int:
-        return self.users.flush() + self.merchants.flush()
+        return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
 
-    # -- per topic
+    def forget(self) -> None:
+        """Drop in-memory state after a rebalance; it is rebuilt from the table on next use."""
+        self.users.forget()
+        self.merchants.forget()
+        self.payment_index.forget()
+        self._touched.clear()
+
+    def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
+        """Apply a record of a topic every worker reads whole: a ruleset or a merchant summary.
+
+        `report=False` while catching up at start: a ruleset rejected then was dead-lettered
+        when it was first published, and would otherwise be again at every restart.
+        """
+        key = (m.key or b"").decode("utf-8", "replace")
+        if m.topic == self.t_merchant_risk:
+            if m.value is None:
+                self.merchant_view.pop(key, None)
+            else:
+                self.merchant_view[key] = orjson.loads(m.value)["features"]
+            return []
+        error = self.rules.publish(key, m.value)
+        out: list[Out] = []
+        if error is not None and report:
+            self._dead_letter(m, error, out)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, state counts and the ruleset in force, for /stats."""
+        out = self.counters.with_state(self.users, self.merchants)
+        out["alerts_suppressed"] = self.alert_gate.suppressed
+        out["merchants_in_view"] = len(self.merchant_view)
+        out.update(self.rules.stats())
+        return out
+
+    # -- helpers
     def _dead_letter(self, m: Message, error: str, out: list[Out]) -> None:
         self.counters.dead_letters += 1
         out.append(
@@ -182,37 +255,103 @@ class Processor:
             )
         )
 
-    def _hold(self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent) -> Any:
-        """Apply and persist one event to its entity; the entity, or None for a duplicate."""
+    def _hold(
+        self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
+    ) -> Slot[Any] | None:
+        """Apply and persist one event to its entity; its slot, or None for a duplicate."""
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
             return None
         store.expire(slot, slot.entity.latest)
-        return slot.entity
+        if store is self.merchants:
+            self._touched[entity_id] = slot
+        return slot
 
     def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
         """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
         out.append(Out(self.t_merchant_events, merchant, orjson.dumps([eid, series, ts, amount, merchant])))
 
+    def _alert(
+        self,
+        out: list[Out],
+        subject: tuple[str, str, int],
+        fired: Iterable[FiredRule],
+        ts: int,
+        event_ids: list[str],
+    ) -> None:
+        """One alert with the fired rules' reasons not alerted lately for this subject."""
+        subject_type, subject_id, partition = subject
+        severity = _strictest(fired)
+        reasons = self.alert_gate.admit(partition, subject_type, subject_id, severity, ts)
+        if reasons:
+            worst = max((severity[r] for r in reasons), key=SEVERITY_RANK.__getitem__)
+            self._emit_alert(out, subject_type, subject_id, worst, reasons, event_ids, ts)
+
+    def _emit_alert(
+        self,
+        out: list[Out],
+        subject_type: str,
+        subject_id: str,
+        severity: str,
+        reasons: list[str],
+        event_ids: list[str],
+        ts: int,
+    ) -> None:
+        counts = self.counters.alerts
+        for r in reasons:
+            counts[r] = counts.get(r, 0) + 1
+        record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
+        out.append(Out(self.t_alerts, subject_id, record))
+
+    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], ts: int) -> list[str]:
+        # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
+        held = store.recent_event_ids(slot, ts - ALERT_LOOKBACK_MS, ALERT_MAX_EVENTS)
+        return [eid[1:] for eid in held]
+
+    # -- per topic
     def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
+        # Whether the device is new is a question about the user's past: ask before applying.
+        new_device = self.users.slot(p.user_id, m.partition).entity.device_is_new(p.device_id, p.ts)
         held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
-        user = self._hold(self.users, p.user_id, m.partition, held)
-        if user is None:
+        slot = self._hold(self.users, p.user_id, m.partition, held)
+        if slot is None:
             return
-        merchant = self.merchants.get(p.merchant_id)
-        verdict = self.decide(p, user.features(), merchant.features() if merchant else None)
+        user = slot.entity
+        user_features = user.features()
+        user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
+        user_features["new_device"] = 1.0 if new_device else 0.0
+        merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
+        verdict = decide(
+            self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
+        )
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
+        # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
+        user_fired = [f for f in verdict.alerts if f.subject == "user"]
+        if user_fired:
+            ids = self._event_ids(self.users, slot, p.ts)
+            self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
+        self.payment_index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
 
     def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
         eid = "c" + c.event_id
-        if self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
-            self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        if not self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
+            return
+        self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
+        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
+        if original is not None:
+            self.counters.chargebacks_matched += 1
+            reasons = [CHARGEBACK]
+        else:
+            self.counters.chargebacks_unmatched += 1
+            reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
+        self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
         eid = "r" + r.event_id
@@ -231,6 +370,20 @@ class Processor:
         # Written by _forward above, so trusted: [id, series, ts, amount, merchant].
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+
+    def _summarise_merchants(self, out: list[Out]) -> None:
+        """Publish each merchant the batch changed, and alert on its merchant-only rules."""
+        ruleset = self.rules.ruleset
+        for merchant_id, slot in self._touched.items():
+            merchant = slot.entity
+            features = merchant.features()
+            summary = orjson.dumps({"as_of": merchant.latest, "features": features})
+            out.append(Out(self.t_merchant_risk, merchant_id, summary))
+            fired = ruleset.evaluate_merchant(features)
+            if fired:
+                ids = self._event_ids(self.merchants, slot, merchant.latest)
+                self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
+        self._touched.clear()
 
 
 def messages(events: Iterable[Any]) -> list[Message]:

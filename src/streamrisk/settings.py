@@ -44,6 +44,14 @@ def _parse_windows(text: str) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
+def _days(text: str) -> int:
+    """A whole number of days, in milliseconds."""
+    return int(text) * DAY_MS
+
+
+_days.__name__ = "whole number of days"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, the CLI and the tools need to know; see the README's settings table."""
@@ -70,7 +78,13 @@ class Settings:
         }
     )
     allowed_lateness_ms: int = HOUR_MS
-    velocity_5m_max: int = 10
+    # One fraud alert per subject and reason code within this much event time (later repeats of
+    # the same incident are counted, not sent).
+    alert_dedupe_ms: int = HOUR_MS
+    # How long a payment can still be found by a late chargeback that names it.
+    payment_index_ms: int = 180 * DAY_MS
+    # How long a starting worker waits to read the rules and merchant summaries before deciding.
+    broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
     # on a broker that does not wake parked fetches, so we set our own (see app.py).
     fetch_max_wait_ms: int = 10
@@ -150,7 +164,8 @@ class Settings:
         if env.get("STREAMRISK_WINDOWS"):
             kw["windows"] = _parse_windows(env["STREAMRISK_WINDOWS"])
         number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")
-        number("STREAMRISK_VELOCITY_5M_MAX", "velocity_5m_max")
+        number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
+        number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)

@@ -31,6 +31,11 @@ def merchant_events_topic(settings: Settings) -> str:
     return settings.topic(f"{settings.app_id}-merchant-events")
 
 
+def merchant_risk_topic(settings: Settings) -> str:
+    """Compacted: the newest risk summary of each merchant, read whole by every worker."""
+    return settings.topic(f"{settings.app_id}-merchant-risk")
+
+
 def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name -> topic config, for everything a worker touches."""
     plain = {settings.topic(t): {} for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
@@ -38,6 +43,7 @@ def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
     # The control topic keeps the newest ruleset per name; the changelog keeps the newest value per key.
     plain[settings.topic(CONTROL_TOPIC)] = {"cleanup.policy": "compact"}
     plain[changelog_topic(settings)] = {"cleanup.policy": "compact"}
+    plain[merchant_risk_topic(settings)] = {"cleanup.policy": "compact"}
     return plain
 
 

@@ -8,40 +8,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import aiohttp
 import pytest
 
 from streamrisk.loadgen.synthetic import Traffic
-from tests.harness import Client, WorkerProcess, now_ms, unique
+from tests.harness import Client, WorkerProcess, features, now_ms, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-
-async def features(session: aiohttp.ClientSession, workers: list[WorkerProcess], path: str) -> dict | None:
-    """The entity from whichever worker owns it (the others answer 404)."""
-    for w in workers:
-        try:
-            async with session.get(w.url(path)) as resp:
-                if resp.status == 200:
-                    return (await resp.json())["features"]
-        except aiohttp.ClientConnectionError:  # not listening yet
-            continue
-    return None
-
-
-async def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last is True:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout} s; last: {last!r}")
 
 
 SENT: list = []

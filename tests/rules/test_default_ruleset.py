@@ -47,10 +47,6 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"user": {"chargeback_count_30d": 1, "chargeback_rate_30d": 0.08}},
         {"user": {"chargeback_count_30d": 0}},
     ),
-    "CREDIT_LIMIT_EXCEEDED": (
-        {"payment": {"method": "credit_line", "amount": 650.0}, "user": {"credit_available": 600.0}},
-        {"payment": {"method": "card", "amount": 650.0}, "user": {"credit_available": 600.0}},
-    ),
     "AMOUNT_OUTLIER": (
         {"user": {"amount_zscore_30d": 7.0}, "payment": {"amount": 900.0}},
         {"user": {"amount_zscore_30d": 7.0}, "payment": {"amount": 90.0}},

@@ -128,3 +128,20 @@ def test_default_ruleset_never_raises_on_any_context(default: Ruleset, ctx: dict
     fired = default.evaluate(ctx)
     assert all(isinstance(f, FiredRule) for f in fired)
     assert 0.0 <= default.score(ctx) <= 1.0
+
+
+def test_merchant_only_rules_are_about_the_merchant_and_evaluate_on_its_features_alone() -> None:
+    rs = load_ruleset(ruleset_mapping(
+        rule("spike", when="merchant.refund_rate_24h >= 0.3", reason="SPIKE"),
+        rule("mixed", when="merchant.refund_rate_24h >= 0.3 && payment.amount > 1.0", reason="MIXED"),
+        rule("user_only", when="user.payment_count_5m > 1.0", reason="USER"),
+    ))
+    ctx = normal_ctx(merchant={"refund_rate_24h": 0.5}, user={"payment_count_5m": 3},
+                     payment={"amount": 5.0})
+    assert [(f.reason, f.subject) for f in rs.evaluate(ctx)] == [
+        ("SPIKE", "merchant"), ("MIXED", "user"), ("USER", "user"),
+    ]
+    # The merchant's owner has no payment or user in hand: only merchant-only rules run.
+    assert [f.reason for f in rs.evaluate_merchant({"refund_rate_24h": 0.5})] == ["SPIKE"]
+    assert rs.evaluate_merchant({"refund_rate_24h": 0.1}) == []
+    assert rs.total_errors == 0

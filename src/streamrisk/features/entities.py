@@ -6,6 +6,7 @@ read every series of the entity is advanced to that time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,10 @@ from ..windows import AddPath, SlidingWindows, WindowSpec
 DAY_MS = 86_400_000
 RATE_HORIZON_MS = 30 * DAY_MS  # chargeback and repayment rates are 30-day by contract
 HOUR_MS = 3_600_000
+# amount_zscore_30d: the fewest other payments that make a mean, and the deviation's floor
+# as a fraction of the mean (a user paying 10.00, 10.00, 10.00 then 10.50 is not an outlier).
+ZSCORE_MIN_HISTORY = 3
+ZSCORE_STD_FLOOR = 0.1
 
 # Series codes, persisted with each held event: never renumber.
 U_PAYMENT, U_CHARGEBACK, U_REPAYMENT = 0, 1, 2
@@ -141,6 +146,36 @@ class UserState(_EntityBase):
         self.payments = SlidingWindows(cfg.user_payments)
         self.chargebacks = SlidingWindows(cfg.rate_only)
         self.repayments = SlidingWindows(cfg.rate_only)  # value 1 = on time
+
+    def device_is_new(self, device: str, ts: int) -> bool:
+        """True when a payment at `ts` comes from a device the user has not paid from in the
+        30 days before, while the user did pay in that period (a first-ever payment is not
+        "new device"). Call before the payment is applied."""
+        if not device:  # no device_id on the payment
+            return False
+        p = self.payments
+        if p.count(len(self.cfg.names)) == 0:
+            return False
+        seen = p.last_seen(1, device)
+        return seen is None or seen <= ts - RATE_HORIZON_MS
+
+    def amount_zscore(self, ts: int, amount: int) -> float:
+        """How far `amount` lies above the user's other payments of the last 30 days, in
+        standard deviations. Call after the payment is applied. 0 with fewer than
+        `ZSCORE_MIN_HISTORY` other payments; the deviation is floored (see ZSCORE_STD_FLOOR)
+        so a user who always pays the same amount does not get an infinite score."""
+        p = self.payments
+        i = len(self.cfg.names)
+        if ts <= (p.end or ts) - RATE_HORIZON_MS:
+            return 0.0  # too old to be in the 30-day window
+        n = p.count(i) - 1
+        if n < ZSCORE_MIN_HISTORY:
+            return 0.0
+        s = p.sum(i) - amount
+        mean = s / n
+        var = max(0.0, (p.sum_sq(i) - amount * amount) / n - mean * mean)
+        std = max(math.sqrt(var), ZSCORE_STD_FLOOR * mean, 100.0)  # 100 minor units = 1.00
+        return (amount - mean) / std
 
     def features(self) -> dict[str, float]:
         end = self.latest

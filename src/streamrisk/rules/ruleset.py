@@ -62,6 +62,9 @@ class FiredRule:
     action: str  # review | decline | alert
     severity: str  # low | medium | high
     reason: str
+    # Whom an alert of this rule is about: "merchant" when the condition reads merchant.*
+    # fields only (the merchant's owner raises it, see Ruleset.evaluate_merchant), else "user".
+    subject: str = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,31 @@ def flat_variables(specs: tuple[Spec, ...], ctx: Context) -> dict[str, Any]:
     return out
 
 
+class _Batch:
+    """Rules evaluated together: one CEL program returns all their booleans.
+
+    Converting a value into CEL costs ~1 µs and dominates evaluation, so every field is
+    converted once per call and one program returns all rules' booleans; its cost grows
+    with distinct fields, not with rules (scripts/bench_rules.py compares the alternatives).
+    """
+
+    __slots__ = ("combined", "fired", "programs", "specs")
+
+    def __init__(
+        self,
+        fired: tuple[FiredRule, ...],
+        programs: tuple[cel.Program, ...],
+        specs: tuple[tuple[Spec, ...], ...],
+    ) -> None:
+        self.fired = tuple(fired)
+        self.programs = tuple(programs)
+        self.specs = tuple({sp[0]: sp for rule in specs for sp in rule}.values())
+        self.combined = (
+            cel.compile("[" + ", ".join(f"({p.source})" for p in programs) + "]")
+            if programs else None
+        )
+
+
 class Ruleset:
     """An immutable, validated ruleset; build it with load_ruleset() or default_ruleset().
 
@@ -140,7 +168,7 @@ class Ruleset:
         params: Mapping[str, Any],
         score_model: ScoreModel,
         programs: tuple[cel.Program, ...],
-        specs: tuple[Spec, ...],
+        specs: tuple[tuple[Spec, ...], ...],
         source: Mapping[str, Any],
     ) -> None:
         self.version = version
@@ -149,17 +177,18 @@ class Ruleset:
         self.score_model = score_model
         self._source = source
         self._active = tuple(r for r in rules if r.enabled)
-        self._fired = tuple(FiredRule(r.name, r.action, r.severity, r.reason)
-                            for r in self._active)
-        self._programs = programs
-        self._specs = specs
-        # Converting a value into CEL costs ~1 µs and dominates evaluation, so every
-        # field is converted once per payment and one program returns all rules'
-        # booleans; its cost grows with distinct fields, not with rules
-        # (scripts/bench_rules.py compares the alternatives).
-        self._combined = (
-            cel.compile("[" + ", ".join(f"({p.source})" for p in programs) + "]")
-            if programs else None
+        fired = tuple(
+            FiredRule(r.name, r.action, r.severity, r.reason,
+                      "merchant" if rule_specs and all(sp[1] == "merchant" for sp in rule_specs)
+                      else "user")
+            for r, rule_specs in zip(self._active, specs, strict=True)
+        )
+        self._all = _Batch(fired, programs, specs)
+        merchant = [i for i, f in enumerate(fired) if f.subject == "merchant"]
+        self._merchant = _Batch(
+            tuple(fired[i] for i in merchant),
+            tuple(programs[i] for i in merchant),
+            tuple(specs[i] for i in merchant),
         )
         self.evaluations = 0
         self._errors: dict[str, int] = {}
@@ -174,16 +203,27 @@ class Ruleset:
         not fire; the error is counted in error_counts().
         """
         self.evaluations += 1
-        if self._combined is None:
-            return []
-        variables = flat_variables(self._specs, ctx)
-        try:
-            hits = self._combined.execute(variables)
-        except Exception:
-            return self._evaluate_each(variables)  # slow path: find which rule(s) failed
-        return [fired for fired, hit in zip(self._fired, hits, strict=True) if hit is True]
+        return self._run(self._all, ctx)
 
-    def _evaluate_each(self, variables: dict[str, Any]) -> list[FiredRule]:
+    def evaluate_merchant(self, merchant: Mapping[str, Any]) -> list[FiredRule]:
+        """The enabled merchant-only rules (reading only merchant.*) that hold for a merchant.
+
+        Its owner calls this when the merchant's state changes, so a refund spike raises an
+        alert even before the next payment at that merchant.
+        """
+        return self._run(self._merchant, {"merchant": merchant})
+
+    def _run(self, batch: _Batch, ctx: Context) -> list[FiredRule]:
+        if batch.combined is None:
+            return []
+        variables = flat_variables(batch.specs, ctx)
+        try:
+            hits = batch.combined.execute(variables)
+        except Exception:
+            return self._evaluate_each(batch, variables)  # slow path: find the failing rule(s)
+        return [fired for fired, hit in zip(batch.fired, hits, strict=True) if hit is True]
+
+    def _evaluate_each(self, batch: _Batch, variables: dict[str, Any]) -> list[FiredRule]:
         cel_ctx = cel.Context()
         for name, value in variables.items():
             try:
@@ -191,7 +231,7 @@ class Ruleset:
             except Exception:
                 continue  # a value CEL cannot represent: the rules reading it error below
         out = []
-        for fired, program in zip(self._fired, self._programs, strict=True):
+        for fired, program in zip(batch.fired, batch.programs, strict=True):
             try:
                 hit = program.execute(cel_ctx)
             except Exception as exc:
@@ -356,7 +396,7 @@ def load_ruleset(source: Path | str | Mapping[str, Any]) -> Ruleset:
 
     rules: list[Rule] = []
     programs: list[cel.Program] = []
-    specs: dict[str, Spec] = {}
+    specs: list[tuple[Spec, ...]] = []  # per enabled rule, aligned with programs
     seen: set[str] = set()
     for index, rule_raw in enumerate(rules_raw, start=1):
         label, rule_problems = _rule_problems(index, rule_raw, seen)
@@ -375,7 +415,7 @@ def load_ruleset(source: Path | str | Mapping[str, Any]) -> Ruleset:
                 if problem:
                     rule_problems.append(f"condition {problem}")
                 elif rule_raw.get("enabled", True):  # disabled rules cost nothing
-                    specs.update((spec[0], spec) for spec in rule_specs)
+                    specs.append(rule_specs)
         if rule_problems:
             problems.extend(f"{label}: {p}" for p in rule_problems)
             continue
@@ -396,7 +436,7 @@ def load_ruleset(source: Path | str | Mapping[str, Any]) -> Ruleset:
     if problems:
         raise RulesetError(problems)
     return Ruleset(version, tuple(rules), params_raw, score_model, tuple(programs),
-                   tuple(specs.values()), raw)
+                   tuple(specs), raw)
 
 
 def default_ruleset() -> Ruleset:

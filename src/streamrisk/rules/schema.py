@@ -40,8 +40,6 @@ USER_FIELDS: Final[dict[str, str]] = {
     "repayment_on_time_rate_30d": NUM,
     "amount_zscore_30d": NUM,
     "new_device": NUM,
-    "credit_limit": NUM,
-    "credit_available": NUM,
 }
 
 _MERCHANT_WINDOWED: Final = (

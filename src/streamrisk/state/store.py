@@ -247,6 +247,21 @@ class EntityStore(Generic[E]):
         if by_series:
             entity.rebuild(by_series, latest)
 
+    def recent_event_ids(self, slot: Slot[E], since_ts: int, limit: int) -> list[str]:
+        """Ids of the entity's held events with ts >= `since_ts`, newest first, at most `limit`.
+
+        For naming the events behind an alert (rare), so it reads the open chunk and, when that
+        is not enough, the chunk before it from the table.
+        """
+        ch = slot.chunks
+        rows = chunk_rows(bytes(ch.open_buf))
+        if len(rows) < limit and ch.next > ch.first:
+            prev = self.kv.get(self._chunk_key(self._id(slot), ch.next - 1))
+            if prev is not None:
+                rows = chunk_rows(prev) + rows
+        recent = sorted((r for r in rows if r[2] >= since_ts), key=lambda r: r[2], reverse=True)
+        return [r[0] for r in recent[:limit]]
+
     # -- writes
     def add(self, slot: Slot[E], ev: HeldEvent) -> bool:
         """Apply and persist a new event; False (and no effect) if its event id is already held."""

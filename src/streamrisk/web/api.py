@@ -54,4 +54,9 @@ def register_routes(app: faust.App, processor: Processor) -> None:
         async def get(self, request: Request) -> Response:
             if (resp := denied(self, request)) is not None:
                 return resp
-            return self.json(processor.counters.with_state(processor.users, processor.merchants))
+            body = processor.stats()
+            # Which input partitions this worker decides for: where to ask for an entity.
+            body["assigned_partitions"] = sorted(
+                tp.partition for tp in app.consumer.assignment() if tp.topic == owned_topic
+            )
+            return self.json(body)

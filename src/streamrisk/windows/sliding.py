@@ -196,6 +196,16 @@ class SlidingWindows:
             dim = self.spec.dims.index(dim)
         return self._dims[dim][4][i]
 
+    def last_seen(self, dim: int, category: Hashable) -> int | None:
+        """Latest event time of ``category`` among held events, None if it was never held.
+
+        May also answer for a category whose events already left the widest window (its
+        table entry lives until the next compaction), so compare the result with a bound.
+        """
+        d = self._dims[dim]
+        c = d[0].get(category)
+        return None if c is None else d[2][c]
+
     def sum_sq(self, i: int) -> int:
         """Exact sum of squared values in window ``i``."""
         return self._totsq - self._outsq[i]

@@ -1,0 +1,74 @@
+"""Topics every worker reads whole: the rules control topic and the merchant risk summaries.
+
+A consumer group splits partitions between workers, but every worker needs every ruleset (to decide
+with the same rules) and every merchant's summary (its payments may be at any merchant). So each
+worker reads these compacted topics outside the group, from the beginning, and `ready` tells when it
+has caught up with what was there at start: deciding before that would use stale rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer
+
+from .processor import Message
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# (message, caught_up) -> None; caught_up is False while replaying what was there at start.
+Handler = Callable[[Message, bool], Awaitable[None]]
+
+
+class BroadcastReader:
+    """One consumer without a group over `topics`, feeding every record to `handle` in order."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str], handle: Handler) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self.handle = handle
+        self.ready = asyncio.Event()
+        self.records = 0
+
+    async def run(self) -> None:
+        """Read until cancelled (the app cancels it at shutdown)."""
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.bootstrap.split(","),
+            group_id=None,  # every partition, no commits: each worker reads it all
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            client_id=f"{self.settings.app_id}-broadcast",
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+                caught_up = self.ready.is_set()
+                for records in batches.values():
+                    for r in records:
+                        self.records += 1
+                        await self.handle(
+                            Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp),
+                            caught_up,
+                        )
+                if not caught_up and await self._at_end(consumer):
+                    log.info("read %d broadcast records; deciding with the current rules", self.records)
+                    self.ready.set()
+        finally:
+            await consumer.stop()
+
+    async def _at_end(self, consumer: AIOKafkaConsumer) -> bool:
+        # The fetch high watermark, not ListOffsets: some brokers answer the latter short.
+        assigned = consumer.assignment()
+        if {tp.topic for tp in assigned} != set(self.topics):
+            return False
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            if high is None or await consumer.position(tp) < high:
+                return False
+        return True

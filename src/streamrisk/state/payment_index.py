@@ -1,0 +1,285 @@
+"""Per-user index of recent payments, so a late chargeback finds its payment by event id.
+
+A chargeback arrives days (up to `retention_ms`, 180 days by default) after its payment. Both are keyed
+by `user_id`, so the index lives per user on the same partition, in the same KV (a Faust table with a
+changelog) as the entity state, and is persisted in the `EntityStore` style:
+
+- Each user's payments are appended to numbered chunks. A chunk closes when the next payment would
+  give it more than `chunk_lines` lines or make it span more than `chunk_span_ms` of event time.
+- A line is the orjson array `[payment_id, merchant_id, ts, amount]` and a newline; a fraud mark
+  appends the chargeback's event id: `[payment_id, merchant_id, ts, amount, chargeback_id]`.
+- Keys: `b"x\\x1f" + user_id` (meta) and `b"x\\x1f" + user_id + b"\\x1f" + str(seq)` (chunks). User ids
+  must not contain `\\x1f` (as for every key of the table).
+- Meta is orjson of `{"first": seq of the oldest live chunk, "next": seq of the open chunk,
+  "head": newest ts in chunk `first` (-1 when first == next), "top": newest ts over all closed chunks}`.
+  Its size is constant (no per-chunk list), so rewriting it on a chunk roll costs the same for a user
+  with one chunk as for one with thousands. A user whose index never rolled a chunk has no meta at
+  all: a missing meta means `{"first": 0, "next": 0, "head": -1, "top": -1}`.
+- Only the open chunk is rewritten, once per batch per user, on `flush()` (a chunk that fills up within
+  a batch is written as it closes); meta only changes when a chunk closes or expires. So the changelog
+  bytes per payment are bounded by the chunk size and never grow with the payments indexed.
+- A closed chunk expires (one tombstone) once its newest payment is `retention_ms` or more older than
+  the user's newest payment, oldest chunk first. So a payment is found while it is less than
+  `retention_ms` older than its user's newest payment, and is gone (if payments arrived in order) by
+  the time that one is `retention_ms + chunk_span_ms` newer. Without the span bound, a user who pays
+  twice a month would keep years of payments in one 64-line chunk, and rewrite all of them every batch.
+- In memory there is only what the current batch added to (the open chunk of each such user); the KV
+  holds everything else, and `flush()` clears it. Expiry runs on `add`: a user who stops paying keeps
+  their last chunks until they pay again.
+
+A lookup reads chunks newest first and only decodes the lines that contain the id's JSON prefix, so a
+miss costs one KV read and one substring search per live chunk of the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from ..settings import DAY_MS
+from .store import KV, SEP, chunk_rows
+
+KIND = b"x"
+CHUNK_LINES = 64
+RETENTION_MS = 180 * DAY_MS
+CHUNK_SPAN_MS = 30 * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedPayment:
+    """A payment as the index holds it; `chargeback_id` is set once a chargeback marked it as fraud."""
+
+    payment_id: str
+    merchant_id: str
+    ts: int
+    amount: int  # minor units
+    chargeback_id: str | None
+
+
+@dataclass(slots=True)
+class _Open:
+    """A user the current batch added to: its chunk bookkeeping and its open chunk, until `flush()`."""
+
+    partition: int
+    first: int
+    next: int
+    head: int  # newest ts in chunk `first` (when first < next)
+    top: int  # newest ts over the closed chunks
+    buf: bytearray = field(default_factory=bytearray)
+    count: int = 0  # lines in the open chunk
+    open_max: int = -1  # newest ts in the open chunk
+    open_min: int = -1  # oldest ts in the open chunk
+    dirty: bool = False  # open chunk changed since it was read or written
+    meta_dirty: bool = False
+
+
+@dataclass(slots=True)
+class _Hit:
+    seq: int
+    blob: bytes | bytearray
+    start: int  # the line is blob[start:end], without its newline
+    end: int
+    row: list
+
+
+def _record(row: list) -> IndexedPayment:
+    return IndexedPayment(row[0], row[1], row[2], row[3], row[4] if len(row) > 4 else None)
+
+
+def _max_ts(blob: bytes | bytearray | None) -> int:
+    rows = chunk_rows(bytes(blob)) if blob else []
+    return max((r[2] for r in rows), default=-1)
+
+
+def _scan(blob: bytes | bytearray, needle: bytes, payment_id: str) -> _Hit | None:
+    """The first line of `blob` whose payment id is `payment_id`.
+
+    `needle` is `[` + the id's JSON string + `,`, the exact prefix of such a line. A match elsewhere in a
+    line (inside a merchant id, say) is ruled out by decoding the line; a raw newline only ends lines.
+    """
+    i = blob.find(needle)
+    while i != -1:
+        start = blob.rfind(b"\n", 0, i) + 1
+        end = blob.find(b"\n", i)
+        if end == -1:
+            end = len(blob)
+        row = orjson.loads(blob[start:end])
+        if row[0] == payment_id:
+            return _Hit(-1, blob, start, end, row)
+        i = blob.find(needle, end)
+    return None
+
+
+class PaymentIndex:
+    """Recent payments of each user in bounded chunks of a KV, found by payment event id."""
+
+    def __init__(
+        self,
+        kv: KV,
+        retention_ms: int = RETENTION_MS,
+        chunk_lines: int = CHUNK_LINES,
+        chunk_span_ms: int = CHUNK_SPAN_MS,
+    ) -> None:
+        if retention_ms <= 0 or chunk_lines <= 0 or chunk_span_ms < 0:
+            raise ValueError("retention_ms and chunk_lines must be positive, chunk_span_ms not negative")
+        self.kv = kv
+        self.retention_ms = retention_ms
+        self.chunk_lines = chunk_lines
+        self.chunk_span_ms = chunk_span_ms
+        self._open: dict[str, _Open] = {}
+        # counters, for /stats and benchmarks
+        self.indexed = 0  # add() calls
+        self.marked = 0  # payments newly marked as fraud
+        self.expired_chunks = 0  # chunks deleted (tombstoned)
+
+    @property
+    def pending_users(self) -> int:
+        """Users held in memory: those the current batch added to (0 right after `flush()`)."""
+        return len(self._open)
+
+    # -- keys
+    @staticmethod
+    def _meta_key(user_id: str) -> bytes:
+        return KIND + SEP + user_id.encode()
+
+    @staticmethod
+    def _chunk_key(user_id: str, seq: int) -> bytes:
+        return KIND + SEP + user_id.encode() + SEP + str(seq).encode()
+
+    def _meta(self, user_id: str) -> tuple[int, int, int, int]:
+        raw = self.kv.get(self._meta_key(user_id))
+        if raw is None:
+            return 0, 0, -1, -1
+        m = orjson.loads(raw)
+        return m["first"], m["next"], m["head"], m["top"]
+
+    def _load(self, partition: int, user_id: str) -> _Open:
+        first, nxt, head, top = self._meta(user_id)
+        u = _Open(partition, first, nxt, head, top)
+        blob = self.kv.get(self._chunk_key(user_id, nxt))
+        if blob:
+            rows = chunk_rows(blob)
+            u.buf = bytearray(blob)
+            u.count = len(rows)
+            u.open_max = max(r[2] for r in rows)
+            u.open_min = min(r[2] for r in rows)
+        return u
+
+    # -- writes
+    def add(
+        self, partition: int, user_id: str, payment_id: str, merchant_id: str, ts: int, amount: int
+    ) -> None:
+        """Append a payment to the user's open chunk, then expire the user's chunks past the retention.
+
+        The caller adds each payment id once; adding one again only makes `find` return one of the two.
+        """
+        u = self._open.get(user_id)
+        if u is None:
+            u = self._open[user_id] = self._load(partition, user_id)
+        newest = max(u.top, u.open_max, ts)
+        horizon = newest - self.retention_ms
+        if u.count and (
+            u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
+        ):
+            self._roll(u, user_id)
+        u.buf += orjson.dumps([payment_id, merchant_id, ts, amount]) + b"\n"
+        if u.count == 0:
+            u.open_min = u.open_max = ts
+        elif ts > u.open_max:
+            u.open_max = ts
+        elif ts < u.open_min:
+            u.open_min = ts
+        u.count += 1
+        u.dirty = True
+        self.indexed += 1
+        while u.first < u.next and u.head <= horizon:
+            self.kv.delete(u.partition, self._chunk_key(user_id, u.first))
+            self.expired_chunks += 1
+            u.first += 1
+            u.meta_dirty = True
+            # the next chunk's newest ts: one read per expired chunk
+            u.head = _max_ts(self.kv.get(self._chunk_key(user_id, u.first))) if u.first < u.next else -1
+
+    def _roll(self, u: _Open, user_id: str) -> None:
+        """Close the open chunk (writing it if this batch changed it) and open the next one."""
+        if u.dirty:
+            self.kv.put(u.partition, self._chunk_key(user_id, u.next), bytes(u.buf))
+        if u.first == u.next:
+            u.head = u.open_max
+        u.top = max(u.top, u.open_max)
+        u.next += 1
+        u.buf = bytearray()
+        u.count = 0
+        u.open_max = u.open_min = -1
+        u.dirty = False
+        u.meta_dirty = True
+
+    def mark_fraud(
+        self, partition: int, user_id: str, payment_id: str, chargeback_id: str
+    ) -> IndexedPayment | None:
+        """Mark a payment as charged back (fraud), in whichever chunk holds it; None if it is not indexed.
+
+        A payment already marked keeps its first chargeback id. A mark in the open chunk of a user this
+        batch added to is written by `flush()`; any other mark rewrites its chunk at once.
+        """
+        hit = self._locate(user_id, payment_id)
+        if hit is None:
+            return None
+        if len(hit.row) > 4:
+            return _record(hit.row)
+        hit.row.append(chargeback_id)
+        line = orjson.dumps(hit.row)
+        u = self._open.get(user_id)
+        if u is not None and hit.seq == u.next:
+            u.buf[hit.start : hit.end] = line
+            u.dirty = True
+        else:
+            blob = bytes(hit.blob)
+            p = u.partition if u is not None else partition
+            self.kv.put(p, self._chunk_key(user_id, hit.seq), blob[: hit.start] + line + blob[hit.end :])
+        self.marked += 1
+        return _record(hit.row)
+
+    def flush(self) -> int:
+        """Write the open chunk and (if changed) the meta of each user this batch added to; returns the
+        records written. Clears the in-memory state."""
+        n = 0
+        for user_id, u in self._open.items():
+            if u.dirty:
+                self.kv.put(u.partition, self._chunk_key(user_id, u.next), bytes(u.buf))
+                n += 1
+            if u.meta_dirty:
+                meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
+                self.kv.put(u.partition, self._meta_key(user_id), orjson.dumps(meta))
+                n += 1
+        self._open.clear()
+        return n
+
+    def forget(self) -> None:
+        """Drop the in-memory state (after a rebalance; callers flush first). The KV holds the rest."""
+        self._open.clear()
+
+    # -- reads
+    def find(self, user_id: str, payment_id: str) -> IndexedPayment | None:
+        """The indexed payment with this event id (including ones added in the unflushed batch), or None."""
+        hit = self._locate(user_id, payment_id)
+        return None if hit is None else _record(hit.row)
+
+    def _locate(self, user_id: str, payment_id: str) -> _Hit | None:
+        """Where the payment's line is: chunks newest first, the first matching line within a chunk."""
+        needle = b"[" + orjson.dumps(payment_id) + b","
+        u = self._open.get(user_id)
+        if u is not None:
+            first, nxt = u.first, u.next
+        else:
+            first, nxt, _, _ = self._meta(user_id)
+        for seq in range(nxt, first - 1, -1):
+            blob = u.buf if u is not None and seq == nxt else self.kv.get(self._chunk_key(user_id, seq))
+            if not blob or needle not in blob:
+                continue
+            hit = _scan(blob, needle, payment_id)
+            if hit is not None:
+                hit.seq = seq
+                return hit
+        return None
