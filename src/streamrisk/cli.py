@@ -1,4 +1,4 @@
-"""`streamrisk ...`: broker, worker, produce, loadtest, replay and demo."""
+"""`streamrisk ...`: broker, worker, produce, loadtest, replay, publish-rules and demo."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("file", type=Path)
     r.add_argument("--rate", type=float, default=1000.0)
 
+    pr = sub.add_parser(
+        "publish-rules", help="check a rules file, then publish it on risk-rules (hot reload)"
+    )
+    _common(pr)
+    pr.add_argument("file", type=Path, help="ruleset (YAML or JSON)")
+    pr.add_argument("--name", default="main", help="message key: the ruleset's name (default main)")
+    pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
+
     d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
     _traffic_args(d, 300.0, 30.0)
     d.add_argument("--kafka", action="store_true", help="run on real Apache Kafka instead of Tansu")
@@ -95,13 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .worker import run_worker
 
             return run_worker(settings)
+        if args.command == "publish-rules":
+            return asyncio.run(_publish_rules(args, settings))
         if args.command in ("produce", "replay"):
             return asyncio.run(_produce(args, settings))
         if args.command == "loadtest":
             from .loadgen.loadtest import run_loadtest, traffic_options
 
             result = asyncio.run(
-                run_loadtest(settings.bootstrap, prefix=settings.topic_prefix, **traffic_options(args))
+                run_loadtest(
+                    settings.bootstrap, prefix=settings.topic_prefix, app_id=settings.app_id,
+                    **traffic_options(args),
+                )
             )
             print(result.summary())
             return 0
@@ -111,6 +124,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
+    """Load the file as a worker would (all problems listed), then send it as JSON."""
+    import orjson
+
+    from .loadgen.produce import make_producer
+    from .rules import RulesetError, load_ruleset
+    from .settings import CONTROL_TOPIC
+
+    try:
+        ruleset = load_ruleset(args.file)
+    except RulesetError as exc:
+        print(f"streamrisk: {args.file}: not published:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ruleset {ruleset.version!r} with {len(ruleset.rules)} rules is valid")
+    if args.check:
+        return 0
+    producer = make_producer(settings.bootstrap)
+    await producer.start()
+    try:
+        topic = settings.topic(CONTROL_TOPIC)
+        await producer.send_and_wait(topic, orjson.dumps(ruleset.to_mapping()), key=args.name.encode())
+    finally:
+        await producer.stop()
+    print(f"published on {topic} as {args.name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
+    return 0
 
 
 async def _produce(args: argparse.Namespace, settings: Settings) -> int:

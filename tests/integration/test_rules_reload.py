@@ -3,6 +3,9 @@ next payments; an invalid one is dead-lettered and counted while the previous on
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import aiohttp
 import orjson
 import pytest
@@ -85,8 +88,15 @@ async def test_worker_started_later_decides_with_the_published_ruleset_from_its_
     bootstrap: str, tmp_path
 ) -> None:
     prefix = unique("late-start") + "."
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_bytes(orjson.dumps(RULESET_V2))
+    published = subprocess.run(
+        [sys.executable, "-m", "streamrisk", "publish-rules", str(rules_file),
+         "--bootstrap", bootstrap, "--topic-prefix", prefix],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert published.returncode == 0, published.stderr
     async with Client(bootstrap, prefix) as client:
-        await client.send("risk-rules", "main", RULESET_V2)
         await client.send("risk-rules", "main", b"{broken")  # rejected; v2 stays
         await client.send("payments", "early", payment("early-1", "early", amount=150.0))
         worker = WorkerProcess(bootstrap, prefix, unique("app"), tmp_path / "w").start()

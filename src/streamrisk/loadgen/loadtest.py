@@ -14,6 +14,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..settings import Settings
+from ..topics import merchant_risk_topic
 from .produce import ProduceStats, produce, synthetic_stream
 from .synthetic import Mix, Traffic
 
@@ -29,6 +31,10 @@ class Watch:
     decided: set[str] = field(default_factory=set)
     dead_letters: int = 0
     repeats: int = 0
+    alerts: dict[str, int] = field(default_factory=dict)  # by reason code
+    # Wall clock at which a merchant summary was read, less the event time of the merchant's newest
+    # event (synthetic events carry their send time): how far behind the merchant side is.
+    view_lag_ms: list[float] = field(default_factory=list)
 
     def on_send(self, topic: str, key: str, event_id: str | None, at: float) -> None:
         if topic == "payments" and event_id:
@@ -38,15 +44,24 @@ class Watch:
     def decisions(self) -> int:
         return sum(self.actions.values())
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+    def percentile(self, q: float, values: list[float] | None = None) -> float:
+        v = self.latencies_ms if values is None else values
+        return float(np.percentile(v, q)) if v else float("nan")
 
 
 async def watch_outputs(
-    bootstrap: str, prefix: str, watch: Watch, stop: asyncio.Event, from_start: bool = True
+    bootstrap: str,
+    prefix: str,
+    watch: Watch,
+    stop: asyncio.Event,
+    from_start: bool = True,
+    summary_topic: str | None = None,
 ) -> None:
-    """Read decisions and dead letters (no consumer group) until `stop` is set."""
-    topics = [prefix + "risk-decisions", prefix + "dead-letters"]
+    """Read decisions, dead letters, alerts and merchant summaries (no consumer group) until `stop`."""
+    topics = [prefix + "risk-decisions", prefix + "dead-letters", prefix + "fraud-alerts"]
+    if summary_topic:
+        topics.append(summary_topic)
+    since_ms = time.time() * 1000
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     try:
@@ -65,13 +80,24 @@ async def watch_outputs(
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
-        dead_topic = topics[1]
+        dead_topic, alert_topic = topics[1], topics[2]
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.time()
             for tp, records in batch.items():
                 if tp.topic == dead_topic:
                     watch.dead_letters += len(records)
+                    continue
+                if tp.topic == alert_topic:
+                    for r in records:
+                        for reason in orjson.loads(r.value)["reasons"]:
+                            watch.alerts[reason] = watch.alerts.get(reason, 0) + 1
+                    continue
+                if tp.topic == summary_topic:
+                    for r in records:
+                        as_of = orjson.loads(r.value)["as_of"]
+                        if as_of >= since_ms:  # live traffic only, not history or warm-up
+                            watch.view_lag_ms.append(now * 1000 - as_of)
                     continue
                 for r in records:
                     d = orjson.loads(r.value)
@@ -113,6 +139,9 @@ class LoadtestResult:
         if w.reasons:
             top = ", ".join(f"{k}={v}" for k, v in sorted(w.reasons.items(), key=lambda kv: -kv[1]))
             lines.append(f"  reasons             {top}")
+        if w.alerts:
+            top = ", ".join(f"{k}={v}" for k, v in sorted(w.alerts.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  fraud alerts        {top}")
         lines.append(f"  dead letters        {w.dead_letters}")
         lines.append(f"  repeated decisions  {w.repeats}")
         missing = sum(1 for e in w.sent_at if e not in w.decided)
@@ -121,6 +150,12 @@ class LoadtestResult:
             f"  latency produce->decision  p50 {w.percentile(50):.1f} ms  "
             f"p99 {w.percentile(99):.1f} ms  max {w.percentile(100):.1f} ms  (n={len(w.latencies_ms)})"
         )
+        if w.view_lag_ms:
+            lag = w.view_lag_ms
+            lines.append(
+                f"  merchant view lag          p50 {w.percentile(50, lag):.1f} ms  "
+                f"p99 {w.percentile(99, lag):.1f} ms  (n={len(lag)}; event -> summary on every worker)"
+            )
         return "\n".join(lines)
 
 
@@ -147,6 +182,7 @@ async def run_loadtest(
     bootstrap: str,
     *,
     prefix: str = "",
+    app_id: str = "streamrisk",
     rate: float = 500.0,
     duration_s: float = 30.0,
     users: int = 2000,
@@ -160,7 +196,8 @@ async def run_loadtest(
     """Warm up until a worker answers, run traffic for `duration_s`, drain, and measure."""
     watch = Watch()
     stop = asyncio.Event()
-    watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop))
+    summaries = merchant_risk_topic(Settings(topic_prefix=prefix, app_id=app_id))
+    watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop, summary_topic=summaries))
     run_id = f"{seed}-{int(time.time())}"
     traffic = Traffic(users, merchants, seed=seed, mix=Mix(malformed=malformed, bursts=bursts), run_id=run_id)
 

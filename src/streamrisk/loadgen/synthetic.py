@@ -22,10 +22,10 @@ class Record(NamedTuple):
 class Mix:
     """Share of each kind of record, and of deliberately malformed ones."""
 
-    payments: float = 0.55
+    payments: float = 0.59
     orders: float = 0.30
     repayments: float = 0.10
-    chargebacks: float = 0.05
+    chargebacks: float = 0.01
     malformed: float = 0.0
     # Share of events that start a burst: one user paying BURST_SIZE times in quick succession.
     bursts: float = 0.0
