@@ -3,7 +3,7 @@ normal stream raises none; a chargeback 5 days after its payment finds it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -23,24 +23,6 @@ PATTERNS: dict[str, tuple[str, Callable[[str, int], list[patterns.Record]]]] = {
     "MERCHANT_REFUND_SPIKE": ("merchant", patterns.refund_spike),
     "MERCHANT_BUST_OUT": ("merchant", patterns.bust_out),
 }
-
-
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return unique("alerts") + "."
-
-
-@pytest.fixture(scope="module")
-def worker(bootstrap: str, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(bootstrap, prefix, unique("app"), tmp_path_factory.mktemp("worker")).start()
-    yield w
-    w.stop()
-
-
-@pytest.fixture
-async def client(bootstrap: str, prefix: str, worker: WorkerProcess) -> AsyncIterator[Client]:
-    async with Client(bootstrap, prefix) as c:
-        yield c
 
 
 async def send_all(client: Client, records: list[patterns.Record]) -> None:

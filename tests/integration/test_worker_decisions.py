@@ -3,13 +3,12 @@ dead letters; duplicates ignored."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.harness import Client, WorkerProcess, payment, unique
+from tests.harness import Client, WorkerProcess, payment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -17,24 +16,6 @@ DECISION_FIELDS = {
     "decision_id", "event_id", "user_id", "merchant_id", "ts", "action", "score", "reasons",
     "rules_version", "decided_at",
 }
-
-
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return unique("dec") + "."
-
-
-@pytest.fixture(scope="module")
-def worker(bootstrap: str, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(bootstrap, prefix, unique("app"), tmp_path_factory.mktemp("worker")).start()
-    yield w
-    w.stop()
-
-
-@pytest.fixture
-async def client(bootstrap: str, prefix: str, worker: WorkerProcess) -> AsyncIterator[Client]:
-    async with Client(bootstrap, prefix) as c:
-        yield c
 
 
 def for_user(user: str):

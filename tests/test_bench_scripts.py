@@ -1,0 +1,31 @@
+"""The benchmark scripts still run against the current code (their figures are not judged here:
+speed targets belong to the scripts' own output, on a quiet machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench_rules.py", "--payments", "100", "--repeat", "1"],
+        ["bench_payment_index.py"],
+        ["bench_windows.py", "--quick"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_bench_script_runs_to_its_report(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / args[0]), *args[1:]],
+        capture_output=True, text=True, timeout=120,
+    )
+    # 0 = every target met, 1 = a target missed on this (possibly busy) machine; anything else crashed.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert done.stdout.strip(), done.stderr[-3000:]
