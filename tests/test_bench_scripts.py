@@ -17,6 +17,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
     [
         ["bench_rules.py", "--payments", "100", "--repeat", "1"],
         ["bench_payment_index.py"],
+        ["bench_processor.py", "--events", "3000"],
         ["bench_windows.py", "--quick"],
     ],
     ids=lambda a: a[0],

@@ -57,6 +57,27 @@ class WindowConfig:
             horizons, dims=dims, track_max=track_max, lateness=self.allowed_lateness_ms
         )
 
+    # Feature names per window, formatted once per worker instead of once per read.
+    @cached_property
+    def user_keys(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(
+            tuple(f"{m}_{w}" for m in (
+                "payment_count", "payment_amount_sum", "payment_amount_mean", "payment_amount_std",
+                "payment_amount_max", "distinct_merchants", "distinct_devices",
+            ))
+            for w in self.names
+        )
+
+    @cached_property
+    def merchant_keys(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(
+            tuple(f"{m}_{w}" for m in (
+                "order_count", "order_amount_sum", "fulfilled_amount_sum", "refund_count",
+                "refund_rate", "distinct_buyers", "payment_count",
+            ))
+            for w in self.names
+        )
+
     @cached_property
     def user_payments(self) -> WindowSpec:
         return self._spec((*self.horizons, RATE_HORIZON_MS), ("merchant", "device"), track_max=True)
@@ -184,14 +205,17 @@ class UserState(_EntityBase):
         cb.advance(end)
         rp.advance(end)
         out: dict[str, float] = {}
-        for i, w in enumerate(self.cfg.names):
-            out[f"payment_count_{w}"] = p.count(i)
-            out[f"payment_amount_sum_{w}"] = p.sum(i) / 100
-            out[f"payment_amount_mean_{w}"] = p.mean(i) / 100
-            out[f"payment_amount_std_{w}"] = p.std(i) / 100
-            out[f"payment_amount_max_{w}"] = (p.max(i) or 0) / 100
-            out[f"distinct_merchants_{w}"] = p.distinct(i, 0)
-            out[f"distinct_devices_{w}"] = p.distinct(i, 1)
+        for i, (k_n, k_sum, k_mean, k_std, k_max, k_merchants, k_devices) in enumerate(
+            self.cfg.user_keys
+        ):
+            n = p.count(i)
+            out[k_n] = n
+            out[k_sum] = p.sum(i) / 100
+            out[k_mean] = p.mean(i) / 100 if n else 0.0
+            out[k_std] = p.std(i) / 100 if n > 1 else 0.0
+            out[k_max] = (p.max(i) or 0) / 100 if n else 0.0
+            out[k_merchants] = p.distinct(i, 0)
+            out[k_devices] = p.distinct(i, 1)
         rate_i = len(self.cfg.names)  # the extra 30-day horizon appended in __init__
         n_cb = cb.count(0)
         out["chargeback_count_30d"] = n_cb
@@ -229,16 +253,19 @@ class MerchantState(_EntityBase):
         for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks):
             w.advance(end)
         out: dict[str, float] = {}
-        for i, w in enumerate(self.cfg.names):
-            orders = self.placed.count(i)
-            refunds = self.refunded.count(i)
-            out[f"order_count_{w}"] = orders
-            out[f"order_amount_sum_{w}"] = self.placed.sum(i) / 100
-            out[f"fulfilled_amount_sum_{w}"] = self.fulfilled.sum(i) / 100
-            out[f"refund_count_{w}"] = refunds
-            out[f"refund_rate_{w}"] = _rate(refunds, orders)
-            out[f"distinct_buyers_{w}"] = self.placed.distinct(i, 0)
-            out[f"payment_count_{w}"] = self.payments.count(i)
+        placed, fulfilled, refunded, payments = self.placed, self.fulfilled, self.refunded, self.payments
+        for i, (k_n, k_sum, k_fulfilled, k_refunds, k_rate, k_buyers, k_payments) in enumerate(
+            self.cfg.merchant_keys
+        ):
+            orders = placed.count(i)
+            refunds = refunded.count(i)
+            out[k_n] = orders
+            out[k_sum] = placed.sum(i) / 100
+            out[k_fulfilled] = fulfilled.sum(i) / 100
+            out[k_refunds] = refunds
+            out[k_rate] = _rate(refunds, orders)
+            out[k_buyers] = placed.distinct(i, 0)
+            out[k_payments] = payments.count(i)
         n = len(self.cfg.names)
         rate_i, settle_i = n, n + 1
         n_cb = self.chargebacks.count(0)
