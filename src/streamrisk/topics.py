@@ -36,15 +36,20 @@ def merchant_risk_topic(settings: Settings) -> str:
     return settings.topic(f"{settings.app_id}-merchant-risk")
 
 
-def worker_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name -> topic config, for everything a worker touches."""
-    plain = {settings.topic(t): {} for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
-    plain[merchant_events_topic(settings)] = {}
-    # The control topic keeps the newest ruleset per name; the changelog keeps the newest value per key.
-    plain[settings.topic(CONTROL_TOPIC)] = {"cleanup.policy": "compact"}
-    plain[changelog_topic(settings)] = {"cleanup.policy": "compact"}
-    plain[merchant_risk_topic(settings)] = {"cleanup.policy": "compact"}
-    return plain
+def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Topic name -> (partitions, topic config), for everything a worker touches."""
+    n = settings.partitions
+    compact = {"cleanup.policy": "compact"}
+    topics: dict[str, tuple[int, dict[str, str]]] = {
+        settings.topic(t): (n, {}) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)
+    }
+    topics[merchant_events_topic(settings)] = (n, {})
+    # The newest value per key is all that matters here.
+    topics[changelog_topic(settings)] = (n, compact)
+    topics[merchant_risk_topic(settings)] = (n, compact)
+    # One partition: every worker must apply rulesets in the same order, and the newest one wins.
+    topics[settings.topic(CONTROL_TOPIC)] = (1, compact)
+    return topics
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
@@ -63,7 +68,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics still missing after {timeout_s:.0f} s: {', '.join(missing)}")
             new = [
-                NewTopic(t, settings.partitions, settings.replication, topic_configs=wanted[t])
+                NewTopic(t, wanted[t][0], settings.replication, topic_configs=wanted[t][1])
                 for t in missing
             ]
             try:
