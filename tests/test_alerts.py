@@ -215,3 +215,17 @@ def test_rules_file_setting_is_the_starting_ruleset(tmp_path) -> None:
     pipe = Pipeline(Settings(rules_path=path))
     pipe.run([patterns.payment("a", "u1", "m1", 150.0, NOW)], now=NOW)
     assert decisions_for(pipe, "u1")["a"]["rules_version"] == "from-file"
+
+
+def test_chargeback_processed_before_its_payment_marks_the_payment_when_it_arrives() -> None:
+    pipe = Pipeline()
+    pay, cb = patterns.chargeback_days_late("u1", NOW, days=0)
+    pipe.run([cb], now=NOW)  # the chargebacks topic was read first
+    [alert] = alerts_for(pipe, "u1")
+    assert alert["reasons"] == ["CHARGEBACK", "UNMATCHED_CHARGEBACK"]
+    pipe.run([pay], now=NOW)
+    found = pipe.proc.payment_index.find("u1", "u1:paid")
+    assert found is not None and found.chargeback_id == "u1:cb"
+    assert pipe.proc.stats()["chargebacks_matched_late"] == 1
+    # Claimed once: a restarted worker does not match it again.
+    assert pipe.proc.payment_index.claim_early_chargeback(0, "u1", "u1:paid") is None

@@ -91,6 +91,8 @@ class Counters:
     alerts: dict[str, int] = field(default_factory=dict)  # by reason code
     chargebacks_matched: int = 0
     chargebacks_unmatched: int = 0
+    # Unmatched when they came, matched when their payment arrived after them.
+    chargebacks_matched_late: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class Counters:
             "alerts": dict(self.alerts),
             "chargebacks_matched": self.chargebacks_matched,
             "chargebacks_unmatched": self.chargebacks_unmatched,
+            "chargebacks_matched_late": self.chargebacks_matched_late,
         }
 
     def with_state(self, *stores: Any) -> dict[str, Any]:
@@ -335,7 +338,10 @@ class Processor:
         if user_fired:
             ids = self._event_ids(self.users, slot, p.ts)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
-        self.payment_index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
+        index = self.payment_index
+        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
+        if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:
+            self.counters.chargebacks_matched_late += 1
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
 
     def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
@@ -351,6 +357,7 @@ class Processor:
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
+            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:

@@ -41,6 +41,7 @@ from ..settings import DAY_MS
 from .store import KV, SEP, chunk_rows
 
 KIND = b"x"
+EARLY = b"k"  # chargebacks held until their payment arrives
 CHUNK_LINES = 64
 RETENTION_MS = 180 * DAY_MS
 CHUNK_SPAN_MS = 30 * DAY_MS
@@ -240,6 +241,32 @@ class PaymentIndex:
             self.kv.put(p, self._chunk_key(user_id, hit.seq), blob[: hit.start] + line + blob[hit.end :])
         self.marked += 1
         return _record(hit.row)
+
+    # -- chargebacks that come before their payment
+    @staticmethod
+    def _early_key(user_id: str, payment_id: str) -> bytes:
+        return EARLY + SEP + user_id.encode() + SEP + payment_id.encode()
+
+    def hold_early_chargeback(
+        self, partition: int, user_id: str, payment_id: str, chargeback_id: str
+    ) -> None:
+        """Remember a chargeback whose payment is not indexed, to mark the payment if it comes later.
+
+        Payments and chargebacks are separate topics, read independently, so a chargeback sent moments
+        after its payment can be processed first. (One that names a payment never sent stays held.)
+        """
+        self.kv.put(partition, self._early_key(user_id, payment_id), chargeback_id.encode())
+
+    def claim_early_chargeback(
+        self, partition: int, user_id: str, payment_id: str
+    ) -> IndexedPayment | None:
+        """Mark a just-indexed payment with a chargeback that came before it; None if none did."""
+        key = self._early_key(user_id, payment_id)
+        chargeback_id = self.kv.get(key)
+        if chargeback_id is None:
+            return None
+        self.kv.delete(partition, key)
+        return self.mark_fraud(partition, user_id, payment_id, chargeback_id.decode())
 
     def flush(self) -> int:
         """Write the open chunk and (if changed) the meta of each user this batch added to; returns the
