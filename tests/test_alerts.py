@@ -229,3 +229,13 @@ def test_chargeback_processed_before_its_payment_marks_the_payment_when_it_arriv
     assert pipe.proc.stats()["chargebacks_matched_late"] == 1
     # Claimed once: a restarted worker does not match it again.
     assert pipe.proc.payment_index.claim_early_chargeback(0, "u1", "u1:paid") is None
+
+
+def test_a_stray_record_on_the_summary_topic_keeps_the_previous_summary() -> None:
+    pipe = Pipeline()
+    pipe.run(patterns.normal_merchant("shop1", NOW)[:4], now=NOW)
+    before = pipe.proc.merchant_view["shop1"]
+    stray = pipe.message("streamrisk-merchant-risk", "shop1", b"not json")
+    assert pipe.proc.on_broadcast(stray) == []
+    assert pipe.proc.merchant_view["shop1"] == before
+    assert pipe.proc.stats()["bad_summaries"] == 1

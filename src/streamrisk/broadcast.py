@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .processor import Message
 from .settings import Settings
@@ -32,9 +32,21 @@ class BroadcastReader:
         self.handle = handle
         self.ready = asyncio.Event()
         self.records = 0
+        self.failures = 0
+        self._next: dict[TopicPartition, int] = {}  # next offset to apply, per partition
 
     async def run(self) -> None:
-        """Read until cancelled (the app cancels it at shutdown)."""
+        """Read until cancelled (the app cancels it at shutdown); start over after a failure."""
+        while True:
+            try:
+                await self._read()
+            except Exception:
+                # The new consumer reads from the beginning again; records already applied are
+                # skipped, so an old ruleset never comes back, even for a moment.
+                log.exception("broadcast reader failed; starting over in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _read(self) -> None:
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.settings.bootstrap.split(","),
@@ -49,13 +61,20 @@ class BroadcastReader:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
                 caught_up = self.ready.is_set()
-                for records in batches.values():
+                for tp, records in batches.items():
+                    applied = self._next.get(tp, 0)
                     for r in records:
+                        if r.offset < applied:
+                            continue  # applied before the reader started over
+                        self._next[tp] = r.offset + 1
                         self.records += 1
-                        await self.handle(
-                            Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp),
-                            caught_up,
-                        )
+                        msg = Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                        try:
+                            await self.handle(msg, caught_up)
+                        except Exception:
+                            # One bad record must not stop rules and summaries for good.
+                            self.failures += 1
+                            log.exception("%s[%d]@%d: record not applied", r.topic, r.partition, r.offset)
                 if not caught_up and await self._at_end(consumer):
                     log.info("read %d broadcast records; deciding with the current rules", self.records)
                     self.ready.set()

@@ -93,6 +93,7 @@ class Counters:
     chargebacks_unmatched: int = 0
     # Unmatched when they came, matched when their payment arrived after them.
     chargebacks_matched_late: int = 0
+    bad_summaries: int = 0  # unreadable records on the merchant-risk topic
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +105,7 @@ class Counters:
             "chargebacks_matched": self.chargebacks_matched,
             "chargebacks_unmatched": self.chargebacks_unmatched,
             "chargebacks_matched_late": self.chargebacks_matched_late,
+            "bad_summaries": self.bad_summaries,
         }
 
     def with_state(self, *stores: Any) -> dict[str, Any]:
@@ -230,8 +232,14 @@ class Processor:
         if m.topic == self.t_merchant_risk:
             if m.value is None:
                 self.merchant_view.pop(key, None)
-            else:
-                self.merchant_view[key] = orjson.loads(m.value)["features"]
+                return []
+            try:
+                features = orjson.loads(m.value)["features"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                # Only workers write this topic; a stray record keeps the previous summary.
+                self.counters.bad_summaries += 1
+                return []
+            self.merchant_view[key] = features
             return []
         error = self.rules.publish(key, m.value)
         out: list[Out] = []
