@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from streamrisk.loadgen.synthetic import Traffic
-from tests.harness import Client, WorkerProcess, features, now_ms, unique, wait_for
+from tests.harness import Client, WorkerProcess, features, now_ms, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -64,6 +64,9 @@ async def test_features_survive_sigkill_and_rebalance(bootstrap: str, tmp_path) 
         async with Client(bootstrap, prefix) as client, aiohttp.ClientSession() as http:
             t0 = now_ms()
             n_pay = await send_batch(client, traffic, 300, t0)
+            # A payment indexed by A before it dies, charged back after: A' must find it.
+            victim = unique("victim")
+            await client.send("payments", victim, payment(f"{victim}-p", victim, "rec-shop", 40.0))
 
             async def ref_has(n: int) -> bool | int:
                 got = 0
@@ -74,7 +77,8 @@ async def test_features_survive_sigkill_and_rebalance(bootstrap: str, tmp_path) 
 
             await wait_for(lambda: ref_has(n_pay), 60, "reference saw batch 1")
             # Let worker A catch up too (it may commit, or not: either way nothing may double).
-            await wait_for(lambda: _all_present(http, [a], traffic.users), 60, "worker A saw batch 1")
+            seen_by_a = [*traffic.users, victim]
+            await wait_for(lambda: _all_present(http, [a], seen_by_a), 60, "worker A saw batch 1")
             a.kill()
 
             a2 = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "a2").start()
@@ -82,6 +86,15 @@ async def test_features_survive_sigkill_and_rebalance(bootstrap: str, tmp_path) 
             n_pay += await send_batch(client, traffic, 200, now_ms())
             await wait_for(lambda: ref_has(n_pay), 60, "reference saw batch 2")
             await wait_for(lambda: _same(http, workers, ref, traffic), 90, "A' equals the reference")
+            await client.send("chargebacks", victim, {
+                "event_id": f"{victim}-cb", "ts": now_ms(), "payment_id": f"{victim}-p", "user_id": victim,
+                "merchant_id": "rec-shop", "amount": 40.0, "currency": "CNY", "reason": "fraud",
+            })
+            # One alert from the reference and one from A' (same id); both matched the payment.
+            alerts = await client.read(
+                "fraud-alerts", until=lambda rs: sum(a["subject_id"] == victim for a in rs) >= 2, settle=1.0
+            )
+            assert [a["reasons"] for a in alerts if a["subject_id"] == victim] == [["CHARGEBACK"]] * 2
 
             b = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "b").start()
             workers = [a2, b]
