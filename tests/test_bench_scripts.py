@@ -19,6 +19,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_payment_index.py"],
         ["bench_processor.py", "--events", "3000"],
         ["bench_windows.py", "--quick"],
+        ["bench_merchant_side.py", "--probes", "10"],
     ],
     ids=lambda a: a[0],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +23,23 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def start_worker(bootstrap: str, work: Path) -> tuple[subprocess.Popen, int, Path]:
+    """`streamrisk worker` as a child process (dies with us): the process, its HTTP port, its log."""
+    web_port = free_port()
+    env = {
+        **os.environ,
+        "STREAMRISK_BOOTSTRAP": bootstrap,
+        "STREAMRISK_DATA_DIR": str(work / "worker"),
+        "STREAMRISK_WEB_PORT": str(web_port),
+        "STREAMRISK_SESSION_TIMEOUT_S": "6",
+        "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
+        "STREAMRISK_LOG_LEVEL": "warning",
+    }
+    log_path = work / "worker.log"
+    worker = spawn([sys.executable, "-m", "streamrisk", "worker"], log_path=log_path, env=env)
+    return worker, web_port, log_path
+
+
 def run_demo(args: argparse.Namespace) -> int:
     kind = "kafka" if args.kafka else "tansu"
     t0 = time.monotonic()
@@ -30,18 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _say(f"demo: starting the embedded {kind} broker ...")
         with start_broker(kind, data_dir=work / "broker") as broker:
             _say(f"demo: broker ready at {broker.bootstrap} ({time.monotonic() - t0:.1f} s)")
-            web_port = free_port()
-            env = {
-                **os.environ,
-                "STREAMRISK_BOOTSTRAP": broker.bootstrap,
-                "STREAMRISK_DATA_DIR": str(work / "worker"),
-                "STREAMRISK_WEB_PORT": str(web_port),
-                "STREAMRISK_SESSION_TIMEOUT_S": "6",
-                "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
-                "STREAMRISK_LOG_LEVEL": "warning",
-            }
-            log_path = work / "worker.log"
-            worker = spawn([sys.executable, "-m", "streamrisk", "worker"], log_path=log_path, env=env)
+            worker, web_port, log_path = start_worker(broker.bootstrap, work)
             try:
                 _say(f"demo: worker started (pid {worker.pid}, HTTP on 127.0.0.1:{web_port}); warming up ...")
                 result = asyncio.run(run_loadtest(broker.bootstrap, **traffic_options(args)))
