@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +47,6 @@ def _parse_windows(text: str) -> dict[str, int]:
 def _days(text: str) -> int:
     """A whole number of days, in milliseconds."""
     return int(text) * DAY_MS
-
-
-_days.__name__ = "whole number of days"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +118,10 @@ class Settings:
                 f"STREAMRISK_WEB_HOST={self.web_host} is not loopback: set STREAMRISK_API_TOKEN "
                 "so the HTTP API requires a bearer token"
             )
+        if self.alert_dedupe_ms < 0:
+            raise SettingsError(f"STREAMRISK_ALERT_DEDUPE_MS must be >= 0 (got {self.alert_dedupe_ms})")
+        if self.payment_index_ms <= 0:
+            raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
         if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
             raise SettingsError("session timeout must be at least 3 heartbeat intervals")
         return self
@@ -135,13 +136,14 @@ class Settings:
             if env.get(var):
                 kw[attr] = env[var]
 
-        def number(var: str, attr: str, kind: type = int) -> None:
+        def number(var: str, attr: str, kind: Callable[[str], object] = int) -> None:
             raw = env.get(var)
             if raw:
                 try:
                     kw[attr] = kind(raw)
                 except ValueError:
-                    raise SettingsError(f"{var} must be a {kind.__name__} (got {raw!r})") from None
+                    what = {int: "an integer", float: "a number", _days: "a whole number of days"}[kind]
+                    raise SettingsError(f"{var} must be {what} (got {raw!r})") from None
 
         text("STREAMRISK_BOOTSTRAP", "bootstrap")
         if "STREAMRISK_TOPIC_PREFIX" in env:

@@ -1,0 +1,58 @@
+"""Settings from STREAMRISK_* variables: values, defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamrisk.settings import DAY_MS, HOUR_MS, Settings, SettingsError
+
+
+def test_decision_settings_come_from_the_environment() -> None:
+    s = Settings.from_env({
+        "STREAMRISK_RULES": "/etc/rules.yaml",
+        "STREAMRISK_ALERT_DEDUPE_MS": "60000",
+        "STREAMRISK_PAYMENT_INDEX_DAYS": "90",
+        "STREAMRISK_TOPIC_PREFIX": "prod.",
+    })
+    assert s.rules_path == Path("/etc/rules.yaml")
+    assert s.alert_dedupe_ms == 60_000
+    assert s.payment_index_ms == 90 * DAY_MS
+    assert s.topic("risk-rules") == "prod.risk-rules"
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert (s.rules_path, s.alert_dedupe_ms, s.payment_index_ms) == (None, HOUR_MS, 180 * DAY_MS)
+
+
+def test_flags_win_over_the_environment() -> None:
+    s = Settings.from_env({"STREAMRISK_RULES": "a.yaml"}, rules_path=Path("b.yaml"))
+    assert s.rules_path == Path("b.yaml")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"STREAMRISK_PAYMENT_INDEX_DAYS": "half a year"}, "DAYS must be a whole number of days"),
+        ({"STREAMRISK_ALERT_DEDUPE_MS": "1h"}, "STREAMRISK_ALERT_DEDUPE_MS must be an integer"),
+        ({"STREAMRISK_WINDOWS": "5 minutes"}, "STREAMRISK_WINDOWS"),
+    ],
+)
+def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"STREAMRISK_PAYMENT_INDEX_DAYS": "0"}, "STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1"),
+        ({"STREAMRISK_ALERT_DEDUPE_MS": "-5"}, "STREAMRISK_ALERT_DEDUPE_MS must be >= 0"),
+        ({"STREAMRISK_WEB_HOST": "0.0.0.0"}, "STREAMRISK_API_TOKEN"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_at_check(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        Settings.from_env(env).check()
