@@ -28,10 +28,10 @@ from _bench import report  # scripts/_bench.py
 from aiokafka import AIOKafkaConsumer
 
 from streamrisk.broker import start_broker
-from streamrisk.broker._base import terminate
 from streamrisk.demo import start_worker
 from streamrisk.loadgen.patterns import order, payment
 from streamrisk.loadgen.produce import make_producer
+from streamrisk.procs import terminate
 from streamrisk.settings import Settings
 from streamrisk.topics import merchant_risk_topic
 

@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamrisk.broker._base import free_port, log_tail, spawn, terminate
+from streamrisk.procs import free_port, log_tail, spawn, terminate
 
 # Short group timeouts: a group's first join on the embedded broker takes max(1 s, session/2).
 FAST_GROUP_ENV = {

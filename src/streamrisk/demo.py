@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from .broker import start_broker
-from .broker._base import free_port, log_tail, spawn, terminate
 from .loadgen.loadtest import run_loadtest, traffic_options
+from .procs import free_port, log_tail, spawn, terminate
 
 
 def _say(msg: str) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from streamrisk.broker import BrokerError, PortInUseError, start_broker
-from streamrisk.broker._base import make_temp_workdir, spawn, terminate
+from streamrisk.broker._base import make_temp_workdir
 from streamrisk.broker._protocol import probe_metadata
+from streamrisk.procs import spawn, terminate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

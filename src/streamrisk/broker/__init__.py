@@ -14,13 +14,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from streamrisk.broker._base import (
-    LOOPBACK,
-    BrokerError,
-    EmbeddedBroker,
-    PortInUseError,
-    free_port,
-)
+from streamrisk.broker._base import BrokerError, EmbeddedBroker, PortInUseError
+from streamrisk.procs import LOOPBACK, free_port
 
 __all__ = [
     "BROKER_KINDS",

@@ -19,17 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from streamrisk.broker._base import (
-    LOOPBACK,
-    BrokerError,
-    EmbeddedBroker,
-    ensure_port_free,
-    free_port,
-    log_tail,
-    make_temp_workdir,
-    spawn,
-    terminate,
-)
+from streamrisk.broker._base import BrokerError, EmbeddedBroker, ensure_port_free, make_temp_workdir
+from streamrisk.procs import LOOPBACK, free_port, log_tail, spawn, terminate
 
 #: Default Kafka release; override with $STREAMRISK_KAFKA_VERSION.
 KAFKA_VERSION = "4.4.0"

@@ -6,14 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from streamrisk.broker._base import (
-    LOOPBACK,
-    BrokerError,
-    EmbeddedBroker,
-    ensure_port_free,
-    make_temp_workdir,
-    spawn,
-)
+from streamrisk.broker._base import BrokerError, EmbeddedBroker, ensure_port_free, make_temp_workdir
+from streamrisk.procs import LOOPBACK, spawn
 
 # Tansu reads these from the environment; they must not leak in from the caller's shell
 # (e.g. a STORAGE_ENGINE pointing at postgres would silently change what we run).
