@@ -58,24 +58,21 @@ class WindowConfig:
         )
 
     # Feature names per window, formatted once per worker instead of once per read.
+    def _keys(self, *measures: str) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(f"{m}_{w}" for m in measures) for w in self.names)
+
     @cached_property
     def user_keys(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(
-            tuple(f"{m}_{w}" for m in (
-                "payment_count", "payment_amount_sum", "payment_amount_mean", "payment_amount_std",
-                "payment_amount_max", "distinct_merchants", "distinct_devices",
-            ))
-            for w in self.names
+        return self._keys(
+            "payment_count", "payment_amount_sum", "payment_amount_mean", "payment_amount_std",
+            "payment_amount_max", "distinct_merchants", "distinct_devices",
         )
 
     @cached_property
     def merchant_keys(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(
-            tuple(f"{m}_{w}" for m in (
-                "order_count", "order_amount_sum", "fulfilled_amount_sum", "refund_count",
-                "refund_rate", "distinct_buyers", "payment_count",
-            ))
-            for w in self.names
+        return self._keys(
+            "order_count", "order_amount_sum", "fulfilled_amount_sum", "refund_count",
+            "refund_rate", "distinct_buyers", "payment_count",
         )
 
     @cached_property
