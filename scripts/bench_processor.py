@@ -37,19 +37,10 @@ def run(msgs: list[Message], ruleset_empty: bool, now: int) -> tuple[float, Proc
     settings = Settings()
     ruleset = load_ruleset({"version": "empty", "rules": []}) if ruleset_empty else None
     proc = Processor(settings, DictKV(), ruleset)
-    merchant_events, summaries = proc.t_merchant_events, proc.t_merchant_risk
     started = time.perf_counter()
     for i in range(0, len(msgs), BATCH):
-        batch = msgs[i:i + BATCH]
-        while batch:  # forwarded merchant events come back, as they would through Kafka
-            outs = proc.process(batch, now_ms=now)
-            proc.flush_state()
-            batch = []
-            for o in outs:
-                if o.topic == merchant_events:
-                    batch.append(Message(o.topic, 0, 0, o.key.encode(), o.value))
-                elif o.topic == summaries:
-                    proc.on_broadcast(Message(o.topic, 0, 0, o.key.encode(), o.value))
+        # Forwarded merchant events and summaries come back, as they would through Kafka.
+        proc.run_local(msgs[i:i + BATCH], now)
     return time.perf_counter() - started, proc
 
 

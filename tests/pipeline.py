@@ -35,22 +35,8 @@ class Pipeline:
         msgs = [self.message(t, k, v) for t, k, v in records]
         start = len(self.outputs)
         for i in range(0, len(msgs), batch):
-            self._cycle(msgs[i:i + batch], now)
+            self.outputs += self.proc.run_local(msgs[i:i + batch], now)
         return self.outputs[start:]
-
-    def _cycle(self, msgs: list[Message], now: int) -> None:
-        p = self.proc
-        while msgs:
-            outs = p.process(msgs, now_ms=now)
-            p.flush_state()
-            msgs = []
-            for o in outs:
-                if o.topic == p.t_merchant_events:
-                    msgs.append(Message(o.topic, 0, 0, o.key.encode(), o.value))
-                elif o.topic == p.t_merchant_risk:
-                    p.on_broadcast(Message(o.topic, 0, 0, o.key.encode(), o.value))
-                else:
-                    self.outputs.append(o)
 
     def publish_rules(self, name: str, value: Any, report: bool = True) -> list[Out]:
         raw = value if isinstance(value, bytes) else orjson.dumps(value)

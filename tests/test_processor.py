@@ -158,7 +158,7 @@ def test_late_and_too_old_events_are_counted_and_late_ones_still_decided() -> No
     out = run(proc, msgs)
     decided = sorted(o.value["event_id"] for o in out if o.topic == "risk-decisions")
     assert decided == ["ancient", "late", "now"]
-    stats = proc.counters.with_state(proc.users, proc.merchants)
+    stats = proc.stats()
     assert stats["late_events"] == 1
     assert stats["too_old_events"] == 1
     assert proc.users.get("u").features()["payment_count_24h"] == 2

@@ -41,13 +41,7 @@ def local_features(kind: str, entity: str) -> dict | None:
 
     proc = Processor(Settings(), DictKV())
     msgs = [Message(r.topic, 0, i, r.key.encode(), orjson.dumps(r.value)) for i, r in enumerate(SENT)]
-    out = proc.process(msgs, now_ms=now_ms())
-    internal = [
-        Message(o.topic, 0, i, None, o.value)
-        for i, o in enumerate(out)
-        if o.topic.endswith("merchant-events")
-    ]
-    proc.process(internal, now_ms=now_ms())
+    proc.run_local(msgs, now_ms=now_ms())
     store = proc.users if kind == "users" else proc.merchants
     e = store.get(entity)
     return e.features() if e else None
