@@ -14,7 +14,7 @@ from .processor import Message, Processor
 from .runner import BatchRunner
 from .settings import Settings
 from .topics import STATE_TABLE
-from .transport import BatchHandler, broker_urls
+from .transport import BatchHandler, FetchToken, broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,15 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         for out in processor.on_broadcast(m, report=caught_up):
             await delivery.send(out.topic, out.key, out.value)
 
-    def still_current(generation: int) -> bool:
-        # A batch fetched before a rebalance began is read again from the committed offsets.
-        return app.consumer_generation_id == generation and app.consumer.flow_active
+    def still_current(fetched: FetchToken) -> bool:
+        # A batch fetched before a rebalance or a seek, or while recovery has not yet sought the
+        # input partitions to their committed offsets, is read again from where the seek puts them.
+        consumer = app.consumer
+        return (
+            consumer.fetch_token() == fetched
+            and consumer.flow_active
+            and app.tables.recovery.completed.is_set()
+        )
 
     broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
     runner = BatchRunner(
