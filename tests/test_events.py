@@ -82,6 +82,7 @@ def test_order_status_and_chargeback_fields_are_checked() -> None:
     [
         (pay(amount=1e17), "amount must be at most 1000000000000"),
         (pay(amount=10**18), "amount must be at most"),
+        (pay(amount=-1e308), "amount must be > 0 (got -1e+308)"),
         (pay(user_id="X\x1f0"), "user_id must not contain control characters (got U+001F at index 1"),
         (pay(merchant_id="m\x00"), "merchant_id must not contain control characters"),
         (pay(event_id="e\u0085"), "event_id must not contain control characters (got U+0085"),

@@ -190,14 +190,17 @@ class Validator:
             raise InvalidRecord(f"amount must be a number (got {shown(v)})")
         if type(v) is float and not math.isfinite(v):
             raise InvalidRecord(f"amount must be finite (got {v!r})")
-        # Before to_minor: a huge amount would overflow the window engine's int64 columns.
+        # Before to_minor: a huge amount would overflow the window engine's int64 columns (and
+        # -1e308 * 100 is -inf).
+        if v <= 0:
+            raise InvalidRecord(f"amount must be > 0 (got {shown(v)})")
         if v > self._max_amount:
             raise InvalidRecord(
                 f"amount must be at most {self._max_amount} (STREAMRISK_MAX_AMOUNT; got {shown(v)})"
             )
         minor = to_minor(v)
         if minor <= 0:
-            raise InvalidRecord(f"amount must be > 0 (got {v!r})")
+            raise InvalidRecord(f"amount must be > 0 once rounded to minor units (got {v!r})")
         return minor
 
     def _currency(self, d: dict) -> str:
