@@ -21,7 +21,7 @@ MAX_RECORD_BYTES = 64 * 1024
 # contain the store's key separator (0x1F) or otherwise collide with another id's keys.
 MAX_ID_CHARS = 256
 MAX_STRING_CHARS = 256
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_has_control = re.compile("[\x00-\x1f\x7f-\x9f]").search
 SHOWN_CHARS = 60
 
 
@@ -103,11 +103,15 @@ def to_major(minor: int) -> float:
     return minor / MINOR_PER_MAJOR
 
 
-def _check_id(name: str, v: str) -> None:
-    if len(v) > MAX_ID_CHARS:
-        raise InvalidRecord(f"{name} must be at most {MAX_ID_CHARS} characters (got {len(v)})")
-    bad = _CONTROL.search(v)
-    if bad is not None:
+def _string_problem(name: str, v: object, *, is_id: bool = False) -> None:
+    """Raise InvalidRecord saying which rule a string field broke."""
+    if type(v) is not str or not v:
+        raise InvalidRecord(f"{name} must be a non-empty string (got {shown(v)})")
+    limit = MAX_ID_CHARS if is_id else MAX_STRING_CHARS
+    if len(v) > limit:
+        raise InvalidRecord(f"{name} must be at most {limit} characters (got {len(v)})")
+    bad = _has_control(v)
+    if is_id and bad is not None:
         raise InvalidRecord(
             f"{name} must not contain control characters (got U+{ord(bad.group()):04X} at index "
             f"{bad.start()} of {shown(v)})"
@@ -131,24 +135,29 @@ class Validator:
         self._max_amount = max_amount
         self._max_bytes = max_record_bytes
 
-    # -- field readers: each raises InvalidRecord naming the field and what was wrong
+    # -- field readers: each raises InvalidRecord naming the field and what was wrong. The checks of
+    # a valid value are one condition; only a failing one works out which rule it broke.
     @staticmethod
     def _str(d: dict, name: str) -> str:
         try:
             v = d[name]
         except KeyError:
             raise InvalidRecord(f"missing required field {name!r}") from None
-        if type(v) is not str or not v:
-            raise InvalidRecord(f"{name} must be a non-empty string (got {shown(v)})")
-        if len(v) > MAX_STRING_CHARS:
-            raise InvalidRecord(f"{name} must be at most {MAX_STRING_CHARS} characters (got {len(v)})")
+        if type(v) is not str or not v or len(v) > MAX_STRING_CHARS:
+            _string_problem(name, v)
         return v
 
     @staticmethod
     def _id(d: dict, name: str) -> str:
         """A required id: non-empty, at most MAX_ID_CHARS characters, no control characters."""
-        v = Validator._str(d, name)
-        _check_id(name, v)
+        try:
+            v = d[name]
+        except KeyError:
+            raise InvalidRecord(f"missing required field {name!r}") from None
+        if type(v) is not str or not v or len(v) > MAX_ID_CHARS or (
+            not v.isprintable() and _has_control(v) is not None  # printable: no regex needed
+        ):
+            _string_problem(name, v, is_id=True)
         return v
 
     @staticmethod
@@ -158,10 +167,8 @@ class Validator:
             return ""
         if type(v) is not str:
             raise InvalidRecord(f"{name} must be a string when present (got {shown(v)})")
-        if len(v) > MAX_STRING_CHARS:
-            raise InvalidRecord(f"{name} must be at most {MAX_STRING_CHARS} characters (got {len(v)})")
-        if is_id and v:
-            _check_id(name, v)
+        if len(v) > MAX_STRING_CHARS or (is_id and not v.isprintable() and _has_control(v) is not None):
+            _string_problem(name, v, is_id=is_id)
         return v
 
     def _ts(self, d: dict, name: str, now_ms: int, *, future_ok: bool = False) -> int:
