@@ -29,3 +29,12 @@ def test_existing_topics_partitioned_otherwise_are_named_with_the_fix() -> None:
     assert any("'streamrisk-state-changelog' has 2" in p for p in problems)
     assert any("'p.risk-rules' has 3 partitions, this worker needs 1" in p for p in problems)
     assert layout_problems(settings, {"p.payments": 4}) == []
+
+
+def test_tools_that_produce_first_create_only_the_contract_topics() -> None:
+    from streamrisk.topics import contract_topics
+
+    topics = contract_topics(Settings(topic_prefix="p.", partitions=6))
+    assert topics["p.risk-rules"] == (1, {"cleanup.policy": "compact"})  # not the broker's auto-create
+    assert topics["p.orders"] == (6, {}) and "p.dead-letters" in topics
+    assert not [t for t in topics if "streamrisk" in t]  # the app id's internal topics are the worker's

@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "replay":
         args.file.open("rb").close()  # an unreadable file is reported before any waiting
     if args.command in ("produce", "replay", "loadtest"):
-        asyncio.run(wait_for_broker(settings.bootstrap, settings.connect_timeout_s))
+        asyncio.run(_prepare(settings))
     if args.command in ("produce", "replay"):
         return asyncio.run(_produce(args, settings))
     if args.command == "loadtest":
@@ -172,6 +172,14 @@ def _run(args: argparse.Namespace) -> int:
         print(result.summary())
         return 0
     return 2
+
+
+async def _prepare(settings: Settings) -> None:
+    """Before a tool produces: a broker answers, and the contract topics exist as workers need them."""
+    from .topics import ensure_topics
+
+    await wait_for_broker(settings.bootstrap, settings.connect_timeout_s)
+    await ensure_topics(settings, contract_only=True)
 
 
 async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,7 +200,7 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.file}: ruleset {ruleset.version!r} with {len(ruleset.rules)} rules is valid")
     if args.check:
         return 0
-    await wait_for_broker(settings.bootstrap, settings.connect_timeout_s)
+    await _prepare(settings)
     producer = make_producer(settings.bootstrap)
     await producer.start()
     try:

@@ -96,9 +96,22 @@ async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> di
     }
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
-    """Create the missing topics and wait until the broker lists them all; returns those created."""
-    wanted = worker_topics(settings)
+def contract_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """The contract's topics only (no app-id internal ones), as `worker_topics` sets them up."""
+    names = {settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, CONTROL_TOPIC)}
+    return {t: spec for t, spec in worker_topics(settings).items() if t in names}
+
+
+async def ensure_topics(
+    settings: Settings, timeout_s: float = 60.0, *, contract_only: bool = False
+) -> list[str]:
+    """Create the missing topics and wait until the broker lists them all; returns those created.
+
+    `contract_only`: for tools that produce before any worker ran (publish-rules, produce, replay):
+    a topic the broker auto-created on their first send would get the broker's partition count, and
+    `risk-rules` neither one partition nor compaction.
+    """
+    wanted = contract_topics(settings) if contract_only else worker_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
     deadline = time.monotonic() + timeout_s
     created: list[str] = []
