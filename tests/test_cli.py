@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamrisk.cli import main
+from streamrisk.procs import free_port
 
 DEFAULT_RULES = Path(__file__).parents[1] / "src/streamrisk/rules/default.yaml"
 
@@ -30,6 +31,10 @@ def test_publish_rules_check_accepts_the_default_ruleset(capsys: pytest.CaptureF
 
 
 # -- what a user can get wrong ends in one line and a non-zero exit, never a traceback
+
+
+def web_port() -> list[str]:
+    return ["--web-port", str(free_port())]  # 6066 may be taken by another worker on this machine
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -59,7 +64,7 @@ def test_unreachable_broker_is_retried_then_named_with_how_to_start_one(
 def test_unreachable_broker_stops_a_worker_in_one_line(
     no_broker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["worker", "--bootstrap", no_broker, "--data-dir", str(tmp_path)]) == 2
+    assert main(["worker", "--bootstrap", no_broker, "--data-dir", str(tmp_path), *web_port()]) == 2
     assert "no Kafka broker answered" in one_line_error(capsys)
 
 
@@ -77,13 +82,14 @@ def test_rules_file_with_a_yaml_error_names_file_line_and_problem(
 ) -> None:
     bad = tmp_path / "rules.yaml"
     bad.write_text('version: "x"\nrules:\n  - name: a\n    when: [1,\n  bad: : x\n')
-    assert main(["worker", "--rules", str(bad), "--data-dir", str(tmp_path)]) == 2
+    assert main(["worker", "--rules", str(bad), "--data-dir", str(tmp_path), *web_port()]) == 2
     err = one_line_error(capsys)
     assert f"cannot parse {bad}, line 5 column 8" in err and "found ':'" in err
 
 
 def test_missing_rules_and_replay_files_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["worker", "--rules", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path)]) == 2
+    argv = ["worker", "--rules", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path), *web_port()]
+    assert main(argv) == 2
     assert f"cannot read {tmp_path / 'nope.yaml'}" in one_line_error(capsys)
     assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
     assert f"{tmp_path / 'nope.jsonl'}: No such file or directory" in one_line_error(capsys)
@@ -122,3 +128,10 @@ def test_port_in_use_is_refused(command: str, tmp_path: Path, capsys: pytest.Cap
         extra = ["--data-dir", str(tmp_path)] if command == "worker" else []
         assert main([command, flag, str(port), *extra]) == 2
     assert f"port {port} on 127.0.0.1 is in use" in one_line_error(capsys)
+
+
+def test_unusable_data_dir_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["worker", "--data-dir", str(blocker / "data"), *web_port()]) == 2
+    assert f"cannot use {blocker / 'data'}: Not a directory" in one_line_error(capsys)

@@ -149,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
         settings.check()
         initial_ruleset(settings.rules_path)  # a broken rules file is reported before any waiting
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         check_port(settings.web_host, settings.web_port, "HTTP API", "--web-port or STREAMRISK_WEB_PORT")
         asyncio.run(wait_for_broker(settings.bootstrap, settings.connect_timeout_s))
         return run_worker(settings)
