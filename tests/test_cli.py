@@ -135,3 +135,22 @@ def test_unusable_data_dir_is_named(tmp_path: Path, capsys: pytest.CaptureFixtur
     blocker.write_text("")
     assert main(["worker", "--data-dir", str(blocker / "data"), *web_port()]) == 2
     assert f"cannot use {blocker / 'data'}: Not a directory" in one_line_error(capsys)
+
+
+def test_mispartitioned_topics_stop_the_worker_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ensure_topics raising it is tested on the brokers (tests/integration/test_hostile_input.py).
+    from streamrisk import cli, worker
+    from streamrisk.topics import TopicLayoutError
+
+    async def reachable(*_: object) -> None:
+        return None
+
+    def run_worker(_: object) -> int:
+        raise TopicLayoutError("topic 'orders' has 2 partitions, this worker needs 4: ...")
+
+    monkeypatch.setattr(cli, "wait_for_broker", reachable)
+    monkeypatch.setattr(worker, "run_worker", run_worker)
+    assert main(["worker", "--data-dir", str(tmp_path), *web_port()]) == 2
+    assert one_line_error(capsys).startswith("streamrisk worker: topic 'orders' has 2 partitions")
