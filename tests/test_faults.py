@@ -116,3 +116,28 @@ def test_record_on_the_wrong_partition_is_dead_lettered_when_checked() -> None:
     [letter] = [o.value for o in out if o.topic == "dead-letters"]
     assert letter["partition"] == wrong and "murmur2_random" in letter["error"]
     assert proc.stats()["mispartitioned"] == 1
+
+
+def test_a_merchant_summary_after_a_failure_is_the_persisted_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrisk.features.entities import MerchantState
+
+    real = MerchantState.apply
+
+    def apply(self: MerchantState, ev) -> None:  # type: ignore[no-untyped-def]
+        if ev.event_id == "opoison":
+            self.latest = 10**15
+            raise ValueError("bug")
+        real(self, ev)
+
+    monkeypatch.setattr(MerchantState, "apply", apply)
+    proc = Processor(SETTINGS, DictKV())
+
+    def order(eid: str, ts: int) -> Message:
+        value = {"event_id": eid, "ts": ts, "order_id": eid, "merchant_id": "m1", "user_id": "u",
+                 "amount": 5.0, "currency": "CNY", "status": "placed"}
+        return Message("orders", 0, ts - T0, b"m1", orjson.dumps(value))
+
+    out = proc.run_local([order("ok", T0), order("poison", T0 + 1)], now_ms=NOW)
+    assert [o.value["offset"] for o in out if o.topic == "dead-letters"] == [1]
+    view = proc.merchant_view.get("m1", {})
+    assert view["order_count_24h"] == 1  # the summary holds the first order, and no trace of the second
