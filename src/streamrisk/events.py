@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -103,6 +104,13 @@ def to_major(minor: int) -> float:
     return minor / MINOR_PER_MAJOR
 
 
+def _required(d: dict, name: str) -> Any:
+    try:
+        return d[name]
+    except KeyError:
+        raise InvalidRecord(f"missing required field {name!r}") from None
+
+
 def _string_problem(name: str, v: object, *, is_id: bool = False) -> None:
     """Raise InvalidRecord saying which rule a string field broke."""
     if type(v) is not str or not v:
@@ -139,10 +147,7 @@ class Validator:
     # a valid value are one condition; only a failing one works out which rule it broke.
     @staticmethod
     def _str(d: dict, name: str) -> str:
-        try:
-            v = d[name]
-        except KeyError:
-            raise InvalidRecord(f"missing required field {name!r}") from None
+        v = _required(d, name)
         if type(v) is not str or not v or len(v) > MAX_STRING_CHARS:
             _string_problem(name, v)
         return v
@@ -150,10 +155,7 @@ class Validator:
     @staticmethod
     def _id(d: dict, name: str) -> str:
         """A required id: non-empty, at most MAX_ID_CHARS characters, no control characters."""
-        try:
-            v = d[name]
-        except KeyError:
-            raise InvalidRecord(f"missing required field {name!r}") from None
+        v = _required(d, name)
         if type(v) is not str or not v or len(v) > MAX_ID_CHARS or (
             not v.isprintable() and _has_control(v) is not None  # printable: no regex needed
         ):
@@ -172,10 +174,7 @@ class Validator:
         return v
 
     def _ts(self, d: dict, name: str, now_ms: int, *, future_ok: bool = False) -> int:
-        try:
-            v = d[name]
-        except KeyError:
-            raise InvalidRecord(f"missing required field {name!r}") from None
+        v = _required(d, name)
         # bool is an int subclass in Python; a JSON true is not a time.
         if type(v) is not int:
             raise InvalidRecord(f"{name} must be an integer epoch-milliseconds time (got {shown(v)})")
@@ -189,10 +188,7 @@ class Validator:
         return v
 
     def _amount(self, d: dict) -> int:
-        try:
-            v = d["amount"]
-        except KeyError:
-            raise InvalidRecord("missing required field 'amount'") from None
+        v = _required(d, "amount")
         if type(v) is not int and type(v) is not float:
             raise InvalidRecord(f"amount must be a number (got {shown(v)})")
         if type(v) is float and not math.isfinite(v):
