@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamrisk.events import InvalidRecord, Validator
+from streamrisk.events import MAX_AMOUNT, MAX_ID_CHARS, InvalidRecord, Payment, Validator
 
 NOW = 1_800_000_000_000
 V = Validator(frozenset({"CNY"}), max_future_skew_ms=300_000)
@@ -135,3 +139,41 @@ def test_odd_but_valid_unicode_ids_and_extra_fields_are_accepted() -> None:
     for uid in ["🦊🦊", "用户-42", "\u200d\u0301zwj", "مستخدم", "u" * 256]:
         p = V.payment(uid.encode(), orjson.dumps(pay(user_id=uid, extra={"deep": [1, 2]})), NOW)
         assert p.user_id == uid
+
+
+# -- any bytes at all: a typed record within every bound, or InvalidRecord; never another exception
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300)
+JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+FIELDS = ["event_id", "ts", "user_id", "merchant_id", "amount", "currency", "method", "device_id",
+          "order_id", "status", "account_type", "account_id", "due_ts", "payment_id", "reason"]
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> tuple[bytes | None, bytes]:
+    """A valid payment with some fields replaced by arbitrary JSON, or arbitrary bytes."""
+    if draw(st.booleans()):
+        return draw(st.none() | st.binary(max_size=20)), draw(st.binary(max_size=200))
+    record: dict = pay()
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
+        record[name] = draw(JSON_VALUES)
+    key = record.get("user_id")
+    # json, not orjson: it writes what orjson refuses (integers beyond 64 bits, NaN, lone surrogates).
+    raw = json.dumps(record).encode()
+    return (key.encode("utf-8", "surrogatepass") if isinstance(key, str) else None), raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(near_valid())
+def test_any_input_is_a_bounded_record_or_an_invalid_record(kv: tuple[bytes | None, bytes]) -> None:
+    key, value = kv
+    try:
+        p = V.payment(key, value, NOW)
+    except InvalidRecord as exc:
+        assert 0 < len(str(exc)) < 400
+        return
+    assert isinstance(p, Payment) and 0 < p.amount <= MAX_AMOUNT * 100
+    for ident in (p.event_id, p.user_id, p.merchant_id):
+        assert 0 < len(ident) <= MAX_ID_CHARS
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in ident)
