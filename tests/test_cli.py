@@ -154,3 +154,11 @@ def test_mispartitioned_topics_stop_the_worker_in_one_line(
     monkeypatch.setattr(worker, "run_worker", run_worker)
     assert main(["worker", "--data-dir", str(tmp_path), *web_port()]) == 2
     assert one_line_error(capsys).startswith("streamrisk worker: topic 'orders' has 2 partitions")
+
+
+def test_demo_refuses_a_bad_environment_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMRISK_PARTITIONS", "x")
+    assert main(["demo", "--duration", "1"]) == 2
+    assert "STREAMRISK_PARTITIONS must be an integer (got 'x')" in one_line_error(capsys)

@@ -140,7 +140,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
     if args.command == "demo":
         from .demo import run_demo
+        from .rules.control import initial_ruleset
 
+        # The demo's worker reads the same environment: refuse here, not in a child's log.
+        initial_ruleset(Settings.from_env().check().rules_path)
         return run_demo(args)
     settings = _settings(args)
     if args.command == "worker":
