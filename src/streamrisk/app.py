@@ -121,7 +121,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
     kv = FaustKV(table)
-    processor = Processor(settings, kv)
+    processor = Processor(settings, kv, check_partitions=True)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

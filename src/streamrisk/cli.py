@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from .preflight import UserError, check_port, wait_for_broker
+from .rules.ruleset import RulesetError
 from .settings import Settings, SettingsError
 
 
@@ -35,7 +39,13 @@ def _common(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
         p.add_argument("--app-id", help="consumer group / application id (default streamrisk)")
         p.add_argument("--data-dir", help="local state folder (env STREAMRISK_DATA_DIR)")
         p.add_argument("--rules", help="rules file (env STREAMRISK_RULES)")
-        p.add_argument("--log-level", help="debug, info, warning (default info)")
+    _log_level(p)
+
+
+def _log_level(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level", help="debug, info, warning (default info); debug also shows tracebacks of errors"
+    )
 
 
 def _traffic_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None:
@@ -56,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=9092, help="0 picks a free port (default 9092)")
     b.add_argument("--kafka", action="store_true", help="real Apache Kafka (KRaft) instead of Tansu")
     b.add_argument("--data-dir", help="broker log and data folder (default: temporary)")
+    _log_level(b)
 
     w = sub.add_parser("worker", help="run one worker")
     _common(w, worker=True)
@@ -84,46 +95,95 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
     _traffic_args(d, 300.0, 30.0)
     d.add_argument("--kafka", action="store_true", help="run on real Apache Kafka instead of Tansu")
+    _log_level(d)
     return ap
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    level = getattr(args, "log_level", None) or os.environ.get("STREAMRISK_LOG_LEVEL", "")
+    return level.strip().lower() == "debug"
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    """One line on stderr (the traceback too with --log-level debug), and a non-zero exit code."""
+    if _debug(args):
+        traceback.print_exc()
+    print(f"streamrisk {args.command}: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "broker":
-            from .broker import run_broker
-
-            return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args)
-        settings = _settings(args)
-        if args.command == "worker":
-            from .worker import run_worker
-
-            return run_worker(settings)
-        if args.command == "publish-rules":
-            return asyncio.run(_publish_rules(args, settings))
-        if args.command in ("produce", "replay"):
-            return asyncio.run(_produce(args, settings))
-        if args.command == "loadtest":
-            from .loadgen.loadtest import run_loadtest, traffic_options
-
-            result = asyncio.run(
-                run_loadtest(
-                    settings.bootstrap, prefix=settings.topic_prefix, app_id=settings.app_id,
-                    **traffic_options(args),
-                )
-            )
-            print(result.summary())
-            return 0
-    except SettingsError as exc:
-        print(f"streamrisk: {exc}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except (SettingsError, UserError) as exc:
+        return _fail(args, str(exc))
+    except RulesetError as exc:
+        return _fail(args, f"rules not loaded: {'; '.join(exc.problems)}")
+    except OSError as exc:  # a file or folder named in the settings (data dir, rules, replay file)
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(args, f"cannot use{where}: {exc.strerror or exc}")
+    except ValueError as exc:
+        if args.command != "replay":
+            raise
+        return _fail(args, str(exc))  # a replay file line that is not a {topic, key, value} record
     except KeyboardInterrupt:
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "broker":
+        from .broker import run_broker
+
+        if args.port != 0:  # 0 picks a free port
+            check_port("127.0.0.1", args.port, "broker", "--port, or 0 for a free one")
+        return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
+    if args.command == "demo":
+        from .demo import run_demo
+        from .rules.control import initial_ruleset
+
+        # The demo's worker reads the same environment: refuse here, not in a child's log.
+        initial_ruleset(Settings.from_env().check().rules_path)
+        return run_demo(args)
+    settings = _settings(args)
+    if args.command == "worker":
+        from .rules.control import initial_ruleset
+        from .worker import run_worker
+
+        settings.check()
+        initial_ruleset(settings.rules_path)  # a broken rules file is reported before any waiting
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        check_port(settings.web_host, settings.web_port, "HTTP API", "--web-port or STREAMRISK_WEB_PORT")
+        asyncio.run(wait_for_broker(settings.bootstrap, settings.connect_timeout_s))
+        return run_worker(settings)
+    if args.command == "publish-rules":
+        return asyncio.run(_publish_rules(args, settings))
+    if args.command == "replay":
+        args.file.open("rb").close()  # an unreadable file is reported before any waiting
+    if args.command in ("produce", "replay", "loadtest"):
+        asyncio.run(_prepare(settings))
+    if args.command in ("produce", "replay"):
+        return asyncio.run(_produce(args, settings))
+    if args.command == "loadtest":
+        from .loadgen.loadtest import run_loadtest, traffic_options
+
+        result = asyncio.run(
+            run_loadtest(
+                settings.bootstrap, prefix=settings.topic_prefix, app_id=settings.app_id,
+                **traffic_options(args),
+            )
+        )
+        print(result.summary())
+        return 0
     return 2
+
+
+async def _prepare(settings: Settings) -> None:
+    """Before a tool produces: a broker answers, and the contract topics exist as workers need them."""
+    from .topics import ensure_topics
+
+    await wait_for_broker(settings.bootstrap, settings.connect_timeout_s)
+    await ensure_topics(settings, contract_only=True)
 
 
 async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,6 +204,7 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.file}: ruleset {ruleset.version!r} with {len(ruleset.rules)} rules is valid")
     if args.check:
         return 0
+    await _prepare(settings)
     producer = make_producer(settings.bootstrap)
     await producer.start()
     try:

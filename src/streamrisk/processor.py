@@ -19,6 +19,7 @@ payment or chargeback held already is forwarded to its merchant again (the merch
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import orjson
 
 from .decisions import alert_record, decision_record
 from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
+from .faults import RecordFaults
 from .features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
@@ -44,14 +46,17 @@ from .features.entities import (
     WindowConfig,
 )
 from .merchant_view import MerchantView, encode_summary
+from .partitioning import KeyPlacement
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .settings import CONTROL_TOPIC, Settings
-from .sinks import dead_letter_value
+from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
 from .topics import merchant_events_topic, merchant_risk_topic
+
+log = logging.getLogger(__name__)
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -110,6 +115,8 @@ class Counters:
     # Unmatched when they came, matched when their payment arrived after them.
     chargebacks_matched_late: int = 0
     decisions_replayed: int = 0  # stored decisions sent again for a payment read again
+    mispartitioned: int = 0  # dead-lettered: not on the partition murmur2 gives their key
+    failed_records: int = 0  # dead-lettered: processing raised (see faults.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +129,8 @@ class Counters:
             "chargebacks_unmatched": self.chargebacks_unmatched,
             "chargebacks_matched_late": self.chargebacks_matched_late,
             "decisions_replayed": self.decisions_replayed,
+            "mispartitioned": self.mispartitioned,
+            "failed_records": self.failed_records,
         }
 
 
@@ -153,7 +162,11 @@ def _strictest(fired: Iterable[FiredRule]) -> dict[str, str]:
 class Processor:
     """Turns batches of input messages into state changes and outgoing records."""
 
-    def __init__(self, settings: Settings, kv: KV, ruleset: Ruleset | None = None) -> None:
+    def __init__(
+        self, settings: Settings, kv: KV, ruleset: Ruleset | None = None, *, check_partitions: bool = False
+    ) -> None:
+        """`check_partitions`: dead-letter input records not on the partition murmur2 gives their key
+        (the worker; in-process runs feed every message on partition 0)."""
         self.settings = settings
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
@@ -169,7 +182,11 @@ class Processor:
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
-        self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
+        self.validator = Validator(
+            settings.currencies, settings.max_future_skew_ms, settings.max_amount, settings.max_record_bytes
+        )
+        self.placement = KeyPlacement(settings.partitions) if check_partitions else None
+        self.faults = RecordFaults()
         self.counters = Counters()
         t = settings.topic
         self.t_decisions = t("risk-decisions")
@@ -207,18 +224,29 @@ class Processor:
         consumed = self.counters.consumed
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
-            if m.topic == self.t_merchant_events:
-                self._merchant_event(m)
-                continue
-            name, handler = self._routes[m.topic]
+            mark = len(out)
+            # One bad record never costs another anything: whatever it raises, it is dead-lettered
+            # and the batch goes on (_isolate).
             try:
-                record = self._parsers[name](m.key, m.value, now)
-            except InvalidRecord as exc:
-                self._dead_letter(
-                    m, f"{name} record at partition {m.partition} offset {m.offset}: {exc}", out
-                )
-                continue
-            handler(m, record, out)
+                if m.topic == self.t_merchant_events:
+                    self._merchant_event(m)
+                    continue
+                name, handler = self._routes[m.topic]
+                try:
+                    record = self._parsers[name](m.key, m.value, now)
+                    if self.placement is not None:
+                        misplaced = self.placement.problem(m.key, m.partition)
+                        if misplaced is not None:
+                            self.counters.mispartitioned += 1
+                            raise InvalidRecord(misplaced)
+                except InvalidRecord as exc:
+                    self._dead_letter(
+                        m, f"{name} record at partition {m.partition} offset {m.offset}: {exc}", out
+                    )
+                    continue
+                handler(m, record, out)
+            except Exception as exc:
+                self._isolate(m, exc, out, mark)
         if self._touched:
             self._alert_merchants(out)
         return out
@@ -294,10 +322,43 @@ class Processor:
         out.append(
             Out(
                 self.t_dead,
-                m.key,
+                dead_letter_key(m.key),
                 dead_letter_value(m.topic, m.partition, m.offset, error, m.value),
             )
         )
+
+    def _isolate(self, m: Message, exc: Exception, out: list[Out], mark: int) -> None:
+        """Dead-letter a record whose processing raised, and leave state consistent.
+
+        The record's outputs are dropped. Its entity may be half-updated in memory (an event marked
+        seen, windows partly advanced), so the state is flushed and the entity dropped from memory:
+        it is rebuilt from the table on its next touch, and memory equals what is persisted again.
+        What the handler had persisted stays: an event already appended to its chunk is held (a
+        replay of it is a duplicate); one whose apply raised is not (a replay raises again, and is
+        dead-lettered again). Counters and alert-dedupe marks the record moved are not rolled back.
+        """
+        del out[mark:]
+        self.counters.failed_records += 1
+        where = f"{m.topic} record at partition {m.partition} offset {m.offset}"
+        self._dead_letter(m, f"{where}: {self.faults.report(where, exc)}", out)
+        self.flush_state()
+        # Every record is keyed by its entity id (validated), so the key names what it touched.
+        entity_id = (m.key or b"").decode("utf-8", "replace")
+        self.users.discard(entity_id)
+        self.merchants.discard(entity_id)
+        # Merchants waiting to be alerted on or summarised point at the dropped slot: reload it, so
+        # what they publish is the persisted state.
+        waiting = [d for d in (self._touched, self._unpublished) if entity_id in d]
+        if waiting:
+            try:
+                slot = self.merchants.slot(entity_id, m.partition)
+            except Exception:
+                log.exception("merchant %r could not be rebuilt from the table", entity_id[:100])
+                for d in waiting:
+                    del d[entity_id]
+                return
+            for d in waiting:
+                d[entity_id] = slot
 
     def _hold(
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent

@@ -66,6 +66,12 @@ class Settings:
     currencies: frozenset[str] = frozenset({"CNY"})
     # How far in the future (vs the worker's clock) an event time may be before it is rejected.
     max_future_skew_ms: int = 5 * MINUTE_MS
+    # Largest accepted amount in major units; its minor units must fit the window engine (int64).
+    max_amount: int = 10**12
+    # Largest accepted input record (key + value bytes); a larger one is dead-lettered.
+    max_record_bytes: int = 64 * 1024
+    # How long a command retries an unreachable broker (with backoff) before it gives up.
+    connect_timeout_s: float = 30.0
     windows: Mapping[str, int] = field(
         default_factory=lambda: {
             "5m": 5 * MINUTE_MS,
@@ -129,6 +135,17 @@ class Settings:
             raise SettingsError(f"STREAMRISK_ALERT_DEDUPE_MS must be >= 0 (got {self.alert_dedupe_ms})")
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
+        if not 0 < self.max_amount <= 10**15:
+            # 10**15 major units is 10**17 minor: an int64 sum of ~90 such amounts still fits.
+            raise SettingsError(f"STREAMRISK_MAX_AMOUNT must be in 1..10**15 (got {self.max_amount})")
+        if self.max_record_bytes < 1024:
+            raise SettingsError(
+                f"STREAMRISK_MAX_RECORD_BYTES must be >= 1024 (got {self.max_record_bytes})"
+            )
+        if not 0 < self.web_port < 65536:
+            raise SettingsError(
+                f"web port {self.web_port} is out of range: use 1..65535 (--web-port, STREAMRISK_WEB_PORT)"
+            )
         for name, value in (
             ("STREAMRISK_COMMIT_INTERVAL_MS", self.commit_interval_ms),
             ("STREAMRISK_SUMMARY_INTERVAL_MS", self.summary_interval_ms),
@@ -180,6 +197,9 @@ class Settings:
                 c.strip().upper() for c in env["STREAMRISK_CURRENCIES"].split(",") if c.strip()
             )
         number("STREAMRISK_MAX_FUTURE_SKEW_MS", "max_future_skew_ms")
+        number("STREAMRISK_MAX_AMOUNT", "max_amount")
+        number("STREAMRISK_MAX_RECORD_BYTES", "max_record_bytes")
+        number("STREAMRISK_CONNECT_TIMEOUT_S", "connect_timeout_s", float)
         if env.get("STREAMRISK_WINDOWS"):
             kw["windows"] = _parse_windows(env["STREAMRISK_WINDOWS"])
         number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from streamrisk.events import shown
 from streamrisk.rules.ruleset import Ruleset, RulesetError, default_ruleset, load_ruleset
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ class RulesControl:
 
     def _reject(self, name: str, error: str) -> str:
         self.rejected += 1
-        self.last_error = f"ruleset {name!r} rejected: {error}"
+        text = f"ruleset {shown(name)} rejected: {error}"
+        # Problems quote the offending values: bound the text logged, kept in /stats and dead-lettered.
+        self.last_error = text if len(text) <= 1000 else f"{text[:980]}... ({len(text)} chars)"
         log.error("risk-rules: %s; ruleset %s stays in force", self.last_error, self.ruleset.version)
         return self.last_error
 

@@ -289,6 +289,13 @@ def _read(source: Path | str) -> Any:
         raise RulesetError([f"cannot read {path}: {exc}"]) from exc
     try:
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise RulesetError([f"cannot parse {path}, line {exc.lineno}: {exc.msg}"]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(filter(None, (exc.context, exc.problem)))
+        raise RulesetError([f"cannot parse {path}{where}: {what}"]) from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise RulesetError([f"cannot parse {path}: {exc}"]) from exc
 

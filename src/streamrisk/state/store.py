@@ -334,6 +334,12 @@ class EntityStore(Generic[E]):
         self._dirty.clear()
         return n
 
+    def discard(self, entity_id: str) -> None:
+        """Drop one entity from memory (flush first); it is rebuilt from the table on next use."""
+        s = self.slots.pop(entity_id, None)
+        if s is not None and s.dirty:
+            self._dirty.remove(s)
+
     def forget(self) -> None:
         """Drop in-memory entities (after a rebalance); they are rebuilt from the table on next use."""
         self.slots.clear()
