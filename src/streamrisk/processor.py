@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
@@ -45,6 +46,7 @@ from .sinks import dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
+from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
 from .topics import merchant_events_topic, merchant_risk_topic
 
 ORDER_SERIES = {
@@ -142,14 +144,24 @@ class Processor:
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
         )
+        # Memory: a budget of entities in memory, and a sweep that expires idle state (state/sweep.py).
+        self.clock = clock = PartitionClock(settings.allowed_lateness_ms)
+        budget = settings.max_cached_entities
+        owner = partial(key_partition, partitions=settings.partitions)
         self.users: EntityStore[UserState] = EntityStore(
-            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms
+            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
         self.merchants: EntityStore[MerchantState] = EntityStore(
-            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms
+            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
-        self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
-        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
+        self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
+        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
+        index = self.payment_index
+        self.sweeper = Sweeper(getattr(kv, "keys", None), {
+            b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
+            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key,
+        })
+        self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view: dict[str, dict[str, float]] = {}
@@ -172,6 +184,7 @@ class Processor:
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
         # Merchants the current batch changed, summarised once at its end.
         self._touched: dict[str, Slot[MerchantState]] = {}
+        self._out: list[Out] = []
 
     @property
     def input_topics(self) -> list[str]:
@@ -186,6 +199,7 @@ class Processor:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
+        self._out = out  # where merchant alerts raised inside _hold go (see _merchant_alerts)
         consumed = self.counters.consumed
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
@@ -206,6 +220,8 @@ class Processor:
         return out
 
     def flush_state(self) -> int:
+        self.sweeper.step(self._held)
+        self._held = 0
         return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
@@ -240,6 +256,8 @@ class Processor:
         self.merchants.forget()
         self.payment_index.forget()
         self._touched.clear()
+        self.clock.reset()
+        self.sweeper.restart()
 
     def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
         """Apply a record of a topic every worker reads whole: a ruleset or a merchant summary.
@@ -273,6 +291,7 @@ class Processor:
         out["too_old_events"] = self.users.too_old_events + self.merchants.too_old_events
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
+        out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
         return out
 
@@ -291,6 +310,8 @@ class Processor:
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
     ) -> Slot[Any] | None:
         """Apply and persist one event to its entity; its slot, or None for a duplicate."""
+        self.clock.advance(partition, held.ts)
+        self._held += 1
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
@@ -298,6 +319,7 @@ class Processor:
         store.expire(slot, slot.entity.latest)
         if store is self.merchants:
             self._touched[entity_id] = slot
+            self._merchant_alerts(entity_id, slot, held)
         return slot
 
     def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
@@ -336,10 +358,13 @@ class Processor:
         record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
         out.append(Out(self.t_alerts, subject_id, record))
 
-    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], ts: int) -> list[str]:
+    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent) -> list[str]:
+        """The triggering event, then the subject's other events in the lookback before it."""
         # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
-        held = store.recent_event_ids(slot, ts - ALERT_LOOKBACK_MS, ALERT_MAX_EVENTS)
-        return [eid[1:] for eid in held]
+        held = store.recent_event_ids(
+            slot, trigger.ts - ALERT_LOOKBACK_MS, trigger.ts, ALERT_MAX_EVENTS - 1, trigger.event_id
+        )
+        return [trigger.event_id[1:], *(eid[1:] for eid in held)]
 
     # -- per topic
     def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
@@ -362,10 +387,10 @@ class Processor:
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
-        # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
+        # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if user_fired:
-            ids = self._event_ids(self.users, slot, p.ts)
+            ids = self._event_ids(self.users, slot, held)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
         index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
@@ -379,14 +404,14 @@ class Processor:
             return
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
-        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
+        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
             self.counters.chargebacks_matched += 1
             reasons = [CHARGEBACK]
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id)
+            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
@@ -407,18 +432,28 @@ class Processor:
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
 
-    def _summarise_merchants(self, out: list[Out]) -> None:
-        """Publish each merchant the batch changed, and alert on its merchant-only rules."""
+    def _merchant_alerts(self, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
+        """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
+
+        Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
+        the event that crossed the threshold and not on where batches split, and a threshold
+        crossed and uncrossed within one batch is still alerted.
+        """
         ruleset = self.rules.ruleset
+        if not ruleset.has_merchant_rules:
+            return
+        fired = ruleset.evaluate_merchant(slot.entity.features())
+        if fired:
+            ids = self._event_ids(self.merchants, slot, ev)
+            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, ev.ts, ids)
+
+    def _summarise_merchants(self, out: list[Out]) -> None:
+        """Publish each merchant the batch changed."""
         for merchant_id, slot in self._touched.items():
             merchant = slot.entity
             features = merchant.features()
             summary = orjson.dumps({"as_of": merchant.latest, "features": features})
             out.append(Out(self.t_merchant_risk, merchant_id, summary))
-            fired = ruleset.evaluate_merchant(features)
-            if fired:
-                ids = self._event_ids(self.merchants, slot, merchant.latest)
-                self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
         self._touched.clear()
 
 

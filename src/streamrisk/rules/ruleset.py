@@ -213,6 +213,11 @@ class Ruleset:
         """
         return self._run(self._merchant, {"merchant": merchant})
 
+    @property
+    def has_merchant_rules(self) -> bool:
+        """Whether evaluate_merchant can fire at all (callers skip computing features if not)."""
+        return self._merchant.combined is not None
+
     def _run(self, batch: _Batch, ctx: Context) -> list[FiredRule]:
         if batch.combined is None:
             return []
