@@ -1,7 +1,8 @@
 """Every output id is a function of the input stream, not of where the consumer split it into batches.
 
-One stream (synthetic traffic with malformed records, fraud patterns for users and merchants) is
-replayed through fresh processors in batches of 1 and of 500. Merchant events forwarded by the user
+One stream (40 days of synthetic traffic with malformed records, fraud patterns for users and
+merchants) is replayed through fresh processors in batches of 1 and of 500. The background sweep
+works per batch, so it also runs at different points of the two replays. Merchant events forwarded by the user
 side are part of the stream, placed right after the record that caused them, as the merchant's owner
 would read them; only the batch boundaries differ between the two runs.
 """
@@ -14,24 +15,27 @@ from typing import Any
 import orjson
 
 from streamrisk.loadgen import patterns
-from streamrisk.loadgen.patterns import HOUR, MINUTE
+from streamrisk.loadgen.patterns import DAY, MINUTE
 from streamrisk.loadgen.synthetic import Mix, Traffic
 from streamrisk.processor import Message, Out, Processor
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV
 
 NOW = 1_800_000_000_000
-SETTINGS = Settings(partitions=1)
+# One partition (every key's murmur2 partition is 0); a short payment index so that it expires too.
+SETTINGS = Settings(partitions=1, payment_index_ms=2 * DAY)
+EVENTS = 2000
+STEP = 40 * DAY // EVENTS
 
 
 def _records() -> list[tuple[str, str, Any]]:
-    """Synthetic traffic over the last hour, with user and merchant fraud patterns mixed in by ts."""
+    """Synthetic traffic over 40 days, with user and merchant fraud patterns mixed in by ts."""
     traffic = Traffic(300, 12, seed=11, mix=Mix(malformed=0.02, bursts=0.01), run_id="det")
     recs: list[tuple[int, str, str, Any]] = []
-    for i in range(1500):
-        topic, key, value = traffic.next(NOW - HOUR + i * 2_400)
-        ts = value["ts"] if isinstance(value, dict) else NOW - HOUR + i * 2_400
-        recs.append((ts, topic, key, value))
+    for i in range(EVENTS):
+        t = NOW - 40 * DAY + i * STEP
+        topic, key, value = traffic.next(t)
+        recs.append((value["ts"] if isinstance(value, dict) else t, topic, key, value))
     for pattern in (patterns.refund_spike("shop-spike", NOW), patterns.bust_out("shop-bust", NOW),
                     patterns.velocity_burst("u-burst", NOW), patterns.card_testing("u-card", NOW),
                     patterns.chargeback_days_late("u-cb", NOW)):
@@ -109,6 +113,10 @@ def test_every_output_id_is_the_same_in_batches_of_1_and_of_500() -> None:
     assert {"MERCHANT_REFUND_SPIKE", "MERCHANT_BUST_OUT", "VELOCITY_5M", "CHARGEBACK"} <= {
         r for a in alerts for r in a[3]}
     assert ids_one[one.t_dead] and ids_one[one.t_decisions] and ids_one[one.t_merchant_events]
+    for run in (one, many):  # idle users, their indexes and dedupe entries were swept meanwhile
+        memory = run.stats()["memory"]
+        assert memory["idle_entities_swept"] and memory["idle_payment_indexes_swept"]
+        assert memory["alert_dedupe_entries_swept"]
     for topic in ids_one.keys() | ids_many.keys():
         assert ids_one.get(topic) == ids_many.get(topic), topic
     assert one.merchant_view == many.merchant_view
