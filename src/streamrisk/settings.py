@@ -82,7 +82,7 @@ class Settings:
     payment_index_ms: int = 180 * DAY_MS
     # Users (and, separately, merchants) kept in memory; the least recently used leave first and
     # are rebuilt from the state table when next touched (README, "Memory").
-    max_cached_entities: int = 50_000
+    max_cached_entities: int = 20_000
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
     broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long

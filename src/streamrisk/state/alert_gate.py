@@ -62,11 +62,11 @@ class AlertGate:
 
     def sweep_key(self, key: bytes) -> None:
         """Delete the entry under `key` if it has expired (see the module docstring)."""
-        if self.partition_of is None:
+        if self.partition_of is None or self.clock is None:
             return
         parts = key.split(SEP)
         raw = self.kv.get(key)
-        if len(parts) != 4 or raw is None:
+        if len(parts) != 4 or raw is None or not self.clock.may_expire(int(raw), self.window_ms):
             return
         partition = self.partition_of(parts[2].decode())
         if self._expired(partition, int(raw)):

@@ -309,14 +309,15 @@ class PaymentIndex:
         if len(parts) != 3 and not (key[:1] == KIND and len(parts) == 2):
             return  # not a key of ours (ids never hold the separator)
         user_id = parts[1].decode()
-        partition = self.partition_of(user_id)
+        clock, keep = self.clock, self.retention_ms
         if key[:1] == EARLY:
             raw = self.kv.get(key)
             if raw is None:
                 return
             chargeback_id, ts = self._early_value(raw)
+            partition = self.partition_of(user_id)
             if ts is None:  # held before times were kept: start its hold now
-                now = self.clock.ts.get(partition)
+                now = clock.ts.get(partition)
                 if now is not None:
                     self.kv.put(partition, key, orjson.dumps([chargeback_id, now]))
             elif self._expired(partition, ts):
@@ -332,7 +333,11 @@ class PaymentIndex:
         at_meta_without_open = len(parts) == 2 and open_blob is None
         if not (at_open_chunk or at_meta_without_open):
             return
-        if not self._expired(partition, max(top, _max_ts(open_blob))):
+        newest = max(top, _max_ts(open_blob))
+        if not clock.may_expire(newest, keep):
+            return
+        partition = self.partition_of(user_id)
+        if not self._expired(partition, newest):
             return
         for seq in range(first, nxt + 1):
             chunk_key = self._chunk_key(user_id, seq)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 CHUNK_EVENTS = 32
 SEP = b"\x1f"
 # Entities of one kind kept in memory (Settings.max_cached_entities); see the README's measured cost.
-MAX_CACHED = 50_000
+MAX_CACHED = 20_000
 
 
 class KV(Protocol):

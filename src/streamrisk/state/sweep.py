@@ -40,10 +40,17 @@ class PartitionClock:
     def __init__(self, grace_ms: int) -> None:
         self.grace_ms = grace_ms
         self.ts: dict[int, int] = {}
+        self.newest = -1  # over all partitions
 
     def advance(self, partition: int, ts: int) -> None:
         if ts > self.ts.get(partition, -1):
             self.ts[partition] = ts
+            if ts > self.newest:
+                self.newest = ts
+
+    def may_expire(self, ts: int, keep_ms: int) -> bool:
+        """Whether `expired` can hold on any partition: a cheap test before finding the partition."""
+        return ts + keep_ms + self.grace_ms < self.newest
 
     def expired(self, partition: int, ts: int, keep_ms: int) -> bool:
         """Whether a record of `partition` last valid at `ts` may go: more than `keep_ms` plus the
@@ -54,6 +61,7 @@ class PartitionClock:
 
     def reset(self) -> None:
         self.ts.clear()
+        self.newest = -1
 
 
 class Sweeper:
