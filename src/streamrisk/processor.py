@@ -440,9 +440,17 @@ class Processor:
         crossed and uncrossed within one batch is still alerted.
         """
         ruleset = self.rules.ruleset
-        if not ruleset.has_merchant_rules:
+        if not ruleset.merchant_fields:
             return
-        fired = ruleset.evaluate_merchant(slot.entity.features())
+        features = slot.entity.features()
+        # Most merchant events (forwarded payments, fulfilments) leave the fields the merchant rules
+        # read unchanged: then the rules' answer is the same, and CEL is skipped.
+        inputs = (ruleset, *[features.get(f) for f in ruleset.merchant_fields])
+        if slot.memo is not None and slot.memo[0] == inputs:
+            fired = slot.memo[1]
+        else:
+            fired = ruleset.evaluate_merchant(features)
+            slot.memo = (inputs, fired)
         if fired:
             ids = self._event_ids(self.merchants, slot, ev)
             self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, ev.ts, ids)

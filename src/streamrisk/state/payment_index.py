@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ..settings import DAY_MS
-from .store import KV, SEP, chunk_rows
+from .store import KV, SEP, chunk_rows, packed
 from .sweep import PartitionClock
 
 KIND = b"x"
@@ -270,7 +270,7 @@ class PaymentIndex:
         after its payment can be processed first. One that names a payment never sent is held for
         `retention_ms` of event time, then swept.
         """
-        value = orjson.dumps([chargeback_id, ts])
+        value = packed(orjson.dumps([chargeback_id, ts]))
         self.kv.put(partition, self._early_key(user_id, payment_id), value)
 
     @staticmethod
@@ -319,7 +319,7 @@ class PaymentIndex:
             if ts is None:  # held before times were kept: start its hold now
                 now = clock.ts.get(partition)
                 if now is not None:
-                    self.kv.put(partition, key, orjson.dumps([chargeback_id, now]))
+                    self.kv.put(partition, key, packed(orjson.dumps([chargeback_id, now])))
             elif self._expired(partition, ts):
                 self.kv.delete(partition, key)
                 self.swept_early += 1
@@ -357,7 +357,7 @@ class PaymentIndex:
                 n += 1
             if u.meta_dirty:
                 meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
-                self.kv.put(u.partition, self._meta_key(user_id), orjson.dumps(meta))
+                self.kv.put(u.partition, self._meta_key(user_id), packed(orjson.dumps(meta)))
                 n += 1
         self._open.clear()
         return n
