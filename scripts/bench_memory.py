@@ -2,14 +2,15 @@
 
 Part 1 sends `--users` distinct users (one payment each, and a chargeback per 100 payments, some naming
 a payment never seen) through `Processor.run_local` on an in-memory table, spread over `--days` of
-event time, and prints RSS, users in memory, the table's keys and bytes, and what the sweep removed,
+event time (with an empty ruleset unless `--default-rules`: memory does not depend on the rules, and
+the run is shorter), and prints RSS, users in memory, the table's keys and bytes, and what the sweep removed,
 as the run goes. The in-memory users stop growing once the budget (`STREAMRISK_MAX_CACHED_ENTITIES`)
 fills; the table stops growing once the longest retention (the payment index, 180 days) has passed
 and the sweep has walked the whole table once more. Ratios compare the end of the run with that point,
 in the same run. Part 2 measures what one user costs in memory while cached (the budget's unit), by
 tracemalloc.
 
-Run: .venv/bin/python scripts/bench_memory.py [--users 1000000] [--days 360] [--budget N]
+Run: .venv/bin/python scripts/bench_memory.py [--users 1000000] [--days 360] [--budget N] [--default-rules]
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import orjson
 from _bench import report  # scripts/_bench.py
 
 from streamrisk.processor import Message, Processor
+from streamrisk.rules import load_ruleset
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.store import DictKV
 from streamrisk.state.sweep import key_partition
 
 T0 = 1_800_000_000_000
 BATCH = 500
-MERCHANTS = 1000
+MERCHANTS = 200
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -53,7 +55,7 @@ def chargeback(settings: Settings, user: str, payment_id: str, ts: int) -> Messa
                    orjson.dumps(value))
 
 
-def cost_per_cached_user(settings: Settings, payments_each: int, n: int = 2000) -> float:
+def cost_per_cached_user(settings: Settings, payments_each: int, n: int = 500) -> float:
     """Bytes of Python memory one user takes while in memory (rebuilt from the table), by tracemalloc."""
     proc = Processor(settings.replace(max_cached_entities=10 * n), DictKV(log=False))
     msgs = [payment(settings, f"c{i}", f"c{i}-{k}", T0 + k * 3_600_000 + i, 20.0 + k)
@@ -82,6 +84,7 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=360)
     ap.add_argument("--budget", type=int, default=None, help="max cached entities (default: the setting's)")
     ap.add_argument("--reports", type=int, default=20)
+    ap.add_argument("--default-rules", action="store_true", help="decide with the default ruleset")
     args = ap.parse_args()
     started = time.perf_counter()
     settings = Settings()
@@ -92,7 +95,8 @@ def main() -> int:
     print(f"Part 1: {args.users:,} distinct users over {args.days} days of event time, budget {budget:,} "
           f"entities per kind, {settings.partitions} partitions, batches of {BATCH}")
     kv = DictKV(log=False)
-    proc = Processor(settings, kv)
+    empty = None if args.default_rules else load_ruleset({"version": "empty", "rules": []})
+    proc = Processor(settings, kv, empty)
     step = args.days * DAY_MS // args.users
     every = max(1, args.users // args.reports)
     index_days = settings.payment_index_ms // DAY_MS
@@ -148,7 +152,7 @@ def main() -> int:
     del proc, kv, batch
     gc.collect()
 
-    print("\nPart 2: memory per user while cached (tracemalloc, 2000 users rebuilt from the table)")
+    print("\nPart 2: memory per user while cached (tracemalloc, 500 users rebuilt from the table)")
     for k in (1, 10, 30):
         print(f"  user with {k:>2} payment(s) held: {cost_per_cached_user(settings, k) / 1024:6.1f} KiB")
     return report(checks, started)
