@@ -85,6 +85,7 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=None, help="max cached entities (default: the setting's)")
     ap.add_argument("--reports", type=int, default=20)
     ap.add_argument("--default-rules", action="store_true", help="decide with the default ruleset")
+    ap.add_argument("--probe-users", type=int, default=500, help="users per cost-per-user measure")
     args = ap.parse_args()
     started = time.perf_counter()
     settings = Settings()
@@ -152,9 +153,10 @@ def main() -> int:
     del proc, kv, batch
     gc.collect()
 
-    print("\nPart 2: memory per user while cached (tracemalloc, 500 users rebuilt from the table)")
+    n = args.probe_users
+    print(f"\nPart 2: memory per user while cached (tracemalloc, {n} users rebuilt from the table)")
     for k in (1, 10, 30):
-        print(f"  user with {k:>2} payment(s) held: {cost_per_cached_user(settings, k) / 1024:6.1f} KiB")
+        print(f"  user with {k:>2} payment(s) held: {cost_per_cached_user(settings, k, n) / 1024:6.1f} KiB")
     return report(checks, started)
 
 
