@@ -7,9 +7,14 @@ the worker that owns the merchant.
 
 A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
 (owned by whichever worker owns the merchant's partition). The merchant's owner publishes a risk
-summary of every merchant it changed, once per batch, on a compacted topic that every worker reads
-whole (broadcast.py) into `merchant_view`. Deciding never waits for another worker; the merchant side
-is as fresh as the last summary, one produce-consume hop behind (README, "Both sides of a payment").
+summary of every merchant it changed, coalesced to at most one per merchant per interval
+(`summaries()`), on a compacted topic that every worker reads whole (broadcast.py) into
+`merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
+summary (README, "Both sides of a payment").
+
+Processing is at-least-once: after a crash a record can be read again against state that already holds
+it. A payment read again (same offset) re-emits its stored decision, identical but for `decided_at`; a
+payment or chargeback held already is forwarded to its merchant again (the merchant side drops repeats).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -39,6 +44,7 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
+from .merchant_view import MerchantView, encode_summary
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .settings import CONTROL_TOPIC, Settings
@@ -76,6 +82,16 @@ class Message(NamedTuple):
     timestamp_ms: int | None = None
 
 
+class Record(Protocol):
+    """A consumed Kafka record as the processor reads it: a Message, or aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 class Out(NamedTuple):
     topic: str
     key: bytes | str | None
@@ -95,7 +111,7 @@ class Counters:
     chargebacks_unmatched: int = 0
     # Unmatched when they came, matched when their payment arrived after them.
     chargebacks_matched_late: int = 0
-    bad_summaries: int = 0  # unreadable records on the merchant-risk topic
+    decisions_replayed: int = 0  # stored decisions sent again for a payment read again
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,7 +123,7 @@ class Counters:
             "chargebacks_matched": self.chargebacks_matched,
             "chargebacks_unmatched": self.chargebacks_unmatched,
             "chargebacks_matched_late": self.chargebacks_matched_late,
-            "bad_summaries": self.bad_summaries,
+            "decisions_replayed": self.decisions_replayed,
         }
 
 
@@ -164,7 +180,7 @@ class Processor:
         self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
-        self.merchant_view: dict[str, dict[str, float]] = {}
+        self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
         self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
         self.counters = Counters()
         t = settings.topic
@@ -182,8 +198,10 @@ class Processor:
             t("chargebacks"): ("chargebacks", self._chargeback),
         }
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
-        # Merchants the current batch changed, summarised once at its end.
+        # Merchants the current batch changed (alerted at its end), and those changed since the last
+        # summaries were published.
         self._touched: dict[str, Slot[MerchantState]] = {}
+        self._unpublished: dict[str, Slot[MerchantState]] = {}
         self._out: list[Out] = []
 
     @property
@@ -195,7 +213,7 @@ class Processor:
         """Topics every worker reads whole, from the beginning (see on_broadcast)."""
         return [self.t_rules, self.t_merchant_risk]
 
-    def process(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
+    def process(self, batch: Iterable[Record], now_ms: int | None = None) -> list[Out]:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
@@ -216,7 +234,7 @@ class Processor:
                 continue
             handler(m, record, out)
         if self._touched:
-            self._summarise_merchants(out)
+            self._queue_summaries()
         return out
 
     def flush_state(self) -> int:
@@ -236,6 +254,7 @@ class Processor:
         while pending:
             outs = self.process(pending, now_ms)
             self.flush_state()
+            outs += self.summaries()
             pending = []
             for o in outs:
                 if o.topic not in (self.t_merchant_events, self.t_merchant_risk):
@@ -256,6 +275,7 @@ class Processor:
         self.merchants.forget()
         self.payment_index.forget()
         self._touched.clear()
+        self._unpublished.clear()
         self.clock.reset()
         self.sweeper.restart()
 
@@ -267,16 +287,7 @@ class Processor:
         """
         key = (m.key or b"").decode("utf-8", "replace")
         if m.topic == self.t_merchant_risk:
-            if m.value is None:
-                self.merchant_view.pop(key, None)
-                return []
-            try:
-                features = orjson.loads(m.value)["features"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                # Only workers write this topic; a stray record keeps the previous summary.
-                self.counters.bad_summaries += 1
-                return []
-            self.merchant_view[key] = features
+            self.merchant_view.put(key, m.value)
             return []
         error = self.rules.publish(key, m.value)
         out: list[Out] = []
@@ -291,6 +302,7 @@ class Processor:
         out["too_old_events"] = self.users.too_old_events + self.merchants.too_old_events
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
+        out["bad_summaries"] = self.merchant_view.bad
         out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
         return out
@@ -310,8 +322,7 @@ class Processor:
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
     ) -> Slot[Any] | None:
         """Apply and persist one event to its entity; its slot, or None for a duplicate."""
-        self.clock.advance(partition, held.ts)
-        self._held += 1
+        self._tick(partition, held.ts)
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
@@ -321,6 +332,11 @@ class Processor:
             self._touched[entity_id] = slot
             self._merchant_alerts(entity_id, slot, held)
         return slot
+
+    def _tick(self, partition: int, ts: int) -> None:
+        """An event reached state: it moves its partition's clock, and the sweep's work (sweep.py)."""
+        self.clock.advance(partition, ts)
+        self._held += 1
 
     def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
         """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
@@ -367,15 +383,21 @@ class Processor:
         return [trigger.event_id[1:], *(eid[1:] for eid in held)]
 
     # -- per topic
-    def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
+    def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
-        # Whether the device is new is a question about the user's past: ask before applying.
-        new_device = self.users.slot(p.user_id, m.partition).entity.device_is_new(p.device_id, p.ts)
-        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
-        slot = self._hold(self.users, p.user_id, m.partition, held)
-        if slot is None:
-            return
+        users = self.users
+        slot = users.slot(p.user_id, m.partition)
         user = slot.entity
+        # Whether the device is new is a question about the user's past: ask before applying.
+        new_device = user.device_is_new(p.device_id, p.ts)
+        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
+        self._tick(m.partition, p.ts)
+        if not users.add(slot, held):
+            self.counters.duplicates += 1
+            self._replayed_payment(m, p, out)
+            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
+            return
+        users.expire(slot, user.latest)
         user_features = user.features()
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
@@ -383,6 +405,7 @@ class Processor:
         verdict = decide(
             self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
         )
+        outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
@@ -393,16 +416,29 @@ class Processor:
             ids = self._event_ids(self.users, slot, held)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
         index = self.payment_index
-        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
+        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
         if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:
             self.counters.chargebacks_matched_late += 1
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
 
-    def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
-        eid = "c" + c.event_id
-        if not self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
+    def _replayed_payment(self, m: Record, p: Payment, out: list[Out]) -> None:
+        """A held payment: read again after a crash (same offset) gets its stored decision again; a
+        producer's retry (another offset) has no second effect."""
+        stored = self.payment_index.find(p.user_id, p.event_id)
+        outcome = stored.outcome if stored is not None else None
+        if not outcome or outcome[0] != m.offset:
             return
+        _, action, score, rules_version, *reasons = outcome
+        self.counters.decisions_replayed += 1
+        record = decision_record(p, action, score, reasons, rules_version)
+        out.append(Out(self.t_decisions, p.user_id, record))
+
+    def _chargeback(self, m: Record, c: Chargeback, out: list[Out]) -> None:
+        eid = "c" + c.event_id
+        held = self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount))
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        if not held:
+            return
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
         original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
@@ -455,14 +491,26 @@ class Processor:
             ids = self._event_ids(self.merchants, slot, ev)
             self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, ev.ts, ids)
 
-    def _summarise_merchants(self, out: list[Out]) -> None:
-        """Publish each merchant the batch changed."""
-        for merchant_id, slot in self._touched.items():
-            merchant = slot.entity
-            features = merchant.features()
-            summary = orjson.dumps({"as_of": merchant.latest, "features": features})
-            out.append(Out(self.t_merchant_risk, merchant_id, summary))
+    def _queue_summaries(self) -> None:
+        """The merchants the batch changed wait for the next summaries (their rules were alerted per
+        event, in _merchant_alerts)."""
+        self._unpublished.update(self._touched)
         self._touched.clear()
+
+    def summaries(self) -> list[Out]:
+        """One summary of each merchant changed since the last call (the worker calls this on an
+        interval, so a busy merchant costs one record per interval, not one per batch)."""
+        schema = self.merchant_view.schema
+        # A merchant evicted from memory since and touched again has a new slot: publish that one.
+        current = self.merchants.slots
+        out = [
+            Out(self.t_merchant_risk, merchant_id,
+                encode_summary(schema, slot.entity.latest, slot.entity.features()))
+            for merchant_id, old in self._unpublished.items()
+            for slot in (current.get(merchant_id, old),)
+        ]
+        self._unpublished.clear()
+        return out
 
 
 def messages(events: Iterable[Any]) -> list[Message]:
