@@ -140,3 +140,21 @@ def test_merchant_alert_is_named_after_the_event_that_crossed_the_threshold() ->
     assert all(e.startswith("shop:new") for e in alerts[0]["event_ids"])
     final = proc.merchants.get("shop").features()
     assert not proc.rules.ruleset.evaluate_merchant(final)  # uncrossed by the end of the batch
+
+
+def test_a_merchant_rule_kept_true_by_late_events_alerts_once() -> None:
+    # Bust-out: the forwarded chargebacks (an hour ago) reach the merchant's owner before the
+    # orders of the surge (20 h to 3 h ago). Each late order keeps the rule true: one alert, at the
+    # merchant's newest event time, not one per hour of the orders' own times.
+    proc = Processor(SETTINGS, DictKV())
+    records = patterns.bust_out("shop", NOW)
+    user_side = [r for r in records if r[0] != "orders"]
+    orders = [r for r in records if r[0] == "orders"]
+    outs: list[Out] = []
+    for part in (user_side, orders):  # the user side's forwards are processed before any order
+        outs += proc.run_local([Message(SETTINGS.topic(t), 0, i, k.encode(), orjson.dumps(v))
+                                for i, (t, k, v) in enumerate(part)], NOW)
+    alerts = [a for a in outs if a.topic == proc.t_alerts and "MERCHANT_BUST_OUT" in a.value["reasons"]]
+    assert len(alerts) == 1
+    newest = max(v["ts"] for _, _, v in records)
+    assert alerts[0].value["ts"] == newest

@@ -374,11 +374,15 @@ class Processor:
         record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
         out.append(Out(self.t_alerts, subject_id, record))
 
-    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent) -> list[str]:
-        """The triggering event, then the subject's other events in the lookback before it."""
+    def _event_ids(
+        self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int | None = None
+    ) -> list[str]:
+        """The triggering event, then the subject's other events in the lookback before `at` (the
+        alert's time; the trigger's by default)."""
+        at = trigger.ts if at is None else at
         # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
         held = store.recent_event_ids(
-            slot, trigger.ts - ALERT_LOOKBACK_MS, trigger.ts, ALERT_MAX_EVENTS - 1, trigger.event_id
+            slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
         )
         return [trigger.event_id[1:], *(eid[1:] for eid in held)]
 
@@ -473,7 +477,9 @@ class Processor:
 
         Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
         the event that crossed the threshold and not on where batches split, and a threshold
-        crossed and uncrossed within one batch is still alerted.
+        crossed and uncrossed within one batch is still alerted. The alert's time is the merchant's
+        newest event time right after `ev` (the moment the features describe), so late events that
+        keep a rule true fall within its dedupe window instead of alerting again.
         """
         ruleset = self.rules.ruleset
         if not ruleset.merchant_fields:
@@ -488,8 +494,9 @@ class Processor:
             fired = ruleset.evaluate_merchant(features)
             slot.memo = (inputs, fired)
         if fired:
-            ids = self._event_ids(self.merchants, slot, ev)
-            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, ev.ts, ids)
+            at = slot.entity.latest
+            ids = self._event_ids(self.merchants, slot, ev, at)
+            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
 
     def _queue_summaries(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per
