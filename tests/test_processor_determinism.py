@@ -73,6 +73,7 @@ def _replay(stream: list[Message], batch: int) -> tuple[Processor, list[Out]]:
     for i in range(0, len(stream), batch):
         got = proc.process(stream[i:i + batch], NOW)
         proc.flush_state()
+        got += proc.summaries()  # the worker publishes them on a timer; here after every batch
         for o in got:
             if o.topic == proc.t_merchant_risk:  # summaries reach the view as through Kafka
                 proc.on_broadcast(Message(o.topic, 0, 0, o.key.encode(), o.value))
@@ -96,7 +97,7 @@ def _ids(proc: Processor, outs: list[Out]) -> dict[str, list[Any]]:
         elif o.topic == proc.t_dead:
             ident = (v["source_topic"], v["partition"], v["offset"], v["error"])
         elif o.topic == proc.t_merchant_risk:
-            continue  # a summary per batch by design; compared as the final view below
+            continue  # published on a timer by design; compared as the final view below
         else:
             ident = (o.key, o.value)
         by_topic.setdefault(o.topic, []).append(ident)
@@ -119,7 +120,7 @@ def test_every_output_id_is_the_same_in_batches_of_1_and_of_500() -> None:
         assert memory["alert_dedupe_entries_swept"]
     for topic in ids_one.keys() | ids_many.keys():
         assert ids_one.get(topic) == ids_many.get(topic), topic
-    assert one.merchant_view == many.merchant_view
+    assert len(one.merchant_view) > 10 and one.merchant_view == many.merchant_view
 
 
 def test_merchant_alert_is_named_after_the_event_that_crossed_the_threshold() -> None:
