@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_processor.py", "--events", "3000"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
+        ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20"],
     ],
     ids=lambda a: a[0],
 )

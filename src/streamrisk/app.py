@@ -35,6 +35,9 @@ class FaustKV:
     def get(self, key: bytes) -> bytes | None:
         return self.table.data.get(key)
 
+    def keys(self) -> list[bytes]:  # walked by the background sweep (state/sweep.py)
+        return list(self.table.data.keys())
+
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.table.data[key] = value
         self.pending.append((partition, key, value))

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -54,6 +55,7 @@ from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
+from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
 from .topics import merchant_events_topic, merchant_risk_topic
 
 log = logging.getLogger(__name__)
@@ -171,14 +173,24 @@ class Processor:
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
         )
+        # Memory: a budget of entities in memory, and a sweep that expires idle state (state/sweep.py).
+        self.clock = clock = PartitionClock(settings.allowed_lateness_ms)
+        budget = settings.max_cached_entities
+        owner = partial(key_partition, partitions=settings.partitions)
         self.users: EntityStore[UserState] = EntityStore(
-            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms
+            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
         self.merchants: EntityStore[MerchantState] = EntityStore(
-            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms
+            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
-        self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
-        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
+        self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
+        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
+        index = self.payment_index
+        self.sweeper = Sweeper(getattr(kv, "keys", None), {
+            b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
+            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key,
+        })
+        self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
@@ -207,6 +219,7 @@ class Processor:
         # summaries were published.
         self._touched: dict[str, Slot[MerchantState]] = {}
         self._unpublished: dict[str, Slot[MerchantState]] = {}
+        self._out: list[Out] = []
 
     @property
     def input_topics(self) -> list[str]:
@@ -221,6 +234,7 @@ class Processor:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
+        self._out = out  # where merchant alerts raised inside _hold go (see _merchant_alerts)
         consumed = self.counters.consumed
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
@@ -248,10 +262,12 @@ class Processor:
             except Exception as exc:
                 self._isolate(m, exc, out, mark)
         if self._touched:
-            self._alert_merchants(out)
+            self._queue_summaries()
         return out
 
     def flush_state(self) -> int:
+        self.sweeper.step(self._held)
+        self._held = 0
         return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
@@ -288,6 +304,8 @@ class Processor:
         self.payment_index.forget()
         self._touched.clear()
         self._unpublished.clear()
+        self.clock.reset()
+        self.sweeper.restart()
 
     def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
         """Apply a record of a topic every worker reads whole: a ruleset or a merchant summary.
@@ -313,6 +331,7 @@ class Processor:
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out["bad_summaries"] = self.merchant_view.bad
+        out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
         return out
 
@@ -364,6 +383,7 @@ class Processor:
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
     ) -> Slot[Any] | None:
         """Apply and persist one event to its entity; its slot, or None for a duplicate."""
+        self._tick(partition, held.ts)
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
@@ -371,7 +391,13 @@ class Processor:
         store.expire(slot, slot.entity.latest)
         if store is self.merchants:
             self._touched[entity_id] = slot
+            self._merchant_alerts(entity_id, slot, held)
         return slot
+
+    def _tick(self, partition: int, ts: int) -> None:
+        """An event reached state: it moves its partition's clock, and the sweep's work (sweep.py)."""
+        self.clock.advance(partition, ts)
+        self._held += 1
 
     def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
         """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
@@ -409,10 +435,17 @@ class Processor:
         record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
         out.append(Out(self.t_alerts, subject_id, record))
 
-    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], ts: int) -> list[str]:
+    def _event_ids(
+        self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int | None = None
+    ) -> list[str]:
+        """The triggering event, then the subject's other events in the lookback before `at` (the
+        alert's time; the trigger's by default)."""
+        at = trigger.ts if at is None else at
         # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
-        held = store.recent_event_ids(slot, ts - ALERT_LOOKBACK_MS, ALERT_MAX_EVENTS)
-        return [eid[1:] for eid in held]
+        held = store.recent_event_ids(
+            slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
+        )
+        return [trigger.event_id[1:], *(eid[1:] for eid in held)]
 
     # -- per topic
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
@@ -422,7 +455,9 @@ class Processor:
         user = slot.entity
         # Whether the device is new is a question about the user's past: ask before applying.
         new_device = user.device_is_new(p.device_id, p.ts)
-        if not users.add(slot, HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))):
+        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
+        self._tick(m.partition, p.ts)
+        if not users.add(slot, held):
             self.counters.duplicates += 1
             self._replayed_payment(m, p, out)
             self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
@@ -440,10 +475,10 @@ class Processor:
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
-        # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
+        # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if user_fired:
-            ids = self._event_ids(self.users, slot, p.ts)
+            ids = self._event_ids(self.users, slot, held)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
         index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
@@ -470,14 +505,14 @@ class Processor:
         if not held:
             return
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
-        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
+        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
             self.counters.chargebacks_matched += 1
             reasons = [CHARGEBACK]
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id)
+            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
@@ -498,15 +533,35 @@ class Processor:
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
 
-    def _alert_merchants(self, out: list[Out]) -> None:
-        """Alert on the merchant-only rules of each merchant the batch changed."""
+    def _merchant_alerts(self, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
+        """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
+
+        Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
+        the event that crossed the threshold and not on where batches split, and a threshold
+        crossed and uncrossed within one batch is still alerted. The alert's time is the merchant's
+        newest event time right after `ev` (the moment the features describe), so late events that
+        keep a rule true fall within its dedupe window instead of alerting again.
+        """
         ruleset = self.rules.ruleset
-        for merchant_id, slot in self._touched.items():
-            merchant = slot.entity
-            fired = ruleset.evaluate_merchant(merchant.features())
-            if fired:
-                ids = self._event_ids(self.merchants, slot, merchant.latest)
-                self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
+        if not ruleset.merchant_fields:
+            return
+        features = slot.entity.features()
+        # Most merchant events (forwarded payments, fulfilments) leave the fields the merchant rules
+        # read unchanged: then the rules' answer is the same, and CEL is skipped.
+        inputs = (ruleset, *[features.get(f) for f in ruleset.merchant_fields])
+        if slot.memo is not None and slot.memo[0] == inputs:
+            fired = slot.memo[1]
+        else:
+            fired = ruleset.evaluate_merchant(features)
+            slot.memo = (inputs, fired)
+        if fired:
+            at = slot.entity.latest
+            ids = self._event_ids(self.merchants, slot, ev, at)
+            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
+
+    def _queue_summaries(self) -> None:
+        """The merchants the batch changed wait for the next summaries (their rules were alerted per
+        event, in _merchant_alerts)."""
         self._unpublished.update(self._touched)
         self._touched.clear()
 
@@ -514,10 +569,13 @@ class Processor:
         """One summary of each merchant changed since the last call (the worker calls this on an
         interval, so a busy merchant costs one record per interval, not one per batch)."""
         schema = self.merchant_view.schema
+        # A merchant evicted from memory since and touched again has a new slot: publish that one.
+        current = self.merchants.slots
         out = [
             Out(self.t_merchant_risk, merchant_id,
                 encode_summary(schema, slot.entity.latest, slot.entity.features()))
-            for merchant_id, slot in self._unpublished.items()
+            for merchant_id, old in self._unpublished.items()
+            for slot in (current.get(merchant_id, old),)
         ]
         self._unpublished.clear()
         return out

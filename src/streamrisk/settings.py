@@ -86,6 +86,9 @@ class Settings:
     alert_dedupe_ms: int = HOUR_MS
     # How long a payment can still be found by a late chargeback that names it.
     payment_index_ms: int = 180 * DAY_MS
+    # Users (and, separately, merchants) kept in memory; the least recently used leave first and
+    # are rebuilt from the state table when next touched (README, "Memory").
+    max_cached_entities: int = 20_000
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
     broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
@@ -133,6 +136,10 @@ class Settings:
             )
         if self.alert_dedupe_ms < 0:
             raise SettingsError(f"STREAMRISK_ALERT_DEDUPE_MS must be >= 0 (got {self.alert_dedupe_ms})")
+        if self.max_cached_entities < 1:
+            raise SettingsError(
+                f"STREAMRISK_MAX_CACHED_ENTITIES must be >= 1 (got {self.max_cached_entities})"
+            )
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
         if not 0 < self.max_amount <= 10**15:
@@ -205,6 +212,7 @@ class Settings:
         number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")
         number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
+        number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)

@@ -190,6 +190,9 @@ class Ruleset:
             tuple(programs[i] for i in merchant),
             tuple(specs[i] for i in merchant),
         )
+        #: The merchant.* fields the merchant-only rules read: evaluate_merchant depends on these
+        #: alone, so a caller may skip it when they have not changed (empty: no merchant rules).
+        self.merchant_fields = tuple(sp[2] for sp in self._merchant.specs)
         self.evaluations = 0
         self._errors: dict[str, int] = {}
         self._last_errors: dict[str, str] = {}
