@@ -184,7 +184,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         if not idle["busy"] and time.monotonic() - idle["since"] >= 2.0:
             await reread(continuity.behind_reader(), "never reached the agent")
 
-    from .web.api import register_routes
+    from .web.routes import register_routes
 
-    register_routes(app, processor)
+    register_routes(app, processor, broadcast)
     return app, processor

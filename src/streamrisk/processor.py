@@ -38,6 +38,7 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
+from .reason_class import reason_class
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .settings import CONTROL_TOPIC, Settings
@@ -86,6 +87,7 @@ class Counters:
 
     consumed: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # by reason_class()
     duplicates: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=dict)  # by reason code
@@ -99,6 +101,7 @@ class Counters:
         return {
             "consumed": dict(self.consumed),
             "dead_letters": self.dead_letters,
+            "dead_letter_classes": dict(self.dead_letter_classes),
             "duplicates": self.duplicates,
             "decisions": dict(self.decisions),
             "alerts": dict(self.alerts),
@@ -279,6 +282,8 @@ class Processor:
     # -- helpers
     def _dead_letter(self, m: Message, error: str, out: list[Out]) -> None:
         self.counters.dead_letters += 1
+        classes, cls = self.counters.dead_letter_classes, reason_class(error, m.topic == self.t_rules)
+        classes[cls] = classes.get(cls, 0) + 1
         out.append(
             Out(
                 self.t_dead,
@@ -426,7 +431,9 @@ def messages(events: Iterable[Any]) -> list[Message]:
     """Faust events to processor messages."""
     return [
         Message(
-            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
+            # The record's timestamp (Faust gives seconds), for the latency metric.
+            int(e.message.timestamp * 1000) if e.message.timestamp else None,
         )
         for e in events
     ]

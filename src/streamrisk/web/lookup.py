@@ -1,0 +1,95 @@
+"""The answers of the state API, built from this worker's state (the caller checked it owns the key).
+
+Two accessors keep the parts that other work is adding in one place: `decision_of` (the decision
+outcome the payment index stores with each payment) and `credit_of` (the credit policy's view).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..events import to_major
+from ..processor import CHARGEBACK, UNMATCHED_CHARGEBACK, Processor
+from ..state.payment_index import IndexedPayment
+
+RECENT_PAYMENTS = 10
+DECISION_FIELDS = ("decision_id", "action", "score", "reasons", "rules_version")
+CREDIT_FIELDS = {
+    "user": ("credit_limit", "credit_outstanding", "credit_available"),
+    "merchant": ("credit_line", "credit_outstanding", "credit_available"),
+}
+
+
+def decision_of(p: IndexedPayment) -> dict[str, Any] | None:
+    """The decision stored with an indexed payment, or None where the index has none for it."""
+    stored = getattr(p, "decision", None)
+    if isinstance(stored, dict):
+        return {k: stored.get(k) for k in DECISION_FIELDS}
+    if getattr(p, "action", None) is None:
+        return None
+    return {k: getattr(p, k, None) for k in DECISION_FIELDS}
+
+
+def credit_of(processor: Processor, kind: str, entity_id: str) -> dict[str, Any]:
+    """Credit limit (user) or line (merchant) with outstanding and available, in major units.
+
+    Null fields until the credit policy is present (`processor.credit.view(kind, id)` returning a dict
+    of these fields in minor units).
+    """
+    fields = CREDIT_FIELDS[kind]
+    credit = getattr(processor, "credit", None)
+    view = credit.view(kind, entity_id) if credit is not None and hasattr(credit, "view") else None
+    if not view:
+        return dict.fromkeys(fields)
+    return {f: (to_major(view[f]) if isinstance(view.get(f), int) else view.get(f)) for f in fields}
+
+
+def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
+    """The subject's latest alert time per reason code, newest first (from the alert dedupe gate)."""
+    reasons = {r.reason for r in processor.rules.ruleset.rules}
+    if subject_type == "user":
+        reasons |= {CHARGEBACK, UNMATCHED_CHARGEBACK}
+    gate, out = processor.alert_gate, []
+    for reason in sorted(reasons):
+        raw = gate.kv.get(gate._key(subject_type, subject_id, reason))
+        if raw is not None:
+            out.append({"reason": reason, "ts": int(raw)})
+    out.sort(key=lambda a: a["ts"], reverse=True)
+    return out
+
+
+def payment_body(p: IndexedPayment, user_id: str) -> dict[str, Any]:
+    return {
+        "event_id": p.payment_id,
+        "user_id": user_id,
+        "merchant_id": p.merchant_id,
+        "ts": p.ts,
+        "amount": to_major(p.amount),
+        "charged_back": p.chargeback_id is not None,
+        "chargeback_id": p.chargeback_id,
+        "decision": decision_of(p),
+    }
+
+
+def user_body(processor: Processor, user_id: str, entity: Any, partition: int) -> dict[str, Any]:
+    recent = processor.payment_index.recent(user_id, RECENT_PAYMENTS)
+    return {
+        "user_id": user_id,
+        "partition": partition,
+        "latest_ts": entity.latest,
+        "features": entity.features(),
+        **credit_of(processor, "user", user_id),
+        "recent_payments": [payment_body(p, user_id) for p in recent],
+        "alerts": alerts_of(processor, "user", user_id),
+    }
+
+
+def merchant_body(processor: Processor, merchant_id: str, entity: Any, partition: int) -> dict[str, Any]:
+    return {
+        "merchant_id": merchant_id,
+        "partition": partition,
+        "latest_ts": entity.latest,
+        "features": entity.features(),
+        **credit_of(processor, "merchant", merchant_id),
+        "alerts": alerts_of(processor, "merchant", merchant_id),
+    }
