@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..events import to_major
-from ..processor import CHARGEBACK, UNMATCHED_CHARGEBACK, Processor
+from ..processor import Processor
 from ..state.payment_index import IndexedPayment
 
 RECENT_PAYMENTS = 10
@@ -45,10 +45,11 @@ def credit_of(processor: Processor, kind: str, entity_id: str) -> dict[str, Any]
 
 
 def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
-    """The subject's latest alert time per reason code, newest first (from the alert dedupe gate)."""
+    """The subject's latest rule alert time per reason code, newest first (from the alert dedupe gate).
+
+    Chargeback alerts are never deduped, so not in the gate: they show as `charged_back` payments.
+    """
     reasons = {r.reason for r in processor.rules.ruleset.rules}
-    if subject_type == "user":
-        reasons |= {CHARGEBACK, UNMATCHED_CHARGEBACK}
     gate, out = processor.alert_gate, []
     for reason in sorted(reasons):
         raw = gate.kv.get(gate._key(subject_type, subject_id, reason))
