@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 256}
+# The contract's ids: 1..256 characters, no control characters (C0, DEL, C1).
+ID_SCHEMA = {
+    "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+}
 NUM_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
 INT_MAP = {"type": "object", "additionalProperties": {"type": "integer"}}
 NULLABLE_NUM = {"type": "number", "nullable": True}

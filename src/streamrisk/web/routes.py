@@ -38,7 +38,7 @@ def id_problem(what: str, value: str) -> str | None:
         return f"{what} must not be empty"
     if len(value) > MAX_ID_CHARS:
         return f"{what} is longer than {MAX_ID_CHARS} characters"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
         return f"{what} must not contain control characters"
     return None
 
@@ -139,7 +139,7 @@ def register_routes(app: faust.App, processor: Processor, broadcast: BroadcastRe
                           "(GET /payments/{event_id}?user_id=...)"},
                 status=400,
             )
-        if problem := id_problem("event_id", event_id):
+        if problem := id_problem("event_id", event_id) or id_problem("user_id", user_id):
             return view.json({"error": problem}, status=400)
 
         def answer(partition: int) -> dict[str, Any] | None:
