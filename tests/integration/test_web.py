@@ -201,7 +201,9 @@ async def test_openapi_document_lists_every_endpoint(pair: Pair) -> None:
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
-async def test_schemathesis_finds_no_server_error_and_no_schema_violation(pair: Pair, traffic: dict) -> None:
+async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    pair: Pair, traffic: dict, tmp_path: Path
+) -> None:
     w = pair.workers[0]
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", w.url("/openapi.json"),
@@ -210,7 +212,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(pair: 
         "--request-timeout", "10",
     ]
     proc = await asyncio.to_thread(
-        subprocess.run, cmd, capture_output=True, text=True, timeout=120,
+        subprocess.run, cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

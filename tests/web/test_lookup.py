@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from streamrisk.decisions import stable_id
 from streamrisk.settings import DAY_MS
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
 from streamrisk.state.store import DictKV
-from streamrisk.web.lookup import decision_of, merchant_body, user_body
+from streamrisk.web.lookup import decision_of, merchant_body, payment_body, user_body
 from tests.pipeline import Pipeline
 
 T0 = 1_800_000_000_000
@@ -59,19 +58,22 @@ def test_recent_reads_newest_first_across_chunks_with_late_payments() -> None:
     assert index.recent("nobody", 5) == []
 
 
-@dataclass(frozen=True)
-class _WithOutcome:
-    payment_id: str
-    action: str | None
-    score: float
-    reasons: tuple[str, ...]
-    rules_version: str
-    decision_id: str
-
-
 def test_decision_of_reads_the_stored_outcome_or_says_none() -> None:
-    plain = IndexedPayment("p1", "m1", T0, 100, None)
-    assert decision_of(plain) is None
-    stored = _WithOutcome("p1", "review", 0.7, ("VELOCITY_5M",), "v1", "d-1")
-    assert decision_of(stored) == {"decision_id": "d-1", "action": "review", "score": 0.7,  # type: ignore[arg-type]
-                                   "reasons": ("VELOCITY_5M",), "rules_version": "v1"}
+    assert decision_of(IndexedPayment("p1", "m1", T0, 100, None)) is None
+    stored = IndexedPayment("p1", "m1", T0, 100, None, [41, "review", 0.7, "v1", "VELOCITY_5M", "NEW_DEVICE"])
+    assert decision_of(stored) == {
+        "decision_id": stable_id("decision", "p1", "v1"),  # the id risk-decisions carries
+        "action": "review", "score": 0.7, "reasons": ["VELOCITY_5M", "NEW_DEVICE"], "rules_version": "v1",
+    }
+
+
+def test_payment_answer_carries_the_decision_made_for_it() -> None:
+    pipe = Pipeline()
+    outs = pipe.run([("payments", "u1", pay("p1", "u1", T0, 30.0))], now=T0 + DAY_MS)
+    decision = next(o.value for o in outs if o.topic == pipe.settings.topic("risk-decisions"))
+    found = pipe.proc.payment_index.find("u1", "p1")
+    assert found is not None
+    body = payment_body(found, "u1")
+    assert body["amount"] == 30.0 and body["charged_back"] is False
+    assert body["decision"] == {k: decision[k] for k in ("decision_id", "action", "score", "reasons",
+                                                         "rules_version")}

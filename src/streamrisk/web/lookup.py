@@ -1,13 +1,14 @@
 """The answers of the state API, built from this worker's state (the caller checked it owns the key).
 
-Two accessors keep the parts that other work is adding in one place: `decision_of` (the decision
-outcome the payment index stores with each payment) and `credit_of` (the credit policy's view).
+Two accessors keep what other modules own in one place: `decision_of` (the decision outcome the
+payment index stores with each payment) and `credit_of` (the credit policy's view of an account).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..decisions import stable_id
 from ..events import to_major
 from ..processor import Processor
 from ..state.payment_index import IndexedPayment
@@ -21,27 +22,35 @@ CREDIT_FIELDS = {
 
 
 def decision_of(p: IndexedPayment) -> dict[str, Any] | None:
-    """The decision stored with an indexed payment, or None where the index has none for it."""
-    stored = getattr(p, "decision", None)
-    if isinstance(stored, dict):
-        return {k: stored.get(k) for k in DECISION_FIELDS}
-    if getattr(p, "action", None) is None:
+    """The decision stored with an indexed payment, or None where the index has none for it.
+
+    The index keeps `outcome = [input offset, action, score, rules_version, *reasons]`; the decision
+    id is derived from the payment and the rules version, as on `risk-decisions`.
+    """
+    outcome = getattr(p, "outcome", None)
+    if not outcome:
         return None
-    return {k: getattr(p, k, None) for k in DECISION_FIELDS}
+    _, action, score, rules_version, *reasons = outcome
+    return {
+        "decision_id": stable_id("decision", p.payment_id, rules_version),
+        "action": action,
+        "score": score,
+        "reasons": reasons,
+        "rules_version": rules_version,
+    }
 
 
-def credit_of(processor: Processor, kind: str, entity_id: str) -> dict[str, Any]:
+def credit_of(processor: Processor, kind: str, entity_id: str, entity: Any) -> dict[str, Any]:
     """Credit limit (user) or line (merchant) with outstanding and available, in major units.
 
-    Null fields until the credit policy is present (`processor.credit.view(kind, id)` returning a dict
-    of these fields in minor units).
+    From the credit policy's book when the processor has one; the fields are null without it.
     """
-    fields = CREDIT_FIELDS[kind]
-    credit = getattr(processor, "credit", None)
-    view = credit.view(kind, entity_id) if credit is not None and hasattr(credit, "view") else None
-    if not view:
-        return dict.fromkeys(fields)
-    return {f: (to_major(view[f]) if isinstance(view.get(f), int) else view.get(f)) for f in fields}
+    base: dict[str, Any] = dict.fromkeys(CREDIT_FIELDS[kind])
+    book = getattr(processor, "credit", None)
+    if book is None:
+        return base
+    view = book.user_view(entity_id) if kind == "user" else book.merchant_view(entity_id, entity)
+    return {**base, **view}
 
 
 def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
@@ -79,7 +88,7 @@ def user_body(processor: Processor, user_id: str, entity: Any, partition: int) -
         "partition": partition,
         "latest_ts": entity.latest,
         "features": entity.features(),
-        **credit_of(processor, "user", user_id),
+        **credit_of(processor, "user", user_id, entity),
         "recent_payments": [payment_body(p, user_id) for p in recent],
         "alerts": alerts_of(processor, "user", user_id),
     }
@@ -91,6 +100,6 @@ def merchant_body(processor: Processor, merchant_id: str, entity: Any, partition
         "partition": partition,
         "latest_ts": entity.latest,
         "features": entity.features(),
-        **credit_of(processor, "merchant", merchant_id),
+        **credit_of(processor, "merchant", merchant_id, entity),
         "alerts": alerts_of(processor, "merchant", merchant_id),
     }

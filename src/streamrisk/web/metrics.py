@@ -78,8 +78,14 @@ class _CounterCollector:
 
 
 def adjustments(processor: Processor) -> dict[str, int]:
-    """Credit adjustments per kind, once the credit policy counts them (`counters.adjustments`)."""
-    return dict(getattr(processor.counters, "adjustments", None) or {})
+    """Credit adjustments per kind: user limits and merchant lines (counted by reason in the credit book)."""
+    book = getattr(processor, "credit", None)
+    if book is None:
+        return {}
+    return {
+        "user_limit": sum(getattr(book, "limit_adjustments", {}).values()),
+        "merchant_line": sum(getattr(book, "line_adjustments", {}).values()),
+    }
 
 
 class WorkerMetrics:
@@ -122,17 +128,21 @@ class WorkerMetrics:
         size, seconds, latency = self.batch_size.observe, self.batch_seconds.observe, self.latency.observe
         processed = self.processed
 
-        def process(batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
+        def process(batch: Iterable[Any], now_ms: int | None = None) -> list[Out]:
             batch = batch if isinstance(batch, list) else list(batch)
             started = time.perf_counter()
             out = inner(batch, now_ms)
             decided = time.time() * 1000
             seconds(time.perf_counter() - started)
             size(len(batch))
+            # The worker hands aiokafka records (`timestamp`, ms); tests and tools hand Messages.
+            stamp = "timestamp_ms" if batch and isinstance(batch[0], Message) else "timestamp"
             for m in batch:
                 processed[m.topic, m.partition] = m.offset
-                if m.topic == payments and m.timestamp_ms:
-                    latency(max(0.0, decided - m.timestamp_ms) / 1000)
+                if m.topic == payments:
+                    sent = getattr(m, stamp)
+                    if sent:
+                        latency(max(0.0, decided - sent) / 1000)
             return out
 
         processor.process = process  # type: ignore[method-assign]

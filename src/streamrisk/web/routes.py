@@ -43,8 +43,16 @@ def id_problem(what: str, value: str) -> str | None:
     return None
 
 
-def register_routes(app: faust.App, processor: Processor, broadcast: BroadcastReader | None = None) -> None:
-    """Add every endpoint to the app's web server; also instruments the processor for /metrics."""
+def register_routes(
+    app: faust.App,
+    processor: Processor,
+    runtime_stats: Callable[[], dict[str, Any]] | None = None,
+    broadcast: BroadcastReader | None = None,
+) -> None:
+    """Add every endpoint to the app's web server; also instruments the processor for /metrics.
+
+    `runtime_stats()` adds the batch runner's figures to /stats; `broadcast` is waited for by /ready.
+    """
     settings = processor.settings
     auth = BearerAuth(settings.api_token)
     topic = processor.input_topics[0]
@@ -168,6 +176,8 @@ def register_routes(app: faust.App, processor: Processor, broadcast: BroadcastRe
     async def local_stats() -> dict[str, Any]:
         await metrics.refresh(app, inputs, lambda: not waiting_for())
         body = processor.stats()
+        if runtime_stats is not None:
+            body.update(runtime_stats())
         body["worker"] = owners.own_url
         body["ready"] = not waiting_for()
         body["waiting_for"] = waiting_for()
