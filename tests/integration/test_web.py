@@ -94,15 +94,16 @@ async def pair(bootstrap: str, prefix: str, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-async def traffic(pair: Pair, bootstrap: str, prefix: str) -> dict[str, str]:
-    """One payment per user (keys on both workers' partitions); user -> its payment's event id."""
-    events = {u: f"web-pay-{u}" for u in USERS}
+async def traffic(pair: Pair, bootstrap: str, prefix: str) -> dict[str, dict]:
+    """One payment per user (keys on both workers' partitions); user -> its decision record."""
     async with Client(bootstrap, prefix) as client:
-        for u, eid in events.items():
-            await client.send("payments", u, payment(eid, u, MERCHANT, 25.0))
-        await client.read("risk-decisions", until=lambda rs: len({r["user_id"] for r in rs} & set(USERS))
-                          == len(USERS), timeout=60)
-    return events
+        for u in USERS:
+            await client.send("payments", u, payment(f"web-pay-{u}", u, MERCHANT, 25.0))
+        decisions = await client.read(
+            "risk-decisions", until=lambda rs: len({r["user_id"] for r in rs} & set(USERS)) == len(USERS),
+            timeout=60,
+        )
+    return {d["user_id"]: d for d in decisions if d["user_id"] in USERS}
 
 
 async def test_state_queries_answer_503_with_retry_after_until_state_is_recovered(pair: Pair) -> None:
@@ -112,7 +113,7 @@ async def test_state_queries_answer_503_with_retry_after_until_state_is_recovere
     assert all(s == 503 and retry == "1" for s, retry in pair.early[:-1]), pair.early
 
 
-async def test_any_worker_answers_for_any_key_from_its_owner(pair: Pair, traffic: dict[str, str]) -> None:
+async def test_any_worker_answers_for_any_key_from_its_owner(pair: Pair, traffic: dict[str, dict]) -> None:
     owners = {u: await pair.owner_of(u) for u in USERS}
     assert len({w.web_port for w in owners.values()}) == 2, "the users should spread over both workers"
 
@@ -132,11 +133,13 @@ async def test_any_worker_answers_for_any_key_from_its_owner(pair: Pair, traffic
         assert answers[0]["served_by"] == f"http://127.0.0.1:{owners[u].web_port}"
         assert answers[0]["features"]["payment_count_5m"] == 1
         assert answers[0]["partition"] == key_partition(u, PARTITIONS)
-        eid = traffic[u]
+        decided = traffic[u]
         for w in pair.workers:
-            status, pay, _ = await pair.get(w, f"/payments/{eid}?user_id={u}")
-            assert status == 200 and pay["event_id"] == eid and pay["merchant_id"] == MERCHANT
-            assert pay["amount"] == 25.0 and pay["charged_back"] is False
+            status, pay, _ = await pair.get(w, f"/payments/{decided['event_id']}?user_id={u}")
+            assert status == 200 and pay["event_id"] == decided["event_id"], pay
+            assert pay["merchant_id"] == MERCHANT and pay["amount"] == 25.0 and pay["charged_back"] is False
+            # The decision stored with the payment is the one on risk-decisions.
+            assert pay["decision"] == {k: decided[k] for k in pay["decision"]}, (pay, decided)
 
     async def merchant_known() -> object:
         answers = [await pair.get(w, f"/merchants/{MERCHANT}") for w in pair.workers]
@@ -207,7 +210,8 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     w = pair.workers[0]
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", w.url("/openapi.json"),
-        "--checks", "all", "--max-examples", "15", "--max-time", "25", "--seed", "11",
+        "--checks", "all", "--max-examples", "10", "--max-time", "20", "--phases", "coverage,fuzzing",
+        "--seed", "11",
         "--workers", "1", "-H", f"Authorization: Bearer {TOKEN}", "--suppress-health-check", "all",
         "--request-timeout", "10",
     ]
