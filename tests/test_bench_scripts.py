@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_processor.py", "--events", "3000"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
+        ["bench_api.py", "--users", "8", "--rounds", "1"],
     ],
     ids=lambda a: a[0],
 )
