@@ -253,8 +253,10 @@ async def test_dashboard_numbers_move_with_traffic_and_a_lookup_shows_features_a
         async with Client(bootstrap, prefix) as client:
             i = 0
             while not stop.is_set():
-                user = f"web-d{i % 20}"
-                await client.send("payments", user, payment(f"web-dash-{i}", user, MERCHANT, 10.0 + i % 7))
+                # A burst by one user first (declined for velocity), then many users, some paying a lot.
+                user = "web-burst" if i < 12 else f"web-d{i % 20}"
+                amount = 4000.0 if i % 25 == 24 else 10.0 + i % 7
+                await client.send("payments", user, payment(f"web-dash-{i}", user, MERCHANT, amount))
                 i += 1
                 await asyncio.sleep(0.02)
 

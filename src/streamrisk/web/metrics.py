@@ -194,6 +194,17 @@ def count(hist: Histogram) -> int:
     return 0
 
 
+def buckets(hist: Histogram) -> list[tuple[float, int]]:
+    """(upper bound, cumulative count) of each bucket; +Inf as a very large bound (JSON has no Infinity)."""
+    out = []
+    for metric in hist.collect():
+        for s in metric.samples:
+            if s.name.endswith("_bucket"):
+                le = float(s.labels["le"])
+                out.append((le if le != float("inf") else 1e9, int(s.value)))
+    return out
+
+
 def quantile(hist: Histogram, q: float) -> float | None:
     """The q-quantile of a histogram, interpolated within its bucket (as PromQL's histogram_quantile)."""
     buckets: list[tuple[float, float]] = []

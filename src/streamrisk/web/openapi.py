@@ -92,10 +92,14 @@ STATS = {
         "consumer_lag": INT_MAP,
         "decision_latency_ms": {
             "type": "object",
-            "properties": {"count": {"type": "integer"}, "p50": NULLABLE_NUM, "p99": NULLABLE_NUM},
+            "properties": {
+                "count": {"type": "integer"}, "p50": NULLABLE_NUM, "p99": NULLABLE_NUM,
+                "buckets": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            },
         },
         "entities_in_memory": INT_MAP,
         "rules_version": {"type": "string"},
+        "topic_prefix": {"type": "string"},
     },
 }
 

@@ -22,7 +22,7 @@ from ..broadcast import BroadcastReader
 from ..processor import Processor
 from .auth import BearerAuth
 from .lookup import merchant_body, payment_body, user_body
-from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, count, quantile
+from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
 from .owner import FORWARDED_HEADER, Owners, forward
 
@@ -188,7 +188,10 @@ def register_routes(
             "count": count(metrics.latency),
             "p50": _ms(quantile(metrics.latency, 0.5)),
             "p99": _ms(quantile(metrics.latency, 0.99)),
+            # Cumulative counts per bucket (upper bound in s): clients take quantiles over a window.
+            "buckets": buckets(metrics.latency),
         }
+        body["topic_prefix"] = settings.topic_prefix
         body["credit_adjustments"] = adjustments(processor)
         body["entities_in_memory"] = {"user": len(processor.users.slots),
                                       "merchant": len(processor.merchants.slots)}
