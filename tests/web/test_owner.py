@@ -28,7 +28,8 @@ def test_key_partition_matches_the_java_client() -> None:
 def _app(own: set[int], members: dict[str, dict[str, list[int]]], url: str = "http://w1:1") -> Any:
     return SimpleNamespace(
         conf=SimpleNamespace(canonical_url=url),
-        consumer=SimpleNamespace(assignment=lambda: {TP("payments", p) for p in own}),
+        consumer=SimpleNamespace(assignment=lambda: {TP("payments", p) for p in own},
+                                 topic_partitions=lambda topic: None),
         assignor=SimpleNamespace(external_topics_metadata=lambda: members),
     )
 
@@ -49,3 +50,12 @@ def test_route_is_unknown_while_no_member_holds_the_partition() -> None:
     owners = Owners(_app({0, 1, 2}, members), "payments", 4)
     key = next(k for k in (f"u{i}" for i in range(100)) if key_partition(k, 4) == 3)
     assert owners.route(key) == Route(3, False, None)
+
+
+def test_route_follows_the_partition_count_the_broker_reports() -> None:
+    # A payments topic created earlier with 8 partitions, though the setting says 4.
+    app = _app(set(), {"http://w2:2": {"payments": list(range(8))}})
+    app.consumer.topic_partitions = lambda topic: 8
+    owners = Owners(app, "payments", 4)
+    key = next(k for k in (f"u{i}" for i in range(100)) if key_partition(k, 8) >= 4)
+    assert owners.route(key) == Route(key_partition(key, 8), False, "http://w2:2")

@@ -62,8 +62,18 @@ class Owners:
             out[str(url).rstrip("/")] = sorted(topics.get(self.topic, ()))
         return out
 
+    def partition_count(self) -> int:
+        """The input topic's partitions as the broker's metadata says (the setting until it is known).
+
+        A topic created before with another count keeps it; producers partition by that count.
+        """
+        try:
+            return self.app.consumer.topic_partitions(self.topic) or self.partitions
+        except Exception:  # no consumer yet
+            return self.partitions
+
     def route(self, key: str) -> Route:
-        partition = key_partition(key, self.partitions)
+        partition = key_partition(key, self.partition_count())
         if self.owns(partition):
             return Route(partition, True, None)
         for url, parts in self.members().items():
