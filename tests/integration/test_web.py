@@ -210,7 +210,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     w = pair.workers[0]
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", w.url("/openapi.json"),
-        "--checks", "all", "--max-examples", "10", "--max-time", "20", "--phases", "coverage,fuzzing",
+        "--checks", "all", "--max-examples", "5", "--max-time", "12", "--phases", "coverage,fuzzing",
         "--seed", "11",
         "--workers", "1", "-H", f"Authorization: Bearer {TOKEN}", "--suppress-health-check", "all",
         "--request-timeout", "10",
@@ -302,3 +302,44 @@ async def test_dashboard_numbers_move_with_traffic_and_a_lookup_shows_features_a
         stop.set()
         await producer
         await asyncio.to_thread(driver.quit)
+
+
+async def test_a_worker_joining_and_leaving_never_turns_a_known_user_into_a_404(
+    pair: Pair, traffic: dict, bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """While partitions move to a third worker and back, state answers are 200 or 503, never 404."""
+    a, b = pair.workers
+    app_id = a.env["STREAMRISK_APP_ID"]
+    seen: dict[int, int] = {}
+
+    async def ask_all() -> None:
+        for u in USERS:
+            status, body, headers = await pair.get(a, f"/users/{u}")
+            seen[status] = seen.get(status, 0) + 1
+            assert status in (200, 503), (u, status, body)
+            if status == 503:
+                assert headers.get("Retry-After") == "1"
+
+    c = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "web-c",
+                      STREAMRISK_API_TOKEN=TOKEN, STREAMRISK_PARTITIONS=str(PARTITIONS)).start()
+    try:
+        async def c_holds_partitions() -> object:
+            await ask_all()
+            got = await _status(pair.session, c.url("/ready"))
+            if got != (200, None):
+                return got
+            return bool((await pair.get(c, "/stats"))[1]["assigned_partitions"]) or "no partitions yet"
+
+        await wait_for(c_holds_partitions, 60, "a third worker holding partitions")
+    finally:
+        c.stop()
+
+    async def back_to_two() -> object:
+        await ask_all()
+        parts = [(await pair.get(w, "/stats"))[1].get("assigned_partitions") for w in (a, b)]
+        ready = [await _status(pair.session, w.url("/ready")) for w in (a, b)]
+        whole = all(parts) and sorted(parts[0] + parts[1]) == list(range(PARTITIONS))
+        return (whole and ready == [(200, None)] * 2) or (parts, ready)
+
+    await wait_for(back_to_two, 60, "the two workers holding every partition again")
+    assert seen.get(200), seen
