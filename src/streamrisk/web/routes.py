@@ -122,21 +122,23 @@ def register_routes(
             return unavailable(view, why)
         return view.bytes(raw, status=status, headers=passed)
 
-    @page("/users/{user_id}")
-    async def user(view: View, request: Request, user_id: str) -> Response:
-        def answer(partition: int) -> dict[str, Any] | None:
-            entity = processor.users.get(user_id)
-            return None if entity is None else user_body(processor, user_id, entity, partition)
+    def entity_page(kind: str, store: Any, body: Callable[..., dict[str, Any]]) -> None:
+        """`GET /{kind}s/{id}`: the entity's answer from whichever worker owns it."""
 
-        return await routed(view, request, "user", user_id, answer)
+        async def handler(view: View, request: Request, **params: str) -> Response:
+            entity_id = params[f"{kind}_id"]
 
-    @page("/merchants/{merchant_id}")
-    async def merchant(view: View, request: Request, merchant_id: str) -> Response:
-        def answer(partition: int) -> dict[str, Any] | None:
-            entity = processor.merchants.get(merchant_id)
-            return None if entity is None else merchant_body(processor, merchant_id, entity, partition)
+            def answer(partition: int) -> dict[str, Any] | None:
+                entity = store.get(entity_id)
+                return None if entity is None else body(processor, entity_id, entity, partition)
 
-        return await routed(view, request, "merchant", merchant_id, answer)
+            return await routed(view, request, kind, entity_id, answer)
+
+        handler.__name__ = kind
+        page(f"/{kind}s/{{{kind}_id}}")(handler)
+
+    entity_page("user", processor.users, user_body)
+    entity_page("merchant", processor.merchants, merchant_body)
 
     @page("/payments/{event_id}")
     async def payment(view: View, request: Request, event_id: str) -> Response:
