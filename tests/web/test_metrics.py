@@ -63,6 +63,13 @@ def test_dead_letter_reason_classes() -> None:
     assert reason_class("missing required field 'amount'") == "missing_field"
     assert reason_class("message key must be the record's user_id 'u1' (got b'u2')") == "wrong_key"
     assert reason_class("amount must be > 0 (got -3)") == "bad_value"
+    cases = {
+        "record is on partition 2 but Kafka's default partitioner puts its key on 0": "wrong_partition",
+        "record is 2000000 bytes (key and value), more than the limit of 1048576": "too_large",
+        "processing failed with KeyError: 'x'. This is a StreamRisk bug": "processing_failed",
+    }
+    for error, cls in cases.items():
+        assert reason_class(error) == cls, error
     assert reason_class("rules: unknown action", ruleset=True) == "ruleset"
 
 
