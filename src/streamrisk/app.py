@@ -99,6 +99,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        canonical_url=settings.web_url,  # where the other workers forward requests for our keys
         store="memory://",
         producer_acks=-1,
         producer_linger_ms=1,

@@ -59,3 +59,14 @@ def test_route_follows_the_partition_count_the_broker_reports() -> None:
     owners = Owners(app, "payments", 4)
     key = next(k for k in (f"u{i}" for i in range(100)) if key_partition(k, 8) >= 4)
     assert owners.route(key) == Route(key_partition(key, 8), False, "http://w2:2")
+
+
+def test_the_advertised_url_others_forward_to() -> None:
+    import socket
+
+    from streamrisk.settings import Settings
+
+    assert Settings(web_port=7000).web_url == "http://127.0.0.1:7000"
+    assert Settings(web_host="0.0.0.0", web_port=7000).web_url == f"http://{socket.gethostname()}:7000"
+    env = {"STREAMRISK_WEB_URL": "http://worker-1:6066/"}
+    assert Settings.from_env(env, web_host="0.0.0.0").web_url == "http://worker-1:6066"
