@@ -224,6 +224,8 @@ def register_routes(
                     entry["stats"] = orjson.loads(raw)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 entry["error"] = f"not answering: {exc!r}"
+            except ValueError as exc:  # not JSON: not one of ours, or a broken answer
+                entry["error"] = f"/stats is not JSON: {exc}"
             return entry
 
         workers = await asyncio.gather(*(one(u, p) for u, p in sorted(members.items())))
