@@ -102,6 +102,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        canonical_url=settings.web_url,  # where the other workers forward requests for our keys
         store="memory://",
         producer_acks=-1,
         producer_linger_ms=1,
@@ -188,7 +189,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     async def read_broadcast() -> None:
         await broadcast.run()
 
-    from .web.api import register_routes
+    from .web.routes import register_routes
 
-    register_routes(app, processor, runner.stats)
+    register_routes(app, processor, runner.stats, broadcast)
     return app, processor

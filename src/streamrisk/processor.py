@@ -48,6 +48,7 @@ from .features.entities import (
 )
 from .merchant_view import MerchantView, encode_summary
 from .partitioning import KeyPlacement
+from .reason_class import reason_class
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .settings import CONTROL_TOPIC, Settings
@@ -109,6 +110,7 @@ class Counters:
 
     consumed: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # by reason_class()
     duplicates: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=dict)  # by reason code
@@ -124,6 +126,7 @@ class Counters:
         return {
             "consumed": dict(self.consumed),
             "dead_letters": self.dead_letters,
+            "dead_letter_classes": dict(self.dead_letter_classes),
             "duplicates": self.duplicates,
             "decisions": dict(self.decisions),
             "alerts": dict(self.alerts),
@@ -338,6 +341,8 @@ class Processor:
     # -- helpers
     def _dead_letter(self, m: Message, error: str, out: list[Out]) -> None:
         self.counters.dead_letters += 1
+        classes, cls = self.counters.dead_letter_classes, reason_class(error, m.topic == self.t_rules)
+        classes[cls] = classes.get(cls, 0) + 1
         out.append(
             Out(
                 self.t_dead,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ class Settings:
     replication: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # The URL the other workers reach this one's HTTP API at (requests for keys it owns are forwarded
+    # there); derived from the bind address when unset.
+    advertised_url: str | None = None
     app_id: str = "streamrisk"
     data_dir: Path = Path("./data")
     rules_path: Path | None = None
@@ -124,6 +128,17 @@ class Settings:
             return ipaddress.ip_address(self.web_host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def web_url(self) -> str:
+        """This worker's HTTP API as the other workers reach it (`STREAMRISK_WEB_URL`)."""
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            # Bound to every interface: the machine's name is what the others can resolve.
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
 
     def check(self) -> Settings:
         """Raise SettingsError for combinations that cannot work; return self for chaining."""
@@ -193,6 +208,7 @@ class Settings:
         number("STREAMRISK_REPLICATION", "replication")
         text("STREAMRISK_WEB_HOST", "web_host")
         number("STREAMRISK_WEB_PORT", "web_port")
+        text("STREAMRISK_WEB_URL", "advertised_url")
         text("STREAMRISK_APP_ID", "app_id")
         if env.get("STREAMRISK_DATA_DIR"):
             kw["data_dir"] = Path(env["STREAMRISK_DATA_DIR"])

@@ -400,3 +400,19 @@ class PaymentIndex:
                 hit.seq = seq
                 return hit
         return None
+
+    def recent(self, user_id: str, limit: int) -> list[IndexedPayment]:
+        """The user's newest `limit` indexed payments, newest event time first (for the HTTP API)."""
+        u = self._open.get(user_id)
+        first, nxt = (u.first, u.next) if u is not None else self._meta(user_id)[:2]
+        rows: list[list] = []
+        for seq in range(nxt, first - 1, -1):
+            blob = u.buf if u is not None and seq == nxt else self.kv.get(self._chunk_key(user_id, seq))
+            if blob:
+                rows.extend(chunk_rows(bytes(blob)))
+            # Chunks hold payments in arrival order, so a late one may sit in an older chunk: read
+            # one chunk past the limit before sorting.
+            if len(rows) >= limit and seq < nxt:
+                break
+        rows.sort(key=lambda r: r[2], reverse=True)
+        return [_record(r) for r in rows[:limit]]
