@@ -179,8 +179,22 @@ def _fetch_maven(target: Path) -> None:
         raise BrokerError(f"{url}: SHA-512 mismatch (got {digest.hexdigest()[:16]}..., "
                           f"repository says {expected[:16]}...); not unpacking it")
     with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
+        _extract(tar, target)
     archive.unlink()
+
+
+def _extract(tar: tarfile.TarFile, target: Path) -> None:
+    """Unpack, refusing members that would land outside `target` (Python < 3.11.4 has no filters)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in tar.getmembers():
+        dest = (root / member.name).resolve()
+        link = (dest.parent / member.linkname).resolve() if member.issym() or member.islnk() else root
+        if not (dest.is_relative_to(root) and link.is_relative_to(root)) or member.isdev():
+            raise BrokerError(f"refusing Maven archive member {member.name!r}: it points outside {target}")
+    tar.extractall(target)
 
 
 def _read(url: str) -> bytes:

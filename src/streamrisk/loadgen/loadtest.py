@@ -75,7 +75,6 @@ async def warm_up(bootstrap: str, prefix: str, watch: Watch, seed: int, timeout_
         if time.monotonic() - started > timeout_s:
             raise TimeoutError(f"no decision within {timeout_s:.0f} s: is a worker running on {bootstrap}?")
         rec = warm.payment(int(time.time() * 1000))
-        watch.on_send(rec.topic, rec.value, time.time())
         await produce(bootstrap, [rec], rate=100, topic_prefix=prefix)
         await asyncio.sleep(0.5)
     return time.monotonic() - started
@@ -107,7 +106,6 @@ async def run_loadtest(
                                   days=config.days, mix=mix, malformed=config.malformed, seed=config.seed,
                                   run_id=run_id)
         watch.started = time.time()
-        watch.measuring = True
         lagger = asyncio.create_task(sample_lag(bootstrap, prefix, app_id, watch, stop))
         with _progress(console, config.duration_s) as bar:
             task = bar.add_task("load", total=config.duration_s)

@@ -54,7 +54,6 @@ class Watch:
     view_lag: HdrHistogram = field(default_factory=new_histogram)
     lag: list[tuple[float, int | None, int]] = field(default_factory=list)  # (t, group lag, in flight)
     _summary_as_of: dict[str, int] = field(default_factory=dict)
-    measuring: bool = False  # latencies are kept only for the measured run, not the warm-up
     # (subject type, id) -> event times at which it defaulted: a late repayment or a chargeback.
     defaults: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
@@ -66,6 +65,7 @@ class Watch:
         return slot
 
     def on_send(self, topic: str, value: dict[str, Any], at: float) -> None:
+        """A record of the measured traffic is being sent (warm-up payments are not noted)."""
         if topic == "payments":
             self.sent_at[value["event_id"]] = at
         if topic != "repayments":
@@ -75,8 +75,7 @@ class Watch:
             self.defaults.setdefault(("merchant", value["merchant_id"]), []).append(value["ts"])
         elif topic == "repayments" and value["ts"] > value["due_ts"]:
             self.defaults.setdefault((value["account_type"], value["account_id"]), []).append(value["ts"])
-        if self.measuring:
-            self.second(at).sent += 1
+        self.second(at).sent += 1
 
     def on_decision(self, d: dict[str, Any], now: float) -> None:
         eid = d["event_id"]
@@ -87,8 +86,8 @@ class Watch:
         self.actions[d["action"]] += 1
         self.reasons.update(d["reasons"])
         sent = self.sent_at.get(eid)
-        if sent is None or not self.measuring:
-            return
+        if sent is None:
+            return  # a warm-up payment
         us = max(1, min(_HDR_MAX_US, int((now - sent) * 1e6)))
         self.latency.record_value(us)
         slot = self.second(now)
@@ -103,7 +102,7 @@ class Watch:
             return
         self._summary_as_of[merchant_id] = as_of
         sent = self.merchant_sent.get((merchant_id, as_of))
-        if sent is not None and self.measuring:
+        if sent is not None:
             self.view_lag.record_value(max(1, min(_HDR_MAX_US, int((now - sent) * 1e6))))
 
     @property
