@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -143,6 +144,9 @@ def run_load(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int
     except ValueError as exc:
         _say(f"streamrisk: {exc}")
         return 2
+    # While the workers create their topics, aiokafka warns on every retry ("not found in cluster
+    # metadata", "NotLeaderForPartition"); real failures still surface as errors.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     console = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: wide enough for the quality table

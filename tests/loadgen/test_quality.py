@@ -32,9 +32,9 @@ def test_decline_precision_and_recall_per_scenario() -> None:
     assert q["all"]["decline"] == 3 and q["all"]["decline_precision"] == round(2 / 3, 4)
 
 
-def test_an_undecided_payment_is_counted_not_dropped() -> None:
+def test_an_undecided_payment_is_counted_apart_not_as_a_miss() -> None:
     q = decision_quality(LABELS, {k: v for k, v in DECISIONS.items() if k != "f2"})
-    assert q["card_testing"]["undecided"] == 1 and q["card_testing"]["decline_recall"] == 0.5
+    assert q["card_testing"]["undecided"] == 1 and q["card_testing"]["decline_recall"] == 1.0
 
 
 def test_alert_precision_and_recall_per_instance() -> None:

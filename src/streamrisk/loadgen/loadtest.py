@@ -4,6 +4,7 @@ in an HDR histogram, consumer lag sampled, quality judged against the labels."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -106,6 +107,7 @@ async def run_loadtest(
                                   days=config.days, mix=mix, malformed=config.malformed, seed=config.seed,
                                   run_id=run_id)
         watch.started = time.time()
+        load_start = round(os.getloadavg()[0], 2)
         lagger = asyncio.create_task(sample_lag(bootstrap, prefix, app_id, watch, stop))
         with _progress(console, config.duration_s) as bar:
             task = bar.add_task("load", total=config.duration_s)
@@ -121,7 +123,8 @@ async def run_loadtest(
             await asyncio.sleep(0.5)  # alerts and adjustments trail their decisions slightly
             stop.set()
             await ticker
-        return LoadtestResult(config, produced, watch, traffic, warmup_s, drained_s)
+        return LoadtestResult(config, produced, watch, traffic, warmup_s, drained_s,
+                              extra={"loadavg_1m_start": load_start})
     finally:
         stop.set()
         await asyncio.gather(watcher, *(t for t in (lagger,) if t is not None), return_exceptions=True)

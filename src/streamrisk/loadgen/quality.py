@@ -35,6 +35,7 @@ def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any
             row[lab.label] += 1
             if d is None:
                 row["undecided"] += 1
+                row[f"undecided_{lab.label}"] += 1
                 continue
             action = d["action"]
             row[action] += 1
@@ -42,15 +43,17 @@ def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any
     out: dict[str, dict] = {}
     for name, r in rows.items():
         flagged_fraud = r["decline_fraud"] + r["review_fraud"]
+        # Rates are over decided payments; a payment not decided by the end is counted apart.
+        fraud, normal = r[FRAUD] - r[f"undecided_{FRAUD}"], r[NORMAL] - r[f"undecided_{NORMAL}"]
         out[name] = {
             "payments": r["payments"], "fraud_payments": r[FRAUD], "undecided": r["undecided"],
             "decline": r["decline"], "review": r["review"],
             "decline_precision": _ratio(r["decline_fraud"], r["decline"]),
-            "decline_recall": _ratio(r["decline_fraud"], r[FRAUD]),
-            "flag_recall": _ratio(flagged_fraud, r[FRAUD]),
+            "decline_recall": _ratio(r["decline_fraud"], fraud),
+            "flag_recall": _ratio(flagged_fraud, fraud),
             # Normal payments that were declined, or held for review: the cost to good customers.
-            "normal_decline_rate": _ratio(r["decline_normal"], r[NORMAL]),
-            "normal_flag_rate": _ratio(r["decline_normal"] + r["review_normal"], r[NORMAL]),
+            "normal_decline_rate": _ratio(r["decline_normal"], normal),
+            "normal_flag_rate": _ratio(r["decline_normal"] + r["review_normal"], normal),
         }
     return out
 

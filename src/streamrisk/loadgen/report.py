@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
     busy = [s for _, s in seconds if s.sent]
     return {
         "config": {**cfg.as_dict(), "workers": result.workers, "broker": result.broker, **result.extra},
+        # Figures from a shared or busy machine mean little; this says how busy it was.
+        "machine": {"cpus": os.cpu_count(), "loadavg_1m_end": round(os.getloadavg()[0], 2),
+                    "loadavg_1m_start": result.extra.get("loadavg_1m_start")},
         "sent": {"total": p.total, "elapsed_s": round(p.elapsed_s, 3),
                  "rate": round(p.total / p.elapsed_s, 1) if p.elapsed_s else None,
                  "per_topic": {t: p.sent.get(t, 0) for t in INPUT_TOPICS}, "malformed": p.malformed},
@@ -134,6 +138,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     t.add_row("dead letters", f"{report['dead_letters']['total']:,} "
               + ", ".join(f"{k} {v}" for k, v in report["dead_letters"]["by_topic"].items()))
     t.add_row("undecided / repeated", f"{dec['undecided']:,} / {dec['repeats']:,}")
+    machine = report["machine"]
+    t.add_row("machine", f"{machine['cpus']} CPUs, load average {machine['loadavg_1m_start']} at the start, "
+              f"{machine['loadavg_1m_end']} at the end")
     top = sorted(report["alerts"]["by_reason"].items(), key=lambda kv: -kv[1])
     t.add_row("fraud alerts", ", ".join(f"{k} {v}" for k, v in top) or "none")
     console.print(t)

@@ -325,8 +325,11 @@ class ScenarioTraffic:
     def _start_refund_abuse(self, now: int) -> None:
         # A ring of accounts buys at one merchant within half a day and has most of it refunded.
         name = "refund_abuse"
-        # A small shop: at a big one the ring's refunds would drown in ordinary orders.
-        merchant = self.rng.choice(self.merchants[len(self.merchants) // 2:])
+        if now < (self.clock.start + self.clock.end) // 2:
+            return  # rings target established shops, whose month of history shows the spike
+        # A mid-sized shop: at a big one the ring's refunds would drown in ordinary orders, a tiny
+        # one has too little history for a 30-day rate to compare with.
+        merchant = self.rng.choice(self.merchants[5:40] or self.merchants)
         self.instances[name] += 1
         ring = [f"ra{self.instances[name]:04d}x{i}-{self.run_id}" for i in range(self.rng.randint(6, 9))]
         subject = ("merchant", merchant)
@@ -341,7 +344,7 @@ class ScenarioTraffic:
             self._schedule(ts, placed, name, FRAUD, subject)
             done = self._order(ts + 30 * MINUTE, merchant, user, amount, "fulfilled", oid)
             self._schedule(ts + 30 * MINUTE, done, name, FRAUD, subject)
-            if self.rng.random() < 0.6:
+            if self.rng.random() < 0.75:
                 back_ts = ts + self.rng.randrange(2 * HOUR, 10 * HOUR)
                 back = self._order(back_ts, merchant, user, amount, "refunded", oid)
                 self._schedule(back_ts, back, name, FRAUD, subject)
