@@ -126,6 +126,15 @@ def stack(args: argparse.Namespace, settings: Settings, work: Path, default_work
             s.stop()
 
 
+_RETRIED = ("NotLeaderForPartition", "not found in cluster metadata", "UnknownTopicOrPartition")
+
+
+def _quiet_retries(record: logging.LogRecord) -> bool:
+    """Drop aiokafka's lines about retries it makes itself while the workers create their topics
+    and a new Kafka topic elects its leaders; everything else still shows."""
+    return not any(part in record.getMessage() for part in _RETRIED)
+
+
 def config_from(args: argparse.Namespace) -> LoadtestConfig:
     return LoadtestConfig(
         rate=None if args.max else args.rate, duration_s=args.duration, users=args.users,
@@ -139,14 +148,22 @@ def run_load(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int
     from .loadgen.report import build_report, print_report, write_outputs
     from .loadgen.scenarios import parse_mix
 
+    if not demo:  # like every client command, the load test honours STREAMRISK_BOOTSTRAP
+        args.bootstrap = args.bootstrap or os.environ.get("STREAMRISK_BOOTSTRAP")
+    problems = [f"--{name} must be > 0 (got {value:g})" for name, value in
+                (("rate", args.rate), ("duration", args.duration), ("days", args.days),
+                 ("users", args.users), ("merchants", args.merchants)) if not value > 0]
+    if args.workers is not None and args.workers < 0:
+        problems.append(f"--workers must be >= 0 (got {args.workers})")
     try:
-        parse_mix(args.scenario_mix)  # a usage error, before anything starts
+        parse_mix(args.scenario_mix)
     except ValueError as exc:
-        _say(f"streamrisk: {exc}")
+        problems.append(str(exc))
+    if problems:  # usage errors, before anything starts
+        _say("streamrisk: " + "; ".join(problems))
         return 2
-    # While the workers create their topics, aiokafka warns on every retry ("not found in cluster
-    # metadata", "NotLeaderForPartition"); real failures still surface as errors.
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.producer.sender", "aiokafka.cluster"):
+        logging.getLogger(name).addFilter(_quiet_retries)
     console = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: wide enough for the quality table
