@@ -46,6 +46,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(s["second"], s["sent"], label="events sent /s", lw=1.5)
+    ax.plot(s["second"], s.get("payments_sent", []) or [0] * len(s["second"]), label="payments sent /s",
+            lw=1.0, ls="--")
     ax.plot(s["second"], s["decided"], label="payments decided /s", lw=1.5)
     ax.set(xlabel="seconds into the run", ylabel="per second", title=f"Throughput ({where})")
     ax.grid(alpha=0.3)

@@ -59,6 +59,7 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
         "series": {
             "second": [sec for sec, _ in seconds],
             "sent": [s.sent for _, s in seconds],
+            "payments_sent": [s.payments for _, s in seconds],
             "decided": [s.decided for _, s in seconds],
             "p50_ms": [_pct(s.latency, 50) for _, s in seconds],
             "p99_ms": [_pct(s.latency, 99) for _, s in seconds],
@@ -109,7 +110,7 @@ def _fmt(v: Any, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if pct:
-        return f"{100 * v:.1f}%"
+        return f"{100 * v:.2f}%" if 0 < v < 0.01 else f"{100 * v:.1f}%"
     return f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
 
 
@@ -161,7 +162,7 @@ def quality_table(report: dict[str, Any]) -> Table:
     t = Table(title="Quality per scenario (labels vs decisions and alerts)")
     for col in ("scenario", "payments", "fraud", "declined", "reviewed", "decline prec.", "decline recall",
                 "flag recall", "instances", "alerts", "alert prec.", "alert recall"):
-        t.add_column(col, justify="left" if col == "scenario" else "right")
+        t.add_column(col, justify="left" if col == "scenario" else "right", no_wrap=col == "scenario")
     for name in [*scenario_names(), "all"]:
         d, a = q["decisions"].get(name), q["alerts"].get(name, {})
         if d is None and not a.get("alerts"):

@@ -30,6 +30,7 @@ class Second:
     """One wall-clock second of the run."""
 
     sent: int = 0
+    payments: int = 0
     decided: int = 0
     latency: HdrHistogram = field(default_factory=new_histogram)
 
@@ -66,8 +67,11 @@ class Watch:
 
     def on_send(self, topic: str, value: dict[str, Any], at: float) -> None:
         """A record of the measured traffic is being sent (warm-up payments are not noted)."""
+        slot = self.second(at)
+        slot.sent += 1
         if topic == "payments":
             self.sent_at[value["event_id"]] = at
+            slot.payments += 1
         if topic != "repayments":
             self.merchant_sent.setdefault((value["merchant_id"], value["ts"]), at)
         if topic == "chargebacks":
@@ -75,7 +79,6 @@ class Watch:
             self.defaults.setdefault(("merchant", value["merchant_id"]), []).append(value["ts"])
         elif topic == "repayments" and value["ts"] > value["due_ts"]:
             self.defaults.setdefault((value["account_type"], value["account_id"]), []).append(value["ts"])
-        self.second(at).sent += 1
 
     def on_decision(self, d: dict[str, Any], now: float) -> None:
         eid = d["event_id"]
