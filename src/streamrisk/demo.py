@@ -167,7 +167,7 @@ def run_load(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int
     console = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: wide enough for the quality table
-        out = Console(width=150)
+        out = Console(width=170)
     config = config_from(args)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamrisk-run-") as tmp:
