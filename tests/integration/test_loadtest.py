@@ -36,6 +36,7 @@ def test_loadtest_against_running_workers_writes_its_report(
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
     assert report["dead_letters"]["total"] == sent["malformed"] > 0
     assert report["series"]["lag_t"], "consumer lag was never sampled"
+    assert report["merchant_view_lag_ms"]["n"] > 0, "no merchant summary was matched to its event"
     quality = report["quality"]["decisions"]
     assert quality["normal"]["payments"] > 0
     fraud = sum(quality[s]["fraud_payments"] for s in ("velocity_burst", "card_testing", "account_takeover")

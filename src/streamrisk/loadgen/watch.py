@@ -97,10 +97,11 @@ class Watch:
         slot.decided += 1
         slot.latency.record_value(us)
 
-    def on_summary(self, merchant_id: str, s: dict[str, Any], now: float) -> None:
+    def on_summary(self, merchant_id: str, s: Any, now: float) -> None:
         # Only the first summary that reflects a newer event: later ones carry the same `as_of`
         # (the merchant's newest event time) after an older event arrived.
-        as_of = s.get("as_of", -1)
+        # A summary is [schema, as_of, feature values...] (merchant_view.encode_summary).
+        as_of = s[1] if isinstance(s, list) and len(s) > 1 else -1
         if as_of <= self._summary_as_of.get(merchant_id, -1):
             return
         self._summary_as_of[merchant_id] = as_of
