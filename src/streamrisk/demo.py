@@ -186,7 +186,7 @@ def run_load(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int
                     return 1
                 result.workers = len(s.workers) if s.workers else result.workers
                 result.broker = "external" if args.bootstrap else ("tansu" if args.tansu else "kafka")
-                _say(f"streamrisk: workers answered after {result.warmup_s:.1f} s of warm-up")
+                _say(f"streamrisk: run done (the warm-up before it took {result.warmup_s:.1f} s)")
                 dead = s.dead()
                 if dead is not None:
                     _say(f"streamrisk: a worker died:\n{log_tail(dead.log_path)}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..settings import Settings
 from ..topics import merchant_risk_topic
@@ -109,8 +109,8 @@ async def run_loadtest(
         watch.started = time.time()
         load_start = round(os.getloadavg()[0], 2)
         lagger = asyncio.create_task(sample_lag(bootstrap, prefix, app_id, watch, stop))
-        with _progress(console, config.duration_s) as bar:
-            task = bar.add_task("load", total=config.duration_s)
+        bar, task = progress_bar(console, config.duration_s)
+        with bar:
             ticker = asyncio.create_task(_tick(bar, task, watch, stop))
             produced = await produce(bootstrap, scenario_stream(traffic, watch, config.duration_s),
                                      rate=config.rate or MAX_RATE, duration_s=config.duration_s,
@@ -130,15 +130,17 @@ async def run_loadtest(
         await asyncio.gather(watcher, *(t for t in (lagger,) if t is not None), return_exceptions=True)
 
 
-def _progress(console: Console, duration_s: float) -> Progress:
-    return Progress(
+def progress_bar(console: Console, duration_s: float) -> tuple[Progress, TaskID]:
+    """The run's bar over `duration_s`, with a status line; shown only on a terminal."""
+    bar = Progress(
         TextColumn("[bold]loadtest"), BarColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         console=console, transient=False, disable=not console.is_terminal,
     )
+    return bar, bar.add_task("load", total=duration_s, status="warming up")
 
 
-async def _tick(bar: Progress, task: Any, watch: Watch, stop: asyncio.Event) -> None:
+async def _tick(bar: Progress, task: TaskID, watch: Watch, stop: asyncio.Event) -> None:
     last_print = 0.0
     while True:
         elapsed = time.time() - watch.started
