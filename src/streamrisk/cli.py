@@ -75,9 +75,18 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     _traffic_args(p, 200.0, 30.0)
 
-    lt = sub.add_parser("loadtest", help="traffic to running workers; measure decisions and latency")
+    lt = sub.add_parser(
+        "loadtest",
+        help="labelled scenario traffic to workers; latency, lag, quality; report.json and plots",
+        description="Without --bootstrap: starts the embedded broker (Apache Kafka; --tansu for Tansu) "
+        "and --workers workers (default 1). With --bootstrap: drives the workers already running there "
+        "(and starts --workers more, default none).",
+    )
     _common(lt)
-    _traffic_args(lt, 500.0, 30.0)
+    _load_args(lt, 500.0, 60.0)
+    lt.add_argument("--workers", type=int, help="workers to start (default 1; 0 with --bootstrap)")
+    lt.add_argument("--out", type=Path, help="folder for report.json, labels.jsonl and the plots "
+                    "(default ./loadtest-report)")
 
     r = sub.add_parser("replay", help="send a JSON Lines file of {topic, key, value} records")
     _common(r)
@@ -92,9 +101,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--name", default="main", help="message key: the ruleset's name (default main)")
     pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
 
-    d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
-    _traffic_args(d, 300.0, 30.0)
-    d.add_argument("--kafka", action="store_true", help="run on real Apache Kafka instead of Tansu")
+    d = sub.add_parser("demo", help="embedded broker, a worker, labelled traffic and the tables")
+    _load_args(d, 300.0, 30.0)
+    d.add_argument("--workers", type=int, default=1, help="workers to start (default 1)")
+    d.add_argument("--out", type=Path, help="also write report.json, labels.jsonl and plots here")
+    d.add_argument("--kafka", action="store_true", help=argparse.SUPPRESS)  # the default now
+    d.set_defaults(bootstrap=None)
     _log_level(d)
     return ap
 
@@ -110,6 +122,23 @@ def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
         traceback.print_exc()
     print(f"streamrisk {args.command}: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+def _load_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None:
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=rate, help=f"events per second (default {rate:g})")
+    pace.add_argument("--max", action="store_true", help="send as fast as possible instead of --rate")
+    p.add_argument("--duration", type=float, default=duration, help=f"seconds (default {duration:g})")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--merchants", type=int, default=200)
+    p.add_argument("--days", type=float, default=7.0,
+                   help="days of event time the run's traffic covers, ending now (default 7)")
+    p.add_argument("--scenario-mix", help='per scenario, the share of events that start one: '
+                   '"card_testing=0.002,bust_out=0", or "none" (defaults: see README)')
+    p.add_argument("--malformed", type=float, default=0.002, help="share of malformed records")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--tansu", action="store_true",
+                   help="embedded Tansu (starts instantly) instead of Apache Kafka")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,16 +194,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("produce", "replay"):
         return asyncio.run(_produce(args, settings))
     if args.command == "loadtest":
-        from .loadgen.loadtest import run_loadtest, traffic_options
+        from .demo import run_load
 
-        result = asyncio.run(
-            run_loadtest(
-                settings.bootstrap, prefix=settings.topic_prefix, app_id=settings.app_id,
-                **traffic_options(args),
-            )
-        )
-        print(result.summary())
-        return 0
+        return run_load(args, settings, demo=False)
     return 2
 
 
