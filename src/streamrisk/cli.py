@@ -189,8 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_publish_rules(args, settings))
     if args.command == "replay":
         args.file.open("rb").close()  # an unreadable file is reported before any waiting
-    if args.command in ("produce", "replay", "loadtest"):
-        asyncio.run(_prepare(settings))
+    if args.command in ("produce", "replay") or (args.command == "loadtest" and args.bootstrap):
+        asyncio.run(_prepare(settings))  # (without --bootstrap, loadtest starts its own broker)
     if args.command in ("produce", "replay"):
         return asyncio.run(_produce(args, settings))
     if args.command == "loadtest":

@@ -21,7 +21,9 @@ def test_user_answer_has_features_credit_recent_payments_and_alerts() -> None:
     pipe = Pipeline()
     # 12 payments within 2 minutes: a burst the default ruleset alerts on (VELOCITY_5M).
     recs = [("payments", "u1", pay(f"p{i}", "u1", T0 + i * 10_000, 12.5)) for i in range(12)]
-    cb = {"event_id": "cb1", "ts": T0 + DAY_MS, "payment_id": "p3", "user_id": "u1", "merchant_id": "m1",
+    # The chargeback comes within the alert dedupe window: past it (plus the allowed lateness) the
+    # alert's dedupe entry expires and is swept, and the answer lists only unexpired alerts.
+    cb = {"event_id": "cb1", "ts": T0 + 30 * 60_000, "payment_id": "p3", "user_id": "u1", "merchant_id": "m1",
           "amount": 12.5, "currency": "CNY", "reason": "fraud"}
     pipe.run([*recs, ("chargebacks", "u1", cb)], now=T0 + 2 * DAY_MS)
     body = user_body(pipe.proc, "u1", pipe.proc.users.get("u1"), 0)
