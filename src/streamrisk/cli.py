@@ -1,4 +1,5 @@
-"""`streamrisk ...`: broker, worker, produce, loadtest, replay, publish-rules and demo."""
+"""`streamrisk ...`: broker, worker, produce, loadtest, record, replay, backtest, publish-rules,
+shadow-report and demo."""
 
 from __future__ import annotations
 
@@ -68,17 +69,21 @@ def parser() -> argparse.ArgumentParser:
     _common(lt)
     _traffic_args(lt, 500.0, 30.0)
 
-    r = sub.add_parser("replay", help="send a JSON Lines file of {topic, key, value} records")
-    _common(r)
-    r.add_argument("file", type=Path)
-    r.add_argument("--rate", type=float, default=1000.0)
+    from .backtest import commands as backtest_commands
+    from .recording import commands as recording_commands
+
+    recording_commands.add_parsers(sub, _common)
+    backtest_commands.add_parsers(sub, _common)
 
     pr = sub.add_parser(
         "publish-rules", help="check a rules file, then publish it on risk-rules (hot reload)"
     )
     _common(pr)
     pr.add_argument("file", type=Path, help="ruleset (YAML or JSON)")
-    pr.add_argument("--name", default="main", help="message key: the ruleset's name (default main)")
+    pr.add_argument("--name", help="message key: the ruleset's name (default main, or shadow)")
+    pr.add_argument("--mode", choices=("live", "shadow"), default="live",
+                    help="live: decide with it (promotes a shadow of the same version); shadow: evaluate it "
+                    "beside the live ruleset, never acting (default live)")
     pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
 
     d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
@@ -105,7 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(settings)
         if args.command == "publish-rules":
             return asyncio.run(_publish_rules(args, settings))
-        if args.command in ("produce", "replay"):
+        if args.command in ("record", "replay"):
+            from .recording import commands as recording_commands
+
+            return recording_commands.run(args, settings)
+        if args.command in ("backtest", "shadow-report"):
+            from .backtest import commands as backtest_commands
+
+            return backtest_commands.run(args, settings)
+        if args.command == "produce":
             return asyncio.run(_produce(args, settings))
         if args.command == "loadtest":
             from .loadgen.loadtest import run_loadtest, traffic_options
@@ -144,35 +157,38 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.file}: ruleset {ruleset.version!r} with {len(ruleset.rules)} rules is valid")
     if args.check:
         return 0
+    # A shadow under the live ruleset's key would replace it in the compacted topic.
+    name = args.name or ("shadow" if args.mode == "shadow" else "main")
     producer = make_producer(settings.bootstrap)
     await producer.start()
     try:
         topic = settings.topic(CONTROL_TOPIC)
-        await producer.send_and_wait(topic, orjson.dumps(ruleset.to_mapping()), key=args.name.encode())
+        value = {**ruleset.to_mapping(), "mode": args.mode}
+        await producer.send_and_wait(topic, orjson.dumps(value), key=name.encode())
     finally:
         await producer.stop()
-    print(f"published on {topic} as {args.name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
+    if args.mode == "shadow":
+        print(f"published on {topic} as {name!r}; workers evaluate {ruleset.version!r} in shadow "
+              "(see GET /stats, streamrisk shadow-report)")
+    else:
+        print(f"published on {topic} as {name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
     return 0
 
 
 async def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from .loadgen.produce import produce, read_jsonl, synthetic_stream
+    from .loadgen.produce import produce, synthetic_stream
     from .loadgen.synthetic import Mix, Traffic
 
-    if args.command == "replay":
-        records = read_jsonl(args.file)
-        stats = await produce(settings.bootstrap, records, rate=args.rate, topic_prefix=settings.topic_prefix)
-    else:
-        traffic = Traffic(
-            args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
-        )
-        stats = await produce(
-            settings.bootstrap,
-            synthetic_stream(traffic),
-            rate=args.rate,
-            duration_s=args.duration,
-            topic_prefix=settings.topic_prefix,
-        )
+    traffic = Traffic(
+        args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
+    )
+    stats = await produce(
+        settings.bootstrap,
+        synthetic_stream(traffic),
+        rate=args.rate,
+        duration_s=args.duration,
+        topic_prefix=settings.topic_prefix,
+    )
     per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.sent.items()))
     print(f"sent {stats.total} records in {stats.elapsed_s:.1f} s ({per_topic})")
     return 0

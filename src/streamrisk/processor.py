@@ -40,12 +40,13 @@ from .features.entities import (
 )
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
+from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
-from .topics import merchant_events_topic, merchant_risk_topic
+from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -151,6 +152,7 @@ class Processor:
         self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
+        self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view: dict[str, dict[str, float]] = {}
         self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
@@ -274,6 +276,7 @@ class Processor:
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out.update(self.rules.stats())
+        out["shadow"] = self.shadow.stats()
         return out
 
     # -- helpers
@@ -355,9 +358,11 @@ class Processor:
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
-        verdict = decide(
-            self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
-        )
+        ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
+        verdict = decide(self.rules.ruleset, ctx)
+        if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
+            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict)
+            out.append(Out(self.shadow.topic, p.user_id, would_be))
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
