@@ -21,7 +21,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: object) -> None:
         "current ruleset and with a candidate, and print how they differ. No broker needed.",
     )
     b.add_argument("recording", type=Path, help="JSON Lines recording")
-    b.add_argument("--rules", type=Path, required=True, help="candidate ruleset (YAML or JSON)")
+    # dest is not "rules": that attribute is the worker's start-up ruleset (STREAMRISK_RULES).
+    b.add_argument("--rules", dest="candidate", type=Path, required=True,
+                   help="candidate ruleset (YAML or JSON)")
     b.add_argument("--current", type=Path,
                    help="ruleset in force at the start (default: STREAMRISK_RULES, else the shipped "
                    "one); risk-rules records in the recording then apply to it as they did live")
@@ -58,7 +60,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     from .report import format_report, report_json
 
     try:
-        candidate = load_ruleset(args.rules)
+        candidate = load_ruleset(args.candidate)
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
         configure, note = policy_hook(args.policy)
         if not args.recording.is_file():
