@@ -6,10 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import orjson
-
-from ..rules import RulesetError, load_ruleset
-from ..rules.control import initial_ruleset
 from ..settings import Settings
 
 
@@ -54,7 +50,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the rules engine takes a while to import, and other commands do not need it.
+    import orjson
+
     from ..recording.jsonl import RecordingError, read_recording
+    from ..rules import RulesetError, load_ruleset
+    from ..rules.control import initial_ruleset
     from .offline import run_backtest
     from .policy import PolicyError, credit_built, policy_hook
     from .report import format_report, report_json
