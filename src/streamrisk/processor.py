@@ -359,13 +359,16 @@ class Processor:
         user_features["new_device"] = 1.0 if new_device else 0.0
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
-        verdict = decide(self.rules.ruleset, ctx)
+        explain = self.settings.explain_decisions
+        verdict = decide(self.rules.ruleset, ctx, explain)
         if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
-            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict)
+            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain)
             out.append(Out(self.shadow.topic, p.user_id, would_be))
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
+        if verdict.explanation is not None:
+            record["explanation"] = verdict.explanation
         out.append(Out(self.t_decisions, p.user_id, record))
         # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]

@@ -88,6 +88,8 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     batch_max: int = 500
+    # Each decision carries `explanation` (rules fired with the values read, top score contributions).
+    explain_decisions: bool = False
     batch_within_s: float = 0.005
     log_level: str = "info"
     # Logger names to run at DEBUG (e.g. "aiokafka.consumer.fetcher"), for diagnosing one component.
@@ -172,6 +174,11 @@ class Settings:
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")
+        if env.get("STREAMRISK_EXPLAIN"):
+            flag = env["STREAMRISK_EXPLAIN"].strip().lower()
+            if flag not in ("1", "true", "yes", "0", "false", "no"):
+                raise SettingsError(f"STREAMRISK_EXPLAIN must be 1/true/yes or 0/false/no (got {flag!r})")
+            kw["explain_decisions"] = flag in ("1", "true", "yes")
         text("STREAMRISK_LOG_LEVEL", "log_level")
         if env.get("STREAMRISK_DEBUG_LOGGERS"):
             names = env["STREAMRISK_DEBUG_LOGGERS"].split(",")

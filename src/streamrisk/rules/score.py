@@ -160,14 +160,22 @@ class ScoreModel:
 
     def score(self, ctx: Mapping[str, Mapping[str, object]]) -> float:
         """The payment's risk score in [0, 1]."""
+        return self.score_of(self.values(ctx)) if self._plan else self.score_of(())
+
+    def score_of(self, values: list[float] | tuple[()]) -> float:
+        """The score of feature values as returned by values() (explanations reuse them)."""
         z = self.bias
         if self._plan:
-            z += float(np.dot(self._w, self.vector(ctx)))
+            z += float(np.dot(self._w, np.array(values, dtype=np.float64)))
         # Two branches so exp() never overflows for large |z|.
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
+
+    def contributions(self, values: list[float]) -> list[tuple[str, float, float]]:
+        """(weight key, value, weight x value) per feature, in weight order."""
+        return [(f.key, x, float(w) * x) for f, x, w in zip(self.features, values, self._w, strict=True)]
 
     def action(self, score: float) -> int:
         """0 approve, 1 review, 2 decline, from the thresholds alone."""

@@ -61,12 +61,13 @@ class ShadowRun:
         self.topic = topic
         self.tally: ShadowTally | None = None
 
-    def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict) -> dict[str, Any]:
+    def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
+                explain: bool = False) -> dict[str, Any]:
         """The shadow's would-be decision record for `payment`; counts its agreement with `live`."""
         tally = self.tally
         if tally is None or tally.version != ruleset.version:
             tally = self.tally = ShadowTally(ruleset.version)
-        verdict = decide(ruleset, ctx)
+        verdict = decide(ruleset, ctx, explain)
         tally.observe(live, verdict)
         record = decision_record(payment, verdict.action, verdict.score, verdict.reasons,
                                  verdict.rules_version)
@@ -74,6 +75,8 @@ class ShadowRun:
         record["live_action"] = live.action
         record["live_reasons"] = list(live.reasons)
         record["live_rules_version"] = live.rules_version
+        if verdict.explanation is not None:
+            record["explanation"] = verdict.explanation
         return record
 
     def stats(self) -> dict[str, Any] | None:
