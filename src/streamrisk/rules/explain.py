@@ -3,12 +3,17 @@ largest contributions (weight x value). Optional on each decision (STREAMRISK_EX
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import Any
 
 from .ruleset import Context, FiredRule, Ruleset
 
 TOP_CONTRIBUTIONS = 3
+
+
+def _size(part: tuple[str, float, float]) -> float:
+    return abs(part[2])
 
 
 def explanation(ruleset: Ruleset, ctx: Context, fired: Sequence[FiredRule], values: list[float],
@@ -21,7 +26,7 @@ def explanation(ruleset: Ruleset, ctx: Context, fired: Sequence[FiredRule], valu
             read[f"{ns}.{field}"] = ctx.get(ns, {}).get(field)
         rules.append({"rule": f.name, "reason": f.reason, "action": f.action, "read": read})
     model = ruleset.score_model
-    parts = sorted(model.contributions(values), key=lambda p: -abs(p[2]))[:TOP_CONTRIBUTIONS]
+    parts = heapq.nlargest(TOP_CONTRIBUTIONS, model.contributions(values), key=_size)
     return {
         "rules": rules,
         "score": {

@@ -75,7 +75,7 @@ def _number(value: object, name: str) -> float:
 class ScoreModel:
     """A logistic model whose weights were vectorised once, at load."""
 
-    __slots__ = ("_plan", "_w", "bias", "clip", "decline_at", "features", "review_at")
+    __slots__ = ("_keys", "_plan", "_w", "_wl", "bias", "clip", "decline_at", "features", "review_at")
 
     def __init__(
         self,
@@ -91,6 +91,8 @@ class ScoreModel:
         self.decline_at = decline_at
         self.features = tuple(parse_feature(k) for k in weights)
         self._w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+        self._wl = [float(w) for w in weights.values()]  # as Python floats, for explanations
+        self._keys = [f.key for f in self.features]
         kinds = {"raw": _RAW, "log1p": _LOG1P, "eq": _EQ}
         self._plan = tuple((f.namespace, f.field, kinds[f.transform], f.equals)
                            for f in self.features)
@@ -175,7 +177,7 @@ class ScoreModel:
 
     def contributions(self, values: list[float]) -> list[tuple[str, float, float]]:
         """(weight key, value, weight x value) per feature, in weight order."""
-        return [(f.key, x, float(w) * x) for f, x, w in zip(self.features, values, self._w, strict=True)]
+        return [(k, x, w * x) for k, x, w in zip(self._keys, values, self._wl, strict=True)]
 
     def action(self, score: float) -> int:
         """0 approve, 1 review, 2 decline, from the thresholds alone."""
