@@ -33,15 +33,15 @@ class Recorded:
     offset: int | None = None
 
     def event_ts(self) -> int | None:
-        """The value's `ts` when it is a JSON object with an integer one, else the record time."""
+        """The value's `ts` when it is a JSON object with an integer one (malformed input has none)."""
         if self.value is not None and self.value[:1] == b"{":
             try:
                 ts = orjson.loads(self.value).get("ts")
             except orjson.JSONDecodeError:
-                ts = None
+                return None
             if type(ts) is int:
                 return ts
-        return self.timestamp
+        return None
 
     def to_line(self) -> bytes:
         obj: dict[str, Any] = {"topic": self.topic, "key": self.key}
