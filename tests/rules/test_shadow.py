@@ -47,6 +47,14 @@ def test_a_shadow_ruleset_decides_beside_the_live_one_and_never_acts() -> None:
         "actions": {"approve->approve": 1, "approve->decline": 1},
         "reasons": {"BIG_AMOUNT": {"live": 0, "shadow": 1}},
     }
+    assert pipe.proc.shadow.tally is not None
+    assert pipe.proc.shadow.tally.samples() == [
+        ("streamrisk_shadow_decisions", {"version": "shadow-1", "live_action": "approve",
+                                         "shadow_action": "approve"}, 1),
+        ("streamrisk_shadow_decisions", {"version": "shadow-1", "live_action": "approve",
+                                         "shadow_action": "decline"}, 1),
+        ("streamrisk_shadow_reasons", {"version": "shadow-1", "side": "shadow", "reason": "BIG_AMOUNT"}, 1),
+    ]
 
 
 def test_publishing_the_shadow_version_live_promotes_it_and_empties_the_shadow_slot() -> None:

@@ -39,8 +39,20 @@ class ShadowTally:
         self.reasons_live.update(live.reasons)
         self.reasons_shadow.update(shadow.reasons)
 
+    def samples(self) -> list[tuple[str, dict[str, str], int]]:
+        """The counts as Prometheus samples (metric name, labels, value), for /metrics:
+        `streamrisk_shadow_decisions{version, live_action, shadow_action}` and
+        `streamrisk_shadow_reasons{version, side, reason}`."""
+        out = [("streamrisk_shadow_decisions",
+                 {"version": self.version, "live_action": a, "shadow_action": b}, n)
+               for (a, b), n in sorted(self.actions.items())]
+        for side, counts in (("live", self.reasons_live), ("shadow", self.reasons_shadow)):
+            out += [("streamrisk_shadow_reasons", {"version": self.version, "side": side, "reason": r}, n)
+                    for r, n in sorted(counts.items())]
+        return out
+
     def stats(self) -> dict[str, Any]:
-        """For /stats; /metrics reads the same numbers (labels: live/shadow action, reason)."""
+        """For /stats; /metrics reads the same numbers through samples()."""
         reasons = sorted(set(self.reasons_live) | set(self.reasons_shadow))
         return {
             "version": self.version,
