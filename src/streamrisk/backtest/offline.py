@@ -190,6 +190,7 @@ def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Co
         b = {o.value["event_id"]: o.value for o in outs if o.topic == topic and isinstance(o.value, dict)}
         for d in b.values():
             comparison.b.add_decision(d["event_id"], d["action"], d["reasons"], d["rules_version"])
+        comparison.b.dead_letters = comparison.a.dead_letters  # one processor validated for both
     else:
         a, b = (_tally(lane, lane.processor.run_local(batch, now or None)) for lane in lanes)
     for event_id, d_a in a.items():
