@@ -3,7 +3,8 @@
 Writes a recording of `--minutes` of the demo's traffic (300 events/s, its mix of bursts and malformed
 records, record time = event time), then backtests a candidate ruleset (the default with tighter
 velocity limits) against the default over it: both rulesets, the whole core, one process. Prints the
-record time covered per second of backtest; the target is >= 20x real time.
+record time covered per second of backtest (target: >= 20x real time), and, as a baseline measured in
+the same run, the worker's core alone over the same file (one ruleset, nothing compared).
 
 Run: .venv/bin/python scripts/bench_backtest.py [--minutes 60] [--rate 300]
 """
@@ -69,11 +70,16 @@ def main() -> int:
         t0 = int(time.time() * 1000) - int(args.minutes * 60_000)
         n = write_demo_recording(path, args.minutes, args.rate, t0)
         size_mb = path.stat().st_size / 1e6
+        # The worker's core alone over the same records (one ruleset, no comparison): the baseline.
+        alone = run_backtest(read_recording(path), Settings(), default_ruleset(), None)
         result = run_backtest(read_recording(path), Settings(), default_ruleset(), candidate_ruleset())
     c = result.comparison
     print(f"{n} records ({size_mb:.0f} MB), {result.span_s / 60:.1f} min of record time at "
           f"{args.rate:g} events/s; {c.compared} payments decided by both rulesets, {c.changed} changed")
     cpu_speedup = result.span_s / result.cpu_s
+    print(f"  the worker's core alone (one ruleset, same file): {alone.elapsed_s:.1f} s elapsed, "
+          f"{alone.cpu_s:.1f} s CPU; backtest / core alone: {result.elapsed_s / alone.elapsed_s:.2f} "
+          f"elapsed, {result.cpu_s / alone.cpu_s:.2f} CPU")
     print(f"  backtest (both rulesets, reading the file included): {result.elapsed_s:.1f} s elapsed, "
           f"{result.cpu_s:.1f} s CPU; {result.records / result.elapsed_s:.0f} records/s")
     print(f"  speed: {result.speedup:.1f}x real time elapsed ({cpu_speedup:.1f}x by CPU time; load average "

@@ -101,7 +101,7 @@ def run_backtest(
     records: Iterable[Recorded],
     settings: Settings,
     current: Ruleset,
-    candidate: Ruleset,
+    candidate: Ruleset | None,
     *,
     configure: Callable[[Processor, bool], None] | None = None,
     shared: bool = True,
@@ -109,14 +109,17 @@ def run_backtest(
     batch_span_ms: int = 100,
 ) -> Backtest:
     """Run both rulesets over `records`; `configure(processor, is_candidate)` applies e.g. a policy
-    (separate mode only: in shared mode one processor serves both)."""
+    (separate mode only: in shared mode one processor serves both). `candidate=None` runs the current
+    ruleset alone (what one worker would do: the benchmark's baseline)."""
     lanes = []
     if shared:
         proc = Processor(settings, DictKV(), current)
         lanes.append(Lane(proc, Tally(version=current.version), follow_rules=True, shadow=candidate))
         proc.rules.shadow = candidate
-        b_tally = Tally(version=candidate.version, alerts=None)
+        b_tally = Tally(version=candidate.version if candidate else "-", alerts=None)
     else:
+        if candidate is None:
+            raise ValueError("separate mode needs a candidate ruleset")
         for ruleset, is_candidate in ((current, False), (candidate, True)):
             proc = Processor(settings, DictKV(), ruleset)
             if configure is not None:
