@@ -74,3 +74,26 @@ def test_partitions_merge_by_record_time_keeping_each_partitions_order(tmp_path:
     with path.open("wb") as fh:
         write_records(fh, merged)
     assert list(read_recording(path)) == merged
+
+
+async def test_a_snapshot_merges_whole_partitions_by_record_time(tmp_path: Path) -> None:
+    """Fetches return a small partition whole and a big one in pieces; the snapshot still comes out
+    in record-time order (a chargeback after the payment it names)."""
+    from aiokafka import TopicPartition
+
+    from streamrisk.recording.record import _write_merged
+
+    pay, cb = TopicPartition("payments", 0), TopicPartition("chargebacks", 0)
+    payments = [Recorded("payments", "u", b"{}", t, 0, t) for t in range(0, 100, 10)]
+    fetches = [{pay: payments[:3], cb: [Recorded("chargebacks", "u", b"{}", 55, 0, 0)]},
+               {pay: payments[3:]}]
+
+    async def batches():
+        for f in fetches:
+            yield f
+
+    out = tmp_path / "snap.jsonl"
+    stats = await _write_merged(batches(), out)
+    recs = list(read_recording(out))
+    assert [r.timestamp for r in recs] == [0, 10, 20, 30, 40, 50, 55, 60, 70, 80, 90]
+    assert stats.total == 11 and stats.per_topic == {"payments": 10, "chargebacks": 1}

@@ -1,23 +1,25 @@
 """`streamrisk record`: copy topics to a JSON Lines recording, without joining any consumer group.
 
-By default it takes what the topics hold now, from their first offset to their end at start, and
-stops. `--follow` keeps recording new records until Ctrl-C or `--duration`. Records of different
-partitions are merged by record time, each partition's own order kept, so a backtest processes them
-in about the order the workers did.
+By default it takes what the topics hold now, from their first offset to their end, and stops.
+`--follow` keeps recording new records until Ctrl-C or `--duration`. Records of different partitions
+are merged by record time (when they were produced), each partition's own order kept, so a backtest
+processes a chargeback after the payment it names, as the records were produced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from .jsonl import Recorded, write_records
+from .jsonl import Recorded, read_recording, write_records
 
 
 @dataclass
@@ -71,7 +73,6 @@ async def record(
 ) -> RecordStats:
     """Write `topics` (contract names) to `out`; see the module docstring for when it stops."""
     names = {prefix + t: t for t in topics}
-    stats = RecordStats()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
         fetch_max_wait_ms=50,
@@ -82,25 +83,68 @@ async def record(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        with out.open("wb") as fh:
+
+        async def batches() -> AsyncIterator[dict[TopicPartition, list[Recorded]]]:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                chunk = [
-                    [_recorded(r, names[tp.topic]) for r in records]
-                    for tp, records in batch.items()
-                ]
-                merged = merge_by_time(chunk)
-                write_records(fh, merged)
-                for rec in merged:
-                    stats.add(rec)
+                yield {tp: [_recorded(r, names[tp.topic]) for r in rs] for tp, rs in batch.items()}
                 if stop is not None and stop.is_set():
-                    break
+                    return
                 if deadline is not None and time.monotonic() >= deadline:
-                    break
+                    return
                 if not follow and await _at_end(consumer, tps):
-                    break
+                    return
+
+        if follow:
+            return await _write_as_fetched(batches(), out)
+        return await _write_merged(batches(), out)
     finally:
         await consumer.stop()
+
+
+async def _write_as_fetched(batches: AsyncIterator[dict[TopicPartition, list[Recorded]]],
+                            out: Path) -> RecordStats:
+    """Following: each fetch merged by record time (a fetch may hold older records of a partition
+    than the previous one held of another; a snapshot does not have that limit)."""
+    stats = RecordStats()
+    with out.open("wb") as fh:
+        async for batch in batches:
+            merged = merge_by_time(list(batch.values()))
+            write_records(fh, merged)
+            for rec in merged:
+                stats.add(rec)
+    return stats
+
+
+async def _write_merged(batches: AsyncIterator[dict[TopicPartition, list[Recorded]]],
+                        out: Path) -> RecordStats:
+    """A snapshot: each partition spooled to a file of its own, then all merged by record time.
+
+    Fetches return partitions unevenly (a small topic whole, a big one in pieces), so merging fetch
+    by fetch would put a chargeback before the payment it names; the files keep memory flat.
+    """
+    stats = RecordStats()
+    with tempfile.TemporaryDirectory(prefix="streamrisk-record-") as tmp:
+        spools: dict[TopicPartition, IO[bytes]] = {}
+        try:
+            async for batch in batches:
+                for tp, recs in batch.items():
+                    if tp not in spools:
+                        spools[tp] = (Path(tmp) / f"{len(spools)}.jsonl").open("wb")
+                    write_records(spools[tp], recs)
+        finally:
+            for fh in spools.values():
+                fh.close()
+        parts = [read_recording(Path(tmp) / f"{i}.jsonl") for i in range(len(spools))]
+        with out.open("wb") as fh:
+            chunk: list[Recorded] = []
+            for rec in heapq.merge(*parts, key=lambda r: r.timestamp or 0):
+                chunk.append(rec)
+                stats.add(rec)
+                if len(chunk) >= 10_000:
+                    write_records(fh, chunk)
+                    chunk.clear()
+            write_records(fh, chunk)
     return stats
 
 
