@@ -13,17 +13,18 @@ def add_parsers(sub: argparse._SubParsersAction, common: object) -> None:
     """`common(parser)` adds --bootstrap and --topic-prefix."""
     b = sub.add_parser(
         "backtest", help="a candidate ruleset over a recording, offline, beside the current one",
-        description="Run a recording (streamrisk record) through the worker's core twice, with the "
-        "current ruleset and with a candidate, and print how they differ. No broker needed.",
+        description="Run a recording (streamrisk record) through the worker's core with the current "
+        "ruleset and a candidate beside it, and print how they differ. No broker needed.",
     )
     b.add_argument("recording", type=Path, help="JSON Lines recording")
     # dest is not "rules": that attribute is the worker's start-up ruleset (STREAMRISK_RULES).
-    b.add_argument("--rules", dest="candidate", type=Path, required=True,
+    b.add_argument("--rules", dest="candidate", type=Path, required=True, metavar="FILE",
                    help="candidate ruleset (YAML or JSON)")
-    b.add_argument("--current", type=Path,
+    b.add_argument("--current", type=Path, metavar="FILE",
                    help="ruleset in force at the start (default: STREAMRISK_RULES, else the shipped "
                    "one); risk-rules records in the recording then apply to it as they did live")
-    b.add_argument("--policy", type=Path, help="candidate credit policy (needs the credit package)")
+    b.add_argument("--policy", type=Path, metavar="FILE",
+                   help="candidate credit policy (needs the credit package)")
     b.add_argument("--changes", type=Path, help="write every changed payment here (JSON Lines)")
     b.add_argument("--json", type=Path, help="write the report as JSON here")
     b.add_argument("--show", type=int, default=20, help="changed payments to print (default 20)")
