@@ -76,6 +76,8 @@ async def record(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
         fetch_max_wait_ms=50,
+        # What the workers read: never a record of an aborted transaction (see transport.py).
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
@@ -154,6 +156,8 @@ async def read_to_end(bootstrap: str, topics: Sequence[str]) -> dict[str, list[C
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
         fetch_max_wait_ms=50,
+        # What the workers read: never a record of an aborted transaction (see transport.py).
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:
