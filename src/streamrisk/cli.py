@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
                     help="live: decide with it (promotes a shadow of the same version); shadow: evaluate it "
                     "beside the live ruleset, never acting (default live)")
     pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
+    pr.add_argument("--retire-shadow", action="store_true",
+                    help="then delete the shadow's record (key shadow): promote for good, also for workers "
+                    "that start after the topic is compacted")
 
     d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
     _traffic_args(d, 300.0, 30.0)
@@ -165,8 +168,12 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
         topic = settings.topic(CONTROL_TOPIC)
         value = {**ruleset.to_mapping(), "mode": args.mode}
         await producer.send_and_wait(topic, orjson.dumps(value), key=name.encode())
+        if args.retire_shadow:  # a tombstone: workers drop the shadow, compaction the record
+            await producer.send_and_wait(topic, None, key=b"shadow")
     finally:
         await producer.stop()
+    if args.retire_shadow:
+        print(f"retired the shadow ruleset (tombstone for 'shadow' on {topic})")
     if args.mode == "shadow":
         print(f"published on {topic} as {name!r}; workers evaluate {ruleset.version!r} in shadow "
               "(see GET /stats, streamrisk shadow-report)")

@@ -85,10 +85,21 @@ async def test_shadow_ruleset_never_acts_is_counted_reported_and_backtested(
         recall = next(line for line in out.splitlines() if "recall (decline)" in line).split()
         assert recall[-3:] == ["0.000", "1.000", "+1.000"], out
 
+        promoted = cli("publish-rules", str(rules), "--retire-shadow", *common)
+        assert promoted.returncode == 0, promoted.stderr
+        async with aiohttp.ClientSession() as http:
+
+            async def promoted_for_good() -> bool | dict | None:
+                s = await get_json(http, worker, "/stats")
+                return (s is not None and s["rules_version"] == "cand-1"
+                        and s["shadow_rules_version"] is None) or s
+
+            await wait_for(promoted_for_good, 30, "cand-1 live and no shadow")
+
         recording = tmp_path / "live.jsonl"
         recorded = cli("record", "--out", str(recording), *common)
         assert recorded.returncode == 0, recorded.stderr
-        assert "payments=6" in recorded.stdout and "risk-rules=2" in recorded.stdout
+        assert "payments=6" in recorded.stdout and "risk-rules=4" in recorded.stdout
         result = run_backtest(read_recording(recording), Settings(), load_ruleset(LIVE),
                               load_ruleset(CANDIDATE))
         c = result.comparison
