@@ -1,4 +1,5 @@
-"""`streamrisk ...`: broker, worker, produce, loadtest, replay, publish-rules and demo."""
+"""`streamrisk ...`: broker, worker, produce, loadtest, record, replay, backtest, publish-rules,
+shadow-report and demo."""
 
 from __future__ import annotations
 
@@ -88,18 +89,25 @@ def parser() -> argparse.ArgumentParser:
     lt.add_argument("--out", type=Path, help="folder for report.json, labels.jsonl and the plots "
                     "(default ./loadtest-report)")
 
-    r = sub.add_parser("replay", help="send a JSON Lines file of {topic, key, value} records")
-    _common(r)
-    r.add_argument("file", type=Path)
-    r.add_argument("--rate", type=float, default=1000.0)
+    from .backtest import commands as backtest_commands
+    from .recording import commands as recording_commands
+
+    recording_commands.add_parsers(sub, _common)
+    backtest_commands.add_parsers(sub, _common)
 
     pr = sub.add_parser(
         "publish-rules", help="check a rules file, then publish it on risk-rules (hot reload)"
     )
     _common(pr)
     pr.add_argument("file", type=Path, help="ruleset (YAML or JSON)")
-    pr.add_argument("--name", default="main", help="message key: the ruleset's name (default main)")
+    pr.add_argument("--name", help="message key: the ruleset's name (default main, or shadow)")
+    pr.add_argument("--mode", choices=("live", "shadow"), default="live",
+                    help="live: decide with it (promotes a shadow of the same version); shadow: evaluate it "
+                    "beside the live ruleset, never acting (default live)")
     pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
+    pr.add_argument("--retire-shadow", action="store_true",
+                    help="then delete the shadow's record (key shadow): promote for good, also for workers "
+                    "that start after the topic is compacted")
 
     d = sub.add_parser("demo", help="embedded broker, a worker, labelled traffic and the tables")
     _load_args(d, 300.0, 30.0)
@@ -189,9 +197,17 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_publish_rules(args, settings))
     if args.command == "replay":
         args.file.open("rb").close()  # an unreadable file is reported before any waiting
-    if args.command in ("produce", "replay") or (args.command == "loadtest" and args.bootstrap):
+    if args.command in ("backtest", "shadow-report"):
+        from .backtest import commands as backtest_commands
+
+        return backtest_commands.run(args, settings)
+    if args.command in ("produce", "record", "replay") or (args.command == "loadtest" and args.bootstrap):
         asyncio.run(_prepare(settings))  # (without --bootstrap, loadtest starts its own broker)
-    if args.command in ("produce", "replay"):
+    if args.command in ("record", "replay"):
+        from .recording import commands as recording_commands
+
+        return recording_commands.run(args, settings)
+    if args.command == "produce":
         return asyncio.run(_produce(args, settings))
     if args.command == "loadtest":
         from .demo import run_load
@@ -227,35 +243,42 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         return 0
     await _prepare(settings)
+    # A shadow under the live ruleset's key would replace it in the compacted topic.
+    name = args.name or ("shadow" if args.mode == "shadow" else "main")
     producer = make_producer(settings.bootstrap)
     await producer.start()
     try:
         topic = settings.topic(CONTROL_TOPIC)
-        await producer.send_and_wait(topic, orjson.dumps(ruleset.to_mapping()), key=args.name.encode())
+        value = {**ruleset.to_mapping(), "mode": args.mode}
+        await producer.send_and_wait(topic, orjson.dumps(value), key=name.encode())
+        if args.retire_shadow:  # a tombstone: workers drop the shadow, compaction the record
+            await producer.send_and_wait(topic, None, key=b"shadow")
     finally:
         await producer.stop()
-    print(f"published on {topic} as {args.name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
+    if args.retire_shadow:
+        print(f"retired the shadow ruleset (tombstone for 'shadow' on {topic})")
+    if args.mode == "shadow":
+        print(f"published on {topic} as {name!r}; workers evaluate {ruleset.version!r} in shadow "
+              "(see GET /stats, streamrisk shadow-report)")
+    else:
+        print(f"published on {topic} as {name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
     return 0
 
 
 async def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from .loadgen.produce import produce, read_jsonl, synthetic_stream
+    from .loadgen.produce import produce, synthetic_stream
     from .loadgen.synthetic import Mix, Traffic
 
-    if args.command == "replay":
-        records = read_jsonl(args.file)
-        stats = await produce(settings.bootstrap, records, rate=args.rate, topic_prefix=settings.topic_prefix)
-    else:
-        traffic = Traffic(
-            args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
-        )
-        stats = await produce(
-            settings.bootstrap,
-            synthetic_stream(traffic),
-            rate=args.rate,
-            duration_s=args.duration,
-            topic_prefix=settings.topic_prefix,
-        )
+    traffic = Traffic(
+        args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
+    )
+    stats = await produce(
+        settings.bootstrap,
+        synthetic_stream(traffic),
+        rate=args.rate,
+        duration_s=args.duration,
+        topic_prefix=settings.topic_prefix,
+    )
     per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.sent.items()))
     print(f"sent {stats.total} records in {stats.elapsed_s:.1f} s ({per_topic})")
     return 0

@@ -51,13 +51,14 @@ from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
+from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
 from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
-from .topics import merchant_events_topic, merchant_risk_topic
+from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class Processor:
         })
         self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
+        self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
         self.validator = Validator(
@@ -336,6 +338,7 @@ class Processor:
         out["bad_summaries"] = self.merchant_view.bad
         out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
+        out["shadow"] = self.shadow.stats()
         return out
 
     # -- helpers
@@ -472,13 +475,18 @@ class Processor:
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
-        verdict = decide(
-            self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
-        )
+        ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
+        explain = self.settings.explain_decisions
+        verdict = decide(self.rules.ruleset, ctx, explain)
+        if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
+            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain)
+            out.append(Out(self.shadow.topic, p.user_id, would_be))
         outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
+        if verdict.explanation is not None:
+            record["explanation"] = verdict.explanation
         out.append(Out(self.t_decisions, p.user_id, record))
         # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]

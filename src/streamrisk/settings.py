@@ -101,6 +101,8 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     batch_max: int = 500
+    # Each decision carries `explanation` (rules fired with the values read, top score contributions).
+    explain_decisions: bool = False
     # Delivery (delivery.py): how often input offsets are committed (a crash re-reads at most about
     # this much input), how long a record may wait for its acknowledgement, and how many times a
     # failed one is sent before the worker stops.
@@ -233,6 +235,11 @@ class Settings:
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")
+        if env.get("STREAMRISK_EXPLAIN"):
+            flag = env["STREAMRISK_EXPLAIN"].strip().lower()
+            if flag not in ("1", "true", "yes", "0", "false", "no"):
+                raise SettingsError(f"STREAMRISK_EXPLAIN must be 1/true/yes or 0/false/no (got {flag!r})")
+            kw["explain_decisions"] = flag in ("1", "true", "yes")
         number("STREAMRISK_COMMIT_INTERVAL_MS", "commit_interval_ms")
         number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
         number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")

@@ -37,6 +37,11 @@ def merchant_risk_topic(settings: Settings) -> str:
     return settings.topic(f"{settings.app_id}-merchant-risk")
 
 
+def shadow_decisions_topic(settings: Settings) -> str:
+    """Would-be decisions of the shadow ruleset (rules/shadow.py), read by `streamrisk shadow-report`."""
+    return settings.topic(f"{settings.app_id}-shadow-decisions")
+
+
 def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Topic name -> (partitions, topic config), for everything a worker touches."""
     n = settings.partitions
@@ -45,6 +50,7 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         settings.topic(t): (n, {}) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)
     }
     topics[merchant_events_topic(settings)] = (n, {})
+    topics[shadow_decisions_topic(settings)] = (n, {})
     # The newest value per key is all that matters here.
     topics[changelog_topic(settings)] = (n, compact)
     topics[merchant_risk_topic(settings)] = (n, compact)

@@ -184,6 +184,11 @@ class Ruleset:
             for r, rule_specs in zip(self._active, specs, strict=True)
         )
         self._all = _Batch(fired, programs, specs)
+        # Rule name -> the (namespace, field) pairs its condition reads, for explanations.
+        self.fields_read: dict[str, tuple[tuple[str, str], ...]] = {
+            f.name: tuple((sp[1], sp[2]) for sp in rule_specs)
+            for f, rule_specs in zip(fired, specs, strict=True)
+        }
         merchant = [i for i, f in enumerate(fired) if f.subject == "merchant"]
         self._merchant = _Batch(
             tuple(fired[i] for i in merchant),
