@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .credit import credit_book
 from .decisions import alert_record, decision_record
 from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
 from .features.entities import (
@@ -150,6 +151,7 @@ class Processor:
         )
         self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
+        self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms)
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view: dict[str, dict[str, float]] = {}
@@ -190,7 +192,7 @@ class Processor:
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
             if m.topic == self.t_merchant_events:
-                self._merchant_event(m)
+                self._merchant_event(m, out)
                 continue
             name, handler = self._routes[m.topic]
             try:
@@ -206,7 +208,8 @@ class Processor:
         return out
 
     def flush_state(self) -> int:
-        return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
+        credit = self.credit.flush() if self.credit is not None else 0
+        return self.users.flush() + self.merchants.flush() + self.payment_index.flush() + credit
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
         """A whole deployment in this process, without Kafka (tests, benchmarks, backtests).
@@ -239,6 +242,8 @@ class Processor:
         self.users.forget()
         self.merchants.forget()
         self.payment_index.forget()
+        if self.credit is not None:
+            self.credit.forget()
         self._touched.clear()
 
     def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
@@ -274,6 +279,8 @@ class Processor:
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out.update(self.rules.stats())
+        if self.credit is not None:
+            out.update(self.credit.stats())
         return out
 
     # -- helpers
@@ -354,6 +361,10 @@ class Processor:
         user_features = user.features()
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
+        credit = self.credit
+        if credit is not None:  # a review due at this payment comes before its decision
+            account = credit.before_user_event(m.partition, p.user_id, p.event_id, p.ts, out)
+            user_features.update(credit.fields(account))
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         verdict = decide(
             self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
@@ -364,6 +375,9 @@ class Processor:
         out.append(Out(self.t_decisions, p.user_id, record))
         # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
+        if credit is not None:  # the draw happens with the decision
+            fired = [(f.reason, f.severity) for f in user_fired]
+            credit.after_payment(account, p, verdict.action, fired, out)
         if user_fired:
             ids = self._event_ids(self.users, slot, p.ts)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
@@ -378,6 +392,8 @@ class Processor:
         if not self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
             return
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        if self.credit is not None:
+            self.credit.on_chargeback(m.partition, c, out)
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
         original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
         if original is not None:
@@ -395,17 +411,23 @@ class Processor:
             store, held = self.users, HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
         else:
             store, held = self.merchants, HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
-        self._hold(store, r.account_id, m.partition, held)
+        slot = self._hold(store, r.account_id, m.partition, held)
+        if slot is not None and self.credit is not None:
+            self.credit.on_repayment(m.partition, r, slot, out)
 
     def _order(self, m: Message, o: Order, out: list[Out]) -> None:
         cats = (o.user_id,) if o.status == "placed" else ()
         held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        self._hold(self.merchants, o.merchant_id, m.partition, held)
+        slot = self._hold(self.merchants, o.merchant_id, m.partition, held)
+        if slot is not None and self.credit is not None:
+            self.credit.on_order(m.partition, o, slot, out)
 
-    def _merchant_event(self, m: Message) -> None:
+    def _merchant_event(self, m: Message, out: list[Out]) -> None:
         # Written by _forward above, so trusted: [id, series, ts, amount, merchant].
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
-        self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        if slot is not None and self.credit is not None:
+            self.credit.on_merchant_event(m.partition, merchant_id, eid, slot, out)
 
     def _summarise_merchants(self, out: list[Out]) -> None:
         """Publish each merchant the batch changed, and alert on its merchant-only rules."""
@@ -419,6 +441,8 @@ class Processor:
             if fired:
                 ids = self._event_ids(self.merchants, slot, merchant.latest)
                 self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
+                if self.credit is not None:
+                    self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], out)
         self._touched.clear()
 
 
