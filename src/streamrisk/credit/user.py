@@ -200,7 +200,8 @@ def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy) -> int:
     _advance(a, ts, p)
     drawn = a.draws.pop(payment_id, None)
     reversed_amount = 0
-    if drawn is not None:
+    # Pruning in _advance is memory hygiene only; the window is decided here.
+    if drawn is not None and drawn[0] > a.clock - p.reversal_window_ms:
         reversed_amount = min(drawn[1], a.outstanding)
         a.outstanding -= reversed_amount
     _negative(a, CHARGEBACK_RECEIVED, ts, p)
