@@ -14,10 +14,11 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ..credit.report import CreditWatch
 from ..settings import Settings
 from ..topics import merchant_risk_topic
 from .produce import ProduceStats, produce, synthetic_stream
-from .synthetic import Mix, Traffic
+from .synthetic import CREDIT_STORIES, Mix, Traffic
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Watch:
     # Wall clock at which a merchant summary was read, less the event time of the merchant's newest
     # event (synthetic events carry their send time): how far behind the merchant side is.
     view_lag_ms: list[float] = field(default_factory=list)
+    credit: CreditWatch = field(default_factory=CreditWatch)  # adjustments, by reason
 
     def on_send(self, topic: str, key: str, event_id: str | None, at: float) -> None:
         if topic == "payments" and event_id:
@@ -61,6 +63,8 @@ async def watch_outputs(
     topics = [prefix + "risk-decisions", prefix + "dead-letters", prefix + "fraud-alerts"]
     if summary_topic:
         topics.append(summary_topic)
+    watch.credit.prefix = prefix
+    topics += watch.credit.topics()
     since_ms = time.time() * 1000
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
@@ -85,6 +89,8 @@ async def watch_outputs(
             batch = await consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.time()
             for tp, records in batch.items():
+                if watch.credit.take(tp.topic, (r.value for r in records)):
+                    continue
                 if tp.topic == dead_topic:
                     watch.dead_letters += len(records)
                     continue
@@ -142,6 +148,7 @@ class LoadtestResult:
         if w.alerts:
             top = ", ".join(f"{k}={v}" for k, v in sorted(w.alerts.items(), key=lambda kv: -kv[1]))
             lines.append(f"  fraud alerts        {top}")
+        lines += w.credit.summary_lines()
         lines.append(f"  dead letters        {w.dead_letters}")
         lines.append(f"  repeated decisions  {w.repeats}")
         missing = sum(1 for e in w.sent_at if e not in w.decided)
@@ -199,7 +206,8 @@ async def run_loadtest(
     summaries = merchant_risk_topic(Settings(topic_prefix=prefix, app_id=app_id))
     watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop, summary_topic=summaries))
     run_id = f"{seed}-{int(time.time())}"
-    traffic = Traffic(users, merchants, seed=seed, mix=Mix(malformed=malformed, bursts=bursts), run_id=run_id)
+    mix = Mix(malformed=malformed, bursts=bursts, credit_stories=CREDIT_STORIES)
+    traffic = Traffic(users, merchants, seed=seed, mix=mix, run_id=run_id)
 
     started = time.monotonic()
     # Warm-up: one payment at a time until a worker has joined and decided it.

@@ -188,3 +188,11 @@ def surge_then_collapse(merchant: str, now: int) -> list[Record]:
     out += _orders(merchant, "surge", 28, now - 9 * DAY, 6 * HOUR, 500.0)
     out.append(order(f"{merchant}:quiet:placed", merchant, f"{merchant}-buyer0", 20.0, now))
     return out
+
+
+def charged_back_user(user: str, now: int) -> list[Record]:
+    """CHARGEBACK_RECEIVED: a credit_line payment charged back two days later (the draw is reversed),
+    then an ordinary payment a week on, whose review cuts the limit."""
+    paid = payment(f"{user}:cbp", user, f"{user}-shop", 800.0, now - 9 * DAY, method="credit_line")
+    cb = chargeback(f"{user}:cb", f"{user}:cbp", user, f"{user}-shop", 800.0, now - 7 * DAY)
+    return [paid, cb, payment(f"{user}:after", user, f"{user}-shop", 30.0, now)]

@@ -12,6 +12,7 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
+from ..credit.report import entity_credit
 from ..processor import Processor
 
 
@@ -27,7 +28,7 @@ def register_routes(app: faust.App, processor: Processor) -> None:
             return view.json({"error": "missing or wrong bearer token"}, status=401)
         return None
 
-    def entity_page(kind: str, store: Any, credit_field: str) -> None:
+    def entity_page(kind: str, store: Any) -> None:
         """`GET /{kind}s/{id}`: the entity's features, or 404 with a JSON error."""
 
         @app.page(f"/{kind}s/{{entity_id}}")
@@ -42,12 +43,12 @@ def register_routes(app: faust.App, processor: Processor) -> None:
                     f"{kind}_id": entity_id,
                     "latest_ts": entity.latest,
                     "features": entity.features(),
-                    credit_field: None,  # credit policy comes with its own issue
+                    **entity_credit(processor.credit, kind, entity_id, entity),
                 }
                 return self.json(body)
 
-    entity_page("user", processor.users, "credit_limit")
-    entity_page("merchant", processor.merchants, "credit_line")
+    entity_page("user", processor.users)
+    entity_page("merchant", processor.merchants)
 
     @app.page("/stats")
     class StatsView(View):
