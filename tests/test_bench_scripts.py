@@ -17,7 +17,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
     [
         ["bench_rules.py", "--payments", "100", "--repeat", "1"],
         ["bench_payment_index.py"],
-        ["bench_processor.py", "--events", "3000"],
+        ["bench_processor.py", "--events", "3000", "--repeat", "1"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
     ],

@@ -427,7 +427,7 @@ class Processor:
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
         if slot is not None and self.credit is not None:
-            self.credit.on_merchant_event(m.partition, merchant_id, eid, slot, out)
+            self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
     def _summarise_merchants(self, out: list[Out]) -> None:
         """Publish each merchant the batch changed, and alert on its merchant-only rules."""

@@ -18,7 +18,7 @@ import orjson
 
 from ..decisions import limit_adjustment_record, line_adjustment_record
 from ..events import Chargeback, Order, Payment, Repayment, to_major
-from ..features.entities import M_SETTLED_REFUND, MerchantState
+from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
 from ..state.payment_index import PaymentIndex
 from ..state.store import KV, SEP, EntityStore, HeldEvent, Slot
 from . import merchant as mc
@@ -174,6 +174,14 @@ class CreditBook:
                 settled = HeldEvent("s" + o.event_id, M_SETTLED_REFUND, order.ts, min(o.amount, order.amount))
                 self.merchants.add(slot, settled)
         self.on_merchant_event(partition, o.merchant_id, o.event_id, slot, out)
+
+    def on_forwarded(self, partition: int, merchant_id: str, event_id: str, series: int,
+                     slot: Slot[MerchantState], out: list[Any]) -> None:
+        """A payment or chargeback at the merchant, forwarded from its user's worker. A payment only
+        lowers the chargeback rate a little, so it does not reprice the line on its own (most of the
+        merchant's events are payments); the next order, repayment or chargeback includes it."""
+        if series != M_PAYMENT:
+            self.on_merchant_event(partition, merchant_id, event_id, slot, out)
 
     def on_merchant_event(self, partition: int, merchant_id: str, event_id: str,
                           slot: Slot[MerchantState], out: list[Any], force: bool = False) -> None:
