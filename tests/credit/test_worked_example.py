@@ -64,8 +64,7 @@ def test_worked_example_merchant() -> None:
     got = [(a["previous_line"], a["new_line"], a["reasons"]) for a in pipe.records("credit-line-adjustments")]
     assert got == [
         (0.0, 800.0, ["RECEIVABLES"]),
-        (800.0, 0.0, ["RECEIVABLES"]),
-        (0.0, 2400.0, ["RECEIVABLES"]),
+        (800.0, 2400.0, ["RECEIVABLES"]),
         (2400.0, 1920.0, ["REFUND_RATE"]),
         (1920.0, 1680.0, ["LATE_REPAYMENTS", "REFUND_RATE"]),
         (1680.0, 420.0, ["LATE_REPAYMENTS", "REFUND_RATE", "SALES_DECLINE"]),

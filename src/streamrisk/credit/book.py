@@ -164,7 +164,10 @@ class CreditBook:
 
     # -- merchant side
     def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any]) -> None:
-        """Index a fulfilled order; charge a refund to its order, if that was fulfilled in the period."""
+        """Index a fulfilled order; charge a refund to its order, if that was fulfilled in the period.
+
+        Placed and cancelled orders do not reprice the line on their own (they move neither the
+        receivables nor, much, the refund rate); the next reprice includes them."""
         if o.status == "fulfilled":
             self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount)
         elif o.status == "refunded":
@@ -173,6 +176,8 @@ class CreditBook:
                 # Held at the order's fulfilment time, it leaves the settlement window with the order.
                 settled = HeldEvent("s" + o.event_id, M_SETTLED_REFUND, order.ts, min(o.amount, order.amount))
                 self.merchants.add(slot, settled)
+        else:
+            return
         self.on_merchant_event(partition, o.merchant_id, o.event_id, slot, out)
 
     def on_forwarded(self, partition: int, merchant_id: str, event_id: str, series: int,

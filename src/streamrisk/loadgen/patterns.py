@@ -183,10 +183,11 @@ def late_repayer(user: str, now: int) -> list[Record]:
 
 def surge_then_collapse(merchant: str, now: int) -> list[Record]:
     """RECEIVABLES then SALES_DECLINE: steady sales for three weeks, a week of sales five times as
-    high, then a day with none: the line grows with the receivables, then is cut by the trend."""
+    high, then two days with none and one small sale: the line grows with the receivables, then is
+    cut by the trend."""
     out = _orders(merchant, "steady", 42, now - 30 * DAY, 12 * HOUR, 100.0)
     out += _orders(merchant, "surge", 28, now - 9 * DAY, 6 * HOUR, 500.0)
-    out.append(order(f"{merchant}:quiet:placed", merchant, f"{merchant}-buyer0", 20.0, now))
+    out += _orders(merchant, "quiet", 1, now - MINUTE, MINUTE, 20.0)
     return out
 
 
