@@ -363,8 +363,8 @@ class Processor:
         user_features["new_device"] = 1.0 if new_device else 0.0
         credit = self.credit
         if credit is not None:  # a review due at this payment comes before its decision
-            account = credit.before_user_event(m.partition, p.user_id, p.event_id, p.ts, out)
-            user_features.update(credit.fields(account))
+            account = credit.before_payment(m.partition, p, out)
+            user_features.update(credit.fields(p.user_id, account))
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         verdict = decide(
             self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
@@ -377,7 +377,7 @@ class Processor:
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if credit is not None:  # the draw happens with the decision
             fired = [(f.reason, f.severity) for f in user_fired]
-            credit.after_payment(account, p, verdict.action, fired, out)
+            credit.after_payment(m.partition, account, p, verdict.action, fired, out)
         if user_fired:
             ids = self._event_ids(self.users, slot, p.ts)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)

@@ -28,6 +28,7 @@ from .policy import SEVERITY_RANK, CreditPolicy
 USER_KIND = b"cu"
 MERCHANT_KIND = b"cm"
 ORDERS_PREFIX = b"o"  # the order index's keys: b"o" + the PaymentIndex key
+CACHE_MAX = 100_000  # accounts kept decoded between batches (~1 KB each at most)
 
 
 class Out(NamedTuple):  # the processor's Out, without importing the processor
@@ -72,21 +73,29 @@ class CreditBook:
         self.t_lines = line_topic
         self.orders = PaymentIndex(_PrefixedKV(kv, ORDERS_PREFIX), retention_ms=settlement_ms)
         # Accounts the current batch touched: id -> (partition, account), written by flush().
-        self._users: dict[str, tuple[int, uc.UserAccount]] = {}
+        # Accounts read or changed lately (None: the user has none yet), so a busy user is not decoded
+        # again every batch. Always equal to the table after flush(); dropped whole at CACHE_MAX.
+        self._users: dict[str, tuple[int, uc.UserAccount | None]] = {}
         self._merchants: dict[str, tuple[int, mc.MerchantAccount]] = {}
+        self._changed: set[tuple[bytes, str]] = set()  # (kind, id) of accounts to write at flush
         self.limit_adjustments: dict[str, int] = {}  # by reason, for /stats and the demo
         self.line_adjustments: dict[str, int] = {}
         self.draws_reversed = 0
 
     # -- accounts
-    def user(self, partition: int, user_id: str, ts: int) -> uc.UserAccount:
+    def user(self, partition: int, user_id: str, ts: int, open_at: bool) -> uc.UserAccount | None:
+        """The user's account; a new one is opened at `ts` only when `open_at` (a credit event).
+
+        Users who only ever pay by card or wallet never get an account, so they cost no writes."""
         held = self._users.get(user_id)
-        if held is not None:
-            return held[1]
-        raw = self.kv.get(USER_KIND + SEP + user_id.encode())
-        acct = uc.UserAccount.from_list(orjson.loads(raw)) if raw else uc.open_account(
-            user_id, ts, self.policy.user)
-        self._users[user_id] = (partition, acct)
+        acct = held[1] if held is not None else None
+        if held is None:
+            raw = self.kv.get(USER_KIND + SEP + user_id.encode())
+            acct = uc.UserAccount.from_list(orjson.loads(raw)) if raw else None
+        if acct is None and open_at:
+            acct = uc.open_account(user_id, ts, self.policy.user)
+        if held is None or acct is not held[1]:
+            self._users[user_id] = (partition, acct)
         return acct
 
     def merchant(self, partition: int, merchant_id: str) -> mc.MerchantAccount:
@@ -102,48 +111,73 @@ class CreditBook:
         return acct
 
     def flush(self) -> int:
-        """Write every account the batch touched, once; returns the records written."""
-        n = 0
-        for kind, accounts in ((USER_KIND, self._users), (MERCHANT_KIND, self._merchants)):
-            for entity_id, (partition, acct) in accounts.items():
-                self.kv.put(partition, kind + SEP + entity_id.encode(), orjson.dumps(acct.to_list()))
-                n += 1
-            accounts.clear()
+        """Write every account the batch changed, once; returns the records written."""
+        for kind, entity_id in self._changed:
+            partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
+            assert acct is not None
+            self.kv.put(partition, kind + SEP + entity_id.encode(), orjson.dumps(acct.to_list()))
+        n = len(self._changed)
+        self._changed.clear()
+        if len(self._users) + len(self._merchants) > CACHE_MAX:
+            self._users.clear()
+            self._merchants.clear()
         return n + self.orders.flush()
 
     def forget(self) -> None:
         self._users.clear()
         self._merchants.clear()
+        self._changed.clear()
         self.orders.forget()
 
     # -- user side: one call before a payment is decided, one after, one per repayment/chargeback
-    def before_user_event(self, partition: int, user_id: str, event_id: str, ts: int,
-                          out: list[Any]) -> uc.UserAccount:
-        """The user's account, reviewed first if a review is due at `ts`."""
-        acct = self.user(partition, user_id, ts)
-        adj = uc.review(acct, ts, self.policy.user)
-        if adj is not None:
-            self._emit_limit(out, user_id, event_id, adj)
+    def _reviewed(self, acct: uc.UserAccount, user_id: str, event_id: str, ts: int, out: list[Any]) -> None:
+        if ts >= acct.next_review:
+            self._changed.add((USER_KIND, user_id))
+            adj = uc.review(acct, ts, self.policy.user)
+            if adj is not None:
+                self._emit_limit(out, user_id, event_id, adj)
+
+    def _credit_event(self, partition: int, user_id: str, event_id: str, ts: int,
+                      out: list[Any]) -> uc.UserAccount:
+        """The user's account (opened if need be) for an event that changes it, reviewed first."""
+        acct = self.user(partition, user_id, ts, open_at=True)
+        assert acct is not None
+        self._reviewed(acct, user_id, event_id, ts, out)
+        self._changed.add((USER_KIND, user_id))
         return acct
 
-    @staticmethod
-    def fields(acct: uc.UserAccount) -> dict[str, float]:
+    def before_payment(self, partition: int, p: Payment, out: list[Any]) -> uc.UserAccount | None:
+        """The user's account before the payment is decided, reviewed first if a review is due."""
+        acct = self.user(partition, p.user_id, p.ts, open_at=p.method == "credit_line")
+        if acct is not None:
+            self._reviewed(acct, p.user_id, p.event_id, p.ts, out)
+        return acct
+
+    def fields(self, user_id: str, acct: uc.UserAccount | None) -> dict[str, float]:
         """The `user.credit_*` fields a decision reads (major units), before the payment draws."""
+        if acct is None:
+            limit = self.policy.user.initial_limit_for(user_id)
+            return {"credit_limit": to_major(limit), "credit_available": to_major(limit),
+                    "credit_utilization": 0.0}
         return {
             "credit_limit": to_major(acct.limit),
             "credit_available": to_major(acct.available),
             "credit_utilization": acct.utilization(),
         }
 
-    def after_payment(self, acct: uc.UserAccount, p: Payment, action: str,
+    def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
                       fired: Iterable[tuple[str, str]], out: list[Any]) -> None:
         """The decision is made: an approved or reviewed credit_line payment draws; its user alerts
         (reason, severity) may freeze the limit at once or count against the next review."""
         pol = self.policy.user
-        if p.method == "credit_line" and action != "decline":
+        if acct is not None and p.method == "credit_line" and action != "decline":
             uc.draw(acct, p.event_id, p.ts, p.amount, pol)
-        ranked = [(r, SEVERITY_RANK[s]) for r, s in fired]
-        if ranked:
+            self._changed.add((USER_KIND, p.user_id))
+        ranked = [(r, SEVERITY_RANK[s]) for r, s in fired if r not in pol.ignore_alert_reasons]
+        if ranked and max(s for _, s in ranked) >= min(pol.cut_alert_rank, pol.freeze_alert_rank):
+            if acct is None:
+                acct = self._credit_event(partition, p.user_id, p.event_id, p.ts, out)
+            self._changed.add((USER_KIND, p.user_id))
             adj = uc.alerts(acct, p.ts, ranked, pol)
             if adj is not None:
                 self._emit_limit(out, p.user_id, p.event_id, adj)
@@ -151,14 +185,15 @@ class CreditBook:
     def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
         """A user repayment pays the balance down; a merchant one moves the advance rate."""
         if r.account_type == "user":
-            acct = self.before_user_event(partition, r.account_id, r.event_id, r.ts, out)
+            acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
             uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user)
         else:
             mc.repayment(self.merchant(partition, r.account_id), r.on_time, self.policy.merchant)
+            self._changed.add((MERCHANT_KIND, r.account_id))
             self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
 
     def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
-        acct = self.before_user_event(partition, c.user_id, c.event_id, c.ts, out)
+        acct = self._credit_event(partition, c.user_id, c.event_id, c.ts, out)
         if uc.chargeback(acct, c.payment_id, c.ts, self.policy.user):
             self.draws_reversed += 1
 
@@ -196,6 +231,7 @@ class CreditBook:
         inputs = mc.LineInputs(*state.credit_inputs())
         change = mc.reprice(acct, inputs, state.latest, self.policy.merchant, force)
         if change is not None:
+            self._changed.add((MERCHANT_KIND, merchant_id))
             self._emit_line(out, merchant_id, event_id, change)
 
     def on_merchant_alert(self, merchant_id: str, slot: Slot[MerchantState], severities: Iterable[str],
@@ -205,6 +241,7 @@ class CreditBook:
         acct = self.merchant(slot.partition, merchant_id)
         ts = slot.entity.latest
         if mc.fraud_alert(acct, ts, rank, self.policy.merchant):
+            self._changed.add((MERCHANT_KIND, merchant_id))
             self.on_merchant_event(slot.partition, merchant_id, f"alert@{ts}", slot, out, force=True)
 
     # -- records
