@@ -37,6 +37,7 @@ class Mix:
 BURST_SIZE = 12
 # The load test's and demo's share: about one story per 400 events.
 CREDIT_STORIES = 0.0025
+STORY_KINDS = 4
 
 
 # Malformed payments, one per contract rule a record can break (CONTRACT.md "Input topics").
@@ -178,7 +179,9 @@ class Traffic:
         """The next record at event time `ts`; a malformed one comes as (topic, key, raw bytes)."""
         if self._story and self.rng.random() < 0.5:
             return self._story.popleft()
-        if not self._story and self.mix.credit_stories and self.rng.random() < self.mix.credit_stories:
+        # Each kind of story once from the start, so a short run shows them all; then at random.
+        share = self.mix.credit_stories
+        if not self._story and share and (self._stories < STORY_KINDS or self.rng.random() < share):
             self._start_story(ts)
             return self._story.popleft()
         if self._burst is not None:
