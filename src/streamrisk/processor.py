@@ -380,7 +380,7 @@ class Processor:
         credit = self.credit
         if credit is not None:  # a review due at this payment comes before its decision
             account = credit.before_payment(m.partition, p, out)
-            user_features.update(credit.fields(p.user_id, account))
+            credit.add_fields(user_features, p.user_id, account)
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         verdict = decide(
             self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}

@@ -153,17 +153,16 @@ class CreditBook:
             self._reviewed(acct, p.user_id, p.event_id, p.ts, out)
         return acct
 
-    def fields(self, user_id: str, acct: uc.UserAccount | None) -> dict[str, float]:
-        """The `user.credit_*` fields a decision reads (major units), before the payment draws."""
+    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None) -> None:
+        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws."""
         if acct is None:
-            limit = self.policy.user.initial_limit_for(user_id)
-            return {"credit_limit": to_major(limit), "credit_available": to_major(limit),
-                    "credit_utilization": 0.0}
-        return {
-            "credit_limit": to_major(acct.limit),
-            "credit_available": to_major(acct.available),
-            "credit_utilization": acct.utilization(),
-        }
+            limit = to_major(self.policy.user.initial_limit_for(user_id))
+            features["credit_limit"] = features["credit_available"] = limit
+            features["credit_utilization"] = 0.0
+            return
+        features["credit_limit"] = to_major(acct.limit)
+        features["credit_available"] = to_major(acct.available)
+        features["credit_utilization"] = acct.utilization()
 
     def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
                       fired: Iterable[tuple[str, str]], out: list[Any]) -> None:

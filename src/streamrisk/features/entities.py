@@ -300,14 +300,21 @@ class MerchantState(_EntityBase):
         """What the credit line reads (credit/merchant.py LineInputs): receivables, 30-day refund and
         chargeback rates, fulfilled value in the last 24 h and 30 days. Cheaper than features()."""
         end = self.latest
-        for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks):
-            w.advance(end)
         n = len(self.cfg.names)
-        f = self.fulfilled
+        f, refunded, chargebacks = self.fulfilled, self.refunded, self.chargebacks
+        f.advance(end)
+        refunded.advance(end)
+        chargebacks.advance(end)
+        # A rate with no numerator needs no denominator: skip advancing it (most merchants, most days).
+        refunds, cbs = refunded.count(n), chargebacks.count(0)
+        if refunds:
+            self.placed.advance(end)
+        if cbs:
+            self.payments.advance(end)
         return (
             self._receivables(n + 1),
-            _rate(self.refunded.count(n), self.placed.count(n)),
-            _rate(self.chargebacks.count(0), self.payments.count(n)),
+            _rate(refunds, self.placed.count(n)) if refunds else 0.0,
+            _rate(cbs, self.payments.count(n)) if cbs else 0.0,
             f.sum(n + 3),
             f.sum(n),
         )
