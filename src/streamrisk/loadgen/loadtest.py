@@ -101,7 +101,8 @@ async def watch_outputs(
                     continue
                 if tp.topic == summary_topic:
                     for r in records:
-                        as_of = orjson.loads(r.value)["as_of"]
+                        summary = orjson.loads(r.value)  # [schema, as_of, ...] (merchant_view.py)
+                        as_of = summary[1] if isinstance(summary, list) else summary["as_of"]
                         if as_of >= since_ms:  # live traffic only, not history or warm-up
                             watch.view_lag_ms.append(now * 1000 - as_of)
                     continue
