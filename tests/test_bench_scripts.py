@@ -18,8 +18,12 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_rules.py", "--payments", "100", "--repeat", "1"],
         ["bench_payment_index.py"],
         ["bench_processor.py", "--events", "3000", "--repeat", "1"],
+        ["bench_backtest.py", "--minutes", "0.2"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
+        ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20"],
+        ["bench_api.py", "--users", "8", "--rounds", "1"],
+        ["bench_metrics.py", "--events", "1000"],
     ],
     ids=lambda a: a[0],
 )

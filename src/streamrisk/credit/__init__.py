@@ -7,12 +7,15 @@ calls; `report.py` shows them (HTTP API, demo summary).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..settings import Settings
 from ..state.store import KV, EntityStore
 from .book import CreditBook
 from .policy import CreditPolicy, PolicyError, default_policy, load_policy
 
-__all__ = ["CreditBook", "CreditPolicy", "PolicyError", "credit_book", "default_policy", "load_policy"]
+__all__ = ["CreditBook", "CreditPolicy", "PolicyError", "credit_book", "default_policy", "load_policy",
+           "use_policy"]
 
 
 def credit_book(settings: Settings, kv: KV, merchants: EntityStore, settlement_ms: int) -> CreditBook | None:
@@ -24,3 +27,10 @@ def credit_book(settings: Settings, kv: KV, merchants: EntityStore, settlement_m
     policy = load_policy(path) if path is not None else default_policy()
     return CreditBook(kv, policy, merchants, settlement_ms,
                       settings.topic("credit-limit-adjustments"), settings.topic("credit-line-adjustments"))
+
+
+def use_policy(processor: Any, policy: CreditPolicy) -> None:
+    """Price a processor's credit with `policy` from its next event on (a backtest's candidate)."""
+    if processor.credit is None:
+        raise PolicyError("credit is off (STREAMRISK_CREDIT=off): there is no policy to replace")
+    processor.credit.policy = policy

@@ -234,14 +234,15 @@ class CreditBook:
             self._emit_line(out, merchant_id, event_id, change)
 
     def on_merchant_alert(self, merchant_id: str, slot: Slot[MerchantState], severities: Iterable[str],
-                          out: list[Any]) -> None:
-        """Merchant fraud alerts (e.g. bust-out): cut the line at once and hold it."""
+                          out: list[Any], trigger: HeldEvent) -> None:
+        """Merchant fraud alerts (e.g. bust-out), raised at the merchant's event `trigger`: cut the
+        line at once and hold it."""
         rank = max((SEVERITY_RANK[s] for s in severities), default=-1)
         acct = self.merchant(slot.partition, merchant_id)
-        ts = slot.entity.latest
-        if mc.fraud_alert(acct, ts, rank, self.policy.merchant):
+        if mc.fraud_alert(acct, slot.entity.latest, rank, self.policy.merchant):
             self._changed.add((MERCHANT_KIND, merchant_id))
-            self.on_merchant_event(slot.partition, merchant_id, f"alert@{ts}", slot, out, force=True)
+            # Held ids carry a one-letter topic prefix; adjustments name contract event ids.
+            self.on_merchant_event(slot.partition, merchant_id, trigger.event_id[1:], slot, out, force=True)
 
     # -- records
     def _emit_limit(self, out: list[Any], user_id: str, event_id: str, adj: uc.Adjustment) -> None:

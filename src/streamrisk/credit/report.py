@@ -1,25 +1,13 @@
-"""Credit as people see it: the fields of the HTTP API's entity pages, and the demo summary's lines."""
+"""Credit as people see it in a load test or the demo: adjustments read back, counted by reason."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
-from .book import CreditBook
-
 LIMIT_TOPIC, LINE_TOPIC = "credit-limit-adjustments", "credit-line-adjustments"
-
-
-def entity_credit(book: CreditBook | None, kind: str, entity_id: str, entity: Any) -> dict[str, Any]:
-    """The credit fields of `GET /users/{id}` (kind "user") or `GET /merchants/{id}` ("merchant")."""
-    if book is None:  # STREAMRISK_CREDIT=off
-        return {"credit_limit" if kind == "user" else "credit_line": None}
-    if kind == "user":
-        return book.user_view(entity_id)
-    return book.merchant_view(entity_id, entity)
 
 
 @dataclass
