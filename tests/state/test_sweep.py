@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from streamrisk.features.entities import U_PAYMENT, UserState, WindowConfig
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, HOUR_MS, Settings
 from streamrisk.state.store import SEP, DictKV, EntityStore, HeldEvent
 from streamrisk.state.sweep import PartitionClock, key_partition
