@@ -301,6 +301,8 @@ class ChaosRun:
     async def _offsets_behind(self) -> dict[str, tuple[int, int]]:
         """Input partitions whose committed offset is not at the end: name -> (committed, end)."""
         ends = await end_offsets(self.bootstrap, [self.prefix + t for t in INPUT_TOPICS])
+        for tp, end in self.ends.items():  # never below what we know we produced
+            ends[tp] = max(ends.get(tp, 0), end)
         committed = await committed_offsets(self.bootstrap, self.app_id, ends)
         return {f"{tp.topic}-{tp.partition}": (committed.get(tp, 0), end)
                 for tp, end in ends.items() if committed.get(tp, 0) != end}

@@ -197,6 +197,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     try:
+        await consumer.topics()  # metadata of every topic, so their partitions are known
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not tps:
             return {}
