@@ -365,10 +365,10 @@ def main() -> int:
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 2000, 5000],
                     help="payments/s for the latency runs (comma-separated)")
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of traffic per latency rate")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 2,000 events, 1 s per rate")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 events, 1 s at 1,000/s")
     args = ap.parse_args()
     if args.quick:
-        args.events, args.seconds = 2000, 1.0
+        args.events, args.seconds, args.rates = 1000, 1.0, [1000]
     started = time.perf_counter()
     kind = "tansu" if args.tansu else "kafka"
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker(kind) as broker:
