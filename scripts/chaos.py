@@ -54,7 +54,7 @@ def main() -> int:
     print(f"\nchaos on {kind}: {args.duration:.0f} s at {args.rate:.0f} events/s, {args.kills} kills")
     print(result.report())
     worst = max((k.worst_latency_s for k in result.kills), default=math.inf)
-    recovery = max((k.recovery_s for k in result.kills), default=math.inf)
+    recovery = max((k.recovery_s for k in result.kills if k.recovery_s is not None), default=0.0)
     print(f"\nslowest recovery after a kill: {recovery:.1f} s")
     checks = [*result.checks,
               (f"worst produce->decision latency around a kill <= {WORST_LATENCY_TARGET_S:.0f} s "

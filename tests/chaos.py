@@ -79,7 +79,7 @@ class Kill:
     at: float  # wall clock, s
     victim: str
     partitions: list[int]
-    recovery_s: float = math.inf
+    recovery_s: float | None = math.inf  # None: it owned no partition
     worst_latency_s: float = 0.0
 
 
@@ -96,7 +96,8 @@ class ChaosResult:
     def report(self) -> str:
         lines = [f"{k:<34} {v}" for k, v in self.figures.items()]
         for i, k in enumerate(self.kills, 1):
-            rec = "never" if math.isinf(k.recovery_s) else f"{k.recovery_s:.1f} s"
+            rec = ("n/a (it owned no partition)" if k.recovery_s is None
+                   else "never" if math.isinf(k.recovery_s) else f"{k.recovery_s:.1f} s")
             worst = "undecided" if math.isinf(k.worst_latency_s) else f"{k.worst_latency_s:.1f} s"
             lines.append(f"kill {i}: {k.victim} (partitions {k.partitions}): first decision on them "
                          f"after {rec}; worst produce->decision around it {worst}")
@@ -346,15 +347,15 @@ class ChaosRun:
             first = got[0][1]
             for _, again in got[1:]:
                 repeats += 1
-                diff = {k: (v, again.get(k)) for k, v in {**again, **first}.items()
-                        if k != "decided_at" and again.get(k) != v}
+                diff = {f: (first.get(f), again.get(f)) for f in first.keys() | again.keys()
+                        if f != "decided_at" and first.get(f) != again.get(f)}
                 if diff:
                     differing.append(f"{eid}: {diff}")
         disagree = len(differing)
         for k in self.kills:
-            k.recovery_s = min((at - k.at for eid, (sent, part) in self.sent.items() if part in k.partitions
-                                for at, v in self.decisions.get(eid, ()) if v["decided_at"] > k.at * 1000),
-                               default=math.inf)
+            after = (at - k.at for eid, (_, part) in self.sent.items() if part in k.partitions
+                     for at, v in self.decisions.get(eid, ()) if v["decided_at"] > k.at * 1000)
+            k.recovery_s = min(after, default=math.inf) if k.partitions else None
             near = [eid for eid, (sent, _) in self.sent.items()
                     if k.at - AROUND_KILL_S[0] <= sent <= k.at + AROUND_KILL_S[1]]
             k.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
