@@ -1,20 +1,20 @@
-"""Composition root: builds the Faust app, its state table, topics and the batch agent from Settings."""
+"""Composition root: builds the Faust app, its state table, topics and the batch runner from Settings."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from .broadcast import BroadcastReader
-from .processor import Message, Processor, messages
+from .delivery import Delivery
+from .processor import Message, Processor
+from .runner import BatchRunner
 from .settings import Settings
-from .sinks import Outbox
 from .topics import STATE_TABLE
-from .transport import OffsetContinuity, broker_urls
+from .transport import BatchHandler, broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ class FaustKV:
     """The state store's KV seam over a Faust table.
 
     We set the table's store and produce its changelog records ourselves: each changed key once per
-    batch, to the partition of the entity's events, and through the batch's Outbox, so they are
-    delivered before the batch's input offsets can be committed. (Faust's own changelog buffer can
+    batch, to the partition of the entity's events, through the worker's Delivery, so they are
+    acknowledged before the batch's input offsets are committed. (Faust's own changelog buffer can
     still hold records when a commit goes ahead.)
     """
 
@@ -43,17 +43,37 @@ class FaustKV:
         self.table.data.pop(key, None)
         self.pending.append((partition, key, None))
 
-    async def send(self, outbox: Outbox) -> None:
-        topic = self.table.changelog_topic.get_topic_name()
+    def take(self) -> list[tuple[int, bytes, bytes | None]]:
+        """The changelog records (partition, key, value or None) written since the last call."""
         pending, self.pending = self.pending, []
-        for partition, key, value in pending:
-            await outbox.send(topic, key, value, partition)
+        return pending
 
 
 class StreamRiskApp(faust.App):
-    """A Faust app that carries the consumer fetch wait our transport applies (see transport.py)."""
+    """A Faust app that carries our transport's settings: the fetch wait and the batch handler."""
 
     fetch_max_wait_ms: int | None = None
+    batch_handler: BatchHandler | None = None
+    input_topic: faust.TopicT | None = None
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # Subscribing is all the topic is for: the batch handler, not a Faust agent, takes its
+        # records. (Not at build time: the conductor would bind to a loop that is not the worker's.)
+        if self.input_topic is not None:
+            self.topics.add(self.input_topic)
+
+
+class _LazyProducer:
+    """Faust creates its producer on first use; resolve it then, once."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self.send: Callable[..., Any] = self._first_send
+
+    async def _first_send(self, *args: Any) -> Any:
+        self.send = self._app.producer.send
+        return await self.send(*args)
 
 
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
@@ -82,6 +102,12 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         store="memory://",
         producer_acks=-1,
         producer_linger_ms=1,
+        # A record not acknowledged in this time fails its delivery; Delivery re-sends it a few times,
+        # then stops the worker (Faust's default is 20 minutes of silence).
+        producer_request_timeout=settings.delivery_timeout_s,
+        broker_max_poll_records=settings.batch_max,
+        # The runner commits offsets itself (delivery.py); nothing waits on Faust's stream acks.
+        stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     table = app.Table(
@@ -101,90 +127,57 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         "value_serializer": "raw",
         "partitions": settings.partitions,
     }
-    inputs = app.topic(*processor.input_topics, **raw)
-    continuity = OffsetContinuity(app, set(processor.input_topics))
-    idle = {"since": time.monotonic(), "busy": False}
-
-    @app.on_partitions_revoked.connect
-    async def forget_state(app: faust.App, revoked: Any, **_: Any) -> None:
-        # Entities of revoked partitions may move; rebuild from the table on next touch.
-        processor.forget()
-        continuity.reset()
+    app.input_topic = app.topic(*processor.input_topics, **raw)
+    delivery = Delivery(
+        _LazyProducer(app),
+        lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
+        max_attempts=settings.delivery_attempts,
+    )
 
     async def on_broadcast(m: Message, caught_up: bool) -> None:
-        outs = processor.on_broadcast(m, report=caught_up)
-        if outs:
-            outbox = Outbox(app.producer)
-            for out in outs:
-                await outbox.send(out.topic, out.key, out.value)
-            await outbox.flush()
+        for out in processor.on_broadcast(m, report=caught_up):
+            await delivery.send(out.topic, out.key, out.value)
+
+    def still_current(generation: int) -> bool:
+        # A batch fetched before a rebalance began is read again from the committed offsets.
+        return app.consumer_generation_id == generation and app.consumer.flow_active
 
     broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
+    runner = BatchRunner(
+        processor, delivery, table.changelog_topic.get_topic_name(), kv.take, still_current,
+        ready=broadcast.ready, ready_timeout_s=settings.broadcast_ready_timeout_s,
+    )
+    app.batch_handler = runner
+
+    async def or_stop(step: Callable[[], Any]) -> None:
+        # Delivery failures past every retry stop the worker: its uncommitted input is read again.
+        try:
+            await step()
+        except Exception as exc:
+            log.critical("stopping the worker: %s", exc, exc_info=True)
+            await app.crash(exc)
+
+    @app.on_partitions_revoked.connect
+    async def checkpoint_before_rebalance(app: faust.App, revoked: Any, **_: Any) -> None:
+        await or_stop(lambda: runner.on_revoked(set(revoked)))
+
+    @app.on_before_shutdown.connect
+    async def last_checkpoint(app: faust.App, **_: Any) -> None:
+        await or_stop(runner.close)
+
+    @app.timer(interval=settings.commit_interval_ms / 1000)
+    async def checkpoint() -> None:
+        await or_stop(runner.checkpoint)
+
+    @app.timer(interval=settings.summary_interval_ms / 1000)
+    async def publish_summaries() -> None:
+        await or_stop(runner.publish_summaries)
 
     @app.task
     async def read_broadcast() -> None:
         await broadcast.run()
 
-    async def reread(gaps: dict[Any, int], why: str) -> None:
-        for tp, offset in gaps.items():
-            log.warning("%s: records from offset %d %s; reading them again", tp, offset, why)
-            await app.consumer.seek(tp, offset)
-
-    @app.agent(inputs, name="process")
-    async def process(stream: faust.StreamT) -> None:
-        outbox = Outbox(app.producer)
-        # Decide with the rules in force, not the ones a worker starts with.
-        try:
-            await asyncio.wait_for(broadcast.ready.wait(), settings.broadcast_ready_timeout_s)
-        except TimeoutError:
-            log.warning(
-                "rules and merchant summaries not read within %.0f s; deciding with ruleset %s",
-                settings.broadcast_ready_timeout_s, processor.rules.ruleset.version,
-            )
-        batch: list[faust.EventT] = []
-        queue = stream.channel.queue
-        # Batches form by themselves: take what is already buffered (up to batch_max), process
-        # it, and ack it only once everything it produced is delivered. No timer adds latency.
-        async for event in stream.noack().events():
-            batch.append(event)
-            if len(batch) < settings.batch_max and not queue.empty():
-                continue
-            idle["busy"] = True
-            gaps = await continuity.gaps_in([(e.message.tp, e.message.offset) for e in batch])
-            outs = processor.process(messages(batch))
-            # Take the state's changelog writes before the first await: a rebalance handled
-            # during an await forgets in-memory state, and must not forget unwritten changes.
-            processor.flush_state()
-            # Outputs first, state second. A crash between the two replays the batch against
-            # state that lacks it, so its decisions are made again (same ids); the other order
-            # would find the events already held and never decide them.
-            for out in outs:
-                await outbox.send(out.topic, out.key, out.value)
-            await outbox.flush()
-            await kv.send(outbox)
-            await outbox.flush()
-            for e in batch:
-                await stream.ack(e)
-            batch.clear()
-            if gaps:
-                await reread(gaps, "were skipped before this batch")
-            idle["busy"] = False
-            idle["since"] = time.monotonic()
-
-    settled = {"generation": None}
-
-    @app.timer(interval=0.5)
-    async def reread_lost_records() -> None:
-        generation = app.consumer_generation_id
-        if settled["generation"] != generation and app.tables.recovery.completed.is_set():
-            settled["generation"] = generation
-            for tp, offset in (await continuity.restart_points()).items():
-                await app.consumer.seek(tp, offset)
-            return
-        if not idle["busy"] and time.monotonic() - idle["since"] >= 2.0:
-            await reread(continuity.behind_reader(), "never reached the agent")
-
     from .web.api import register_routes
 
-    register_routes(app, processor)
+    register_routes(app, processor, runner.stats)
     return app, processor

@@ -7,9 +7,14 @@ the worker that owns the merchant.
 
 A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
 (owned by whichever worker owns the merchant's partition). The merchant's owner publishes a risk
-summary of every merchant it changed, once per batch, on a compacted topic that every worker reads
-whole (broadcast.py) into `merchant_view`. Deciding never waits for another worker; the merchant side
-is as fresh as the last summary, one produce-consume hop behind (README, "Both sides of a payment").
+summary of every merchant it changed, coalesced to at most one per merchant per interval
+(`summaries()`), on a compacted topic that every worker reads whole (broadcast.py) into
+`merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
+summary (README, "Both sides of a payment").
+
+Processing is at-least-once: after a crash a record can be read again against state that already holds
+it. A payment read again (same offset) re-emits its stored decision, identical but for `decided_at`; a
+payment or chargeback held already is forwarded to its merchant again (the merchant side drops repeats).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -38,6 +43,7 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
+from .merchant_view import MerchantView, encode_summary
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .settings import CONTROL_TOPIC, Settings
@@ -74,6 +80,16 @@ class Message(NamedTuple):
     timestamp_ms: int | None = None
 
 
+class Record(Protocol):
+    """A consumed Kafka record as the processor reads it: a Message, or aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 class Out(NamedTuple):
     topic: str
     key: bytes | str | None
@@ -93,7 +109,7 @@ class Counters:
     chargebacks_unmatched: int = 0
     # Unmatched when they came, matched when their payment arrived after them.
     chargebacks_matched_late: int = 0
-    bad_summaries: int = 0  # unreadable records on the merchant-risk topic
+    decisions_replayed: int = 0  # stored decisions sent again for a payment read again
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,7 +121,7 @@ class Counters:
             "chargebacks_matched": self.chargebacks_matched,
             "chargebacks_unmatched": self.chargebacks_unmatched,
             "chargebacks_matched_late": self.chargebacks_matched_late,
-            "bad_summaries": self.bad_summaries,
+            "decisions_replayed": self.decisions_replayed,
         }
 
 
@@ -152,7 +168,7 @@ class Processor:
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         # Merchant id -> its newest published risk features (see the module docstring).
-        self.merchant_view: dict[str, dict[str, float]] = {}
+        self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
         self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
         self.counters = Counters()
         t = settings.topic
@@ -170,8 +186,10 @@ class Processor:
             t("chargebacks"): ("chargebacks", self._chargeback),
         }
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
-        # Merchants the current batch changed, summarised once at its end.
+        # Merchants the current batch changed (alerted at its end), and those changed since the last
+        # summaries were published.
         self._touched: dict[str, Slot[MerchantState]] = {}
+        self._unpublished: dict[str, Slot[MerchantState]] = {}
 
     @property
     def input_topics(self) -> list[str]:
@@ -182,7 +200,7 @@ class Processor:
         """Topics every worker reads whole, from the beginning (see on_broadcast)."""
         return [self.t_rules, self.t_merchant_risk]
 
-    def process(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
+    def process(self, batch: Iterable[Record], now_ms: int | None = None) -> list[Out]:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
@@ -202,7 +220,7 @@ class Processor:
                 continue
             handler(m, record, out)
         if self._touched:
-            self._summarise_merchants(out)
+            self._alert_merchants(out)
         return out
 
     def flush_state(self) -> int:
@@ -220,6 +238,7 @@ class Processor:
         while pending:
             outs = self.process(pending, now_ms)
             self.flush_state()
+            outs += self.summaries()
             pending = []
             for o in outs:
                 if o.topic not in (self.t_merchant_events, self.t_merchant_risk):
@@ -240,6 +259,7 @@ class Processor:
         self.merchants.forget()
         self.payment_index.forget()
         self._touched.clear()
+        self._unpublished.clear()
 
     def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
         """Apply a record of a topic every worker reads whole: a ruleset or a merchant summary.
@@ -249,16 +269,7 @@ class Processor:
         """
         key = (m.key or b"").decode("utf-8", "replace")
         if m.topic == self.t_merchant_risk:
-            if m.value is None:
-                self.merchant_view.pop(key, None)
-                return []
-            try:
-                features = orjson.loads(m.value)["features"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                # Only workers write this topic; a stray record keeps the previous summary.
-                self.counters.bad_summaries += 1
-                return []
-            self.merchant_view[key] = features
+            self.merchant_view.put(key, m.value)
             return []
         error = self.rules.publish(key, m.value)
         out: list[Out] = []
@@ -273,6 +284,7 @@ class Processor:
         out["too_old_events"] = self.users.too_old_events + self.merchants.too_old_events
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
+        out["bad_summaries"] = self.merchant_view.bad
         out.update(self.rules.stats())
         return out
 
@@ -342,15 +354,19 @@ class Processor:
         return [eid[1:] for eid in held]
 
     # -- per topic
-    def _payment(self, m: Message, p: Payment, out: list[Out]) -> None:
+    def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
-        # Whether the device is new is a question about the user's past: ask before applying.
-        new_device = self.users.slot(p.user_id, m.partition).entity.device_is_new(p.device_id, p.ts)
-        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
-        slot = self._hold(self.users, p.user_id, m.partition, held)
-        if slot is None:
-            return
+        users = self.users
+        slot = users.slot(p.user_id, m.partition)
         user = slot.entity
+        # Whether the device is new is a question about the user's past: ask before applying.
+        new_device = user.device_is_new(p.device_id, p.ts)
+        if not users.add(slot, HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))):
+            self.counters.duplicates += 1
+            self._replayed_payment(m, p, out)
+            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
+            return
+        users.expire(slot, user.latest)
         user_features = user.features()
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
@@ -358,6 +374,7 @@ class Processor:
         verdict = decide(
             self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
         )
+        outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
@@ -368,16 +385,29 @@ class Processor:
             ids = self._event_ids(self.users, slot, p.ts)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
         index = self.payment_index
-        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount)
+        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
         if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:
             self.counters.chargebacks_matched_late += 1
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
 
-    def _chargeback(self, m: Message, c: Chargeback, out: list[Out]) -> None:
-        eid = "c" + c.event_id
-        if not self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount)):
+    def _replayed_payment(self, m: Record, p: Payment, out: list[Out]) -> None:
+        """A held payment: read again after a crash (same offset) gets its stored decision again; a
+        producer's retry (another offset) has no second effect."""
+        stored = self.payment_index.find(p.user_id, p.event_id)
+        outcome = stored.outcome if stored is not None else None
+        if not outcome or outcome[0] != m.offset:
             return
+        _, action, score, rules_version, *reasons = outcome
+        self.counters.decisions_replayed += 1
+        record = decision_record(p, action, score, reasons, rules_version)
+        out.append(Out(self.t_decisions, p.user_id, record))
+
+    def _chargeback(self, m: Record, c: Chargeback, out: list[Out]) -> None:
+        eid = "c" + c.event_id
+        held = self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount))
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        if not held:
+            return
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
         original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
         if original is not None:
@@ -407,19 +437,29 @@ class Processor:
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
 
-    def _summarise_merchants(self, out: list[Out]) -> None:
-        """Publish each merchant the batch changed, and alert on its merchant-only rules."""
+    def _alert_merchants(self, out: list[Out]) -> None:
+        """Alert on the merchant-only rules of each merchant the batch changed."""
         ruleset = self.rules.ruleset
         for merchant_id, slot in self._touched.items():
             merchant = slot.entity
-            features = merchant.features()
-            summary = orjson.dumps({"as_of": merchant.latest, "features": features})
-            out.append(Out(self.t_merchant_risk, merchant_id, summary))
-            fired = ruleset.evaluate_merchant(features)
+            fired = ruleset.evaluate_merchant(merchant.features())
             if fired:
                 ids = self._event_ids(self.merchants, slot, merchant.latest)
                 self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
+        self._unpublished.update(self._touched)
         self._touched.clear()
+
+    def summaries(self) -> list[Out]:
+        """One summary of each merchant changed since the last call (the worker calls this on an
+        interval, so a busy merchant costs one record per interval, not one per batch)."""
+        schema = self.merchant_view.schema
+        out = [
+            Out(self.t_merchant_risk, merchant_id,
+                encode_summary(schema, slot.entity.latest, slot.entity.features()))
+            for merchant_id, slot in self._unpublished.items()
+        ]
+        self._unpublished.clear()
+        return out
 
 
 def messages(events: Iterable[Any]) -> list[Message]:

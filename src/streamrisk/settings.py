@@ -88,7 +88,14 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     batch_max: int = 500
-    batch_within_s: float = 0.005
+    # Delivery (delivery.py): how often input offsets are committed (a crash re-reads at most about
+    # this much input), how long a record may wait for its acknowledgement, and how many times a
+    # failed one is sent before the worker stops.
+    commit_interval_ms: int = 500
+    delivery_timeout_s: float = 30.0
+    delivery_attempts: int = 5
+    # At most one summary per merchant per interval (the merchant side's added staleness).
+    summary_interval_ms: int = 100
     log_level: str = "info"
     # Logger names to run at DEBUG (e.g. "aiokafka.consumer.fetcher"), for diagnosing one component.
     debug_loggers: tuple[str, ...] = ()
@@ -122,6 +129,16 @@ class Settings:
             raise SettingsError(f"STREAMRISK_ALERT_DEDUPE_MS must be >= 0 (got {self.alert_dedupe_ms})")
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
+        for name, value in (
+            ("STREAMRISK_COMMIT_INTERVAL_MS", self.commit_interval_ms),
+            ("STREAMRISK_SUMMARY_INTERVAL_MS", self.summary_interval_ms),
+            ("STREAMRISK_DELIVERY_ATTEMPTS", self.delivery_attempts),
+            ("STREAMRISK_BATCH_MAX", self.batch_max),
+        ):
+            if value < 1:
+                raise SettingsError(f"{name} must be >= 1 (got {value})")
+        if self.delivery_timeout_s <= 0:
+            raise SettingsError(f"STREAMRISK_DELIVERY_TIMEOUT_S must be > 0 (got {self.delivery_timeout_s})")
         if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
             raise SettingsError("session timeout must be at least 3 heartbeat intervals")
         return self
@@ -172,6 +189,10 @@ class Settings:
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")
+        number("STREAMRISK_COMMIT_INTERVAL_MS", "commit_interval_ms")
+        number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
+        number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")
+        number("STREAMRISK_SUMMARY_INTERVAL_MS", "summary_interval_ms")
         text("STREAMRISK_LOG_LEVEL", "log_level")
         if env.get("STREAMRISK_DEBUG_LOGGERS"):
             names = env["STREAMRISK_DEBUG_LOGGERS"].split(",")

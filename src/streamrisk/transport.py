@@ -7,13 +7,16 @@
   Kafka-compatible brokers answer that with the start of the last record batch rather than the end,
   and recovery would then silently stop short of the newest state. A fetch's high watermark is
   authoritative, so the end offsets recovery uses are confirmed with one fetch per partition.
+- The input topics skip Faust's per-event streams: each fetch goes to a batch handler whole
+  (`_Consumer._drain_messages`), which processes it and commits its offsets through `delivery.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiokafka
 from faust.transport.drivers import TRANSPORTS
@@ -75,9 +78,78 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class BatchHandler(Protocol):
+    """Takes the records of `topics` one whole fetch at a time (see `_Consumer._drain_messages`)."""
+
+    topics: frozenset[str]
+
+    async def on_batch(self, records: Mapping[TP, list[Any]], generation: int) -> None: ...
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop, but the batch handler's topics bypass Faust's per-event streams.
+
+        Faust hands each record to a stream as an event (a Message, an Event, a queue hop, an ack),
+        about 60 µs of overhead per record, and a rebalance can catch a record between the fetch and
+        the stream. Here each fetch's records of the handler's topics (aiokafka ConsumerRecords) go to
+        the handler in one call; the handler commits their offsets itself, so Faust's acks and gap
+        tracking are not involved. Other topics (table changelogs during recovery) take Faust's path.
+        """
+        handler: BatchHandler | None = getattr(self.app, "batch_handler", None)
+        if handler is None:
+            return await super()._drain_messages(fetcher)
+        topics = handler.topics
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)  # getmany can return at once, over and over
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    # Fetched while a rebalance stops the flow: read again from the committed offsets.
+                    await self.perform_seek()
+                    continue
+                generation = self.app.consumer_generation_id
+                ours: dict[TP, list[Any]] = {}
+                for tp, batch in records.items():
+                    if active is not None and tp not in active:
+                        continue
+                    if tp.topic in topics:
+                        ours[tp] = batch
+                    else:
+                        await self._deliver_one_by_one(tp, batch)
+                if ours:
+                    await handler.on_batch(ours, generation)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception as exc:
+            # A failure we cannot handle stops the worker (the batch is read again by whoever owns its
+            # partitions next); Faust would only stop this fetcher and leave the worker up, idle.
+            self.log.exception("batch processing failed, stopping the worker: %r", exc)
+            await self.app.crash(exc)
+            raise
+
+    async def _deliver_one_by_one(self, tp: TP, batch: list[Any]) -> None:
+        # Faust's own per-record path (as in Consumer._drain_messages), for changelog records.
+        read_offset = self._read_offset
+        for record in batch:
+            message = self._to_message(tp, record)
+            r_offset = read_offset.get(tp)
+            if r_offset is None or message.offset >= r_offset:
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                read_offset[tp] = message.offset
 
 
 class Transport(faust_aiokafka.Transport):
@@ -90,77 +162,3 @@ TRANSPORTS[SCHEME] = f"{__name__}:Transport"
 def broker_urls(bootstrap: str) -> list[str]:
     """`host:port[,host:port]` to the URL list Faust takes, using this transport."""
     return [f"{SCHEME}://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
-
-
-class OffsetContinuity:
-    """Checks that the agent sees every offset of every input partition, and says where to re-read.
-
-    Faust can lose a record it is handing to a stream when a rebalance suspends the flow at that
-    moment: it still advances its read offset, and its commit may later skip the record. So the
-    agent tracks, per partition, the next offset it expects (from the committed offset, or the
-    partition's first offset when nothing was committed). A batch that jumps past it, or an idle
-    agent behind Faust's read offset, means records were lost on the way: the caller seeks back.
-    Re-reading is safe because records are deduplicated by event id.
-    """
-
-    def __init__(self, app: Any, topics: set[str]) -> None:
-        self.app = app  # app.consumer is created on first access: not before the worker runs
-        self.topics = topics
-        self.expected: dict[TP, int] = {}
-
-    @property
-    def consumer(self) -> Any:
-        return self.app.consumer
-
-    def reset(self) -> None:
-        """After a rebalance Faust seeks to the committed offsets; start from there again."""
-        self.expected.clear()
-
-    async def _baseline(self, tp: TP) -> int:
-        committed = self.consumer._committed_offset.get(tp)  # no public view in Faust
-        if committed is not None:
-            return committed
-        earliest = await self.consumer.earliest_offsets(tp)
-        return earliest.get(tp, 0) or 0
-
-    async def gaps_in(self, offsets: list[tuple[TP, int]]) -> dict[TP, int]:
-        """Record a batch's (tp, offset) pairs in arrival order; return {tp: first missing offset}."""
-        gaps: dict[TP, int] = {}
-        expected = self.expected
-        for tp, offset in offsets:
-            want = expected.get(tp)
-            if want is None:
-                want = expected[tp] = await self._baseline(tp)
-            if offset > want and tp not in gaps:
-                gaps[tp] = want
-            if offset >= want:
-                expected[tp] = offset + 1
-        for tp, offset in gaps.items():
-            expected[tp] = offset
-        return gaps
-
-    async def restart_points(self) -> dict[TP, int]:
-        """Where each assigned input partition must be read from after a rebalance: its committed
-        offset, or its first offset when nothing was committed. Faust resumes fetching before it
-        seeks, and leaves uncommitted partitions wherever an earlier assignment put them."""
-        tps = [tp for tp in self.consumer.assignment() if tp.topic in self.topics]
-        committed = self.consumer._committed_offset
-        out = {tp: committed[tp] for tp in tps if committed.get(tp) is not None}
-        missing = [tp for tp in tps if tp not in out]
-        if missing:
-            earliest = await self.consumer.earliest_offsets(*missing)
-            out.update({tp: earliest.get(tp, 0) or 0 for tp in missing})
-        self.expected = dict(out)
-        return out
-
-    def behind_reader(self) -> dict[TP, int]:
-        """While the agent is idle: partitions Faust read past what reached the agent."""
-        read = self.consumer._read_offset
-        out: dict[TP, int] = {}
-        for tp in self.consumer.assignment():
-            if tp.topic not in self.topics:
-                continue
-            last_read, want = read.get(tp), self.expected.get(tp)
-            if last_read is not None and want is not None and last_read >= want:
-                out[tp] = want
-        return out

@@ -285,7 +285,7 @@ def test_awkward_ids_and_lookalike_merchants() -> None:
 def test_id_prefix_inside_another_line_is_not_a_match() -> None:
     """A merchant id ending in "[" and a chargeback id starting with "," put the JSON prefix of the
     odd payment id below inside the first line; the lookup must skip it and find the real line."""
-    odd = f",{T0},5,"
+    odd = f",{T0},5,null,"
     kv = DictKV()
     idx = PaymentIndex(kv)
     idx.add(P, "u1", "p0", "a[", T0, 5)

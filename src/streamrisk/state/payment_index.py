@@ -6,8 +6,10 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
 
 - Each user's payments are appended to numbered chunks. A chunk closes when the next payment would
   give it more than `chunk_lines` lines or make it span more than `chunk_span_ms` of event time.
-- A line is the orjson array `[payment_id, merchant_id, ts, amount]` and a newline; a fraud mark
-  appends the chargeback's event id: `[payment_id, merchant_id, ts, amount, chargeback_id]`.
+- A line is the orjson array `[payment_id, merchant_id, ts, amount, outcome]` and a newline, where
+  `outcome` is what the payment was decided (`[offset, action, score, rules_version, *reasons]`, so a
+  payment read again after a crash gets the same decision) or null; a fraud mark appends the
+  chargeback's event id: `[payment_id, merchant_id, ts, amount, outcome, chargeback_id]`.
 - Keys: `b"x\\x1f" + user_id` (meta) and `b"x\\x1f" + user_id + b"\\x1f" + str(seq)` (chunks). User ids
   must not contain `\\x1f` (as for every key of the table).
 - Meta is orjson of `{"first": seq of the oldest live chunk, "next": seq of the open chunk,
@@ -56,6 +58,8 @@ class IndexedPayment:
     ts: int
     amount: int  # minor units
     chargeback_id: str | None
+    # [input offset, action, score, rules_version, *reasons] of its decision, when it was decided
+    outcome: list | None = None
 
 
 @dataclass(slots=True)
@@ -85,7 +89,7 @@ class _Hit:
 
 
 def _record(row: list) -> IndexedPayment:
-    return IndexedPayment(row[0], row[1], row[2], row[3], row[4] if len(row) > 4 else None)
+    return IndexedPayment(row[0], row[1], row[2], row[3], row[5] if len(row) > 5 else None, row[4])
 
 
 def _max_ts(blob: bytes | bytearray | None) -> int:
@@ -169,7 +173,14 @@ class PaymentIndex:
 
     # -- writes
     def add(
-        self, partition: int, user_id: str, payment_id: str, merchant_id: str, ts: int, amount: int
+        self,
+        partition: int,
+        user_id: str,
+        payment_id: str,
+        merchant_id: str,
+        ts: int,
+        amount: int,
+        outcome: list | None = None,
     ) -> None:
         """Append a payment to the user's open chunk, then expire the user's chunks past the retention.
 
@@ -184,7 +195,7 @@ class PaymentIndex:
             u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
         ):
             self._roll(u, user_id)
-        u.buf += orjson.dumps([payment_id, merchant_id, ts, amount]) + b"\n"
+        u.buf += orjson.dumps([payment_id, merchant_id, ts, amount, outcome]) + b"\n"
         if u.count == 0:
             u.open_min = u.open_max = ts
         elif ts > u.open_max:
@@ -227,7 +238,7 @@ class PaymentIndex:
         hit = self._locate(user_id, payment_id)
         if hit is None:
             return None
-        if len(hit.row) > 4:
+        if len(hit.row) > 5:
             return _record(hit.row)
         hit.row.append(chargeback_id)
         line = orjson.dumps(hit.row)

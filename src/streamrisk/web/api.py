@@ -6,6 +6,7 @@ with the full API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -15,7 +16,9 @@ from faust.web import Request, Response, View
 from ..processor import Processor
 
 
-def register_routes(app: faust.App, processor: Processor) -> None:
+def register_routes(
+    app: faust.App, processor: Processor, runtime_stats: Callable[[], dict[str, Any]]
+) -> None:
     token = processor.settings.api_token
     owned_topic = processor.input_topics[0]
 
@@ -55,6 +58,7 @@ def register_routes(app: faust.App, processor: Processor) -> None:
             if (resp := denied(self, request)) is not None:
                 return resp
             body = processor.stats()
+            body.update(runtime_stats())
             # Which input partitions this worker decides for: where to ask for an entity.
             body["assigned_partitions"] = sorted(
                 tp.partition for tp in app.consumer.assignment() if tp.topic == owned_topic

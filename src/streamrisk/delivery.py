@@ -1,0 +1,211 @@
+"""The at-least-once delivery protocol: what must happen before input offsets may be committed.
+
+Records a batch produces (decisions, alerts, dead letters, forwarded events, changelog writes) are
+handed to the producer as the batch is processed, without waiting for the broker. Input offsets are
+committed at checkpoints (on an interval, before a rebalance completes, at shutdown), and a checkpoint
+commits only after every record produced for the batches it covers is acknowledged:
+
+    1. take the offsets processed so far and the records produced for them (a new epoch begins);
+    2. wait for every one of those records to be acknowledged; re-send a failed one with backoff, and
+       past `max_attempts` raise `DeliveryFailed` (the worker stops; the batch is replayed, never skipped);
+    3. commit the offsets, checking that they only grow.
+
+State (changelog) and outputs may therefore reach the broker in any order; the processor makes replay
+safe by re-emitting the stored outcome of an event it already holds. Exactly-once on Apache Kafka
+replaces step 3 by committing the offsets inside the producer's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]  # (topic, partition); Faust's and aiokafka's TopicPartition are such tuples
+
+
+class Producer(Protocol):
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+    ) -> Awaitable[Any]: ...
+
+
+class Committer(Protocol):
+    async def __call__(self, offsets: Mapping[Any, int]) -> bool:
+        """Commit `offsets` (the next offset to read, per partition); False if the group moved on."""
+        ...
+
+
+class DeliveryFailed(RuntimeError):
+    """A record could not be delivered after every retry: the worker must stop, and its input be replayed."""
+
+
+class OffsetsWentBack(RuntimeError):
+    """A checkpoint would commit an offset below one already committed: a bug, never carried on."""
+
+
+@dataclass(slots=True)
+class _Epoch:
+    """What one checkpoint covers: the records produced since the previous one, and the offsets."""
+
+    offsets: dict[Any, int] = field(default_factory=dict)
+    # (delivery future, topic, key, value, partition) of every record produced in this epoch
+    sent: list[tuple[Awaitable[Any], str, bytes | None, bytes | None, int | None]] = field(
+        default_factory=list
+    )
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    produced: dict[str, int] = field(default_factory=dict)  # records per topic
+    checkpoints: int = 0
+    commits_refused: int = 0  # the group had rebalanced: those offsets are read again
+    resends: int = 0
+    last_checkpoint_ms: float = 0.0  # wall time the last checkpoint took (acks + commit)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "produced": dict(self.produced),
+            "checkpoints": self.checkpoints,
+            "commits_refused": self.commits_refused,
+            "resends": self.resends,
+            "last_checkpoint_ms": round(self.last_checkpoint_ms, 3),
+        }
+
+
+class Delivery:
+    """Produces a worker's records without waiting, and commits input offsets at checkpoints."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        commit: Committer,
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 0.1,
+        stall_warning_s: float = 10.0,
+    ) -> None:
+        self._producer = producer
+        self._commit = commit
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.stall_warning_s = stall_warning_s
+        self._epoch = _Epoch()
+        self._committed: dict[Any, int] = {}
+        self._lock = asyncio.Lock()  # one checkpoint at a time, in epoch order
+        self.stats = DeliveryStats()
+
+    # -- while processing
+    async def send(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: dict[str, Any] | bytes | None,
+        partition: int | None = None,
+    ) -> None:
+        """Hand one record to the producer; `None` as value is a tombstone. Does not wait for the broker."""
+        if isinstance(key, str):
+            key = key.encode()
+        if value is not None and not isinstance(value, bytes):
+            value = orjson.dumps(value)
+        fut = await self._producer.send(topic, key, value, partition, None, None)
+        self._epoch.sent.append((fut, topic, key, value, partition))
+        produced = self.stats.produced
+        produced[topic] = produced.get(topic, 0) + 1
+
+    def processed(self, tp: Any, next_offset: int) -> None:
+        """Input up to `next_offset` (exclusive) of `tp` is processed and its records are sent."""
+        self._epoch.offsets[tp] = next_offset
+
+    @property
+    def pending(self) -> int:
+        """Records produced since the last checkpoint began."""
+        return len(self._epoch.sent)
+
+    def forget(self, tps: set[Any]) -> None:
+        """Drop what is known of partitions this worker no longer owns (after a checkpoint)."""
+        for tp in tps:
+            self._committed.pop(tp, None)
+            self._epoch.offsets.pop(tp, None)
+
+    # -- checkpoints
+    async def checkpoint(self) -> bool:
+        """Steps 1-3 of the module docstring; True if offsets were committed."""
+        async with self._lock:
+            epoch, self._epoch = self._epoch, _Epoch()  # 1
+            if not epoch.sent and not epoch.offsets:
+                return False
+            started = time.monotonic()
+            await self._acknowledged(epoch)  # 2
+            offsets = self._growing(epoch.offsets)
+            committed = False
+            if offsets:
+                committed = await self._commit(offsets)  # 3
+                if committed:
+                    self._committed.update(offsets)
+                else:
+                    self.stats.commits_refused += 1
+            self.stats.checkpoints += 1
+            self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
+            return committed
+
+    def _growing(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
+        out: dict[Any, int] = {}
+        for tp, offset in offsets.items():
+            before = self._committed.get(tp)
+            if before is not None and offset < before:
+                raise OffsetsWentBack(f"{tp}: checkpoint offset {offset} is below committed {before}")
+            if before != offset:
+                out[tp] = offset
+        return out
+
+    async def _acknowledged(self, epoch: _Epoch) -> None:
+        """Wait until every record of `epoch` is acknowledged, re-sending failures with backoff."""
+        todo = epoch.sent
+        attempt = 1
+        while todo:
+            await self._wait_all([s[0] for s in todo])
+            failed = [s for s in todo if s[0].exception() is not None]  # type: ignore[attr-defined]
+            if not failed:
+                return
+            first = failed[0][0].exception()  # type: ignore[attr-defined]
+            if attempt >= self.max_attempts:
+                raise DeliveryFailed(
+                    f"{len(failed)} records (first to {failed[0][1]}) not delivered after "
+                    f"{attempt} attempts: {first!r}; stopping so the input is read again"
+                ) from first
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            log.warning(
+                "%d records not delivered (%r); sending again in %.1f s (attempt %d of %d)",
+                len(failed), first, delay, attempt + 1, self.max_attempts,
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+            todo = []
+            for _, topic, key, value, partition in failed:
+                fut = await self._producer.send(topic, key, value, partition, None, None)
+                todo.append((fut, topic, key, value, partition))
+            self.stats.resends += len(todo)
+
+    async def _wait_all(self, futures: list[Awaitable[Any]]) -> None:
+        while True:
+            _, waiting = await asyncio.wait(futures, timeout=self.stall_warning_s)  # type: ignore[arg-type]
+            if not waiting:
+                return
+            log.warning(
+                "still waiting after %.0f s for the broker to acknowledge %d records",
+                self.stall_warning_s, len(waiting),
+            )

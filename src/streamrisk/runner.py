@@ -1,0 +1,135 @@
+"""The worker's batch loop: each fetch of input records through the processor, out through delivery.
+
+The consumer hands over one fetch at a time (transport.py). A batch is processed and its records handed
+to the producer under `lock`; a rebalance takes the same lock, so it never sees half a batch. Offsets
+are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .delivery import Delivery
+from .processor import Processor
+
+log = logging.getLogger(__name__)
+
+Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
+
+
+class BatchRunner:
+    """Processes fetched batches and owns the worker's checkpoints (transport.BatchHandler)."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        delivery: Delivery,
+        changelog_topic: str,
+        take_changelog: Changelog,
+        still_current: Callable[[int], bool],
+        ready: asyncio.Event | None = None,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self.processor = processor
+        self.delivery = delivery
+        self.topics = frozenset(processor.input_topics)
+        self._changelog_topic = changelog_topic
+        self._take_changelog = take_changelog
+        self._still_current = still_current
+        # Set once the rules and merchant summaries published before this worker started are read.
+        self.ready = ready
+        self.ready_timeout_s = ready_timeout_s
+        self.lock = asyncio.Lock()
+        # Highest offset processed per partition by this process: a record at or below it is read again.
+        self._high: dict[Any, int] = {}
+        self.records = 0
+        self.batches = 0
+        self.records_read_again = 0
+        self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
+        self.busy_s = 0.0
+
+    async def on_batch(self, records: Mapping[Any, list[Any]], generation: int) -> None:
+        if self.ready is not None:
+            await self._wait_ready()
+        # Shielded: Faust cancels its fetcher on rebalance and shutdown, and a batch whose records were
+        # only partly handed to the producer would leave state ahead of what the changelog holds.
+        await asyncio.shield(self._locked_batch(records, generation))
+
+    async def _locked_batch(self, records: Mapping[Any, list[Any]], generation: int) -> None:
+        async with self.lock:
+            if not self._still_current(generation):
+                self.batches_dropped += 1
+                return
+            started = time.perf_counter()
+            batch: list[Any] = []
+            high = self._high
+            for tp, recs in records.items():
+                seen = high.get(tp, -1)
+                if recs[0].offset <= seen:
+                    self.records_read_again += sum(1 for r in recs if r.offset <= seen)
+                batch.extend(recs)
+            outs = self.processor.process(batch)
+            self.processor.flush_state()
+            delivery = self.delivery
+            send = delivery.send
+            for out in outs:
+                await send(out.topic, out.key, out.value)
+            for partition, key, value in self._take_changelog():
+                await send(self._changelog_topic, key, value, partition)
+            for tp, recs in records.items():
+                last = recs[-1].offset
+                delivery.processed(tp, last + 1)
+                if last > high.get(tp, -1):
+                    high[tp] = last
+            self.records += len(batch)
+            self.batches += 1
+            self.busy_s += time.perf_counter() - started
+
+    async def _wait_ready(self) -> None:
+        # Decide with the rules in force, not the ones a worker starts with.
+        assert self.ready is not None
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.ready_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "rules and merchant summaries not read within %.0f s; deciding with ruleset %s",
+                self.ready_timeout_s, self.processor.rules.ruleset.version,
+            )
+        self.ready = None
+
+    async def publish_summaries(self) -> None:
+        """Send the merchant summaries due (processor.summaries coalesces them)."""
+        async with self.lock:
+            for out in self.processor.summaries():
+                await self.delivery.send(out.topic, out.key, out.value)
+
+    async def checkpoint(self) -> bool:
+        return await self.delivery.checkpoint()
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        """Before a rebalance completes: commit what was processed, then drop in-memory state."""
+        async with self.lock:
+            for out in self.processor.summaries():
+                await self.delivery.send(out.topic, out.key, out.value)
+            await self.delivery.checkpoint()
+            self.processor.forget()
+            self.delivery.forget(revoked)
+
+    async def close(self) -> None:
+        """At shutdown: the last checkpoint."""
+        await self.on_revoked(set())
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "batches": self.batches,
+            "records_read_again": self.records_read_again,
+            "batches_dropped": self.batches_dropped,
+            "busy_s": round(self.busy_s, 3),
+            "pending_records": self.delivery.pending,
+            **self.delivery.stats.as_dict(),
+        }
