@@ -133,10 +133,14 @@ class ChaosRun:
         return m
 
     def live(self) -> list[Member]:
+        """Workers we have not ended (some may have exited on their own: see running())."""
         return [m for m in self.members if m.alive()]
 
+    def running(self) -> list[Member]:
+        return [m for m in self.live() if m.proc.proc.poll() is None]
+
     async def _kill(self) -> None:
-        m = self.rng.choice(self.live())
+        m = self.rng.choice(self.running() or self.live())
         kill = Kill(time.time(), m.name, list(m.partitions))
         m.proc.kill()
         self._end(m, "killed")
@@ -146,7 +150,7 @@ class ChaosRun:
         self._spawn()
 
     async def _stop(self) -> None:
-        m = self.rng.choice(self.live())
+        m = self.rng.choice(self.running() or self.live())
         self.plan.say(f"SIGTERM {m.name}")
         self._end(m, "stopped")
         await asyncio.to_thread(m.proc.stop)
@@ -294,7 +298,7 @@ class ChaosRun:
             await asyncio.sleep(0.5)
 
     def _owned(self) -> set[int]:
-        return {p for m in self.live() for p in m.partitions}
+        return {p for m in self.running() for p in m.partitions}
 
     def _undecided(self) -> list[str]:
         return [eid for eid in self.sent if eid not in self.decisions]
@@ -319,7 +323,7 @@ class ChaosRun:
                                 ("merchants", oracle.merchant_clock, oracle.merchant)):
             for entity in ids:
                 got = None
-                for m in self.live():
+                for m in self.running():
                     try:
                         async with self._http.get(m.proc.url(f"/{kind}/{entity}")) as resp:
                             if resp.status == 200:
@@ -368,7 +372,7 @@ class ChaosRun:
         silent = [f"{m.name} {m.worst_gap:.1f} s" for m in self.members if m.worst_gap > plan.stats_gap_s]
         never = [m.name for m in self.members if m.first_ok is None
                  and ((m.ended or time.time()) - m.started) > plan.startup_s]
-        owners = [p for m in self.live() for p in m.partitions]
+        owners = [p for m in self.running() for p in m.partitions]
         figures = {
             "sent (records / payments)": f"{len(self.records)} / {len(self.sent)}",
             "send errors": self.send_errors,
