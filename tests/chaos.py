@@ -367,7 +367,7 @@ class ChaosRun:
         behind = await self._offsets_behind()
         feature_diffs = await self._features_diff(oracle)
         crashed = [m.name for m in self.members if m.alive() and m.proc.proc.poll() is not None]
-        crash_logs = [m.name for m in self.members if "Crashed reason" in _read(m.proc.log_path)]
+        crash_logs = [f"{m.name}: {why}" for m in self.members if (why := _crash_reason(m.proc.log_path))]
         hard_stops = [m.name for m in self.members if m.how == "stopped" and m.proc.proc.returncode == -9]
         silent = [f"{m.name} {m.worst_gap:.1f} s" for m in self.members if m.worst_gap > plan.stats_gap_s]
         never = [m.name for m in self.members if m.first_ok is None
@@ -414,8 +414,11 @@ def _fmt(seconds: float) -> str:
     return "undecided" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
 
 
-def _read(path: Path) -> str:
+def _crash_reason(log: Path) -> str:
+    """The first line where Faust reports a crashed service in a worker's log ('' when none)."""
     try:
-        return path.read_text(errors="replace")
+        text = log.read_text(errors="replace")
     except OSError:
         return ""
+    at = text.find("Crashed reason=")
+    return text[at:text.find("\n", at)][:300] if at >= 0 else ""
