@@ -275,9 +275,10 @@ class ChaosRun:
                     reader.cancel()
                 poller.cancel()
                 await asyncio.gather(*(t for t in (reader, poller) if t), return_exceptions=True)
-                for m in self.live():
+                ending = self.live()
+                for m in ending:
                     self._end(m, "stopped at the end")
-                    await asyncio.to_thread(m.proc.stop)
+                await asyncio.gather(*(asyncio.to_thread(m.proc.stop) for m in ending))
         return result
 
     async def _until(self, check: Callable[[], Any], timeout: float, what: str, fail: bool = True) -> Any:
