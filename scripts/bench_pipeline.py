@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import sys
 import tempfile
@@ -371,6 +372,8 @@ def main() -> int:
         args.events, args.seconds, args.rates = 1000, 1.0, [1000]
     started = time.perf_counter()
     kind = "tansu" if args.tansu else "kafka"
+    # A just-created topic has no leader for a moment; the producer's retries of that are expected.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker(kind) as broker:
         print(f"{kind} broker at {broker.bootstrap}", flush=True)
         checks = asyncio.run(bench(args, broker.bootstrap, Path(tmp)))
