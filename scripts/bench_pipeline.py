@@ -53,8 +53,9 @@ class Row:
     events: int  # inputs consumed in the measured span
     seconds: float
     cpu_s: float
-    payments: int = 0
-    produced: int | None = None  # records written to every non-input topic
+    payments: int = 0  # payments decided in the measured span
+    decided: int = 0  # payments decided over the whole run
+    produced: int | None = None  # records written to every non-input topic over the whole run
     read_again: int | None = None
 
     @property
@@ -233,8 +234,8 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
         for w in procs:
             w.stop()
     events = round((n_pay - d0) / n_pay * n_in)  # inputs processed between the two CPU samples
-    return Row(what, events, t1 - t0, c1 - c0, payments=round(n_pay - d0), produced=produced,
-               read_again=read_again)
+    return Row(what, events, t1 - t0, c1 - c0, payments=round(n_pay - d0), decided=n_pay,
+               produced=produced, read_again=read_again)
 
 
 async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) -> list[tuple[int, dict]]:
@@ -314,11 +315,11 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tu
     print(f"\n{'what':<47} {'events/s':>10} {'CPU us/ev':>10} {'% ceiling':>10} {'vs noop':>8} "
           f"{'rec/pay':>8} {'read again':>10}")
     for r in rows:
-        rec = f"{r.produced / r.payments:.2f}" if r.produced is not None and r.payments else "-"
+        rec = f"{r.produced / r.decided:.2f}" if r.produced is not None and r.decided else "-"
         again = "-" if r.produced is None else ("n/a" if r.read_again is None else str(r.read_again))
         print(f"{r.what:<47} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {r.rate / ceil.rate:>10.1%} "
               f"{r.rate / noop.rate:>8.2f} {rec:>8} {again:>10}")
-    for r in (one_mix, two_mix):
+    for r in (one_mix, two_mix) if one_mix.payments and two_mix.payments else ():
         print(f"  {r.what}: {r.payments / r.seconds:,.0f} payments/s, "
               f"{r.cpu_s / r.payments * 1e6:.0f} CPU us per payment")
     print("\nratios")

@@ -197,8 +197,9 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        await consumer.topics()  # metadata of every topic, so their partitions are known
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        # The consumer caches metadata only of topics it tracks (none here, on Apache Kafka): ask for all.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
         if not tps:
             return {}
         consumer.assign(tps)
