@@ -6,6 +6,7 @@ Each test module gets its own topic prefix and application id, so tests never se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -58,7 +59,8 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last commit."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
