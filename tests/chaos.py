@@ -370,6 +370,10 @@ class ChaosRun:
         crashed = [m.name for m in self.members if m.alive() and m.proc.proc.poll() is not None]
         crash_logs = [f"{m.name}: {why}" for m in self.members if (why := _crash_reason(m.proc.log_path))]
         hard_stops = [m.name for m in self.members if m.how == "stopped" and m.proc.proc.returncode == -9]
+        now = time.time()
+        for m in self.live():  # a worker that stopped answering for good has been silent until now
+            if m.last_ok is not None:
+                m.worst_gap = max(m.worst_gap, now - m.last_ok)
         silent = [f"{m.name} {m.worst_gap:.1f} s" for m in self.members if m.worst_gap > plan.stats_gap_s]
         never = [m.name for m in self.members if m.first_ok is None
                  and ((m.ended or time.time()) - m.started) > plan.startup_s]
