@@ -1,5 +1,5 @@
 # Sourced by scripts/demo and scripts/test: make sure .venv exists and has this checkout installed.
-# Reinstalls only when pyproject.toml changed since the last install.
+# Reinstalls only when pyproject.toml or constraints.txt changed since the last install.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extra="${1:-}"
@@ -19,10 +19,11 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   "$py" -m venv "$root/.venv"
 fi
 stamp="$root/.venv/.streamrisk-installed${extra:+-$extra}"
-want="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+want="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "== installing streamrisk${extra:+[$extra]} into .venv (first run takes a minute)" >&2
   "$root/.venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$root/.venv/bin/python" -m pip install -q -e "$root${extra:+[$extra]}" >&2
+  # constraints.txt pins every dependency exactly: the worker relies on faust's and aiokafka's internals.
+  "$root/.venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root${extra:+[$extra]}" >&2
   echo "$want" > "$stamp"
 fi

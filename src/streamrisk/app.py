@@ -102,6 +102,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         store="memory://",
         producer_acks=-1,
         producer_linger_ms=1,
+        # aiokafka keeps one request in flight per partition: larger batches carry more per round trip.
+        producer_max_batch_size=256 * 1024,
         # A record not acknowledged in this time fails its delivery; Delivery re-sends it a few times,
         # then stops the worker (Faust's default is 20 minutes of silence).
         producer_request_timeout=settings.delivery_timeout_s,

@@ -7,6 +7,9 @@
   Kafka-compatible brokers answer that with the start of the last record batch rather than the end,
   and recovery would then silently stop short of the newest state. A fetch's high watermark is
   authoritative, so the end offsets recovery uses are confirmed with one fetch per partition.
+- The consumer reads committed records only (`read_committed`), so a payment in an aborted transaction
+  of an upstream transactional producer is never decided; Faust does so only in its own
+  exactly-once mode.
 - The input topics skip Faust's per-event streams: each fetch goes to a batch handler whole
   (`_Consumer._drain_messages`), which processes it and commits its offsets through `delivery.py`.
 """
@@ -71,6 +74,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         self._bootstrap = server_list(transport.url, transport.default_port)
         consumer = super()._create_worker_consumer(transport)
+        # Never decide a payment from an aborted transaction of an upstream transactional producer.
+        # (Faust reads committed records only when it runs transactions itself.) Read by start().
+        consumer._isolation_level = "read_committed"
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             # Read by AIOKafkaConsumer.start() when it builds its Fetcher; there is no public setter.

@@ -1,0 +1,141 @@
+"""The delivery protocol without a broker: offsets are committed only after every record they cover is
+acknowledged, failed records are sent again, and past the last attempt the worker is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from streamrisk.delivery import Delivery, DeliveryFailed, OffsetsWentBack
+
+TP0, TP1 = ("payments", 0), ("payments", 1)
+
+
+class FakeProducer:
+    """Hands out delivery futures the test completes; `fail` makes the next N sends fail at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.futures: list[asyncio.Future] = []
+        self.fail = 0
+        self.auto_ack = False
+
+    async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any):
+        fut = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, key, value, partition))
+        self.futures.append(fut)
+        if self.fail:
+            self.fail -= 1
+            fut.set_exception(ConnectionError("broker went away"))
+        elif self.auto_ack:
+            fut.set_result(None)
+        return fut
+
+    def ack_all(self) -> None:
+        for f in self.futures:
+            if not f.done():
+                f.set_result(None)
+
+
+class FakeCommit:
+    def __init__(self, accept: bool = True) -> None:
+        self.commits: list[dict[Any, int]] = []
+        self.accept = accept
+
+    async def __call__(self, offsets: Mapping[Any, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return self.accept
+
+
+async def test_offsets_are_committed_only_after_their_records_are_acknowledged() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit)
+    await delivery.send("risk-decisions", "u1", {"action": "approve"})
+    delivery.processed(TP0, 42)
+    task = asyncio.create_task(delivery.checkpoint())
+    await asyncio.sleep(0.01)
+    assert not task.done() and commit.commits == []  # the decision is not acknowledged yet
+    producer.ack_all()
+    assert await task is True
+    assert commit.commits == [{TP0: 42}]
+    assert producer.sent == [("risk-decisions", b"u1", b'{"action":"approve"}', None)]
+
+
+async def test_records_sent_while_a_checkpoint_waits_belong_to_the_next_one() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit)
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 10)
+    first = asyncio.create_task(delivery.checkpoint())
+    await asyncio.sleep(0)
+    await delivery.send("risk-decisions", "u2", b"2")  # a later batch, not yet acknowledged
+    delivery.processed(TP0, 11)
+    producer.futures[0].set_result(None)
+    assert await first is True
+    assert commit.commits == [{TP0: 10}]
+    second = asyncio.create_task(delivery.checkpoint())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    producer.ack_all()
+    assert await second is True
+    assert commit.commits == [{TP0: 10}, {TP0: 11}]
+
+
+async def test_a_failed_record_is_sent_again_and_the_checkpoint_then_commits() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    producer.auto_ack = True
+    delivery = Delivery(producer, commit, backoff_s=0.001)
+    producer.fail = 2  # the record, then its first re-send, fail
+    await delivery.send("fraud-alerts", "u1", b"alert")
+    delivery.processed(TP1, 7)
+    assert await delivery.checkpoint() is True
+    assert [s[2] for s in producer.sent] == [b"alert"] * 3
+    assert delivery.stats.resends == 2
+    assert commit.commits == [{TP1: 7}]
+
+
+async def test_past_the_last_attempt_the_checkpoint_raises_and_commits_nothing() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit, max_attempts=3, backoff_s=0.001)
+    producer.fail = 3
+    await delivery.send("risk-decisions", "u1", b"d")
+    delivery.processed(TP0, 5)
+    with pytest.raises(DeliveryFailed, match="after 3 attempts"):
+        await delivery.checkpoint()
+    assert commit.commits == []
+
+
+async def test_an_unchanged_offset_is_not_committed_again_and_offsets_never_go_back() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    producer.auto_ack = True
+    delivery = Delivery(producer, commit)
+    delivery.processed(TP0, 5)
+    assert await delivery.checkpoint() is True
+    delivery.processed(TP0, 5)
+    assert await delivery.checkpoint() is False
+    delivery.processed(TP0, 4)
+    with pytest.raises(OffsetsWentBack, match="below committed 5"):
+        await delivery.checkpoint()
+    assert commit.commits == [{TP0: 5}]
+
+
+async def test_after_a_revoke_a_partition_may_start_over_from_a_lower_offset() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit)
+    delivery.processed(TP0, 50)
+    await delivery.checkpoint()
+    delivery.forget({TP0})  # another worker owned it meanwhile and committed less
+    delivery.processed(TP0, 30)
+    assert await delivery.checkpoint() is True
+    assert commit.commits[-1] == {TP0: 30}
+
+
+async def test_a_refused_commit_is_counted_not_fatal() -> None:
+    producer, commit = FakeProducer(), FakeCommit(accept=False)
+    delivery = Delivery(producer, commit)
+    delivery.processed(TP0, 3)
+    assert await delivery.checkpoint() is False
+    assert delivery.stats.commits_refused == 1

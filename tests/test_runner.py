@@ -1,0 +1,107 @@
+"""The batch loop without Kafka: a fetched batch in, records produced, offsets committed at checkpoints;
+batches from before a rebalance dropped; input read again after a crash decided again, identically."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import orjson
+
+from streamrisk.app import FaustKV
+from streamrisk.delivery import Delivery
+from streamrisk.processor import Message, Processor
+from streamrisk.runner import BatchRunner
+from streamrisk.settings import Settings
+from tests.test_delivery import FakeCommit, FakeProducer
+
+NOW = int(time.time() * 1000)
+SETTINGS = Settings()
+TP = ("payments", 0)
+
+
+def payment(eid: str, user: str, offset: int, amount: float = 10.0) -> Message:
+    value = {"event_id": eid, "ts": NOW - 1000, "user_id": user, "merchant_id": "m1", "amount": amount,
+             "currency": "CNY", "method": "card", "device_id": "d1"}
+    return Message("payments", 0, offset, user.encode(), orjson.dumps(value))
+
+
+class Worker:
+    """A runner as app.py wires it, over a dict table, a fake producer and a fake commit."""
+
+    def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
+        self.kv = FaustKV(SimpleNamespace(data={} if table is None else table))  # type: ignore[arg-type]
+        self.processor = Processor(SETTINGS, self.kv)
+        self.producer, self.commit = FakeProducer(), FakeCommit()
+        self.producer.auto_ack = True
+        self.current = True
+        self.runner = BatchRunner(
+            self.processor, Delivery(self.producer, self.commit), "state-changelog", self.kv.take,
+            lambda generation: self.current,
+        )
+
+    def sent(self, topic: str) -> list[dict]:
+        return [orjson.loads(v) for t, _, v, _ in self.producer.sent if t == topic and v is not None]
+
+
+async def test_a_batch_is_decided_and_its_offsets_committed_at_the_next_checkpoint() -> None:
+    w = Worker()
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u2", 1)]}, generation=1)
+    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1", "p2"]
+    changelog = [(k, v) for t, k, v, _ in w.producer.sent if t == "state-changelog"]
+    assert changelog and all(w.kv.table.data.get(k) == v for k, v in changelog)
+    assert w.commit.commits == []  # nothing is committed before a checkpoint
+    assert await w.runner.checkpoint() is True
+    assert w.commit.commits == [{TP: 2}]
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_dropped_untouched() -> None:
+    w = Worker()
+    w.current = False
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, generation=1)
+    assert w.producer.sent == [] and w.kv.table.data == {}
+    assert w.runner.batches_dropped == 1
+    assert await w.runner.checkpoint() is False
+
+
+async def test_input_read_again_after_a_crash_gets_the_same_decisions_but_for_decided_at() -> None:
+    # The state (changelog) of the first run was delivered, its offsets were not committed: the
+    # restarted worker reads the same records again against state that already holds them.
+    first = Worker()
+    batch = [payment("p1", "u1", 0), payment("p2", "u1", 1, amount=5000.0)]
+    await first.runner.on_batch({TP: batch}, generation=1)
+    restarted = Worker(table=dict(first.kv.table.data))
+    await restarted.runner.on_batch({TP: batch}, generation=2)
+
+    def same(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k != "decided_at"}
+
+    assert [same(d) for d in restarted.sent("risk-decisions")] == [
+        same(d) for d in first.sent("risk-decisions")
+    ]
+    assert restarted.processor.counters.decisions_replayed == 2
+    assert restarted.processor.counters.decisions == {}  # nothing was decided anew
+    # A producer's retry of the same payment (another offset) has no second effect.
+    await restarted.runner.on_batch({TP: [payment("p1", "u1", 2)]}, generation=2)
+    assert len(restarted.sent("risk-decisions")) == 2
+
+
+async def test_records_read_again_are_counted() -> None:
+    w = Worker()
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u1", 1)]}, generation=1)
+    await w.runner.on_batch({TP: [payment("p2", "u1", 1), payment("p3", "u1", 2)]}, generation=1)
+    assert w.runner.records_read_again == 1
+    assert w.runner.stats()["records_read_again"] == 1
+
+
+async def test_a_revoke_publishes_pending_summaries_commits_and_forgets_in_memory_state() -> None:
+    w = Worker()
+    merchant_event = Message(
+        w.processor.t_merchant_events, 0, 0, b"m1", orjson.dumps(["pp1", 13, NOW - 1000, 1000, "m1"])
+    )
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)], ("merchant-events", 0): [merchant_event]}, 1)
+    assert w.sent(w.processor.t_merchant_risk) == []  # coalesced: published on the interval
+    await w.runner.on_revoked({TP})
+    assert len(w.sent(w.processor.t_merchant_risk)) == 1
+    assert w.commit.commits == [{TP: 1, ("merchant-events", 0): 1}]
+    assert w.processor.users.slots == {}

@@ -1,0 +1,74 @@
+"""The faust-streaming and aiokafka internals the worker relies on, checked by name.
+
+The runtime bypasses Faust's per-event streams (transport.py) and commits offsets itself (delivery.py),
+so it reaches past both libraries' public APIs. The versions are pinned in constraints.txt; an upgrade
+that renames or drops one of these fails here, naming it, instead of silently changing the runtime.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import aiokafka
+import faust
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (owner, attribute, what we use it for)
+ATTRIBUTES = [
+    (faust_consumer.Consumer, "_drain_messages", "overridden: the fetch loop that hands batches over"),
+    (faust_consumer.Consumer, "_wait_next_records", "one fetch: (records by partition, active partitions)"),
+    (faust_consumer.Consumer, "perform_seek", "records fetched while the flow is stopped are read again"),
+    (faust_consumer.Consumer, "flow_active", "False while a rebalance is under way"),
+    (faust_consumer.Consumer, "_to_message", "changelog records keep Faust's per-record path"),
+    (faust_consumer.Consumer, "consumer_stopped_errors", "a stopping consumer is not a crash"),
+    (faust_consumer.ThreadDelegateConsumer, "_commit", "commits our checkpoint's offsets"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "fetch wait, isolation level"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters", "end offsets confirmed for recovery"),
+    (faust.App, "on_first_start", "subscribes the input topics on the worker's loop"),
+    (faust.App, "on_before_shutdown", "the last checkpoint"),
+    (faust.App, "on_partitions_revoked", "the checkpoint before a rebalance completes"),
+    (faust.App, "consumer_generation_id", "a batch from an older generation is dropped"),
+    (faust.App, "crash", "a failure we cannot handle stops the worker"),
+]
+
+SOURCES = [
+    # (function, text it must contain, why)
+    (faust_consumer.Fetcher._fetcher.fun, "_drain_messages", "Faust's fetcher runs our fetch loop"),
+    (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "our fetch wait reaches the fetcher"),
+    (aiokafka.AIOKafkaConsumer.start, "self._isolation_level", "read_committed reaches the fetcher"),
+    (faust.App._on_partitions_revoked, "self.on_partitions_revoked.send", "revoke signal is awaited"),
+    (faust.App.on_stop, "on_before_shutdown.send", "shutdown signal comes before the producer stops"),
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "why"), ATTRIBUTES, ids=[f"{o.__name__}.{n}" for o, n, _ in ATTRIBUTES]
+)
+def test_internal_attribute_we_rely_on_exists(owner: type, name: str, why: str) -> None:
+    assert hasattr(owner, name), f"{owner.__module__}.{owner.__name__}.{name} is gone ({why})"
+
+
+@pytest.mark.parametrize(
+    ("func", "text", "why"), SOURCES, ids=[f"{f.__qualname__}:{t}" for f, t, _ in SOURCES]
+)
+def test_internal_code_path_we_rely_on_is_unchanged(func: Callable[..., object], text: str, why: str) -> None:
+    assert text in inspect.getsource(func), f"{func.__qualname__} no longer uses {text} ({why})"
+
+
+@pytest.mark.parametrize("package", ["faust-streaming", "aiokafka", "mode-streaming"])
+def test_installed_runtime_is_the_pinned_version(package: str) -> None:
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert version(package) == pins[package], (
+        f"{package} {version(package)} is installed but constraints.txt pins {pins[package]}: "
+        "run ./scripts/test (it installs from constraints.txt), or re-test and re-pin deliberately"
+    )
