@@ -345,17 +345,8 @@ class ChaosRun:
     async def _result(self, oracle: FeatureOracle, drained_s: float) -> ChaosResult:
         plan = self.plan
         undecided = self._undecided()
-        repeats, differing = 0, []
-        for eid, got in self.decisions.items():
-            if eid not in self.sent:
-                continue
-            first = got[0][1]
-            for _, again in got[1:]:
-                repeats += 1
-                diff = {f: (first.get(f), again.get(f)) for f in first.keys() | again.keys()
-                        if f != "decided_at" and first.get(f) != again.get(f)}
-                if diff:
-                    differing.append(f"{eid}: {diff}")
+        repeats, differing = repeat_differences({e: [v for _, v in got] for e, got in self.decisions.items()
+                                                 if e in self.sent})
         disagree = len(differing)
         for k in self.kills:
             after = (at - k.at for eid, (_, part) in self.sent.items() if part in k.partitions
@@ -413,6 +404,21 @@ class ChaosRun:
     def _latency(self, eid: str) -> float:
         got = self.decisions.get(eid)
         return got[0][0] - self.sent[eid][0] if got else math.inf
+
+
+def repeat_differences(decisions: dict[str, list[dict[str, Any]]]) -> tuple[int, list[str]]:
+    """(repeats, how each differing repeat differs): every later decision of a payment against its first,
+    over every field of either record except `decided_at`."""
+    repeats, differing = 0, []
+    for eid, got in decisions.items():
+        first = got[0]
+        for again in got[1:]:
+            repeats += 1
+            diff = {f: (first.get(f), again.get(f)) for f in sorted(first.keys() | again.keys())
+                    if f != "decided_at" and first.get(f) != again.get(f)}
+            if diff:
+                differing.append(f"{eid}: {diff}")
+    return repeats, differing
 
 
 def _fmt(seconds: float) -> str:

@@ -1,5 +1,5 @@
 """The chaos test's brute-force feature oracle agrees with the worker's core on the same records, and
-its fault plan holds what the chaos test promises (kills, a join, a graceful stop)."""
+its fault plan and repeat comparison hold what the chaos test promises."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.processor import Message, Processor
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV
-from tests.chaos import ChaosPlan
+from tests.chaos import ChaosPlan, repeat_differences
 from tests.feature_oracle import FeatureOracle, compare
 
 
@@ -51,3 +51,15 @@ def test_fault_plan_kills_joins_and_stops_within_the_traffic() -> None:
         assert kinds.index("join") < kinds.index("stop")
         times = [t for t, _ in faults]
         assert times == sorted(times) and times[0] > 0 and times[-1] <= 35
+
+
+def test_a_repeat_may_differ_only_in_decided_at() -> None:
+    first = {"decision_id": "d1", "event_id": "p1", "action": "review", "score": 0.7, "decided_at": 1}
+    same = {**first, "decided_at": 2}
+    other = {**first, "action": "decline", "score": 0.9, "decided_at": 3}
+    extra = {**first, "note": "x"}
+    assert repeat_differences({"p1": [first], "p2": [first, same]}) == (1, [])
+    repeats, differing = repeat_differences({"p1": [first, same, other, extra]})
+    assert repeats == 3
+    assert differing == ["p1: {'action': ('review', 'decline'), 'score': (0.7, 0.9)}",
+                         "p1: {'note': (None, 'x')}"]
