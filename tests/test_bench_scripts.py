@@ -17,9 +17,13 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
     [
         ["bench_rules.py", "--payments", "100", "--repeat", "1"],
         ["bench_payment_index.py"],
-        ["bench_processor.py", "--events", "3000"],
+        ["bench_processor.py", "--events", "3000", "--repeat", "1"],
+        ["bench_backtest.py", "--minutes", "0.2"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
+        ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20"],
+        ["bench_api.py", "--users", "8", "--rounds", "1"],
+        ["bench_metrics.py", "--events", "1000"],
         # Its own broker, two Faust apps and five worker starts: mostly start-up time.
         ["bench_pipeline.py", "--quick", "--tansu"],
     ],

@@ -37,7 +37,7 @@ class Worker:
         self.current = True
         self.runner = BatchRunner(
             self.processor, Delivery(self.producer, self.commit), "state-changelog", self.kv.take,
-            lambda generation: self.current,
+            lambda fetched: self.current,
         )
 
     def sent(self, topic: str) -> list[dict]:
@@ -46,7 +46,7 @@ class Worker:
 
 async def test_a_batch_is_decided_and_its_offsets_committed_at_the_next_checkpoint() -> None:
     w = Worker()
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u2", 1)]}, generation=1)
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u2", 1)]}, {}, fetched=1)
     assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1", "p2"]
     changelog = [(k, v) for t, k, v, _ in w.producer.sent if t == "state-changelog"]
     assert changelog and all(w.kv.table.data.get(k) == v for k, v in changelog)
@@ -55,10 +55,20 @@ async def test_a_batch_is_decided_and_its_offsets_committed_at_the_next_checkpoi
     assert w.commit.commits == [{TP: 2}]
 
 
+async def test_a_position_past_transaction_markers_is_committed_without_records() -> None:
+    # A fetch can return only a commit marker (or aborted records): nothing to process, but the
+    # committed offset must still reach the end of the partition.
+    w = Worker()
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {TP: 2}, fetched=1)
+    await w.runner.on_batch({}, {TP: 4}, fetched=1)
+    assert await w.runner.checkpoint() is True
+    assert w.commit.commits == [{TP: 4}]
+
+
 async def test_a_batch_fetched_before_a_rebalance_is_dropped_untouched() -> None:
     w = Worker()
     w.current = False
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, generation=1)
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
     assert w.producer.sent == [] and w.kv.table.data == {}
     assert w.runner.batches_dropped == 1
     assert await w.runner.checkpoint() is False
@@ -69,9 +79,9 @@ async def test_input_read_again_after_a_crash_gets_the_same_decisions_but_for_de
     # restarted worker reads the same records again against state that already holds them.
     first = Worker()
     batch = [payment("p1", "u1", 0), payment("p2", "u1", 1, amount=5000.0)]
-    await first.runner.on_batch({TP: batch}, generation=1)
+    await first.runner.on_batch({TP: batch}, {}, fetched=1)
     restarted = Worker(table=dict(first.kv.table.data))
-    await restarted.runner.on_batch({TP: batch}, generation=2)
+    await restarted.runner.on_batch({TP: batch}, {}, fetched=2)
 
     def same(d: dict) -> dict:
         return {k: v for k, v in d.items() if k != "decided_at"}
@@ -82,14 +92,14 @@ async def test_input_read_again_after_a_crash_gets_the_same_decisions_but_for_de
     assert restarted.processor.counters.decisions_replayed == 2
     assert restarted.processor.counters.decisions == {}  # nothing was decided anew
     # A producer's retry of the same payment (another offset) has no second effect.
-    await restarted.runner.on_batch({TP: [payment("p1", "u1", 2)]}, generation=2)
+    await restarted.runner.on_batch({TP: [payment("p1", "u1", 2)]}, {}, fetched=2)
     assert len(restarted.sent("risk-decisions")) == 2
 
 
 async def test_records_read_again_are_counted() -> None:
     w = Worker()
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u1", 1)]}, generation=1)
-    await w.runner.on_batch({TP: [payment("p2", "u1", 1), payment("p3", "u1", 2)]}, generation=1)
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u1", 1)]}, {}, fetched=1)
+    await w.runner.on_batch({TP: [payment("p2", "u1", 1), payment("p3", "u1", 2)]}, {}, fetched=1)
     assert w.runner.records_read_again == 1
     assert w.runner.stats()["records_read_again"] == 1
 
@@ -99,7 +109,7 @@ async def test_a_revoke_publishes_pending_summaries_commits_and_forgets_in_memor
     merchant_event = Message(
         w.processor.t_merchant_events, 0, 0, b"m1", orjson.dumps(["pp1", 13, NOW - 1000, 1000, "m1"])
     )
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0)], ("merchant-events", 0): [merchant_event]}, 1)
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)], ("merchant-events", 0): [merchant_event]}, {}, 1)
     assert w.sent(w.processor.t_merchant_risk) == []  # coalesced: published on the interval
     await w.runner.on_revoked({TP})
     assert len(w.sent(w.processor.t_merchant_risk)) == 1

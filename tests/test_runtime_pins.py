@@ -15,6 +15,8 @@ from pathlib import Path
 import aiokafka
 import faust
 import pytest
+from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
+from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -31,20 +33,28 @@ ATTRIBUTES = [
     (faust_consumer.ThreadDelegateConsumer, "_commit", "commits our checkpoint's offsets"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "fetch wait, isolation level"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters", "end offsets confirmed for recovery"),
+    (SubscriptionState, "subscription", "the subscription whose assignment holds the positions"),
+    (Assignment, "state_value", "a partition's fetch state"),
+    (TopicPartitionState, "has_valid_position", "no position before the first seek"),
+    (TopicPartitionState, "position", "the next offset to read, past transaction markers"),
     (faust.App, "on_first_start", "subscribes the input topics on the worker's loop"),
     (faust.App, "on_before_shutdown", "the last checkpoint"),
     (faust.App, "on_partitions_revoked", "the checkpoint before a rebalance completes"),
     (faust.App, "consumer_generation_id", "a batch from an older generation is dropped"),
     (faust.App, "crash", "a failure we cannot handle stops the worker"),
+    (faust.App, "tables", "recovery.completed: input is taken only once recovery has sought it"),
 ]
 
 SOURCES = [
     # (function, text it must contain, why)
+    (aiokafka.AIOKafkaConsumer.__init__, "self._subscription = SubscriptionState", "fetch positions"),
+    (faust_consumer.Consumer._wait_next_records, "self.can_resume_flow", "awaited while the flow stops"),
     (faust_consumer.Fetcher._fetcher.fun, "_drain_messages", "Faust's fetcher runs our fetch loop"),
     (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "our fetch wait reaches the fetcher"),
     (aiokafka.AIOKafkaConsumer.start, "self._isolation_level", "read_committed reaches the fetcher"),
     (faust.App._on_partitions_revoked, "self.on_partitions_revoked.send", "revoke signal is awaited"),
     (faust.App.on_stop, "on_before_shutdown.send", "shutdown signal comes before the producer stops"),
+    (Recovery.on_recovery_completed, "self.completed.set()", "set after the seek"),
 ]
 
 

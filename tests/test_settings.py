@@ -27,6 +27,11 @@ def test_defaults() -> None:
     assert (s.rules_path, s.alert_dedupe_ms, s.payment_index_ms) == (None, HOUR_MS, 180 * DAY_MS)
 
 
+def test_memory_budget_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).max_cached_entities == 20_000
+    assert Settings.from_env({"STREAMRISK_MAX_CACHED_ENTITIES": "500"}).max_cached_entities == 500
+
+
 def test_flags_win_over_the_environment() -> None:
     s = Settings.from_env({"STREAMRISK_RULES": "a.yaml"}, rules_path=Path("b.yaml"))
     assert s.rules_path == Path("b.yaml")
@@ -51,6 +56,7 @@ def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str)
         ({"STREAMRISK_PAYMENT_INDEX_DAYS": "0"}, "STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1"),
         ({"STREAMRISK_ALERT_DEDUPE_MS": "-5"}, "STREAMRISK_ALERT_DEDUPE_MS must be >= 0"),
         ({"STREAMRISK_WEB_HOST": "0.0.0.0"}, "STREAMRISK_API_TOKEN"),
+        ({"STREAMRISK_MAX_CACHED_ENTITIES": "0"}, "STREAMRISK_MAX_CACHED_ENTITIES must be >= 1"),
     ],
 )
 def test_values_that_cannot_work_are_refused_at_check(env: dict[str, str], needle: str) -> None:

@@ -14,7 +14,7 @@ from .processor import Message, Processor
 from .runner import BatchRunner
 from .settings import Settings
 from .topics import STATE_TABLE
-from .transport import BatchHandler, broker_urls
+from .transport import BatchHandler, FetchToken, broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class FaustKV:
 
     def get(self, key: bytes) -> bytes | None:
         return self.table.data.get(key)
+
+    def keys(self) -> list[bytes]:  # walked by the background sweep (state/sweep.py)
+        return list(self.table.data.keys())
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.table.data[key] = value
@@ -99,6 +102,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        canonical_url=settings.web_url,  # where the other workers forward requests for our keys
         store="memory://",
         producer_acks=-1,
         producer_linger_ms=1,
@@ -121,7 +125,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
     kv = FaustKV(table)
-    processor = Processor(settings, kv)
+    processor = Processor(settings, kv, check_partitions=True)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -140,9 +144,15 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         for out in processor.on_broadcast(m, report=caught_up):
             await delivery.send(out.topic, out.key, out.value)
 
-    def still_current(generation: int) -> bool:
-        # A batch fetched before a rebalance began is read again from the committed offsets.
-        return app.consumer_generation_id == generation and app.consumer.flow_active
+    def still_current(fetched: FetchToken) -> bool:
+        # A batch fetched before a rebalance or a seek, or while recovery has not yet sought the
+        # input partitions to their committed offsets, is read again from where the seek puts them.
+        consumer = app.consumer
+        return (
+            consumer.fetch_token() == fetched
+            and consumer.flow_active
+            and app.tables.recovery.completed.is_set()
+        )
 
     broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
     runner = BatchRunner(
@@ -179,7 +189,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     async def read_broadcast() -> None:
         await broadcast.run()
 
-    from .web.api import register_routes
+    from .web.routes import register_routes
 
-    register_routes(app, processor, runner.stats)
+    register_routes(app, processor, runner.stats, broadcast)
     return app, processor

@@ -1,13 +1,18 @@
-"""`streamrisk ...`: broker, worker, produce, loadtest, replay, publish-rules and demo."""
+"""`streamrisk ...`: broker, worker, produce, loadtest, record, replay, backtest, publish-rules,
+shadow-report and demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from .preflight import UserError, check_port, wait_for_broker
+from .rules.ruleset import RulesetError
 from .settings import Settings, SettingsError
 
 
@@ -35,7 +40,13 @@ def _common(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
         p.add_argument("--app-id", help="consumer group / application id (default streamrisk)")
         p.add_argument("--data-dir", help="local state folder (env STREAMRISK_DATA_DIR)")
         p.add_argument("--rules", help="rules file (env STREAMRISK_RULES)")
-        p.add_argument("--log-level", help="debug, info, warning (default info)")
+    _log_level(p)
+
+
+def _log_level(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level", help="debug, info, warning (default info); debug also shows tracebacks of errors"
+    )
 
 
 def _traffic_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None:
@@ -56,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=9092, help="0 picks a free port (default 9092)")
     b.add_argument("--kafka", action="store_true", help="real Apache Kafka (KRaft) instead of Tansu")
     b.add_argument("--data-dir", help="broker log and data folder (default: temporary)")
+    _log_level(b)
 
     w = sub.add_parser("worker", help="run one worker")
     _common(w, worker=True)
@@ -64,66 +76,152 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     _traffic_args(p, 200.0, 30.0)
 
-    lt = sub.add_parser("loadtest", help="traffic to running workers; measure decisions and latency")
+    lt = sub.add_parser(
+        "loadtest",
+        help="labelled scenario traffic to workers; latency, lag, quality; report.json and plots",
+        description="Without --bootstrap: starts the embedded broker (Apache Kafka; --tansu for Tansu) "
+        "and --workers workers (default 1). With --bootstrap: drives the workers already running there "
+        "(and starts --workers more, default none).",
+    )
     _common(lt)
-    _traffic_args(lt, 500.0, 30.0)
+    _load_args(lt, 500.0, 60.0)
+    lt.add_argument("--workers", type=int, help="workers to start (default 1; 0 with --bootstrap)")
+    lt.add_argument("--out", type=Path, help="folder for report.json, labels.jsonl and the plots "
+                    "(default ./loadtest-report)")
 
-    r = sub.add_parser("replay", help="send a JSON Lines file of {topic, key, value} records")
-    _common(r)
-    r.add_argument("file", type=Path)
-    r.add_argument("--rate", type=float, default=1000.0)
+    from .backtest import commands as backtest_commands
+    from .recording import commands as recording_commands
+
+    recording_commands.add_parsers(sub, _common)
+    backtest_commands.add_parsers(sub, _common)
 
     pr = sub.add_parser(
         "publish-rules", help="check a rules file, then publish it on risk-rules (hot reload)"
     )
     _common(pr)
     pr.add_argument("file", type=Path, help="ruleset (YAML or JSON)")
-    pr.add_argument("--name", default="main", help="message key: the ruleset's name (default main)")
+    pr.add_argument("--name", help="message key: the ruleset's name (default main, or shadow)")
+    pr.add_argument("--mode", choices=("live", "shadow"), default="live",
+                    help="live: decide with it (promotes a shadow of the same version); shadow: evaluate it "
+                    "beside the live ruleset, never acting (default live)")
     pr.add_argument("--check", action="store_true", help="only check the file; publish nothing")
+    pr.add_argument("--retire-shadow", action="store_true",
+                    help="then delete the shadow's record (key shadow): promote for good, also for workers "
+                    "that start after the topic is compacted")
 
-    d = sub.add_parser("demo", help="broker, worker, synthetic traffic and a summary")
-    _traffic_args(d, 300.0, 30.0)
-    d.add_argument("--kafka", action="store_true", help="run on real Apache Kafka instead of Tansu")
+    d = sub.add_parser("demo", help="embedded broker, a worker, labelled traffic and the tables")
+    _load_args(d, 300.0, 30.0)
+    d.add_argument("--workers", type=int, default=1, help="workers to start (default 1)")
+    d.add_argument("--out", type=Path, help="also write report.json, labels.jsonl and plots here")
+    d.add_argument("--kafka", action="store_true", help=argparse.SUPPRESS)  # the default now
+    d.set_defaults(bootstrap=None)
+    _log_level(d)
     return ap
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    level = getattr(args, "log_level", None) or os.environ.get("STREAMRISK_LOG_LEVEL", "")
+    return level.strip().lower() == "debug"
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    """One line on stderr (the traceback too with --log-level debug), and a non-zero exit code."""
+    if _debug(args):
+        traceback.print_exc()
+    print(f"streamrisk {args.command}: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _load_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None:
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=rate, help=f"events per second (default {rate:g})")
+    pace.add_argument("--max", action="store_true", help="send as fast as possible instead of --rate")
+    p.add_argument("--duration", type=float, default=duration, help=f"seconds (default {duration:g})")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--merchants", type=int, default=200)
+    p.add_argument("--days", type=float, default=7.0,
+                   help="days of event time the run's traffic covers, ending now (default 7)")
+    p.add_argument("--scenario-mix", help='per scenario, the share of events that start one: '
+                   '"card_testing=0.002,bust_out=0", or "none" (defaults: see README)')
+    p.add_argument("--malformed", type=float, default=0.002, help="share of malformed records")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--tansu", action="store_true",
+                   help="embedded Tansu (starts instantly) instead of Apache Kafka")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "broker":
-            from .broker import run_broker
-
-            return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args)
-        settings = _settings(args)
-        if args.command == "worker":
-            from .worker import run_worker
-
-            return run_worker(settings)
-        if args.command == "publish-rules":
-            return asyncio.run(_publish_rules(args, settings))
-        if args.command in ("produce", "replay"):
-            return asyncio.run(_produce(args, settings))
-        if args.command == "loadtest":
-            from .loadgen.loadtest import run_loadtest, traffic_options
-
-            result = asyncio.run(
-                run_loadtest(
-                    settings.bootstrap, prefix=settings.topic_prefix, app_id=settings.app_id,
-                    **traffic_options(args),
-                )
-            )
-            print(result.summary())
-            return 0
-    except SettingsError as exc:
-        print(f"streamrisk: {exc}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except (SettingsError, UserError) as exc:
+        return _fail(args, str(exc))
+    except RulesetError as exc:
+        return _fail(args, f"rules not loaded: {'; '.join(exc.problems)}")
+    except OSError as exc:  # a file or folder named in the settings (data dir, rules, replay file)
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(args, f"cannot use{where}: {exc.strerror or exc}")
+    except ValueError as exc:
+        if args.command != "replay":
+            raise
+        return _fail(args, str(exc))  # a replay file line that is not a {topic, key, value} record
     except KeyboardInterrupt:
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "broker":
+        from .broker import run_broker
+
+        if args.port != 0:  # 0 picks a free port
+            check_port("127.0.0.1", args.port, "broker", "--port, or 0 for a free one")
+        return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
+    if args.command == "demo":
+        from .demo import run_demo
+        from .rules.control import initial_ruleset
+
+        # The demo's worker reads the same environment: refuse here, not in a child's log.
+        initial_ruleset(Settings.from_env().check().rules_path)
+        return run_demo(args)
+    settings = _settings(args)
+    if args.command == "worker":
+        from .rules.control import initial_ruleset
+        from .worker import run_worker
+
+        settings.check()
+        initial_ruleset(settings.rules_path)  # a broken rules file is reported before any waiting
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        check_port(settings.web_host, settings.web_port, "HTTP API", "--web-port or STREAMRISK_WEB_PORT")
+        asyncio.run(wait_for_broker(settings.bootstrap, settings.connect_timeout_s))
+        return run_worker(settings)
+    if args.command == "publish-rules":
+        return asyncio.run(_publish_rules(args, settings))
+    if args.command == "replay":
+        args.file.open("rb").close()  # an unreadable file is reported before any waiting
+    if args.command in ("backtest", "shadow-report"):
+        from .backtest import commands as backtest_commands
+
+        return backtest_commands.run(args, settings)
+    if args.command in ("produce", "record", "replay") or (args.command == "loadtest" and args.bootstrap):
+        asyncio.run(_prepare(settings))  # (without --bootstrap, loadtest starts its own broker)
+    if args.command in ("record", "replay"):
+        from .recording import commands as recording_commands
+
+        return recording_commands.run(args, settings)
+    if args.command == "produce":
+        return asyncio.run(_produce(args, settings))
+    if args.command == "loadtest":
+        from .demo import run_load
+
+        return run_load(args, settings, demo=False)
     return 2
+
+
+async def _prepare(settings: Settings) -> None:
+    """Before a tool produces: a broker answers, and the contract topics exist as workers need them."""
+    from .topics import ensure_topics
+
+    await wait_for_broker(settings.bootstrap, settings.connect_timeout_s)
+    await ensure_topics(settings, contract_only=True)
 
 
 async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,35 +242,43 @@ async def _publish_rules(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.file}: ruleset {ruleset.version!r} with {len(ruleset.rules)} rules is valid")
     if args.check:
         return 0
+    await _prepare(settings)
+    # A shadow under the live ruleset's key would replace it in the compacted topic.
+    name = args.name or ("shadow" if args.mode == "shadow" else "main")
     producer = make_producer(settings.bootstrap)
     await producer.start()
     try:
         topic = settings.topic(CONTROL_TOPIC)
-        await producer.send_and_wait(topic, orjson.dumps(ruleset.to_mapping()), key=args.name.encode())
+        value = {**ruleset.to_mapping(), "mode": args.mode}
+        await producer.send_and_wait(topic, orjson.dumps(value), key=name.encode())
+        if args.retire_shadow:  # a tombstone: workers drop the shadow, compaction the record
+            await producer.send_and_wait(topic, None, key=b"shadow")
     finally:
         await producer.stop()
-    print(f"published on {topic} as {args.name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
+    if args.retire_shadow:
+        print(f"retired the shadow ruleset (tombstone for 'shadow' on {topic})")
+    if args.mode == "shadow":
+        print(f"published on {topic} as {name!r}; workers evaluate {ruleset.version!r} in shadow "
+              "(see GET /stats, streamrisk shadow-report)")
+    else:
+        print(f"published on {topic} as {name!r}; workers switch to {ruleset.version!r} (see GET /stats)")
     return 0
 
 
 async def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from .loadgen.produce import produce, read_jsonl, synthetic_stream
+    from .loadgen.produce import produce, synthetic_stream
     from .loadgen.synthetic import Mix, Traffic
 
-    if args.command == "replay":
-        records = read_jsonl(args.file)
-        stats = await produce(settings.bootstrap, records, rate=args.rate, topic_prefix=settings.topic_prefix)
-    else:
-        traffic = Traffic(
-            args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
-        )
-        stats = await produce(
-            settings.bootstrap,
-            synthetic_stream(traffic),
-            rate=args.rate,
-            duration_s=args.duration,
-            topic_prefix=settings.topic_prefix,
-        )
+    traffic = Traffic(
+        args.users, args.merchants, seed=args.seed, mix=Mix(malformed=args.malformed, bursts=args.bursts)
+    )
+    stats = await produce(
+        settings.bootstrap,
+        synthetic_stream(traffic),
+        rate=args.rate,
+        duration_s=args.duration,
+        topic_prefix=settings.topic_prefix,
+    )
     per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.sent.items()))
     print(f"sent {stats.total} records in {stats.elapsed_s:.1f} s ({per_topic})")
     return 0

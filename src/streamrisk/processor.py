@@ -19,15 +19,18 @@ payment or chargeback held already is forwarded to its merchant again (the merch
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
 from .decisions import alert_record, decision_record
 from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
+from .faults import RecordFaults
 from .features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
@@ -44,14 +47,20 @@ from .features.entities import (
     WindowConfig,
 )
 from .merchant_view import MerchantView, encode_summary
+from .partitioning import KeyPlacement
+from .reason_class import reason_class
 from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
+from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
-from .sinks import dead_letter_value
+from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
-from .topics import merchant_events_topic, merchant_risk_topic
+from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
+from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
+
+log = logging.getLogger(__name__)
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -102,6 +111,7 @@ class Counters:
 
     consumed: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # by reason_class()
     duplicates: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=dict)  # by reason code
@@ -110,11 +120,14 @@ class Counters:
     # Unmatched when they came, matched when their payment arrived after them.
     chargebacks_matched_late: int = 0
     decisions_replayed: int = 0  # stored decisions sent again for a payment read again
+    mispartitioned: int = 0  # dead-lettered: not on the partition murmur2 gives their key
+    failed_records: int = 0  # dead-lettered: processing raised (see faults.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "consumed": dict(self.consumed),
             "dead_letters": self.dead_letters,
+            "dead_letter_classes": dict(self.dead_letter_classes),
             "duplicates": self.duplicates,
             "decisions": dict(self.decisions),
             "alerts": dict(self.alerts),
@@ -122,6 +135,8 @@ class Counters:
             "chargebacks_unmatched": self.chargebacks_unmatched,
             "chargebacks_matched_late": self.chargebacks_matched_late,
             "decisions_replayed": self.decisions_replayed,
+            "mispartitioned": self.mispartitioned,
+            "failed_records": self.failed_records,
         }
 
 
@@ -153,23 +168,42 @@ def _strictest(fired: Iterable[FiredRule]) -> dict[str, str]:
 class Processor:
     """Turns batches of input messages into state changes and outgoing records."""
 
-    def __init__(self, settings: Settings, kv: KV, ruleset: Ruleset | None = None) -> None:
+    def __init__(
+        self, settings: Settings, kv: KV, ruleset: Ruleset | None = None, *, check_partitions: bool = False
+    ) -> None:
+        """`check_partitions`: dead-letter input records not on the partition murmur2 gives their key
+        (the worker; in-process runs feed every message on partition 0)."""
         self.settings = settings
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
         )
+        # Memory: a budget of entities in memory, and a sweep that expires idle state (state/sweep.py).
+        self.clock = clock = PartitionClock(settings.allowed_lateness_ms)
+        budget = settings.max_cached_entities
+        owner = partial(key_partition, partitions=settings.partitions)
         self.users: EntityStore[UserState] = EntityStore(
-            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms
+            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
         self.merchants: EntityStore[MerchantState] = EntityStore(
-            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms
+            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
-        self.payment_index = PaymentIndex(kv, settings.payment_index_ms)
-        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms)
+        self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
+        self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
+        index = self.payment_index
+        self.sweeper = Sweeper(getattr(kv, "keys", None), {
+            b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
+            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key,
+        })
+        self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
+        self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
-        self.validator = Validator(settings.currencies, settings.max_future_skew_ms)
+        self.validator = Validator(
+            settings.currencies, settings.max_future_skew_ms, settings.max_amount, settings.max_record_bytes
+        )
+        self.placement = KeyPlacement(settings.partitions) if check_partitions else None
+        self.faults = RecordFaults()
         self.counters = Counters()
         t = settings.topic
         self.t_decisions = t("risk-decisions")
@@ -190,6 +224,7 @@ class Processor:
         # summaries were published.
         self._touched: dict[str, Slot[MerchantState]] = {}
         self._unpublished: dict[str, Slot[MerchantState]] = {}
+        self._out: list[Out] = []
 
     @property
     def input_topics(self) -> list[str]:
@@ -204,26 +239,40 @@ class Processor:
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
+        self._out = out  # where merchant alerts raised inside _hold go (see _merchant_alerts)
         consumed = self.counters.consumed
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
-            if m.topic == self.t_merchant_events:
-                self._merchant_event(m)
-                continue
-            name, handler = self._routes[m.topic]
+            mark = len(out)
+            # One bad record never costs another anything: whatever it raises, it is dead-lettered
+            # and the batch goes on (_isolate).
             try:
-                record = self._parsers[name](m.key, m.value, now)
-            except InvalidRecord as exc:
-                self._dead_letter(
-                    m, f"{name} record at partition {m.partition} offset {m.offset}: {exc}", out
-                )
-                continue
-            handler(m, record, out)
+                if m.topic == self.t_merchant_events:
+                    self._merchant_event(m)
+                    continue
+                name, handler = self._routes[m.topic]
+                try:
+                    record = self._parsers[name](m.key, m.value, now)
+                    if self.placement is not None:
+                        misplaced = self.placement.problem(m.key, m.partition)
+                        if misplaced is not None:
+                            self.counters.mispartitioned += 1
+                            raise InvalidRecord(misplaced)
+                except InvalidRecord as exc:
+                    self._dead_letter(
+                        m, f"{name} record at partition {m.partition} offset {m.offset}: {exc}", out
+                    )
+                    continue
+                handler(m, record, out)
+            except Exception as exc:
+                self._isolate(m, exc, out, mark)
         if self._touched:
-            self._alert_merchants(out)
+            self._queue_summaries()
         return out
 
     def flush_state(self) -> int:
+        self.sweeper.step(self._held)
+        self._held = 0
         return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
@@ -260,6 +309,8 @@ class Processor:
         self.payment_index.forget()
         self._touched.clear()
         self._unpublished.clear()
+        self.clock.reset()
+        self.sweeper.restart()
 
     def on_broadcast(self, m: Message, report: bool = True) -> list[Out]:
         """Apply a record of a topic every worker reads whole: a ruleset or a merchant summary.
@@ -285,24 +336,62 @@ class Processor:
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out["bad_summaries"] = self.merchant_view.bad
+        out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
+        out["shadow"] = self.shadow.stats()
         return out
 
     # -- helpers
     def _dead_letter(self, m: Message, error: str, out: list[Out]) -> None:
         self.counters.dead_letters += 1
+        classes, cls = self.counters.dead_letter_classes, reason_class(error, m.topic == self.t_rules)
+        classes[cls] = classes.get(cls, 0) + 1
         out.append(
             Out(
                 self.t_dead,
-                m.key,
+                dead_letter_key(m.key),
                 dead_letter_value(m.topic, m.partition, m.offset, error, m.value),
             )
         )
+
+    def _isolate(self, m: Message, exc: Exception, out: list[Out], mark: int) -> None:
+        """Dead-letter a record whose processing raised, and leave state consistent.
+
+        The record's outputs are dropped. Its entity may be half-updated in memory (an event marked
+        seen, windows partly advanced), so the state is flushed and the entity dropped from memory:
+        it is rebuilt from the table on its next touch, and memory equals what is persisted again.
+        What the handler had persisted stays: an event already appended to its chunk is held (a
+        replay of it is a duplicate); one whose apply raised is not (a replay raises again, and is
+        dead-lettered again). Counters and alert-dedupe marks the record moved are not rolled back.
+        """
+        del out[mark:]
+        self.counters.failed_records += 1
+        where = f"{m.topic} record at partition {m.partition} offset {m.offset}"
+        self._dead_letter(m, f"{where}: {self.faults.report(where, exc)}", out)
+        self.flush_state()
+        # Every record is keyed by its entity id (validated), so the key names what it touched.
+        entity_id = (m.key or b"").decode("utf-8", "replace")
+        self.users.discard(entity_id)
+        self.merchants.discard(entity_id)
+        # Merchants waiting to be alerted on or summarised point at the dropped slot: reload it, so
+        # what they publish is the persisted state.
+        waiting = [d for d in (self._touched, self._unpublished) if entity_id in d]
+        if waiting:
+            try:
+                slot = self.merchants.slot(entity_id, m.partition)
+            except Exception:
+                log.exception("merchant %r could not be rebuilt from the table", entity_id[:100])
+                for d in waiting:
+                    del d[entity_id]
+                return
+            for d in waiting:
+                d[entity_id] = slot
 
     def _hold(
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
     ) -> Slot[Any] | None:
         """Apply and persist one event to its entity; its slot, or None for a duplicate."""
+        self._tick(partition, held.ts)
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
@@ -310,7 +399,13 @@ class Processor:
         store.expire(slot, slot.entity.latest)
         if store is self.merchants:
             self._touched[entity_id] = slot
+            self._merchant_alerts(entity_id, slot, held)
         return slot
+
+    def _tick(self, partition: int, ts: int) -> None:
+        """An event reached state: it moves its partition's clock, and the sweep's work (sweep.py)."""
+        self.clock.advance(partition, ts)
+        self._held += 1
 
     def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
         """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
@@ -348,10 +443,17 @@ class Processor:
         record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
         out.append(Out(self.t_alerts, subject_id, record))
 
-    def _event_ids(self, store: EntityStore[Any], slot: Slot[Any], ts: int) -> list[str]:
+    def _event_ids(
+        self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int | None = None
+    ) -> list[str]:
+        """The triggering event, then the subject's other events in the lookback before `at` (the
+        alert's time; the trigger's by default)."""
+        at = trigger.ts if at is None else at
         # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
-        held = store.recent_event_ids(slot, ts - ALERT_LOOKBACK_MS, ALERT_MAX_EVENTS)
-        return [eid[1:] for eid in held]
+        held = store.recent_event_ids(
+            slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
+        )
+        return [trigger.event_id[1:], *(eid[1:] for eid in held)]
 
     # -- per topic
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
@@ -361,7 +463,9 @@ class Processor:
         user = slot.entity
         # Whether the device is new is a question about the user's past: ask before applying.
         new_device = user.device_is_new(p.device_id, p.ts)
-        if not users.add(slot, HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))):
+        held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
+        self._tick(m.partition, p.ts)
+        if not users.add(slot, held):
             self.counters.duplicates += 1
             self._replayed_payment(m, p, out)
             self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
@@ -371,18 +475,23 @@ class Processor:
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
-        verdict = decide(
-            self.rules.ruleset, {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
-        )
+        ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
+        explain = self.settings.explain_decisions
+        verdict = decide(self.rules.ruleset, ctx, explain)
+        if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
+            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain)
+            out.append(Out(self.shadow.topic, p.user_id, would_be))
         outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
+        if verdict.explanation is not None:
+            record["explanation"] = verdict.explanation
         out.append(Out(self.t_decisions, p.user_id, record))
-        # Merchant-only rules are alerted by the merchant's owner (_summarise_merchants).
+        # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if user_fired:
-            ids = self._event_ids(self.users, slot, p.ts)
+            ids = self._event_ids(self.users, slot, held)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
         index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
@@ -409,14 +518,14 @@ class Processor:
         if not held:
             return
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
-        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id)
+        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
             self.counters.chargebacks_matched += 1
             reasons = [CHARGEBACK]
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id)
+            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
@@ -437,15 +546,35 @@ class Processor:
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
         self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
 
-    def _alert_merchants(self, out: list[Out]) -> None:
-        """Alert on the merchant-only rules of each merchant the batch changed."""
+    def _merchant_alerts(self, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
+        """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
+
+        Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
+        the event that crossed the threshold and not on where batches split, and a threshold
+        crossed and uncrossed within one batch is still alerted. The alert's time is the merchant's
+        newest event time right after `ev` (the moment the features describe), so late events that
+        keep a rule true fall within its dedupe window instead of alerting again.
+        """
         ruleset = self.rules.ruleset
-        for merchant_id, slot in self._touched.items():
-            merchant = slot.entity
-            fired = ruleset.evaluate_merchant(merchant.features())
-            if fired:
-                ids = self._event_ids(self.merchants, slot, merchant.latest)
-                self._alert(out, ("merchant", merchant_id, slot.partition), fired, merchant.latest, ids)
+        if not ruleset.merchant_fields:
+            return
+        features = slot.entity.features()
+        # Most merchant events (forwarded payments, fulfilments) leave the fields the merchant rules
+        # read unchanged: then the rules' answer is the same, and CEL is skipped.
+        inputs = (ruleset, *[features.get(f) for f in ruleset.merchant_fields])
+        if slot.memo is not None and slot.memo[0] == inputs:
+            fired = slot.memo[1]
+        else:
+            fired = ruleset.evaluate_merchant(features)
+            slot.memo = (inputs, fired)
+        if fired:
+            at = slot.entity.latest
+            ids = self._event_ids(self.merchants, slot, ev, at)
+            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
+
+    def _queue_summaries(self) -> None:
+        """The merchants the batch changed wait for the next summaries (their rules were alerted per
+        event, in _merchant_alerts)."""
         self._unpublished.update(self._touched)
         self._touched.clear()
 
@@ -453,10 +582,13 @@ class Processor:
         """One summary of each merchant changed since the last call (the worker calls this on an
         interval, so a busy merchant costs one record per interval, not one per batch)."""
         schema = self.merchant_view.schema
+        # A merchant evicted from memory since and touched again has a new slot: publish that one.
+        current = self.merchants.slots
         out = [
             Out(self.t_merchant_risk, merchant_id,
                 encode_summary(schema, slot.entity.latest, slot.entity.features()))
-            for merchant_id, slot in self._unpublished.items()
+            for merchant_id, old in self._unpublished.items()
+            for slot in (current.get(merchant_id, old),)
         ]
         self._unpublished.clear()
         return out

@@ -30,7 +30,7 @@ class BatchRunner:
         delivery: Delivery,
         changelog_topic: str,
         take_changelog: Changelog,
-        still_current: Callable[[int], bool],
+        still_current: Callable[[Any], bool],
         ready: asyncio.Event | None = None,
         ready_timeout_s: float = 30.0,
     ) -> None:
@@ -52,18 +52,23 @@ class BatchRunner:
         self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
         self.busy_s = 0.0
 
-    async def on_batch(self, records: Mapping[Any, list[Any]], generation: int) -> None:
-        if self.ready is not None:
+    async def on_batch(
+        self, records: Mapping[Any, list[Any]], positions: Mapping[Any, int], fetched: Any
+    ) -> bool:
+        """Process one fetch (transport.BatchHandler); False if it was fetched around a rebalance."""
+        if self.ready is not None and records:
             await self._wait_ready()
         # Shielded: Faust cancels its fetcher on rebalance and shutdown, and a batch whose records were
         # only partly handed to the producer would leave state ahead of what the changelog holds.
-        await asyncio.shield(self._locked_batch(records, generation))
+        return await asyncio.shield(self._locked_batch(records, positions, fetched))
 
-    async def _locked_batch(self, records: Mapping[Any, list[Any]], generation: int) -> None:
+    async def _locked_batch(
+        self, records: Mapping[Any, list[Any]], positions: Mapping[Any, int], fetched: Any
+    ) -> bool:
         async with self.lock:
-            if not self._still_current(generation):
+            if not self._still_current(fetched):
                 self.batches_dropped += 1
-                return
+                return False
             started = time.perf_counter()
             batch: list[Any] = []
             high = self._high
@@ -82,12 +87,16 @@ class BatchRunner:
                 await send(self._changelog_topic, key, value, partition)
             for tp, recs in records.items():
                 last = recs[-1].offset
-                delivery.processed(tp, last + 1)
+                delivery.processed(tp, max(last + 1, positions.get(tp, 0)))
                 if last > high.get(tp, -1):
                     high[tp] = last
+            for tp, position in positions.items():
+                if tp not in records:  # past transaction markers or aborted records only
+                    delivery.processed(tp, position)
             self.records += len(batch)
             self.batches += 1
             self.busy_s += time.perf_counter() - started
+            return True
 
     async def _wait_ready(self) -> None:
         # Decide with the rules in force, not the ones a worker starts with.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ class Settings:
     replication: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # The URL the other workers reach this one's HTTP API at (requests for keys it owns are forwarded
+    # there); derived from the bind address when unset.
+    advertised_url: str | None = None
     app_id: str = "streamrisk"
     data_dir: Path = Path("./data")
     rules_path: Path | None = None
@@ -66,6 +70,12 @@ class Settings:
     currencies: frozenset[str] = frozenset({"CNY"})
     # How far in the future (vs the worker's clock) an event time may be before it is rejected.
     max_future_skew_ms: int = 5 * MINUTE_MS
+    # Largest accepted amount in major units; its minor units must fit the window engine (int64).
+    max_amount: int = 10**12
+    # Largest accepted input record (key + value bytes); a larger one is dead-lettered.
+    max_record_bytes: int = 64 * 1024
+    # How long a command retries an unreachable broker (with backoff) before it gives up.
+    connect_timeout_s: float = 30.0
     windows: Mapping[str, int] = field(
         default_factory=lambda: {
             "5m": 5 * MINUTE_MS,
@@ -80,6 +90,9 @@ class Settings:
     alert_dedupe_ms: int = HOUR_MS
     # How long a payment can still be found by a late chargeback that names it.
     payment_index_ms: int = 180 * DAY_MS
+    # Users (and, separately, merchants) kept in memory; the least recently used leave first and
+    # are rebuilt from the state table when next touched (README, "Memory").
+    max_cached_entities: int = 20_000
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
     broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
@@ -88,6 +101,8 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     batch_max: int = 500
+    # Each decision carries `explanation` (rules fired with the values read, top score contributions).
+    explain_decisions: bool = False
     # Delivery (delivery.py): how often input offsets are committed (a crash re-reads at most about
     # this much input), how long a record may wait for its acknowledgement, and how many times a
     # failed one is sent before the worker stops.
@@ -116,6 +131,17 @@ class Settings:
         except ValueError:
             return False
 
+    @property
+    def web_url(self) -> str:
+        """This worker's HTTP API as the other workers reach it (`STREAMRISK_WEB_URL`)."""
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            # Bound to every interface: the machine's name is what the others can resolve.
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
+
     def check(self) -> Settings:
         """Raise SettingsError for combinations that cannot work; return self for chaining."""
         if self.partitions < 1:
@@ -127,8 +153,23 @@ class Settings:
             )
         if self.alert_dedupe_ms < 0:
             raise SettingsError(f"STREAMRISK_ALERT_DEDUPE_MS must be >= 0 (got {self.alert_dedupe_ms})")
+        if self.max_cached_entities < 1:
+            raise SettingsError(
+                f"STREAMRISK_MAX_CACHED_ENTITIES must be >= 1 (got {self.max_cached_entities})"
+            )
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
+        if not 0 < self.max_amount <= 10**15:
+            # 10**15 major units is 10**17 minor: an int64 sum of ~90 such amounts still fits.
+            raise SettingsError(f"STREAMRISK_MAX_AMOUNT must be in 1..10**15 (got {self.max_amount})")
+        if self.max_record_bytes < 1024:
+            raise SettingsError(
+                f"STREAMRISK_MAX_RECORD_BYTES must be >= 1024 (got {self.max_record_bytes})"
+            )
+        if not 0 < self.web_port < 65536:
+            raise SettingsError(
+                f"web port {self.web_port} is out of range: use 1..65535 (--web-port, STREAMRISK_WEB_PORT)"
+            )
         for name, value in (
             ("STREAMRISK_COMMIT_INTERVAL_MS", self.commit_interval_ms),
             ("STREAMRISK_SUMMARY_INTERVAL_MS", self.summary_interval_ms),
@@ -169,6 +210,7 @@ class Settings:
         number("STREAMRISK_REPLICATION", "replication")
         text("STREAMRISK_WEB_HOST", "web_host")
         number("STREAMRISK_WEB_PORT", "web_port")
+        text("STREAMRISK_WEB_URL", "advertised_url")
         text("STREAMRISK_APP_ID", "app_id")
         if env.get("STREAMRISK_DATA_DIR"):
             kw["data_dir"] = Path(env["STREAMRISK_DATA_DIR"])
@@ -180,15 +222,24 @@ class Settings:
                 c.strip().upper() for c in env["STREAMRISK_CURRENCIES"].split(",") if c.strip()
             )
         number("STREAMRISK_MAX_FUTURE_SKEW_MS", "max_future_skew_ms")
+        number("STREAMRISK_MAX_AMOUNT", "max_amount")
+        number("STREAMRISK_MAX_RECORD_BYTES", "max_record_bytes")
+        number("STREAMRISK_CONNECT_TIMEOUT_S", "connect_timeout_s", float)
         if env.get("STREAMRISK_WINDOWS"):
             kw["windows"] = _parse_windows(env["STREAMRISK_WINDOWS"])
         number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")
         number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
+        number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")
+        if env.get("STREAMRISK_EXPLAIN"):
+            flag = env["STREAMRISK_EXPLAIN"].strip().lower()
+            if flag not in ("1", "true", "yes", "0", "false", "no"):
+                raise SettingsError(f"STREAMRISK_EXPLAIN must be 1/true/yes or 0/false/no (got {flag!r})")
+            kw["explain_decisions"] = flag in ("1", "true", "yes")
         number("STREAMRISK_COMMIT_INTERVAL_MS", "commit_interval_ms")
         number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
         number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")

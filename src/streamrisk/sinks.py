@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -16,6 +17,13 @@ from typing import Any, Protocol
 import orjson
 
 log = logging.getLogger(__name__)
+
+# A dead letter must fit the producer's request size (about 1 MB): at most this many bytes of the
+# original value are forwarded (JSON escaping can grow text up to 6x), and the error text is bounded.
+DEAD_LETTER_VALUE_MAX = 64 * 1024
+DEAD_LETTER_ERROR_MAX = 1000
+# Valid keys are ids (at most 256 characters); a longer key is cut in the dead letter.
+DEAD_LETTER_KEY_MAX = 1024
 
 
 class Producer(Protocol):
@@ -31,9 +39,20 @@ class Producer(Protocol):
 
 
 def dead_letter_value(
-    source_topic: str, partition: int, offset: int, error: str, value: bytes | None
+    source_topic: str,
+    partition: int,
+    offset: int,
+    error: str,
+    value: bytes | None,
+    max_value_bytes: int = DEAD_LETTER_VALUE_MAX,
 ) -> dict[str, Any]:
-    """The contract's dead-letter record for one rejected input record."""
+    """The contract's dead-letter record for one rejected input record.
+
+    A value longer than `max_value_bytes` is cut, and the record says so (`value_truncated`) with
+    the original's size and SHA-256, so the producer can still find the record it sent.
+    """
+    if len(error) > DEAD_LETTER_ERROR_MAX:
+        error = error[: DEAD_LETTER_ERROR_MAX - 20] + f"... ({len(error)} chars)"
     out: dict[str, Any] = {
         "source_topic": source_topic,
         "partition": partition,
@@ -42,12 +61,29 @@ def dead_letter_value(
         "ts": int(time.time() * 1000),
     }
     raw = value or b""
+    cut = raw
+    if len(raw) > max_value_bytes:
+        cut = raw[:max_value_bytes]
+        out["value_truncated"] = True
+        out["value_size"] = len(raw)
+        out["value_sha256"] = hashlib.sha256(raw).hexdigest()
     try:
-        out["value"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        out["value"] = base64.b64encode(raw).decode("ascii")
-        out["value_encoding"] = "base64"
+        out["value"] = cut.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A cut inside a multi-byte character is not a reason to fall back to base64.
+        if cut is not raw and exc.start >= len(cut) - 3 and exc.reason == "unexpected end of data":
+            out["value"] = cut[: exc.start].decode("utf-8")
+        else:
+            out["value"] = base64.b64encode(cut).decode("ascii")
+            out["value_encoding"] = "base64"
     return out
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The original key, cut to DEAD_LETTER_KEY_MAX bytes (no valid key is that long)."""
+    if key is not None and len(key) > DEAD_LETTER_KEY_MAX:
+        return key[:DEAD_LETTER_KEY_MAX]
+    return key
 
 
 class Outbox:

@@ -14,6 +14,7 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .preflight import UserError
 from .settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ def merchant_risk_topic(settings: Settings) -> str:
     return settings.topic(f"{settings.app_id}-merchant-risk")
 
 
+def shadow_decisions_topic(settings: Settings) -> str:
+    """Would-be decisions of the shadow ruleset (rules/shadow.py), read by `streamrisk shadow-report`."""
+    return settings.topic(f"{settings.app_id}-shadow-decisions")
+
+
 def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Topic name -> (partitions, topic config), for everything a worker touches."""
     n = settings.partitions
@@ -44,6 +50,7 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         settings.topic(t): (n, {}) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)
     }
     topics[merchant_events_topic(settings)] = (n, {})
+    topics[shadow_decisions_topic(settings)] = (n, {})
     # The newest value per key is all that matters here.
     topics[changelog_topic(settings)] = (n, compact)
     topics[merchant_risk_topic(settings)] = (n, compact)
@@ -52,9 +59,65 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     return topics
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
-    """Create the missing topics and wait until the broker lists them all; returns those created."""
-    wanted = worker_topics(settings)
+def keyed_topics(settings: Settings) -> dict[str, int]:
+    """Topics whose partition count the worker relies on -> the count it needs.
+
+    State is partitioned by message key: an entity's events on the input topics, the merchant events
+    forwarded to it and its changelog records must all sit on the same partition number, so all these
+    topics need `settings.partitions`. Rulesets are applied in one order: `risk-rules` needs one.
+    """
+    n = settings.partitions
+    out = {settings.topic(t): n for t in INPUT_TOPICS}
+    out[merchant_events_topic(settings)] = n
+    out[changelog_topic(settings)] = n
+    out[settings.topic(CONTROL_TOPIC)] = 1
+    return out
+
+
+def layout_problems(settings: Settings, partitions: dict[str, int]) -> list[str]:
+    """What is wrong with the existing topics' partition counts (`partitions`: topic -> count)."""
+    problems = []
+    for topic, needed in keyed_topics(settings).items():
+        have = partitions.get(topic)
+        if have is not None and have != needed:
+            fix = (
+                "it must have exactly 1" if needed == 1 else
+                f"state is partitioned by key, so every input, internal and changelog topic needs "
+                f"{needed} (STREAMRISK_PARTITIONS); set STREAMRISK_PARTITIONS to the count the "
+                "existing topics share, or recreate the topic"
+            )
+            problems.append(f"topic {topic!r} has {have} partitions, this worker needs {needed}: {fix}")
+    return problems
+
+
+class TopicLayoutError(UserError):
+    """Existing topics are partitioned otherwise than the worker needs; it must not start."""
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    return {
+        t["topic"]: len(t["partitions"])
+        for t in await admin.describe_topics(topics)
+        if t.get("error_code", 0) == 0
+    }
+
+
+def contract_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """The contract's topics only (no app-id internal ones), as `worker_topics` sets them up."""
+    names = {settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, CONTROL_TOPIC)}
+    return {t: spec for t, spec in worker_topics(settings).items() if t in names}
+
+
+async def ensure_topics(
+    settings: Settings, timeout_s: float = 60.0, *, contract_only: bool = False
+) -> list[str]:
+    """Create the missing topics and wait until the broker lists them all; returns those created.
+
+    `contract_only`: for tools that produce before any worker ran (publish-rules, produce, replay):
+    a topic the broker auto-created on their first send would get the broker's partition count, and
+    `risk-rules` neither one partition nor compaction.
+    """
+    wanted = contract_topics(settings) if contract_only else worker_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
     deadline = time.monotonic() + timeout_s
     created: list[str] = []
@@ -64,6 +127,11 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
             if not missing:
+                # Only now: a metadata request for a missing topic could auto-create it.
+                counts = await _partition_counts(admin, list(keyed_topics(settings)))
+                problems = layout_problems(settings, counts)
+                if problems:
+                    raise TopicLayoutError("; ".join(problems))
                 return created
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics still missing after {timeout_s:.0f} s: {', '.join(missing)}")

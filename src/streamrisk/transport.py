@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import aiokafka
@@ -84,17 +84,47 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+# (consumer group generation, seeks so far) when a fetch began.
+FetchToken = tuple[int, int]
+
+
 class BatchHandler(Protocol):
     """Takes the records of `topics` one whole fetch at a time (see `_Consumer._drain_messages`)."""
 
     topics: frozenset[str]
 
-    async def on_batch(self, records: Mapping[TP, list[Any]], generation: int) -> None: ...
+    async def on_batch(
+        self, records: Mapping[TP, list[Any]], positions: Mapping[TP, int], fetched: FetchToken
+    ) -> bool:
+        """`records` of one fetch by partition; `positions`: the next offset to read of every input
+        partition fetched from, which is past the last record and any transaction markers after it.
+        `fetched` says when the fetch began (`_Consumer.fetch_token`); a batch fetched before a
+        rebalance or a seek is not taken (False): the seek, done or to come, reads it again."""
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    _seeks = 0
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # Every seek (Faust seeks the input partitions to their committed offsets after each rebalance,
+    # racing with fetches already under way) makes the records fetched before it stale.
+    async def perform_seek(self) -> None:
+        self._seeks += 1
+        await super().perform_seek()
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        self._seeks += 1
+        await super().seek_wait(partitions)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._seeks += 1
+        await super().seek(partition, offset)
+
+    def fetch_token(self) -> FetchToken:
+        """Taken before a fetch; compared after it (see BatchHandler.on_batch)."""
+        return (self.app.consumer_generation_id, self._seeks)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop, but the batch handler's topics bypass Faust's per-event streams.
@@ -111,17 +141,20 @@ class _Consumer(faust_aiokafka.Consumer):
         topics = handler.topics
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
+        last_positions: dict[TP, int] = {}
         try:
             while not (consumer_stopped() or fetcher_stopped()):
+                if not self.flow_active:
+                    await self.wait(self.can_resume_flow)  # as _wait_next_records would
+                fetched = self.fetch_token()
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)  # getmany can return at once, over and over
-                if not records or self.should_stop:
+                if self.should_stop or records is None:
                     continue
-                if not self.flow_active:
+                if records and not self.flow_active:
                     # Fetched while a rebalance stops the flow: read again from the committed offsets.
                     await self.perform_seek()
                     continue
-                generation = self.app.consumer_generation_id
                 ours: dict[TP, list[Any]] = {}
                 for tp, batch in records.items():
                     if active is not None and tp not in active:
@@ -130,8 +163,16 @@ class _Consumer(faust_aiokafka.Consumer):
                         ours[tp] = batch
                     else:
                         await self._deliver_one_by_one(tp, batch)
-                if ours:
-                    await handler.on_batch(ours, generation)
+                # Read now, before the next fetch moves them: only getmany advances positions.
+                positions = self._positions(tp for tp in (active or ()) if tp.topic in topics)
+                if ours or (positions != last_positions and self.flow_active):
+                    # Also without records: a fetch of transaction markers alone moves a position.
+                    last_positions = positions
+                    if not await handler.on_batch(ours, positions, fetched):
+                        # Fetched around a rebalance or a seek: not taken, so read from the committed
+                        # offsets again (as Faust does); at or below any record not yet processed.
+                        last_positions = {}
+                        await self._seek_to_committed()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -146,6 +187,27 @@ class _Consumer(faust_aiokafka.Consumer):
             self.log.exception("batch processing failed, stopping the worker: %r", exc)
             await self.app.crash(exc)
             raise
+
+    async def _seek_to_committed(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # partitions may be moving: the next assignment seeks them anyway
+            self.log.warning("seek to committed offsets after a dropped batch failed: %r", exc)
+
+    def _positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        # aiokafka's own bookkeeping, read on this thread: `consumer.position()` would be a round trip
+        # to the consumer thread per partition, and getmany (the only thing that moves a position
+        # between rebalances) is not running now.
+        assignment = self._thread._ensure_consumer()._subscription.subscription
+        states = assignment.assignment if assignment is not None else None
+        out: dict[TP, int] = {}
+        if states is None:
+            return out
+        for tp in tps:
+            state = states.state_value(tp)
+            if state is not None and state.has_valid_position:
+                out[tp] = state.position
+        return out
 
     async def _deliver_one_by_one(self, tp: TP, batch: list[Any]) -> None:
         # Faust's own per-record path (as in Consumer._drain_messages), for changelog records.

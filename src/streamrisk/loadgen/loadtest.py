@@ -1,255 +1,156 @@
-"""Load test against running workers: synthetic traffic in, decisions and dead letters watched,
-produce-to-decision latency measured per payment."""
+"""Load test against running workers: labelled scenario traffic in, outputs watched, latency per payment
+in an HDR histogram, consumer lag sampled, quality judged against the labels."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..settings import Settings
 from ..topics import merchant_risk_topic
-from .produce import ProduceStats, produce, synthetic_stream
-from .synthetic import Mix, Traffic
+from .produce import ProduceStats, produce
+from .scenarios import ScenarioTraffic, parse_mix
+from .synthetic import Record, Traffic
+from .watch import Watch, sample_lag, watch_outputs
+
+#: --max sends as fast as the producer takes records: batches of up to this many per 10 ms tick.
+MAX_RATE = 100_000.0
 
 
 @dataclass
-class Watch:
-    """What came out of the workers while the test ran."""
+class LoadtestConfig:
+    """What to send: `rate` events/s (None: as fast as possible) for `duration_s` seconds."""
 
-    sent_at: dict[str, float] = field(default_factory=dict)  # payment event_id -> send time
-    latencies_ms: list[float] = field(default_factory=list)
-    actions: dict[str, int] = field(default_factory=dict)
-    reasons: dict[str, int] = field(default_factory=dict)
-    decided: set[str] = field(default_factory=set)
-    dead_letters: int = 0
-    repeats: int = 0
-    alerts: dict[str, int] = field(default_factory=dict)  # by reason code
-    # Wall clock at which a merchant summary was read, less the event time of the merchant's newest
-    # event (synthetic events carry their send time): how far behind the merchant side is.
-    view_lag_ms: list[float] = field(default_factory=list)
+    rate: float | None = 500.0
+    duration_s: float = 60.0
+    users: int = 2000
+    merchants: int = 200
+    days: float = 7.0
+    scenario_mix: str | None = None
+    malformed: float = 0.002
+    seed: int = 7
 
-    def on_send(self, topic: str, key: str, event_id: str | None, at: float) -> None:
-        if topic == "payments" and event_id:
-            self.sent_at[event_id] = at
-
-    @property
-    def decisions(self) -> int:
-        return sum(self.actions.values())
-
-    def percentile(self, q: float, values: list[float] | None = None) -> float:
-        v = self.latencies_ms if values is None else values
-        return float(np.percentile(v, q)) if v else float("nan")
-
-
-async def watch_outputs(
-    bootstrap: str,
-    prefix: str,
-    watch: Watch,
-    stop: asyncio.Event,
-    from_start: bool = True,
-    summary_topic: str | None = None,
-) -> None:
-    """Read decisions, dead letters, alerts and merchant summaries (no consumer group) until `stop`."""
-    topics = [prefix + "risk-decisions", prefix + "dead-letters", prefix + "fraud-alerts"]
-    if summary_topic:
-        topics.append(summary_topic)
-    since_ms = time.time() * 1000
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-    await consumer.start()
-    try:
-        tps = []
-        for t in topics:
-            parts = None
-            for _ in range(100):
-                parts = consumer.partitions_for_topic(t)
-                if parts:
-                    break
-                await consumer._client.force_metadata_update()  # topic may not exist yet
-                await asyncio.sleep(0.1)
-            tps += [TopicPartition(t, p) for p in parts or ()]
-        consumer.assign(tps)
-        if from_start:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
-        dead_topic, alert_topic = topics[1], topics[2]
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=50, max_records=5000)
-            now = time.time()
-            for tp, records in batch.items():
-                if tp.topic == dead_topic:
-                    watch.dead_letters += len(records)
-                    continue
-                if tp.topic == alert_topic:
-                    for r in records:
-                        for reason in orjson.loads(r.value)["reasons"]:
-                            watch.alerts[reason] = watch.alerts.get(reason, 0) + 1
-                    continue
-                if tp.topic == summary_topic:
-                    for r in records:
-                        as_of = orjson.loads(r.value)["as_of"]
-                        if as_of >= since_ms:  # live traffic only, not history or warm-up
-                            watch.view_lag_ms.append(now * 1000 - as_of)
-                    continue
-                for r in records:
-                    d = orjson.loads(r.value)
-                    eid = d["event_id"]
-                    if eid in watch.decided:
-                        watch.repeats += 1
-                        continue
-                    watch.decided.add(eid)
-                    watch.actions[d["action"]] = watch.actions.get(d["action"], 0) + 1
-                    for reason in d["reasons"]:
-                        watch.reasons[reason] = watch.reasons.get(reason, 0) + 1
-                    sent = watch.sent_at.get(eid)
-                    if sent is not None:
-                        watch.latencies_ms.append((now - sent) * 1000)
-    finally:
-        await consumer.stop()
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass
 class LoadtestResult:
+    config: LoadtestConfig
     produced: ProduceStats
     watch: Watch
+    traffic: ScenarioTraffic
     warmup_s: float
-    warmup_decisions: int = 0
-
-    def summary(self) -> str:
-        w, p = self.watch, self.produced
-        rate = p.total / p.elapsed_s if p.elapsed_s else 0.0
-        lines = [
-            "StreamRisk summary",
-            f"  events sent         {p.total} in {p.elapsed_s:.1f} s ({rate:.0f}/s)",
-        ]
-        for topic in ("payments", "orders", "repayments", "chargebacks"):
-            lines.append(f"    {topic:<17} {p.sent.get(topic, 0)}")
-        lines.append(f"    malformed         {p.malformed}")
-        lines.append(f"  decisions           {w.decisions} (incl. {self.warmup_decisions} warm-up)")
-        for action in ("approve", "review", "decline"):
-            lines.append(f"    {action:<17} {w.actions.get(action, 0)}")
-        if w.reasons:
-            top = ", ".join(f"{k}={v}" for k, v in sorted(w.reasons.items(), key=lambda kv: -kv[1]))
-            lines.append(f"  reasons             {top}")
-        if w.alerts:
-            top = ", ".join(f"{k}={v}" for k, v in sorted(w.alerts.items(), key=lambda kv: -kv[1]))
-            lines.append(f"  fraud alerts        {top}")
-        lines.append(f"  dead letters        {w.dead_letters}")
-        lines.append(f"  repeated decisions  {w.repeats}")
-        missing = sum(1 for e in w.sent_at if e not in w.decided)
-        lines.append(f"  payments undecided  {missing}")
-        lines.append(
-            f"  latency produce->decision  p50 {w.percentile(50):.1f} ms  "
-            f"p99 {w.percentile(99):.1f} ms  max {w.percentile(100):.1f} ms  (n={len(w.latencies_ms)})"
-        )
-        if w.view_lag_ms:
-            lag = w.view_lag_ms
-            lines.append(
-                f"  merchant view lag          p50 {w.percentile(50, lag):.1f} ms  "
-                f"p99 {w.percentile(99, lag):.1f} ms  (n={len(lag)}; event -> summary on every worker)"
-            )
-        return "\n".join(lines)
+    drained_s: float
+    workers: int = 1
+    broker: str = "external"
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _progress(watch: Watch, started: float) -> Callable[[], None]:
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def show() -> None:
+def scenario_stream(traffic: ScenarioTraffic, watch: Watch, duration_s: float) -> Iterator[Any]:
+    """Records at the run's progress on the compressed clock, each noted in `watch` as it is sent."""
+    started: float | None = None
+    while True:
         now = time.monotonic()
-        if not tty and now - last[0] < 5:
-            return
-        last[0] = now
-        line = (
-            f"  {now - started:5.1f}s  sent {len(watch.sent_at):>7} payments  "
-            f"decided {watch.decisions:>7}  p50 {watch.percentile(50):6.1f} ms  "
-            f"dead letters {watch.dead_letters}"
-        )
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        started = now if started is None else started
+        rec = traffic.next((now - started) / duration_s)
+        if isinstance(rec, Record):
+            watch.on_send(rec.topic, rec.value, time.time())
+        yield rec
 
-    return show
+
+async def warm_up(bootstrap: str, prefix: str, watch: Watch, seed: int, timeout_s: float,
+                  ready: Callable[[], Awaitable[bool]] | None = None) -> float:
+    """One payment at a time until a worker decides one (and `ready()` holds); returns the seconds."""
+    started = time.monotonic()
+    warm = Traffic(10, 10, seed=seed + 1, run_id=f"warmup-{seed}-{int(time.time())}")
+    while not watch.decided or (ready is not None and not await ready()):
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"no decision within {timeout_s:.0f} s: is a worker running on {bootstrap}?")
+        rec = warm.payment(int(time.time() * 1000))
+        await produce(bootstrap, [rec], rate=100, topic_prefix=prefix)
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started
 
 
 async def run_loadtest(
     bootstrap: str,
+    config: LoadtestConfig,
     *,
     prefix: str = "",
     app_id: str = "streamrisk",
-    rate: float = 500.0,
-    duration_s: float = 30.0,
-    users: int = 2000,
-    merchants: int = 200,
-    malformed: float = 0.002,
-    bursts: float = 0.002,
-    seed: int = 7,
-    ready_timeout_s: float = 60.0,
-    drain_timeout_s: float = 15.0,
+    ready: Callable[[], Awaitable[bool]] | None = None,
+    ready_timeout_s: float = 90.0,
+    drain_timeout_s: float = 20.0,
+    console: Console | None = None,
 ) -> LoadtestResult:
-    """Warm up until a worker answers, run traffic for `duration_s`, drain, and measure."""
+    """Warm up until the workers answer, send for `duration_s`, drain, and return what was measured."""
+    console = console or Console(stderr=True)
+    mix = parse_mix(config.scenario_mix)
     watch = Watch()
     stop = asyncio.Event()
     summaries = merchant_risk_topic(Settings(topic_prefix=prefix, app_id=app_id))
     watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop, summary_topic=summaries))
-    run_id = f"{seed}-{int(time.time())}"
-    traffic = Traffic(users, merchants, seed=seed, mix=Mix(malformed=malformed, bursts=bursts), run_id=run_id)
-
-    started = time.monotonic()
-    # Warm-up: one payment at a time until a worker has joined and decided it.
-    warm = Traffic(10, 10, seed=seed + 1, run_id=run_id + "-warmup")
-    while not watch.decisions:
-        if time.monotonic() - started > ready_timeout_s:
+    lagger: asyncio.Task[None] | None = None
+    try:
+        warmup_s = await warm_up(bootstrap, prefix, watch, config.seed, ready_timeout_s, ready)
+        run_id = f"{config.seed}-{int(time.time())}"
+        traffic = ScenarioTraffic(config.users, config.merchants, end_ms=int(time.time() * 1000),
+                                  days=config.days, mix=mix, malformed=config.malformed, seed=config.seed,
+                                  run_id=run_id)
+        watch.started = time.time()
+        load_start = round(os.getloadavg()[0], 2)
+        lagger = asyncio.create_task(sample_lag(bootstrap, prefix, app_id, watch, stop))
+        bar, task = progress_bar(console, config.duration_s)
+        with bar:
+            ticker = asyncio.create_task(_tick(bar, task, watch, stop))
+            produced = await produce(bootstrap, scenario_stream(traffic, watch, config.duration_s),
+                                     rate=config.rate or MAX_RATE, duration_s=config.duration_s,
+                                     topic_prefix=prefix)
+            drain_started = time.monotonic()
+            deadline = drain_started + drain_timeout_s
+            while time.monotonic() < deadline and watch.undecided():
+                await asyncio.sleep(0.1)
+            drained_s = time.monotonic() - drain_started
+            await asyncio.sleep(0.5)  # alerts and adjustments trail their decisions slightly
             stop.set()
-            await watcher
-            raise TimeoutError(f"no decision within {ready_timeout_s:.0f} s: is a worker running?")
-        await produce(bootstrap, [warm.payment(int(time.time() * 1000))], rate=100, topic_prefix=prefix)
-        await asyncio.sleep(0.5)
-    warmup_s = time.monotonic() - started
-    watch.latencies_ms.clear()
-    warmup_decisions = watch.decisions
+            await ticker
+        return LoadtestResult(config, produced, watch, traffic, warmup_s, drained_s,
+                              extra={"loadavg_1m_start": load_start})
+    finally:
+        stop.set()
+        await asyncio.gather(watcher, *(t for t in (lagger,) if t is not None), return_exceptions=True)
 
-    show = _progress(watch, time.monotonic())
 
-    async def ticker() -> None:
-        while not stop.is_set():
-            show()
-            await asyncio.sleep(0.5)
-
-    tick_task = asyncio.create_task(ticker())
-    stats = await produce(
-        bootstrap,
-        synthetic_stream(traffic),
-        rate=rate,
-        duration_s=duration_s,
-        topic_prefix=prefix,
-        on_send=watch.on_send,
+def progress_bar(console: Console, duration_s: float) -> tuple[Progress, TaskID]:
+    """The run's bar over `duration_s`, with a status line; shown only on a terminal."""
+    bar = Progress(
+        TextColumn("[bold]loadtest"), BarColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console, transient=False, disable=not console.is_terminal,
     )
-    deadline = time.monotonic() + drain_timeout_s
-    while time.monotonic() < deadline and any(e not in watch.decided for e in watch.sent_at):
-        await asyncio.sleep(0.1)
-    stop.set()
-    await asyncio.gather(watcher, tick_task)
-    show()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    return LoadtestResult(stats, watch, warmup_s, warmup_decisions)
+    return bar, bar.add_task("load", total=duration_s, status="warming up")
 
 
-def traffic_options(args: Any) -> dict[str, Any]:
-    """The `run_loadtest` keywords given by the CLI's traffic flags (loadtest and demo share them)."""
-    return {
-        "rate": args.rate,
-        "duration_s": args.duration,
-        "users": args.users,
-        "merchants": args.merchants,
-        "malformed": args.malformed,
-        "bursts": args.bursts,
-        "seed": args.seed,
-    }
+async def _tick(bar: Progress, task: TaskID, watch: Watch, stop: asyncio.Event) -> None:
+    last_print = 0.0
+    while True:
+        elapsed = time.time() - watch.started
+        status = (f"sent {len(watch.sent_at):>7} payments  decided {watch.decided:>7}  "
+                  f"p50 {watch.p_ms(50):6.1f} ms  in flight {watch.in_flight():>5}  "
+                  f"dead letters {sum(watch.dead_letters.values())}")
+        bar.update(task, completed=min(elapsed, bar.tasks[0].total or elapsed), status=status)
+        if bar.disable and time.monotonic() - last_print >= 10:  # not a terminal: a line now and then
+            last_print = time.monotonic()
+            print(f"  {elapsed:5.1f}s  {status}", file=sys.stderr, flush=True)
+        if stop.is_set():
+            return
+        await asyncio.sleep(0.25)

@@ -184,12 +184,20 @@ class Ruleset:
             for r, rule_specs in zip(self._active, specs, strict=True)
         )
         self._all = _Batch(fired, programs, specs)
+        # Rule name -> the (namespace, field) pairs its condition reads, for explanations.
+        self.fields_read: dict[str, tuple[tuple[str, str], ...]] = {
+            f.name: tuple((sp[1], sp[2]) for sp in rule_specs)
+            for f, rule_specs in zip(fired, specs, strict=True)
+        }
         merchant = [i for i, f in enumerate(fired) if f.subject == "merchant"]
         self._merchant = _Batch(
             tuple(fired[i] for i in merchant),
             tuple(programs[i] for i in merchant),
             tuple(specs[i] for i in merchant),
         )
+        #: The merchant.* fields the merchant-only rules read: evaluate_merchant depends on these
+        #: alone, so a caller may skip it when they have not changed (empty: no merchant rules).
+        self.merchant_fields = tuple(sp[2] for sp in self._merchant.specs)
         self.evaluations = 0
         self._errors: dict[str, int] = {}
         self._last_errors: dict[str, str] = {}
@@ -289,6 +297,13 @@ def _read(source: Path | str) -> Any:
         raise RulesetError([f"cannot read {path}: {exc}"]) from exc
     try:
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise RulesetError([f"cannot parse {path}, line {exc.lineno}: {exc.msg}"]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(filter(None, (exc.context, exc.problem)))
+        raise RulesetError([f"cannot parse {path}{where}: {what}"]) from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise RulesetError([f"cannot parse {path}: {exc}"]) from exc
 

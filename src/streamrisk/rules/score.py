@@ -75,7 +75,7 @@ def _number(value: object, name: str) -> float:
 class ScoreModel:
     """A logistic model whose weights were vectorised once, at load."""
 
-    __slots__ = ("_plan", "_w", "bias", "clip", "decline_at", "features", "review_at")
+    __slots__ = ("_keys", "_plan", "_w", "_wl", "bias", "clip", "decline_at", "features", "review_at")
 
     def __init__(
         self,
@@ -91,6 +91,8 @@ class ScoreModel:
         self.decline_at = decline_at
         self.features = tuple(parse_feature(k) for k in weights)
         self._w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+        self._wl = [float(w) for w in weights.values()]  # as Python floats, for explanations
+        self._keys = [f.key for f in self.features]
         kinds = {"raw": _RAW, "log1p": _LOG1P, "eq": _EQ}
         self._plan = tuple((f.namespace, f.field, kinds[f.transform], f.equals)
                            for f in self.features)
@@ -160,14 +162,22 @@ class ScoreModel:
 
     def score(self, ctx: Mapping[str, Mapping[str, object]]) -> float:
         """The payment's risk score in [0, 1]."""
+        return self.score_of(self.values(ctx)) if self._plan else self.score_of(())
+
+    def score_of(self, values: list[float] | tuple[()]) -> float:
+        """The score of feature values as returned by values() (explanations reuse them)."""
         z = self.bias
         if self._plan:
-            z += float(np.dot(self._w, self.vector(ctx)))
+            z += float(np.dot(self._w, np.array(values, dtype=np.float64)))
         # Two branches so exp() never overflows for large |z|.
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
+
+    def contributions(self, values: list[float]) -> list[tuple[str, float, float]]:
+        """(weight key, value, weight x value) per feature, in weight order."""
+        return [(k, x, w * x) for k, x, w in zip(self._keys, values, self._wl, strict=True)]
 
     def action(self, score: float) -> int:
         """0 approve, 1 review, 2 decline, from the thresholds alone."""

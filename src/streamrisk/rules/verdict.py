@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from streamrisk.rules.explain import explanation
 from streamrisk.rules.ruleset import HIGH_SCORE, Context, FiredRule, Ruleset
 from streamrisk.rules.schema import MERCHANT_FIELDS
 
@@ -43,12 +44,20 @@ class Verdict:
     reasons: tuple[str, ...]  # fired rules' reasons in rule order (+ HIGH_SCORE)
     alerts: tuple[FiredRule, ...]  # every fired rule, alert-only ones included
     rules_version: str
+    explanation: dict[str, Any] | None = None  # see rules/explain.py; only when asked for
 
 
-def decide(ruleset: Ruleset, ctx: Context) -> Verdict:
-    """Evaluate rules and score for one payment; never raises on a bad context."""
+def decide(ruleset: Ruleset, ctx: Context, explain: bool = False) -> Verdict:
+    """Evaluate rules and score for one payment; never raises on a bad context.
+
+    `explain` adds the rules that fired with the values they read and the top score contributions.
+    """
     fired = ruleset.evaluate(ctx)
-    score = ruleset.score(ctx)
+    if explain:
+        values = ruleset.score_model.values(ctx)
+        score = ruleset.score_model.score_of(values)
+    else:
+        score = ruleset.score(ctx)
     rule_rank = 0
     reasons: list[str] = []
     for f in fired:
@@ -61,4 +70,5 @@ def decide(ruleset: Ruleset, ctx: Context) -> Verdict:
     if score_rank > rule_rank:
         reasons.append(HIGH_SCORE)
         rule_rank = score_rank
-    return Verdict(_ACTIONS[rule_rank], score, tuple(reasons), tuple(fired), ruleset.version)
+    why = explanation(ruleset, ctx, fired, values, score) if explain else None
+    return Verdict(_ACTIONS[rule_rank], score, tuple(reasons), tuple(fired), ruleset.version, why)

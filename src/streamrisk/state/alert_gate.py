@@ -2,14 +2,17 @@
 
 A burst of 30 payments fires the velocity rule 20 times; the fraud team wants one alert for the
 incident, not 20. The time of the last alert sent per (subject, reason) lives in the state table, so
-the dedupe survives a restart and moves with the subject's partition.
+the dedupe survives a restart and moves with the subject's partition. An entry expires once the
+partition's event-time clock is past it by the window plus the allowed lateness: the background sweep
+deletes it (sweep.py), and until then `admit` ignores it, so outputs do not depend on the sweep.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .store import KV, SEP
+from .sweep import PartitionClock
 
 KIND = b"a"
 
@@ -17,13 +20,25 @@ KIND = b"a"
 class AlertGate:
     """Decides which of an alert's reasons are news; records them as sent."""
 
-    def __init__(self, kv: KV, window_ms: int) -> None:
+    def __init__(
+        self,
+        kv: KV,
+        window_ms: int,
+        clock: PartitionClock | None = None,
+        partition_of: Callable[[str], int] | None = None,
+    ) -> None:
         self.kv = kv
         self.window_ms = window_ms
+        self.clock = clock
+        self.partition_of = partition_of
         self.suppressed = 0
+        self.swept = 0  # expired entries deleted
 
     def _key(self, subject_type: str, subject_id: str, reason: str) -> bytes:
         return SEP.join((KIND, subject_type.encode(), subject_id.encode(), reason.encode()))
+
+    def _expired(self, partition: int, last: int) -> bool:
+        return self.clock is not None and self.clock.expired(partition, last, self.window_ms)
 
     def admit(
         self, partition: int, subject_type: str, subject_id: str, reasons: Iterable[str], ts: int
@@ -35,10 +50,25 @@ class AlertGate:
         fresh: list[str] = []
         for reason in reasons:
             key = self._key(subject_type, subject_id, reason)
-            last = self.kv.get(key)
-            if last is not None and abs(ts - int(last)) < self.window_ms:
-                self.suppressed += 1
-                continue
+            raw = self.kv.get(key)
+            if raw is not None:
+                last = int(raw)
+                if abs(ts - last) < self.window_ms and not self._expired(partition, last):
+                    self.suppressed += 1
+                    continue
             self.kv.put(partition, key, str(ts).encode())
             fresh.append(reason)
         return fresh
+
+    def sweep_key(self, key: bytes) -> None:
+        """Delete the entry under `key` if it has expired (see the module docstring)."""
+        if self.partition_of is None or self.clock is None:
+            return
+        parts = key.split(SEP)
+        raw = self.kv.get(key)
+        if len(parts) != 4 or raw is None or not self.clock.may_expire(int(raw), self.window_ms):
+            return
+        partition = self.partition_of(parts[2].decode())
+        if self._expired(partition, int(raw)):
+            self.kv.delete(partition, key)
+            self.swept += 1

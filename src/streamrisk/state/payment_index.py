@@ -26,8 +26,11 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
   the time that one is `retention_ms + chunk_span_ms` newer. Without the span bound, a user who pays
   twice a month would keep years of payments in one 64-line chunk, and rewrite all of them every batch.
 - In memory there is only what the current batch added to (the open chunk of each such user); the KV
-  holds everything else, and `flush()` clears it. Expiry runs on `add`: a user who stops paying keeps
-  their last chunks until they pay again.
+  holds everything else, and `flush()` clears it, so memory is bounded by the batch. Expiry runs on
+  `add`, and the background sweep (sweep.py) removes the whole index of a user whose newest payment
+  is `retention_ms` (plus the allowed lateness) behind the partition's event-time clock.
+- A chargeback finds a payment only if it is less than `retention_ms` after it, so whether the
+  sweep has reached an idle user's index yet does not change what a chargeback finds.
 
 A lookup reads chunks newest first and only decodes the lines that contain the id's JSON prefix, so a
 miss costs one KV read and one substring search per live chunk of the user.
@@ -35,12 +38,14 @@ miss costs one KV read and one substring search per live chunk of the user.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 
 from ..settings import DAY_MS
-from .store import KV, SEP, chunk_rows
+from .store import KV, SEP, chunk_rows, packed
+from .sweep import PartitionClock
 
 KIND = b"x"
 EARLY = b"k"  # chargebacks held until their payment arrives
@@ -125,10 +130,15 @@ class PaymentIndex:
         retention_ms: int = RETENTION_MS,
         chunk_lines: int = CHUNK_LINES,
         chunk_span_ms: int = CHUNK_SPAN_MS,
+        clock: PartitionClock | None = None,
+        partition_of: Callable[[str], int] | None = None,
     ) -> None:
         if retention_ms <= 0 or chunk_lines <= 0 or chunk_span_ms < 0:
             raise ValueError("retention_ms and chunk_lines must be positive, chunk_span_ms not negative")
         self.kv = kv
+        # Event-time clock and key -> partition for expiring idle users and held chargebacks (sweep.py).
+        self.clock = clock
+        self.partition_of = partition_of
         self.retention_ms = retention_ms
         self.chunk_lines = chunk_lines
         self.chunk_span_ms = chunk_span_ms
@@ -137,6 +147,8 @@ class PaymentIndex:
         self.indexed = 0  # add() calls
         self.marked = 0  # payments newly marked as fraud
         self.expired_chunks = 0  # chunks deleted (tombstoned)
+        self.swept_users = 0  # whole indexes of idle users removed by the sweep
+        self.swept_early = 0  # held early chargebacks whose payment never came
 
     @property
     def pending_users(self) -> int:
@@ -228,15 +240,16 @@ class PaymentIndex:
         u.meta_dirty = True
 
     def mark_fraud(
-        self, partition: int, user_id: str, payment_id: str, chargeback_id: str
+        self, partition: int, user_id: str, payment_id: str, chargeback_id: str, ts: int | None = None
     ) -> IndexedPayment | None:
-        """Mark a payment as charged back (fraud), in whichever chunk holds it; None if it is not indexed.
+        """Mark a payment as charged back (fraud), in whichever chunk holds it; None if it is not indexed
+        (or, given the chargeback's time `ts`, the payment is `retention_ms` or more older than it).
 
         A payment already marked keeps its first chargeback id. A mark in the open chunk of a user this
         batch added to is written by `flush()`; any other mark rewrites its chunk at once.
         """
         hit = self._locate(user_id, payment_id)
-        if hit is None:
+        if hit is None or (ts is not None and ts - hit.row[2] >= self.retention_ms):
             return None
         if len(hit.row) > 5:
             return _record(hit.row)
@@ -259,25 +272,91 @@ class PaymentIndex:
         return EARLY + SEP + user_id.encode() + SEP + payment_id.encode()
 
     def hold_early_chargeback(
-        self, partition: int, user_id: str, payment_id: str, chargeback_id: str
+        self, partition: int, user_id: str, payment_id: str, chargeback_id: str, ts: int
     ) -> None:
-        """Remember a chargeback whose payment is not indexed, to mark the payment if it comes later.
+        """Remember a chargeback (at `ts`) whose payment is not indexed, to mark the payment if it
+        comes later.
 
         Payments and chargebacks are separate topics, read independently, so a chargeback sent moments
-        after its payment can be processed first. (One that names a payment never sent stays held.)
+        after its payment can be processed first. One that names a payment never sent is held for
+        `retention_ms` of event time, then swept.
         """
-        self.kv.put(partition, self._early_key(user_id, payment_id), chargeback_id.encode())
+        value = packed(orjson.dumps([chargeback_id, ts]))
+        self.kv.put(partition, self._early_key(user_id, payment_id), value)
+
+    @staticmethod
+    def _early_value(raw: bytes) -> tuple[str, int | None]:
+        """(chargeback id, its ts); ts is None for records held before times were kept."""
+        if raw.startswith(b"["):
+            cb_id, ts = orjson.loads(raw)
+            return cb_id, ts
+        return raw.decode(), None
+
+    def _expired(self, partition: int, ts: int) -> bool:
+        return self.clock is not None and self.clock.expired(partition, ts, self.retention_ms)
 
     def claim_early_chargeback(
         self, partition: int, user_id: str, payment_id: str
     ) -> IndexedPayment | None:
-        """Mark a just-indexed payment with a chargeback that came before it; None if none did."""
+        """Mark a just-indexed payment with a chargeback that came before it; None if none did
+        (or its hold has run out: then what the sweep would have done is done here)."""
         key = self._early_key(user_id, payment_id)
-        chargeback_id = self.kv.get(key)
-        if chargeback_id is None:
+        raw = self.kv.get(key)
+        if raw is None:
             return None
         self.kv.delete(partition, key)
-        return self.mark_fraud(partition, user_id, payment_id, chargeback_id.decode())
+        chargeback_id, ts = self._early_value(raw)
+        if ts is not None and self._expired(partition, ts):
+            self.swept_early += 1
+            return None
+        return self.mark_fraud(partition, user_id, payment_id, chargeback_id)
+
+    # -- background expiry (sweep.py)
+    def sweep_key(self, key: bytes) -> None:
+        """Remove, under this index or early-chargeback key, what has been idle past the retention."""
+        if self.clock is None or self.partition_of is None:
+            return
+        parts = key.split(SEP)
+        if len(parts) != 3 and not (key[:1] == KIND and len(parts) == 2):
+            return  # not a key of ours (ids never hold the separator)
+        user_id = parts[1].decode()
+        clock, keep = self.clock, self.retention_ms
+        if key[:1] == EARLY:
+            raw = self.kv.get(key)
+            if raw is None:
+                return
+            chargeback_id, ts = self._early_value(raw)
+            partition = self.partition_of(user_id)
+            if ts is None:  # held before times were kept: start its hold now
+                now = clock.ts.get(partition)
+                if now is not None:
+                    self.kv.put(partition, key, packed(orjson.dumps([chargeback_id, now])))
+            elif self._expired(partition, ts):
+                self.kv.delete(partition, key)
+                self.swept_early += 1
+            return
+        if user_id in self._open:
+            return
+        first, nxt, _, top = self._meta(user_id)
+        # Decide at the open chunk's key (or at the meta key when the open chunk is not written yet).
+        open_blob = self.kv.get(self._chunk_key(user_id, nxt))
+        at_open_chunk = len(parts) == 3 and parts[2] == str(nxt).encode()
+        at_meta_without_open = len(parts) == 2 and open_blob is None
+        if not (at_open_chunk or at_meta_without_open):
+            return
+        newest = max(top, _max_ts(open_blob))
+        if not clock.may_expire(newest, keep):
+            return
+        partition = self.partition_of(user_id)
+        if not self._expired(partition, newest):
+            return
+        for seq in range(first, nxt + 1):
+            chunk_key = self._chunk_key(user_id, seq)
+            if self.kv.get(chunk_key) is not None:
+                self.kv.delete(partition, chunk_key)
+        if self.kv.get(self._meta_key(user_id)) is not None:
+            self.kv.delete(partition, self._meta_key(user_id))
+        self.swept_users += 1
 
     def flush(self) -> int:
         """Write the open chunk and (if changed) the meta of each user this batch added to; returns the
@@ -289,7 +368,7 @@ class PaymentIndex:
                 n += 1
             if u.meta_dirty:
                 meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
-                self.kv.put(u.partition, self._meta_key(user_id), orjson.dumps(meta))
+                self.kv.put(u.partition, self._meta_key(user_id), packed(orjson.dumps(meta)))
                 n += 1
         self._open.clear()
         return n
@@ -321,3 +400,19 @@ class PaymentIndex:
                 hit.seq = seq
                 return hit
         return None
+
+    def recent(self, user_id: str, limit: int) -> list[IndexedPayment]:
+        """The user's newest `limit` indexed payments, newest event time first (for the HTTP API)."""
+        u = self._open.get(user_id)
+        first, nxt = (u.first, u.next) if u is not None else self._meta(user_id)[:2]
+        rows: list[list] = []
+        for seq in range(nxt, first - 1, -1):
+            blob = u.buf if u is not None and seq == nxt else self.kv.get(self._chunk_key(user_id, seq))
+            if blob:
+                rows.extend(chunk_rows(bytes(blob)))
+            # Chunks hold payments in arrival order, so a late one may sit in an older chunk: read
+            # one chunk past the limit before sorting.
+            if len(rows) >= limit and seq < nxt:
+                break
+        rows.sort(key=lambda r: r[2], reverse=True)
+        return [_record(r) for r in rows[:limit]]

@@ -6,20 +6,30 @@ bytes per event are bounded by the chunk size and never grow with the events hel
 whose newest event has left the widest window is deleted (one tombstone per chunk), so the compacted
 changelog shrinks with the window. A worker that (re)gains a partition rebuilds an entity's in-memory
 windows from its chunks on first touch, in bulk (one `Entity.rebuild` per entity, not one `apply` per event).
+
+Memory is bounded: at most `max_cached` entities stay in memory, least recently used leave first,
+and only once their changes are flushed; the next touch rebuilds them from the table. An entity idle
+for longer than the retention is removed from the table by the background sweep (sweep.py).
 """
 
 from __future__ import annotations
 
 import gc
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 
+if TYPE_CHECKING:
+    from .sweep import PartitionClock
+
 CHUNK_EVENTS = 32
 SEP = b"\x1f"
+# Entities of one kind kept in memory (Settings.max_cached_entities); see the README's measured cost.
+MAX_CACHED = 20_000
 
 
 class KV(Protocol):
@@ -31,22 +41,29 @@ class KV(Protocol):
 
 
 class DictKV:
-    """A KV in a dict, with a list of what was written (for tests and benchmarks)."""
+    """A KV in a dict, with a list of what was written (for tests; `log=False` keeps none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: bool = True) -> None:
         self.data: dict[bytes, bytes] = {}
         self.writes: list[tuple[bytes, bytes | None]] = []
+        self.log = log
+
+    def keys(self) -> list[bytes]:
+        """Every key, as a list (the background sweep walks it; sweep.py)."""
+        return list(self.data)
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.data[key] = value
-        self.writes.append((key, value))
+        if self.log:
+            self.writes.append((key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
-        self.writes.append((key, None))
+        if self.log:
+            self.writes.append((key, None))
 
 
 @dataclass(slots=True)
@@ -77,6 +94,18 @@ def chunk_rows(blob: bytes) -> list[list]:
     # joined by "," form one JSON array. `encode` never writes an empty line.
     body = blob.rstrip(b"\n")
     return orjson.loads(b"[" + body.replace(b"\n", b",") + b"]") if body else []
+
+
+def packed(value: bytes) -> bytes:
+    """A right-sized copy of orjson output for the table. orjson.dumps allocates about 4 KiB for its
+    result whatever its length (measured with tracemalloc, orjson 3.x), so a table of millions of
+    small meta records would hold gigabytes."""
+    return bytes(memoryview(value))
+
+
+def _newest(blob: bytes | None) -> int:
+    """The newest event time in a chunk; -1 for none."""
+    return max((row[2] for row in chunk_rows(blob)), default=-1) if blob else -1
 
 
 @contextmanager
@@ -135,6 +164,8 @@ class Slot(Generic[E]):
     chunks: _Chunks
     dirty: bool = False
     meta_dirty: bool = False
+    # The processor's last merchant-rule inputs and result for this entity (processor._merchant_alerts).
+    memo: Any = None
 
 
 class EntityStore(Generic[E]):
@@ -147,15 +178,24 @@ class EntityStore(Generic[E]):
         factory: Callable[[], E],
         retention_ms: int,
         chunk_events: int = CHUNK_EVENTS,
+        max_cached: int = MAX_CACHED,
+        clock: PartitionClock | None = None,
     ) -> None:
+        if max_cached < 1:
+            raise ValueError("max_cached must be >= 1")
         self.kind = kind
         self.kv = kv
         self.factory = factory
         self.retention_ms = retention_ms
         self.chunk_events = chunk_events
-        self.slots: dict[str, Slot[E]] = {}
+        self.max_cached = max_cached
+        self.clock = clock  # event-time clock of the background sweep (sweep.py)
+        # In-memory entities, least recently used first.
+        self.slots: OrderedDict[str, Slot[E]] = OrderedDict()
         self._dirty: list[Slot[E]] = []
         self.rebuilt = 0
+        self.evicted = 0  # left memory for the budget (rebuilt on next touch)
+        self.swept = 0  # removed from the table after being idle for the retention
         self.late_events = 0
         self.too_old_events = 0
 
@@ -171,25 +211,32 @@ class EntityStore(Generic[E]):
 
     # -- access
     def slot(self, entity_id: str, partition: int) -> Slot[E]:
-        s = self.slots.get(entity_id)
+        """The entity's slot, loaded from the table if it is not in memory; now most recently used."""
+        slots = self.slots
+        s = slots.get(entity_id)
         if s is None:
-            s = self._load(entity_id, partition)
-            self.slots[entity_id] = s
+            s = slots[entity_id] = self._load(entity_id, partition)
+        else:
+            slots.move_to_end(entity_id)
         return s
 
     def get(self, entity_id: str, owns: Callable[[int], bool] | None = None) -> E | None:
         """The entity if it is known here (loading it from the table if needed), else None.
 
         `owns(partition)` says whether this worker currently owns a partition: after a rebalance
-        the table may still hold entities of partitions that moved to another worker.
+        the table may still hold entities of partitions that moved to another worker. An entity
+        of a partition not owned is neither loaded nor kept in memory.
         """
         s = self.slots.get(entity_id)
         if s is None:
             meta = self.kv.get(self._meta_key(entity_id))
             if meta is None:
                 return None
-            s = self._load(entity_id, orjson.loads(meta)["partition"])
-            self.slots[entity_id] = s
+            partition = orjson.loads(meta)["partition"]
+            if owns is not None and not owns(partition):
+                return None
+            s = self.slots[entity_id] = self._load(entity_id, partition)
+            self._evict()
         if owns is not None and not owns(s.partition):
             return None
         return s.entity
@@ -247,11 +294,14 @@ class EntityStore(Generic[E]):
         if by_series:
             entity.rebuild(by_series, latest)
 
-    def recent_event_ids(self, slot: Slot[E], since_ts: int, limit: int) -> list[str]:
-        """Ids of the entity's held events with ts >= `since_ts`, newest first, at most `limit`.
+    def recent_event_ids(
+        self, slot: Slot[E], since_ts: int, until_ts: int, limit: int, exclude: str = ""
+    ) -> list[str]:
+        """Ids of held events with `since_ts` <= ts <= `until_ts`, newest first, at most `limit`.
 
         For naming the events behind an alert (rare), so it reads the open chunk and, when that
-        is not enough, the chunk before it from the table.
+        is not enough, the chunk before it from the table. Ties in ts keep arrival order
+        reversed, so the answer depends only on what is held, not on when chunks were written.
         """
         ch = slot.chunks
         rows = chunk_rows(bytes(ch.open_buf))
@@ -259,8 +309,9 @@ class EntityStore(Generic[E]):
             prev = self.kv.get(self._chunk_key(self._id(slot), ch.next - 1))
             if prev is not None:
                 rows = chunk_rows(prev) + rows
-        recent = sorted((r for r in rows if r[2] >= since_ts), key=lambda r: r[2], reverse=True)
-        return [r[0] for r in recent[:limit]]
+        picked = [r for r in reversed(rows) if since_ts <= r[2] <= until_ts and r[0] != exclude]
+        picked.sort(key=lambda r: r[2], reverse=True)
+        return [r[0] for r in picked[:limit]]
 
     # -- writes
     def add(self, slot: Slot[E], ev: HeldEvent) -> bool:
@@ -327,12 +378,68 @@ class EntityStore(Generic[E]):
                 n += 1
             if slot.meta_dirty:
                 meta = {"first": ch.first, "next": ch.next, "partition": slot.partition}
-                self.kv.put(slot.partition, slot.key, orjson.dumps(meta))
+                self.kv.put(slot.partition, slot.key, packed(orjson.dumps(meta)))
                 slot.meta_dirty = False
                 n += 1
             slot.dirty = False
         self._dirty.clear()
+        self._evict()
         return n
+
+    def discard(self, entity_id: str) -> None:
+        """Drop one entity from memory (flush first); it is rebuilt from the table on next use."""
+        s = self.slots.pop(entity_id, None)
+        if s is not None and s.dirty:
+            self._dirty.remove(s)
+
+    def _evict(self) -> None:
+        """Drop least recently used entities beyond the budget; never one with unflushed changes."""
+        slots = self.slots
+        for _ in range(len(slots) - self.max_cached):
+            entity_id, s = slots.popitem(last=False)
+            if s.dirty:  # changed since the last flush: keep it (newest end) until flushed
+                slots[entity_id] = s
+                continue
+            self.evicted += 1
+
+    def sweep_key(self, key: bytes) -> None:
+        """Remove the entity of meta key `key` from the table and memory once its newest event is the
+        retention (plus the allowed lateness) behind its partition's clock (sweep.py)."""
+        if self.clock is None or key.count(SEP) != 1:
+            return
+        clock, retention = self.clock, self.retention_ms
+
+        def expired(partition: int, ts: int) -> bool:
+            return clock.expired(partition, ts, retention)
+
+        entity_id = key[len(self.kind) + 1 :].decode()
+        s = self.slots.get(entity_id)
+        if s is not None and s.dirty:
+            return
+        meta_raw = self.kv.get(key)
+        if meta_raw is None:
+            return
+        meta = orjson.loads(meta_raw)
+        partition, first, nxt = meta["partition"], meta["first"], meta["next"]
+        if s is not None:
+            if not expired(partition, s.entity.latest):
+                return
+        else:
+            # The newest events are almost always in the open chunk: decide from it when it is recent.
+            blobs = {nxt: self.kv.get(self._chunk_key(entity_id, nxt))}
+            if not expired(partition, _newest(blobs[nxt])):
+                return
+            for seq in range(first, nxt):
+                blobs[seq] = self.kv.get(self._chunk_key(entity_id, seq))
+            if not expired(partition, max(_newest(b) for b in blobs.values())):
+                return
+        for seq in range(first, nxt + 1):
+            chunk_key = self._chunk_key(entity_id, seq)
+            if self.kv.get(chunk_key) is not None:
+                self.kv.delete(partition, chunk_key)
+        self.kv.delete(partition, key)
+        self.slots.pop(entity_id, None)
+        self.swept += 1
 
     def forget(self) -> None:
         """Drop in-memory entities (after a rebalance); they are rebuilt from the table on next use."""

@@ -1,0 +1,1 @@
+"""Recordings: topics written to JSON Lines (`streamrisk record`) and sent back (`streamrisk replay`)."""

@@ -1,0 +1,119 @@
+"""Background expiry of state nobody touches any more: idle entities, payment indexes, held early
+chargebacks and alert-dedupe entries, a bounded number of table keys per batch.
+
+Expiry runs on **event time**, per partition: the newest event time this worker has processed on
+the partition since its last rebalance (`PartitionClock`). Everything that expires is defined in event
+time already (windows, retention, index days, dedupe window), so a replay or a backtest over months of
+history expires exactly what a live run would, and a partition with no traffic keeps its state until
+its traffic resumes (wall time would wipe a replay's state or keep a backlog's). Work is driven by the
+batches: each batch examines a number of keys proportional to its size (`Sweeper.step`).
+
+A record is removed only once its time is more than `keep + grace` behind the clock, where `grace` is
+the allowed lateness. An event within the allowed lateness therefore sees exactly what it would have
+seen had the record been kept (it would have expired it itself), so outputs do not depend on how far
+the sweep has got; see `PartitionClock.expired`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from .store import SEP
+
+# Keys examined per event of the batch: enough to walk the table faster than traffic adds keys
+# (a new user adds about three), so expired records wait at most about one walk of the table.
+KEYS_PER_EVENT = 4
+MIN_KEYS_PER_BATCH = 64
+
+
+def key_partition(entity_id: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives an entity id's key (CONTRACT.md)."""
+    return (murmur2(entity_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class PartitionClock:
+    """Newest event time processed per partition since the last rebalance: what expiry runs on."""
+
+    def __init__(self, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self.ts: dict[int, int] = {}
+        self.newest = -1  # over all partitions
+
+    def advance(self, partition: int, ts: int) -> None:
+        if ts > self.ts.get(partition, -1):
+            self.ts[partition] = ts
+            if ts > self.newest:
+                self.newest = ts
+
+    def may_expire(self, ts: int, keep_ms: int) -> bool:
+        """Whether `expired` can hold on any partition: a cheap test before finding the partition."""
+        return ts + keep_ms + self.grace_ms < self.newest
+
+    def expired(self, partition: int, ts: int, keep_ms: int) -> bool:
+        """Whether a record of `partition` last valid at `ts` may go: more than `keep_ms` plus the
+        grace behind the partition's clock. False for a partition with no clock (not ours, or no
+        event since the last rebalance)."""
+        now = self.ts.get(partition)
+        return now is not None and ts + keep_ms + self.grace_ms < now
+
+    def reset(self) -> None:
+        self.ts.clear()
+        self.newest = -1
+
+
+class Sweeper:
+    """Walks the table's keys a slice per batch, handing each to the expiry of its kind.
+
+    `handlers` maps a key's kind byte (the byte before the first separator) to a function that
+    removes what has expired under that key. A walk works on a snapshot of the key list (one
+    pointer per key), so the table can change under it; a new walk starts when one ends.
+    """
+
+    def __init__(
+        self,
+        keys: Callable[[], Iterable[bytes]] | None,
+        handlers: dict[bytes, Callable[[bytes], None]],
+    ) -> None:
+        self._list_keys = keys
+        self.handlers = handlers
+        self._keys: list[bytes] = []
+        self._pos = 0
+        self.walks = 0  # completed walks over the table, for benchmarks and tests
+
+    def step(self, events: int) -> int:
+        """Examine the keys due for a batch of `events` events; returns how many were examined."""
+        if self._list_keys is None:
+            return 0
+        budget = max(MIN_KEYS_PER_BATCH, KEYS_PER_EVENT * events)
+        if self._pos >= len(self._keys):
+            if self._keys:
+                self.walks += 1
+            self._keys, self._pos = list(self._list_keys()), 0
+        keys = self._keys[self._pos : self._pos + budget]
+        self._pos += len(keys)
+        handlers = self.handlers
+        for key in keys:
+            handler = handlers.get(key[:1])
+            if handler is not None and key[1:2] == SEP:
+                handler(key)
+        return len(keys)
+
+    def restart(self) -> None:
+        """Drop the current walk (after a rebalance the table's keys change wholesale)."""
+        self._keys, self._pos = [], 0
+
+
+def memory_stats(users: Any, merchants: Any, index: Any, gate: Any) -> dict[str, int]:
+    """What is in memory and what left it, for /stats."""
+    return {
+        "users_in_memory": len(users.slots),
+        "merchants_in_memory": len(merchants.slots),
+        "entities_evicted": users.evicted + merchants.evicted,
+        "idle_entities_swept": users.swept + merchants.swept,
+        "idle_payment_indexes_swept": index.swept_users,
+        "early_chargebacks_swept": index.swept_early,
+        "alert_dedupe_entries_swept": gate.swept,
+    }

@@ -1,0 +1,105 @@
+"""The answers of the state API, built from this worker's state (the caller checked it owns the key).
+
+Two accessors keep what other modules own in one place: `decision_of` (the decision outcome the
+payment index stores with each payment) and `credit_of` (the credit policy's view of an account).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..decisions import stable_id
+from ..events import to_major
+from ..processor import Processor
+from ..state.payment_index import IndexedPayment
+
+RECENT_PAYMENTS = 10
+DECISION_FIELDS = ("decision_id", "action", "score", "reasons", "rules_version")
+CREDIT_FIELDS = {
+    "user": ("credit_limit", "credit_outstanding", "credit_available"),
+    "merchant": ("credit_line", "credit_outstanding", "credit_available"),
+}
+
+
+def decision_of(p: IndexedPayment) -> dict[str, Any] | None:
+    """The decision stored with an indexed payment, or None where the index has none for it.
+
+    The index keeps `outcome = [input offset, action, score, rules_version, *reasons]`; the decision
+    id is derived from the payment and the rules version, as on `risk-decisions`.
+    """
+    outcome = getattr(p, "outcome", None)
+    if not outcome:
+        return None
+    _, action, score, rules_version, *reasons = outcome
+    return {
+        "decision_id": stable_id("decision", p.payment_id, rules_version),
+        "action": action,
+        "score": score,
+        "reasons": reasons,
+        "rules_version": rules_version,
+    }
+
+
+def credit_of(processor: Processor, kind: str, entity_id: str, entity: Any) -> dict[str, Any]:
+    """Credit limit (user) or line (merchant) with outstanding and available, in major units.
+
+    From the credit policy's book when the processor has one; the fields are null without it.
+    """
+    base: dict[str, Any] = dict.fromkeys(CREDIT_FIELDS[kind])
+    book = getattr(processor, "credit", None)
+    if book is None:
+        return base
+    view = book.user_view(entity_id) if kind == "user" else book.merchant_view(entity_id, entity)
+    return {**base, **view}
+
+
+def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
+    """The subject's latest rule alert time per reason code, newest first (from the alert dedupe gate).
+
+    Chargeback alerts are never deduped, so not in the gate: they show as `charged_back` payments.
+    """
+    reasons = {r.reason for r in processor.rules.ruleset.rules}
+    gate, out = processor.alert_gate, []
+    for reason in sorted(reasons):
+        raw = gate.kv.get(gate._key(subject_type, subject_id, reason))
+        if raw is not None:
+            out.append({"reason": reason, "ts": int(raw)})
+    out.sort(key=lambda a: a["ts"], reverse=True)
+    return out
+
+
+def payment_body(p: IndexedPayment, user_id: str) -> dict[str, Any]:
+    return {
+        "event_id": p.payment_id,
+        "user_id": user_id,
+        "merchant_id": p.merchant_id,
+        "ts": p.ts,
+        "amount": to_major(p.amount),
+        "charged_back": p.chargeback_id is not None,
+        "chargeback_id": p.chargeback_id,
+        "decision": decision_of(p),
+    }
+
+
+def user_body(processor: Processor, user_id: str, entity: Any, partition: int) -> dict[str, Any]:
+    recent = processor.payment_index.recent(user_id, RECENT_PAYMENTS)
+    return {
+        "user_id": user_id,
+        "partition": partition,
+        "latest_ts": entity.latest,
+        "features": entity.features(),
+        **credit_of(processor, "user", user_id, entity),
+        "recent_payments": [payment_body(p, user_id) for p in recent],
+        "alerts": alerts_of(processor, "user", user_id),
+    }
+
+
+def merchant_body(processor: Processor, merchant_id: str, entity: Any, partition: int) -> dict[str, Any]:
+    return {
+        "merchant_id": merchant_id,
+        "partition": partition,
+        "latest_ts": entity.latest,
+        "features": entity.features(),
+        **credit_of(processor, "merchant", merchant_id, entity),
+        "alerts": alerts_of(processor, "merchant", merchant_id),
+    }

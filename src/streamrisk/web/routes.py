@@ -1,0 +1,246 @@
+"""The worker's HTTP endpoints (Faust's web server): state API, operations, OpenAPI, dashboard.
+
+Every worker answers for every key: a key whose partition another worker owns is forwarded to it
+(owner.py). While the group rebalances or the table recovers, state answers 503 with Retry-After
+instead of a wrong 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import aiohttp
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from ..broadcast import BroadcastReader
+from ..processor import Processor
+from .auth import BearerAuth
+from .lookup import merchant_body, payment_body, user_body
+from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
+from .openapi import openapi_document
+from .owner import FORWARDED_HEADER, Owners, forward
+
+MAX_ID_CHARS = 256
+RETRY_AFTER_S = "1"
+CLUSTER_TIMEOUT_S = 2.0
+Handler = Callable[..., Awaitable[Response]]
+
+
+def id_problem(what: str, value: str) -> str | None:
+    """Why `value` cannot be an id (the contract's rules for ids), or None."""
+    if not value:
+        return f"{what} must not be empty"
+    if len(value) > MAX_ID_CHARS:
+        return f"{what} is longer than {MAX_ID_CHARS} characters"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return f"{what} must not contain control characters"
+    return None
+
+
+def register_routes(
+    app: faust.App,
+    processor: Processor,
+    runtime_stats: Callable[[], dict[str, Any]] | None = None,
+    broadcast: BroadcastReader | None = None,
+) -> None:
+    """Add every endpoint to the app's web server; also instruments the processor for /metrics.
+
+    `runtime_stats()` adds the batch runner's figures to /stats; `broadcast` is waited for by /ready.
+    """
+    settings = processor.settings
+    auth = BearerAuth(settings.api_token)
+    topic = processor.input_topics[0]
+    owners = Owners(app, topic, settings.partitions)
+    metrics = WorkerMetrics(processor)
+    metrics.instrument(processor)
+    inputs = set(processor.input_topics)
+    dashboard = resources.files(__package__).joinpath("static/dashboard.html").read_bytes()
+    # Faust's production index also mounts "/" (a bare status page); the dashboard takes its place.
+    blueprints = app.web.blueprints
+    blueprints._enabled = [(p, bp) for p, bp in blueprints._enabled if "production_index" not in str(bp)]
+
+    def waiting_for() -> list[str]:
+        """What /ready still waits for; empty when ready."""
+        out = []
+        if app.rebalancing:
+            out.append("rebalance in progress")
+        if not app.tables.recovery.completed.is_set():
+            out.append("state table recovery")
+        if broadcast is not None and not broadcast.ready.is_set():
+            out.append("rules and merchant summaries (broadcast topics) catching up")
+        return out
+
+    def unavailable(view: View, why: str) -> Response:
+        return view.json({"error": why}, status=503, headers={"Retry-After": RETRY_AFTER_S})
+
+    def page(path: str) -> Callable[[Handler], None]:
+        """Register `handler(view, request, **params)` at `path` for GET, behind the bearer check."""
+
+        def register(handler: Handler) -> None:
+            class Page(View):
+                async def get(self, request: Request, **params: str) -> Response:
+                    authorization = request.headers.get("Authorization")
+                    if not auth.allows(request.path, authorization):
+                        body, headers = auth.denial(authorization)
+                        return self.json(body, status=401, headers=headers)
+                    return await handler(self, request, **params)
+
+            Page.__name__ = f"Page_{handler.__name__}"
+            app.page(path, name=handler.__name__)(Page)
+
+        return register
+
+    async def routed(
+        view: View, request: Request, what: str, key: str, answer: Callable[[int], dict[str, Any] | None]
+    ) -> Response:
+        """Answer for `key` here if this worker owns it, else from its owner."""
+        if problem := id_problem(what, key):
+            return view.json({"error": problem}, status=400)
+        if busy := waiting_for():
+            return unavailable(view, f"not answering state queries yet: {', '.join(busy)}")
+        route = owners.route(key)
+        if route.local:
+            body = answer(route.partition)
+            if body is None:
+                return view.json({"error": f"unknown {what} {key!r}"}, status=404)
+            body["served_by"] = owners.own_url
+            return view.json(body)
+        if route.url is None or request.headers.get(FORWARDED_HEADER):
+            return unavailable(view, f"owner of partition {route.partition} not known here yet (rebalance)")
+        headers = {**auth.header(), FORWARDED_HEADER: owners.own_url}
+        try:
+            with metrics.forward_seconds.time():
+                status, raw, passed = await forward(app, route.url, request.path_qs, headers)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            why = f"owner {route.url} of partition {route.partition} did not answer: {exc!r}"
+            return unavailable(view, why)
+        return view.bytes(raw, status=status, headers=passed)
+
+    def entity_page(kind: str, store: Any, body: Callable[..., dict[str, Any]]) -> None:
+        """`GET /{kind}s/{id}`: the entity's answer from whichever worker owns it."""
+
+        async def handler(view: View, request: Request, **params: str) -> Response:
+            entity_id = params[f"{kind}_id"]
+
+            def answer(partition: int) -> dict[str, Any] | None:
+                entity = store.get(entity_id)
+                return None if entity is None else body(processor, entity_id, entity, partition)
+
+            return await routed(view, request, kind, entity_id, answer)
+
+        handler.__name__ = kind
+        page(f"/{kind}s/{{{kind}_id}}")(handler)
+
+    entity_page("user", processor.users, user_body)
+    entity_page("merchant", processor.merchants, merchant_body)
+
+    @page("/payments/{event_id}")
+    async def payment(view: View, request: Request, event_id: str) -> Response:
+        user_id = request.query.get("user_id")
+        if not user_id:
+            return view.json(
+                {"error": "query parameter user_id is required: payments are indexed per user "
+                          "(GET /payments/{event_id}?user_id=...)"},
+                status=400,
+            )
+        if problem := id_problem("event_id", event_id) or id_problem("user_id", user_id):
+            return view.json({"error": problem}, status=400)
+
+        def answer(partition: int) -> dict[str, Any] | None:
+            found = processor.payment_index.find(user_id, event_id)
+            return None if found is None else {"partition": partition, **payment_body(found, user_id)}
+
+        return await routed(view, request, f"payment {event_id!r} of user", user_id, answer)
+
+    @page("/health")
+    async def health(view: View, request: Request) -> Response:
+        return view.json({"status": "ok"})
+
+    @page("/ready")
+    async def ready(view: View, request: Request) -> Response:
+        busy = waiting_for()
+        if busy:
+            return view.json({"ready": False, "waiting_for": busy}, status=503,
+                             headers={"Retry-After": RETRY_AFTER_S})
+        return view.json({"ready": True, "waiting_for": []})
+
+    @page("/metrics")
+    async def prometheus(view: View, request: Request) -> Response:
+        await metrics.refresh(app, inputs, lambda: not waiting_for())
+        return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def local_stats() -> dict[str, Any]:
+        await metrics.refresh(app, inputs, lambda: not waiting_for())
+        body = processor.stats()
+        if runtime_stats is not None:
+            body.update(runtime_stats())
+        body["worker"] = owners.own_url
+        body["ready"] = not waiting_for()
+        body["waiting_for"] = waiting_for()
+        # Which input partitions this worker decides for: where to ask for an entity.
+        body["assigned_partitions"] = owners.owned()
+        body["consumer_lag"] = metrics.lag_by_partition()
+        body["decision_latency_ms"] = {
+            "count": count(metrics.latency),
+            "p50": _ms(quantile(metrics.latency, 0.5)),
+            "p99": _ms(quantile(metrics.latency, 0.99)),
+            # Cumulative counts per bucket (upper bound in s): clients take quantiles over a window.
+            "buckets": buckets(metrics.latency),
+        }
+        body["topic_prefix"] = settings.topic_prefix
+        body["credit_adjustments"] = adjustments(processor)
+        body["entities_in_memory"] = {"user": len(processor.users.slots),
+                                      "merchant": len(processor.merchants.slots)}
+        return body
+
+    @page("/stats")
+    async def stats(view: View, request: Request) -> Response:
+        return view.json(await local_stats())
+
+    @page("/cluster")
+    async def cluster(view: View, request: Request) -> Response:
+        """Every group member's /stats (this one's directly, the others' over HTTP)."""
+        members = owners.members() or {owners.own_url: owners.owned()}
+        headers = {**auth.header(), FORWARDED_HEADER: owners.own_url}
+
+        async def one(url: str, partitions: list[int]) -> dict[str, Any]:
+            entry: dict[str, Any] = {"url": url, "partitions": partitions}
+            if url == owners.own_url:
+                entry["stats"] = await local_stats()
+                return entry
+            try:
+                status, raw, _ = await asyncio.wait_for(
+                    forward(app, url, "/stats", headers), CLUSTER_TIMEOUT_S
+                )
+                if status != 200:
+                    entry["error"] = f"/stats answered {status}"
+                else:
+                    entry["stats"] = orjson.loads(raw)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                entry["error"] = f"not answering: {exc!r}"
+            except ValueError as exc:  # not JSON: not one of ours, or a broken answer
+                entry["error"] = f"/stats is not JSON: {exc}"
+            return entry
+
+        workers = await asyncio.gather(*(one(u, p) for u, p in sorted(members.items())))
+        return view.json({"workers": list(workers)})
+
+    spec = openapi_document(auth.enabled)
+
+    @page("/openapi.json")
+    async def openapi(view: View, request: Request) -> Response:
+        return view.json(spec)
+
+    @page("/")
+    async def index(view: View, request: Request) -> Response:
+        return view.bytes(dashboard, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)

@@ -1,0 +1,39 @@
+"""Dead letters: the original record, forwarded whole when small and cut (with its size and hash) when not."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+
+from streamrisk.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value
+
+MAX_REQUEST = 1_000_000  # Faust's producer_max_request_size default
+
+
+def test_small_value_is_forwarded_whole_as_text_or_base64() -> None:
+    text = dead_letter_value("payments", 1, 41, "bad", b'{"a": "\xc3\xa9"}')
+    assert text["value"] == '{"a": "é"}' and "value_truncated" not in text
+    binary = dead_letter_value("payments", 1, 41, "bad", b"\xff\xfe")
+    assert binary["value_encoding"] == "base64" and base64.b64decode(binary["value"]) == b"\xff\xfe"
+
+
+def test_large_value_is_cut_with_its_size_and_sha256() -> None:
+    raw = b'{"currency": "' + "é".encode() * 3_000_000 + b'"}'
+    letter = dead_letter_value("payments", 0, 7, "currency must be at most 256 characters", raw)
+    assert letter["value_truncated"] is True
+    assert letter["value_size"] == len(raw)
+    assert letter["value_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert raw.decode().startswith(letter["value"])  # cut on a character boundary, still text
+    assert "value_encoding" not in letter
+
+
+def test_worst_case_dead_letter_fits_the_producers_request_size() -> None:
+    # Control characters grow six-fold as JSON escapes; a 5 MB error text is bounded too.
+    raw = b"\x01" * 5_000_000
+    letter = dead_letter_value("payments", 0, 7, "x" * 5_000_000, raw)
+    key = dead_letter_key(b"k" * 5_000_000)
+    assert key is not None and len(key) == DEAD_LETTER_KEY_MAX
+    assert len(orjson.dumps(letter)) + len(key) < MAX_REQUEST
+    assert len(letter["error"]) <= 1000

@@ -1,0 +1,85 @@
+"""/metrics: the processor's counters as read at scrape time, and the per-batch histograms."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamrisk.processor import Message
+from streamrisk.reason_class import reason_class
+from streamrisk.settings import DAY_MS
+from streamrisk.web.metrics import WorkerMetrics, count, quantile
+from tests.pipeline import Pipeline
+
+T0 = 1_800_000_000_000
+
+
+def pay(eid: str, user: str, ts: int, amount: float = 10.0) -> dict:
+    return {"event_id": eid, "ts": ts, "user_id": user, "merchant_id": "m1", "amount": amount,
+            "currency": "CNY", "method": "card", "device_id": "d1"}
+
+
+def samples(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(metrics.render().decode()):
+        for s in fam.samples:
+            out[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_scrape_reads_the_processor_counters_and_batches_are_observed() -> None:
+    pipe = Pipeline()
+    metrics = WorkerMetrics(pipe.proc)
+    metrics.instrument(pipe.proc)
+    topic = pipe.settings.topic("payments")
+    # Record timestamps 2 s before the wall clock: the decision latency as the worker sees it.
+    now = T0 + DAY_MS
+    sent = int(time.time() * 1000) - 2000
+    good = [pipe.message("payments", "u1", pay(f"p{i}", "u1", T0 + i)) for i in range(3)]
+    msgs = [Message(topic, 0, m.offset, b"u1", m.value, sent) for m in good]
+    msgs.append(pipe.message("payments", "u1", b"{not json"))
+    msgs.append(pipe.message("payments", "u1", pay("p0", "u1", T0)))  # duplicate
+    pipe.proc.run_local(msgs, now)
+    s = samples(metrics)
+    assert s["streamrisk_events_consumed_total", (("topic", topic),)] == 5
+    assert sum(v for (n, _), v in s.items() if n == "streamrisk_decisions_total") == 3
+    assert s["streamrisk_dead_letters_total", (("reason_class", "not_json"),)] == 1
+    dups = pipe.proc.counters.duplicates
+    assert dups >= 1 and s["streamrisk_duplicates_total", ()] == dups
+    assert s["streamrisk_entities_in_memory", (("kind", "user"),)] == 1
+    # run_local also processed the forwarded merchant events: two batches.
+    assert s["streamrisk_batch_size_count", ()] == 2
+    # Only records with a timestamp are timed (the bad one and the repeat here have none).
+    assert s["streamrisk_decision_latency_seconds_count", ()] == 3
+    assert count(metrics.latency) == 3
+    # Decided now, so each took at least the 2 s since its timestamp.
+    assert s["streamrisk_decision_latency_seconds_bucket", (("le", "1.0"),)] == 0
+
+
+def test_dead_letter_reason_classes() -> None:
+    assert reason_class("value is not valid JSON: unexpected character") == "not_json"
+    assert reason_class("missing required field 'amount'") == "missing_field"
+    assert reason_class("message key must be the record's user_id 'u1' (got b'u2')") == "wrong_key"
+    assert reason_class("amount must be > 0 (got -3)") == "bad_value"
+    cases = {
+        "record is on partition 2 but Kafka's default partitioner puts its key on 0": "wrong_partition",
+        "record is 2000000 bytes (key and value), more than the limit of 1048576": "too_large",
+        "processing failed with KeyError: 'x'. This is a StreamRisk bug": "processing_failed",
+    }
+    for error, cls in cases.items():
+        assert reason_class(error) == cls, error
+    assert reason_class("rules: unknown action", ruleset=True) == "ruleset"
+
+
+def test_quantile_interpolates_within_the_bucket_like_histogram_quantile() -> None:
+    from prometheus_client import CollectorRegistry
+
+    h = Histogram("h", "h", buckets=(1.0, 2.0, 4.0), registry=CollectorRegistry())
+    assert quantile(h, 0.5) is None
+    for v in (0.5, 1.5, 1.5, 3.0):
+        h.observe(v)
+    # 4 observations: rank 2 falls in (1, 2] holding 2 of them after 1 below: 1 + 1 * (1/2).
+    assert quantile(h, 0.5) == 1.5
+    assert quantile(h, 1.0) == 4.0
