@@ -39,6 +39,7 @@ def make_contexts(n: int, seed: int = 7) -> list[Ctx]:
             chargeback_count_30d=rng.choice([0, 0, 0, 1]) if risky else 0,
             repayment_on_time_rate_30d=rng.random(), amount_zscore_30d=rng.gauss(0, 2),
             new_device=int(rng.random() < 0.1),
+            credit_limit=2000.0, credit_available=rng.uniform(0, 2000), credit_utilization=rng.random(),
         )
         merchant: dict[str, Any] = dict.fromkeys(MERCHANT_FIELDS, 0.0)
         for i, w in enumerate(WINDOWS):
@@ -63,6 +64,8 @@ def python_rules(rs: Ruleset) -> Callable[[Ctx], list[str]]:
     def evaluate(ctx: Ctx) -> list[str]:
         u, m, pay = ctx["user"], ctx["merchant"], ctx["payment"]
         out = []
+        if pay["method"] == "credit_line" and pay["amount"] > u["credit_available"]:
+            out.append("over_limit")
         if u["payment_count_5m"] > p["velocity_5m_max"]:
             out.append("velocity_5m")
         if u["payment_count_1h"] > p["velocity_1h_max"]:

@@ -43,6 +43,7 @@ def test_flags_win_over_the_environment() -> None:
         ({"STREAMRISK_PAYMENT_INDEX_DAYS": "half a year"}, "DAYS must be a whole number of days"),
         ({"STREAMRISK_ALERT_DEDUPE_MS": "1h"}, "STREAMRISK_ALERT_DEDUPE_MS must be an integer"),
         ({"STREAMRISK_WINDOWS": "5 minutes"}, "STREAMRISK_WINDOWS"),
+        ({"STREAMRISK_CREDIT": "maybe"}, "STREAMRISK_CREDIT must be on or off"),
     ],
 )
 def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str) -> None:
@@ -62,3 +63,9 @@ def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str)
 def test_values_that_cannot_work_are_refused_at_check(env: dict[str, str], needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):
         Settings.from_env(env).check()
+
+
+def test_credit_settings_come_from_the_environment() -> None:
+    s = Settings.from_env({"STREAMRISK_CREDIT_POLICY": "/etc/credit.yaml", "STREAMRISK_CREDIT": "off"})
+    assert (s.credit_policy_path, s.credit_enabled) == (Path("/etc/credit.yaml"), False)
+    assert Settings.from_env({}).credit_enabled

@@ -62,3 +62,52 @@ def alert_record(
         "event_ids": list(event_ids),
         "ts": ts,
     }
+
+
+def limit_adjustment_record(
+    user_id: str,
+    previous: int,
+    new: int,
+    reasons: Sequence[str],
+    ts: int,
+    event_id: str,
+    policy_version: str,
+    kind: str = "review",
+) -> dict[str, Any]:
+    """A `credit-limit-adjustments` record; amounts in minor units in, major units out.
+
+    The id hashes the user, the triggering event, the policy version and the kind (a review and a
+    freeze can follow the same payment), so a replay after a crash repeats the id, never a new one.
+    """
+    return {
+        "adjustment_id": stable_id("credit-limit", user_id, event_id, policy_version, kind),
+        "user_id": user_id,
+        "previous_limit": to_major(previous),
+        "new_limit": to_major(new),
+        "reasons": list(reasons),
+        "ts": ts,
+        "event_id": event_id,
+        "policy_version": policy_version,
+    }
+
+
+def line_adjustment_record(
+    merchant_id: str,
+    previous: int,
+    new: int,
+    reasons: Sequence[str],
+    ts: int,
+    event_id: str,
+    policy_version: str,
+) -> dict[str, Any]:
+    """A `credit-line-adjustments` record (see limit_adjustment_record)."""
+    return {
+        "adjustment_id": stable_id("credit-line", merchant_id, event_id, policy_version),
+        "merchant_id": merchant_id,
+        "previous_line": to_major(previous),
+        "new_line": to_major(new),
+        "reasons": list(reasons),
+        "ts": ts,
+        "event_id": event_id,
+        "policy_version": policy_version,
+    }

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from .credit import credit_book
 from .decisions import alert_record, decision_record
 from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
 from .faults import RecordFaults
@@ -195,6 +196,7 @@ class Processor:
             b"k": index.sweep_key, b"a": self.alert_gate.sweep_key,
         })
         self._held = 0  # events held since the last flush: the sweep's work is proportional
+        self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms)
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
@@ -248,7 +250,7 @@ class Processor:
             # and the batch goes on (_isolate).
             try:
                 if m.topic == self.t_merchant_events:
-                    self._merchant_event(m)
+                    self._merchant_event(m, out)
                     continue
                 name, handler = self._routes[m.topic]
                 try:
@@ -273,7 +275,8 @@ class Processor:
     def flush_state(self) -> int:
         self.sweeper.step(self._held)
         self._held = 0
-        return self.users.flush() + self.merchants.flush() + self.payment_index.flush()
+        credit = self.credit.flush() if self.credit is not None else 0
+        return self.users.flush() + self.merchants.flush() + self.payment_index.flush() + credit
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
         """A whole deployment in this process, without Kafka (tests, benchmarks, backtests).
@@ -307,6 +310,8 @@ class Processor:
         self.users.forget()
         self.merchants.forget()
         self.payment_index.forget()
+        if self.credit is not None:
+            self.credit.forget()
         self._touched.clear()
         self._unpublished.clear()
         self.clock.reset()
@@ -339,6 +344,8 @@ class Processor:
         out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
         out.update(self.rules.stats())
         out["shadow"] = self.shadow.stats()
+        if self.credit is not None:
+            out.update(self.credit.stats())
         return out
 
     # -- helpers
@@ -474,6 +481,10 @@ class Processor:
         user_features = user.features()
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
+        credit = self.credit
+        if credit is not None:  # a review due at this payment comes before its decision
+            account = credit.before_payment(m.partition, p, out)
+            credit.add_fields(user_features, p.user_id, account)
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
         explain = self.settings.explain_decisions
@@ -490,6 +501,9 @@ class Processor:
         out.append(Out(self.t_decisions, p.user_id, record))
         # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
+        if credit is not None:  # the draw happens with the decision
+            fired = [(f.reason, f.severity) for f in user_fired]
+            credit.after_payment(m.partition, account, p, verdict.action, fired, out)
         if user_fired:
             ids = self._event_ids(self.users, slot, held)
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
@@ -517,6 +531,8 @@ class Processor:
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
         if not held:
             return
+        if self.credit is not None:
+            self.credit.on_chargeback(m.partition, c, out)
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
         original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
@@ -534,17 +550,23 @@ class Processor:
             store, held = self.users, HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
         else:
             store, held = self.merchants, HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
-        self._hold(store, r.account_id, m.partition, held)
+        slot = self._hold(store, r.account_id, m.partition, held)
+        if slot is not None and self.credit is not None:
+            self.credit.on_repayment(m.partition, r, slot, out)
 
     def _order(self, m: Message, o: Order, out: list[Out]) -> None:
         cats = (o.user_id,) if o.status == "placed" else ()
         held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        self._hold(self.merchants, o.merchant_id, m.partition, held)
+        slot = self._hold(self.merchants, o.merchant_id, m.partition, held)
+        if slot is not None and self.credit is not None:
+            self.credit.on_order(m.partition, o, slot, out)
 
-    def _merchant_event(self, m: Message) -> None:
+    def _merchant_event(self, m: Message, out: list[Out]) -> None:
         # Written by _forward above, so trusted: [id, series, ts, amount, merchant].
         eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
-        self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        if slot is not None and self.credit is not None:
+            self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
     def _merchant_alerts(self, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
         """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
@@ -571,6 +593,8 @@ class Processor:
             at = slot.entity.latest
             ids = self._event_ids(self.merchants, slot, ev, at)
             self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
+            if self.credit is not None:  # a merchant fraud alert cuts its credit line at once
+                self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], self._out, ev)
 
     def _queue_summaries(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per

@@ -66,6 +66,10 @@ class Settings:
     app_id: str = "streamrisk"
     data_dir: Path = Path("./data")
     rules_path: Path | None = None
+    # Credit limits and lines (credit/): the policy file (the shipped default when None), and a
+    # switch for deployments and benchmarks that run without credit.
+    credit_policy_path: Path | None = None
+    credit_enabled: bool = True
     api_token: str | None = None
     currencies: frozenset[str] = frozenset({"CNY"})
     # How far in the future (vs the worker's clock) an event time may be before it is rejected.
@@ -216,6 +220,13 @@ class Settings:
             kw["data_dir"] = Path(env["STREAMRISK_DATA_DIR"])
         if env.get("STREAMRISK_RULES"):
             kw["rules_path"] = Path(env["STREAMRISK_RULES"])
+        if env.get("STREAMRISK_CREDIT_POLICY"):
+            kw["credit_policy_path"] = Path(env["STREAMRISK_CREDIT_POLICY"])
+        credit = env.get("STREAMRISK_CREDIT", "").strip().lower()
+        if credit:
+            if credit not in ("on", "off"):
+                raise SettingsError(f"STREAMRISK_CREDIT must be on or off (got {env['STREAMRISK_CREDIT']!r})")
+            kw["credit_enabled"] = credit == "on"
         text("STREAMRISK_API_TOKEN", "api_token")
         if env.get("STREAMRISK_CURRENCIES"):
             kw["currencies"] = frozenset(

@@ -26,6 +26,7 @@ def normal_ctx(**overrides: dict[str, Any]) -> Ctx:
         user[f"distinct_devices_{w}"] = 1 if w != "30d" else 2
     user.update(
         repayment_on_time_rate_30d=1.0, amount_zscore_30d=0.2, new_device=0,
+        credit_limit=2000.0, credit_available=1500.0, credit_utilization=0.25,
     )
     merchant: dict[str, Any] = dict.fromkeys(MERCHANT_FIELDS, 0.0)
     orders = {"5m": 2, "1h": 20, "24h": 300, "30d": 9000}

@@ -47,6 +47,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"user": {"chargeback_count_30d": 1, "chargeback_rate_30d": 0.08}},
         {"user": {"chargeback_count_30d": 0}},
     ),
+    "OVER_LIMIT": (
+        {"payment": {"method": "credit_line", "amount": 1500.01}},
+        {"payment": {"method": "credit_line", "amount": 1500.0}},
+    ),
     "AMOUNT_OUTLIER": (
         {"user": {"amount_zscore_30d": 7.0}, "payment": {"amount": 900.0}},
         {"user": {"amount_zscore_30d": 7.0}, "payment": {"amount": 90.0}},

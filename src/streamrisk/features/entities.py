@@ -26,6 +26,9 @@ ZSCORE_STD_FLOOR = 0.1
 # Series codes, persisted with each held event: never renumber.
 U_PAYMENT, U_CHARGEBACK, U_REPAYMENT = 0, 1, 2
 M_PLACED, M_FULFILLED, M_REFUNDED, M_PAYMENT, M_CHARGEBACK, M_REPAYMENT, M_CANCELLED = range(10, 17)
+# A refund held at its order's fulfilment time (credit/book.py), so it leaves the settlement window
+# with the order it refunds: receivables count only refunds on orders fulfilled in the period.
+M_SETTLED_REFUND = 17
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,13 @@ class WindowConfig:
 
     @cached_property
     def merchant_amounts(self) -> WindowSpec:
-        # The trailing 1 h horizon feeds sales_velocity_1h whatever windows are configured.
-        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms, HOUR_MS))
+        # The trailing 1 h and 24 h horizons feed sales_velocity_1h and the credit line's sales
+        # trend whatever windows are configured.
+        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms, HOUR_MS, DAY_MS))
+
+    @cached_property
+    def settlement_only(self) -> WindowSpec:
+        return self._spec((self.settlement_ms,))
 
 
 # (ts, value, cats) of one held event, as `rebuild` takes them; cats may be any sequence.
@@ -224,7 +232,9 @@ class UserState(_EntityBase):
 class MerchantState(_EntityBase):
     """A merchant's order lifecycle, the payments and chargebacks at it, and its repayments."""
 
-    __slots__ = ("chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments")
+    __slots__ = (
+        "chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments", "settled_refunds"
+    )
 
     # M_CANCELLED is deliberately absent: cancelled orders move the clock but feed no feature.
     SERIES: ClassVar[Mapping[int, str]] = {
@@ -234,16 +244,24 @@ class MerchantState(_EntityBase):
         M_PAYMENT: "payments",
         M_CHARGEBACK: "chargebacks",
         M_REPAYMENT: "repayments",
+        M_SETTLED_REFUND: "settled_refunds",
     }
 
     def __init__(self, cfg: WindowConfig) -> None:
         super().__init__(cfg)
+        self.settled_refunds = SlidingWindows(cfg.settlement_only)  # at their order's fulfilment time
         self.placed = SlidingWindows(cfg.merchant_orders)  # category: buyer
         self.fulfilled = SlidingWindows(cfg.merchant_amounts)
         self.refunded = SlidingWindows(cfg.merchant_amounts)
         self.payments = SlidingWindows(cfg.merchant_amounts)
         self.chargebacks = SlidingWindows(cfg.rate_only)
         self.repayments = SlidingWindows(cfg.rate_only)
+
+    def apply(self, ev: HeldEvent) -> None:
+        if ev.series == M_SETTLED_REFUND:  # back-dated by design, so not counted as a late event
+            self.settled_refunds.add(ev.ts, ev.value)
+            return
+        super().apply(ev)
 
     def features(self) -> dict[str, float]:
         end = self.latest
@@ -268,10 +286,35 @@ class MerchantState(_EntityBase):
         n_cb = self.chargebacks.count(0)
         out["chargeback_count_30d"] = n_cb
         out["chargeback_rate_30d"] = _rate(n_cb, self.payments.count(rate_i))
-        # Receivables: fulfilled value in the settlement period less the refunds in that period.
-        out["receivables"] = (
-            max(0, self.fulfilled.sum(settle_i) - self.refunded.sum(settle_i)) / 100
-        )
+        out["receivables"] = self._receivables(settle_i) / 100
         hourly_mean_30d = self.fulfilled.sum(rate_i) / (RATE_HORIZON_MS / HOUR_MS)
         out["sales_velocity_1h"] = _rate(self.fulfilled.sum(n + 2), hourly_mean_30d)
         return out
+
+    def _receivables(self, settle_i: int) -> int:
+        """Fulfilled value in the settlement period less the refunds on those orders (minor units)."""
+        self.settled_refunds.advance(self.latest)
+        return max(0, self.fulfilled.sum(settle_i) - self.settled_refunds.sum(0))
+
+    def credit_inputs(self) -> tuple[int, float, float, int, int]:
+        """What the credit line reads (credit/merchant.py LineInputs): receivables, 30-day refund and
+        chargeback rates, fulfilled value in the last 24 h and 30 days. Cheaper than features()."""
+        end = self.latest
+        n = len(self.cfg.names)
+        f, refunded, chargebacks = self.fulfilled, self.refunded, self.chargebacks
+        f.advance(end)
+        refunded.advance(end)
+        chargebacks.advance(end)
+        # A rate with no numerator needs no denominator: skip advancing it (most merchants, most days).
+        refunds, cbs = refunded.count(n), chargebacks.count(0)
+        if refunds:
+            self.placed.advance(end)
+        if cbs:
+            self.payments.advance(end)
+        return (
+            self._receivables(n + 1),
+            _rate(refunds, self.placed.count(n)) if refunds else 0.0,
+            _rate(cbs, self.payments.count(n)) if cbs else 0.0,
+            f.sum(n + 3),
+            f.sum(n),
+        )

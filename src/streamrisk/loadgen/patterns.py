@@ -144,3 +144,56 @@ def normal_merchant(merchant: str, now: int) -> list[Record]:
                          status="refunded"))
     out.sort(key=lambda r: r[2]["ts"])
     return out
+
+
+# -- credit
+
+
+def repayment(
+    eid: str, account: str, amount: float, ts: int, due_ts: int, account_type: str = "user"
+) -> Record:
+    value = {"event_id": eid, "ts": ts, "account_type": account_type, "account_id": account,
+             "amount": amount, "currency": "CNY", "due_ts": due_ts}
+    return ("repayments", account, value)
+
+
+def _repayer(user: str, now: int, late_days: int, tag: str) -> list[Record]:
+    """Ten weeks of credit_line spending, each week's balance repaid `late_days` after its due day."""
+    out: list[Record] = []
+    t0 = now - 70 * DAY
+    for week in range(10):
+        start = t0 + week * 7 * DAY
+        for k in range(3):
+            out.append(payment(f"{user}:{tag}p{week}-{k}", user, f"shop-{k}", 120.0, start + k * DAY + HOUR,
+                               device=f"{user}-phone", method="credit_line"))
+        due = start + 5 * DAY
+        out.append(repayment(f"{user}:{tag}r{week}", user, 360.0, due + late_days * DAY - HOUR, due))
+    return out
+
+
+def on_time_repayer(user: str, now: int) -> list[Record]:
+    """ON_TIME_REPAYMENTS: spends on credit every week and repays before the due day: raised."""
+    return _repayer(user, now, 0, "ot")
+
+
+def late_repayer(user: str, now: int) -> list[Record]:
+    """LATE_REPAYMENT: the same spending, repaid two days after each due day: cut to the floor."""
+    return _repayer(user, now, 2, "late")
+
+
+def surge_then_collapse(merchant: str, now: int) -> list[Record]:
+    """RECEIVABLES then SALES_DECLINE: steady sales for three weeks, a week of sales five times as
+    high, then two days with none and one small sale: the line grows with the receivables, then is
+    cut by the trend."""
+    out = _orders(merchant, "steady", 42, now - 30 * DAY, 12 * HOUR, 100.0)
+    out += _orders(merchant, "surge", 28, now - 9 * DAY, 6 * HOUR, 500.0)
+    out += _orders(merchant, "quiet", 1, now - MINUTE, MINUTE, 20.0)
+    return out
+
+
+def charged_back_user(user: str, now: int) -> list[Record]:
+    """CHARGEBACK_RECEIVED: a credit_line payment charged back two days later (the draw is reversed),
+    then an ordinary payment a week on, whose review cuts the limit."""
+    paid = payment(f"{user}:cbp", user, f"{user}-shop", 800.0, now - 9 * DAY, method="credit_line")
+    cb = chargeback(f"{user}:cb", f"{user}:cbp", user, f"{user}-shop", 800.0, now - 7 * DAY)
+    return [paid, cb, payment(f"{user}:after", user, f"{user}-shop", 30.0, now)]

@@ -29,9 +29,15 @@ class Mix:
     malformed: float = 0.0
     # Share of events that start a burst: one user paying BURST_SIZE times in quick succession.
     bursts: float = 0.0
+    # Share of events that start a credit story (see _story): weeks of back-dated history that
+    # make a limit rise, a limit fall or a merchant's line follow its sales, within seconds.
+    credit_stories: float = 0.0
 
 
 BURST_SIZE = 12
+# The load test's and demo's share: about one story per 400 events.
+CREDIT_STORIES = 0.0025
+STORY_KINDS = 4
 
 
 # Malformed payments, one per contract rule a record can break (CONTRACT.md "Input topics").
@@ -78,6 +84,8 @@ class Traffic:
         self._open_orders: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._recent_payments: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._burst: tuple[str, int] | None = None  # (user, payments still to send)
+        self._story: deque[Record] = deque()  # records of the credit story being told
+        self._stories = 0
         m = self.mix
         self._weights = [m.payments, m.orders, m.repayments, m.chargebacks]
 
@@ -154,8 +162,28 @@ class Traffic:
         }
         return Record("chargebacks", p["user_id"], v)
 
+    def _start_story(self, ts: int) -> None:
+        """An on-time repayer, a late repayer, a merchant whose sales surge then collapse, or a user
+        whose credit payment is charged back, in turn:
+        their history is back-dated to end at `ts`, so reviews and line changes happen at once."""
+        from . import patterns
+
+        kinds = (patterns.on_time_repayer, patterns.late_repayer, patterns.surge_then_collapse,
+                 patterns.charged_back_user)
+        story = kinds[self._stories % len(kinds)]
+        self._stories += 1
+        subject = f"{story.__name__.replace('_', '-')}-{self.run_id}-{self._stories}"
+        self._story.extend(Record(*r) for r in sorted(story(subject, ts), key=lambda r: r[2]["ts"]))
+
     def next(self, ts: int) -> Record | tuple[str, str, bytes]:
         """The next record at event time `ts`; a malformed one comes as (topic, key, raw bytes)."""
+        if self._story and self.rng.random() < 0.5:
+            return self._story.popleft()
+        # Each kind of story once from the start, so a short run shows them all; then at random.
+        share = self.mix.credit_stories
+        if not self._story and share and (self._stories < STORY_KINDS or self.rng.random() < share):
+            self._start_story(ts)
+            return self._story.popleft()
         if self._burst is not None:
             user, left = self._burst
             self._burst = (user, left - 1) if left > 1 else None

@@ -40,6 +40,10 @@ USER_FIELDS: Final[dict[str, str]] = {
     "repayment_on_time_rate_30d": NUM,
     "amount_zscore_30d": NUM,
     "new_device": NUM,
+    # The user's credit account before this payment draws (credit/; major units, utilization 0..1).
+    "credit_limit": NUM,
+    "credit_available": NUM,
+    "credit_utilization": NUM,
 }
 
 _MERCHANT_WINDOWED: Final = (

@@ -1,0 +1,305 @@
+"""Credit accounts kept in the worker's state table, and the calls the processor's handlers make.
+
+Each user's and merchant's account is one small record in the same changelog-backed KV as the rest of
+the state (`cu␟{user_id}`, `cm␟{merchant_id}`), bounded by the policy's look-back and
+`max_tracked_draws`. Accounts a batch touches are held in memory until `flush()`, which writes each
+once; between batches the table is the only copy, so the API and the next decision read the same
+numbers. Fulfilled orders are indexed by `order_id` for the settlement period (a `PaymentIndex` under
+its own key prefix), so a refund is charged to the order it refunds: a refund of an order fulfilled
+before the settlement period does not lower today's receivables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import orjson
+
+from ..decisions import limit_adjustment_record, line_adjustment_record
+from ..events import Chargeback, Order, Payment, Repayment, to_major
+from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
+from ..state.payment_index import PaymentIndex
+from ..state.store import KV, SEP, EntityStore, HeldEvent, Slot
+from . import merchant as mc
+from . import user as uc
+from .policy import SEVERITY_RANK, CreditPolicy
+
+USER_KIND = b"cu"
+MERCHANT_KIND = b"cm"
+ORDERS_PREFIX = b"o"  # the order index's keys: b"o" + the PaymentIndex key
+CACHE_MAX = 100_000  # accounts kept decoded between batches (~1 KB each at most)
+
+
+class Out(NamedTuple):  # the processor's Out, without importing the processor
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+class _PrefixedKV:
+    """The same table under a key prefix, so a second PaymentIndex cannot collide with the first."""
+
+    def __init__(self, kv: KV, prefix: bytes) -> None:
+        self.kv, self.prefix = kv, prefix
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.kv.get(self.prefix + key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.kv.put(partition, self.prefix + key, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.kv.delete(partition, self.prefix + key)
+
+
+class CreditBook:
+    """User credit accounts and merchant credit lines, priced from the events as they are processed."""
+
+    def __init__(
+        self,
+        kv: KV,
+        policy: CreditPolicy,
+        merchants: EntityStore[MerchantState],
+        settlement_ms: int,
+        limit_topic: str,
+        line_topic: str,
+    ) -> None:
+        self.kv = kv
+        self.policy = policy
+        self.merchants = merchants
+        self.settlement_ms = settlement_ms
+        self.t_limits = limit_topic
+        self.t_lines = line_topic
+        self.orders = PaymentIndex(_PrefixedKV(kv, ORDERS_PREFIX), retention_ms=settlement_ms)
+        # Accounts the current batch touched: id -> (partition, account), written by flush().
+        # Accounts read or changed lately (None: the user has none yet), so a busy user is not decoded
+        # again every batch. Always equal to the table after flush(); dropped whole at CACHE_MAX.
+        self._users: dict[str, tuple[int, uc.UserAccount | None]] = {}
+        self._merchants: dict[str, tuple[int, mc.MerchantAccount]] = {}
+        self._changed: set[tuple[bytes, str]] = set()  # (kind, id) of accounts to write at flush
+        self.limit_adjustments: dict[str, int] = {}  # by reason, for /stats and the demo
+        self.line_adjustments: dict[str, int] = {}
+        self.draws_reversed = 0
+
+    # -- accounts
+    def user(self, partition: int, user_id: str, ts: int, open_at: bool) -> uc.UserAccount | None:
+        """The user's account; a new one is opened at `ts` only when `open_at` (a credit event).
+
+        Users who only ever pay by card or wallet never get an account, so they cost no writes."""
+        held = self._users.get(user_id)
+        acct = held[1] if held is not None else None
+        if held is None:
+            raw = self.kv.get(USER_KIND + SEP + user_id.encode())
+            acct = uc.UserAccount.from_list(orjson.loads(raw)) if raw else None
+        if acct is None and open_at:
+            acct = uc.open_account(user_id, ts, self.policy.user)
+        if held is None or acct is not held[1]:
+            self._users[user_id] = (partition, acct)
+        return acct
+
+    def merchant(self, partition: int, merchant_id: str) -> mc.MerchantAccount:
+        held = self._merchants.get(merchant_id)
+        if held is not None:
+            return held[1]
+        raw = self.kv.get(MERCHANT_KIND + SEP + merchant_id.encode())
+        if raw is None:
+            acct = mc.open_account(self.policy.merchant)
+        else:
+            acct = mc.MerchantAccount.from_list(orjson.loads(raw))
+        self._merchants[merchant_id] = (partition, acct)
+        return acct
+
+    def flush(self) -> int:
+        """Write every account the batch changed, once; returns the records written."""
+        for kind, entity_id in self._changed:
+            partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
+            assert acct is not None
+            self.kv.put(partition, kind + SEP + entity_id.encode(), orjson.dumps(acct.to_list()))
+        n = len(self._changed)
+        self._changed.clear()
+        if len(self._users) + len(self._merchants) > CACHE_MAX:
+            self._users.clear()
+            self._merchants.clear()
+        return n + self.orders.flush()
+
+    def forget(self) -> None:
+        self._users.clear()
+        self._merchants.clear()
+        self._changed.clear()
+        self.orders.forget()
+
+    # -- user side: one call before a payment is decided, one after, one per repayment/chargeback
+    def _reviewed(self, acct: uc.UserAccount, user_id: str, event_id: str, ts: int, out: list[Any]) -> None:
+        if ts >= acct.next_review:
+            self._changed.add((USER_KIND, user_id))
+            adj = uc.review(acct, ts, self.policy.user)
+            if adj is not None:
+                self._emit_limit(out, user_id, event_id, adj)
+
+    def _credit_event(self, partition: int, user_id: str, event_id: str, ts: int,
+                      out: list[Any]) -> uc.UserAccount:
+        """The user's account (opened if need be) for an event that changes it, reviewed first."""
+        acct = self.user(partition, user_id, ts, open_at=True)
+        assert acct is not None
+        self._reviewed(acct, user_id, event_id, ts, out)
+        self._changed.add((USER_KIND, user_id))
+        return acct
+
+    def before_payment(self, partition: int, p: Payment, out: list[Any]) -> uc.UserAccount | None:
+        """The user's account before the payment is decided, reviewed first if a review is due."""
+        acct = self.user(partition, p.user_id, p.ts, open_at=p.method == "credit_line")
+        if acct is not None:
+            self._reviewed(acct, p.user_id, p.event_id, p.ts, out)
+        return acct
+
+    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None) -> None:
+        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws."""
+        if acct is None:
+            limit = to_major(self.policy.user.initial_limit_for(user_id))
+            features["credit_limit"] = features["credit_available"] = limit
+            features["credit_utilization"] = 0.0
+            return
+        features["credit_limit"] = to_major(acct.limit)
+        features["credit_available"] = to_major(acct.available)
+        features["credit_utilization"] = acct.utilization()
+
+    def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
+                      fired: Iterable[tuple[str, str]], out: list[Any]) -> None:
+        """The decision is made: an approved or reviewed credit_line payment draws; its user alerts
+        (reason, severity) may freeze the limit at once or count against the next review."""
+        pol = self.policy.user
+        if acct is not None and p.method == "credit_line" and action != "decline":
+            uc.draw(acct, p.event_id, p.ts, p.amount, pol)
+            self._changed.add((USER_KIND, p.user_id))
+        ranked = [(r, SEVERITY_RANK[s]) for r, s in fired if r not in pol.ignore_alert_reasons]
+        if ranked and max(s for _, s in ranked) >= min(pol.cut_alert_rank, pol.freeze_alert_rank):
+            if acct is None:
+                acct = self._credit_event(partition, p.user_id, p.event_id, p.ts, out)
+            self._changed.add((USER_KIND, p.user_id))
+            adj = uc.alerts(acct, p.ts, ranked, pol)
+            if adj is not None:
+                self._emit_limit(out, p.user_id, p.event_id, adj)
+
+    def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
+        """A user repayment pays the balance down; a merchant one moves the advance rate."""
+        if r.account_type == "user":
+            acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
+            uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user)
+        else:
+            mc.repayment(self.merchant(partition, r.account_id), r.on_time, self.policy.merchant)
+            self._changed.add((MERCHANT_KIND, r.account_id))
+            self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
+
+    def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
+        acct = self._credit_event(partition, c.user_id, c.event_id, c.ts, out)
+        if uc.chargeback(acct, c.payment_id, c.ts, self.policy.user):
+            self.draws_reversed += 1
+
+    # -- merchant side
+    def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any]) -> None:
+        """Index a fulfilled order; charge a refund to its order, if that was fulfilled in the period.
+
+        Placed and cancelled orders do not reprice the line on their own (they move neither the
+        receivables nor, much, the refund rate); the next reprice includes them."""
+        if o.status == "fulfilled":
+            self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount)
+        elif o.status == "refunded":
+            order = self.orders.find(o.merchant_id, o.order_id)
+            if order is not None and order.ts > slot.entity.latest - self.settlement_ms:
+                # Held at the order's fulfilment time, it leaves the settlement window with the order.
+                settled = HeldEvent("s" + o.event_id, M_SETTLED_REFUND, order.ts, min(o.amount, order.amount))
+                self.merchants.add(slot, settled)
+        else:
+            return
+        self.on_merchant_event(partition, o.merchant_id, o.event_id, slot, out)
+
+    def on_forwarded(self, partition: int, merchant_id: str, event_id: str, series: int,
+                     slot: Slot[MerchantState], out: list[Any]) -> None:
+        """A payment or chargeback at the merchant, forwarded from its user's worker. A payment only
+        lowers the chargeback rate a little, so it does not reprice the line on its own (most of the
+        merchant's events are payments); the next order, repayment or chargeback includes it."""
+        if series != M_PAYMENT:
+            self.on_merchant_event(partition, merchant_id, event_id, slot, out)
+
+    def on_merchant_event(self, partition: int, merchant_id: str, event_id: str,
+                          slot: Slot[MerchantState], out: list[Any], force: bool = False) -> None:
+        """Reprice the merchant's line after one of its events; publish it when outside the band."""
+        acct = self.merchant(partition, merchant_id)
+        state = slot.entity
+        inputs = mc.LineInputs(*state.credit_inputs())
+        change = mc.reprice(acct, inputs, state.latest, self.policy.merchant, force)
+        if change is not None:
+            self._changed.add((MERCHANT_KIND, merchant_id))
+            self._emit_line(out, merchant_id, event_id, change)
+
+    def on_merchant_alert(self, merchant_id: str, slot: Slot[MerchantState], severities: Iterable[str],
+                          out: list[Any], trigger: HeldEvent) -> None:
+        """Merchant fraud alerts (e.g. bust-out), raised at the merchant's event `trigger`: cut the
+        line at once and hold it."""
+        rank = max((SEVERITY_RANK[s] for s in severities), default=-1)
+        acct = self.merchant(slot.partition, merchant_id)
+        if mc.fraud_alert(acct, slot.entity.latest, rank, self.policy.merchant):
+            self._changed.add((MERCHANT_KIND, merchant_id))
+            # Held ids carry a one-letter topic prefix; adjustments name contract event ids.
+            self.on_merchant_event(slot.partition, merchant_id, trigger.event_id[1:], slot, out, force=True)
+
+    # -- records
+    def _emit_limit(self, out: list[Any], user_id: str, event_id: str, adj: uc.Adjustment) -> None:
+        for r in adj.reasons:
+            self.limit_adjustments[r] = self.limit_adjustments.get(r, 0) + 1
+        record = limit_adjustment_record(user_id, adj.previous, adj.new, adj.reasons, adj.ts, event_id,
+                                         self.policy.version, adj.kind)
+        out.append(Out(self.t_limits, user_id, record))
+
+    def _emit_line(self, out: list[Any], merchant_id: str, event_id: str, change: mc.LineChange) -> None:
+        for r in change.reasons:
+            self.line_adjustments[r] = self.line_adjustments.get(r, 0) + 1
+        record = line_adjustment_record(merchant_id, change.previous, change.new, change.reasons, change.ts,
+                                        event_id, self.policy.version)
+        out.append(Out(self.t_lines, merchant_id, record))
+
+    # -- reads (HTTP API, /stats)
+    def stats(self) -> dict[str, Any]:
+        return {
+            "credit_policy_version": self.policy.version,
+            "limit_adjustments": dict(self.limit_adjustments),
+            "line_adjustments": dict(self.line_adjustments),
+            "draws_reversed": self.draws_reversed,
+        }
+
+    def user_view(self, user_id: str) -> dict[str, Any]:
+        """The credit part of `GET /users/{id}`: the same account the next decision reads."""
+        raw = self.kv.get(USER_KIND + SEP + user_id.encode())
+        if raw is None:
+            limit = self.policy.user.initial_limit_for(user_id)
+            return {"credit_limit": to_major(limit), "credit_outstanding": 0.0,
+                    "credit_available": to_major(limit), "credit_status": "active", "credit_adjustments": []}
+        a = uc.UserAccount.from_list(orjson.loads(raw))
+        return {
+            "credit_limit": to_major(a.limit),
+            "credit_outstanding": to_major(a.outstanding),
+            "credit_available": to_major(a.available),
+            "credit_status": a.status.value,
+            "credit_adjustments": _history(a.history, "limit"),
+        }
+
+    def merchant_view(self, merchant_id: str, state: MerchantState | None) -> dict[str, Any]:
+        """The credit part of `GET /merchants/{id}`."""
+        raw = self.kv.get(MERCHANT_KIND + SEP + merchant_id.encode())
+        a = mc.MerchantAccount.from_list(orjson.loads(raw)) if raw else mc.open_account(self.policy.merchant)
+        receivables = state.credit_inputs()[0] if state is not None else 0
+        return {
+            "credit_line": to_major(a.line),
+            "receivables": to_major(receivables),
+            "advance_rate": a.advance_bp / 10_000,
+            "credit_adjustments": _history(a.history, "line"),
+        }
+
+
+def _history(rows: list[list[Any]], what: str) -> list[dict[str, Any]]:
+    """Stored adjustments, newest first, as the API shows them."""
+    return [
+        {"ts": ts, f"previous_{what}": to_major(prev), f"new_{what}": to_major(new), "reasons": reasons}
+        for ts, prev, new, reasons in reversed(rows)
+    ]

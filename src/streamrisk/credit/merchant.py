@@ -1,0 +1,132 @@
+"""A merchant's credit line (supply-chain finance) over plain data: its target from the merchant's
+receivables and risk, and the band that decides when a new line is published.
+
+    target = advance rate x receivables
+             x max(0, 1 - refund_penalty x refund_rate_30d)
+             x max(0, 1 - chargeback_penalty x chargeback_rate_30d)
+             x clamp(sales trend, sales_decline_floor, 1)
+             x (1 - fraud_cut_pct) while a merchant fraud alert holds it
+
+The advance rate starts at the policy's and moves with the merchant's own repayments: down a step
+for a late one (to a minimum), up a step for an on-time one (back to the policy's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .policy import MerchantPolicy
+
+# Reason codes of line adjustments (README, "Credit").
+RECEIVABLES = "RECEIVABLES"
+REFUND_RATE = "REFUND_RATE"
+CHARGEBACK_RATE = "CHARGEBACK_RATE"
+SALES_DECLINE = "SALES_DECLINE"
+LATE_REPAYMENTS = "LATE_REPAYMENTS"
+MERCHANT_FRAUD_ALERT = "MERCHANT_FRAUD_ALERT"
+
+HISTORY = 5
+
+
+class LineInputs(NamedTuple):
+    """What the line reads from the merchant's windows at one event."""
+
+    receivables: int  # minor units: fulfilled in the settlement period less refunds on those orders
+    refund_rate_30d: float
+    chargeback_rate_30d: float
+    sales_day: int  # fulfilled value in the last 24 h (minor units)
+    sales_30d: int  # fulfilled value in the last 30 days
+
+
+class LineChange(NamedTuple):
+    previous: int
+    new: int
+    reasons: tuple[str, ...]
+    ts: int
+
+
+@dataclass(slots=True)
+class MerchantAccount:
+    advance_bp: int
+    line: int = 0  # the last published line
+    hold_until: int = -1  # a merchant fraud alert holds the line cut until then
+    history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
+
+    def to_list(self) -> list[Any]:
+        return [self.advance_bp, self.line, self.hold_until, self.history]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> MerchantAccount:
+        return cls(v[0], v[1], v[2], v[3])
+
+
+def open_account(p: MerchantPolicy) -> MerchantAccount:
+    return MerchantAccount(advance_bp=p.advance_rate_bp)
+
+
+def sales_trend(x: LineInputs) -> float:
+    """The last day's sales over the mean day of the last 30 days (1.0 without sales history)."""
+    return x.sales_day * 30 / x.sales_30d if x.sales_30d > 0 else 1.0
+
+
+def target(a: MerchantAccount, x: LineInputs, ts: int, p: MerchantPolicy) -> tuple[int, tuple[str, ...]]:
+    """The line the merchant should have now, and the reasons that hold it below advance x receivables."""
+    reasons: list[str] = []
+    factor = a.advance_bp / 10_000
+    if a.advance_bp < p.advance_rate_bp:
+        reasons.append(LATE_REPAYMENTS)
+    f = max(0.0, 1.0 - p.refund_penalty * x.refund_rate_30d)
+    if f < 1.0:
+        reasons.append(REFUND_RATE)
+        factor *= f
+    f = max(0.0, 1.0 - p.chargeback_penalty * x.chargeback_rate_30d)
+    if f < 1.0:
+        reasons.append(CHARGEBACK_RATE)
+        factor *= f
+    f = min(1.0, max(p.sales_decline_floor, sales_trend(x)))
+    if f < 1.0:
+        reasons.append(SALES_DECLINE)
+        factor *= f
+    if ts < a.hold_until:
+        reasons.append(MERCHANT_FRAUD_ALERT)
+        factor *= 1 - p.fraud_cut_pct / 100
+    # round, not int: 2000.00 x 0.21 must be 420.00, not 419.99 from 0.21's binary fraction
+    return round(x.receivables * factor), tuple(reasons) or (RECEIVABLES,)
+
+
+def outside_band(previous: int, new: int, p: MerchantPolicy) -> bool:
+    """A new line is published only when it moves more than the band from the last published one."""
+    return abs(new - previous) > max(previous * p.band_pct // 100, p.band_min)
+
+
+def reprice(
+    a: MerchantAccount, x: LineInputs, ts: int, p: MerchantPolicy, force: bool = False
+) -> LineChange | None:
+    """The line after an event of the merchant: a change to publish, or None while within the band.
+
+    `force` publishes any change at all (a fraud cut must not wait for the band)."""
+    new, reasons = target(a, x, ts, p)
+    if new == a.line or not (force or outside_band(a.line, new, p)):
+        return None
+    change = LineChange(a.line, new, reasons, ts)
+    a.line = new
+    a.history.append([ts, change.previous, new, list(reasons)])
+    del a.history[:-HISTORY]
+    return change
+
+
+def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy) -> None:
+    """A `merchant` repayment of an advance: late ones lower the advance rate, on-time ones restore it."""
+    if on_time:
+        a.advance_bp = min(p.advance_rate_bp, a.advance_bp + p.on_time_repayment_step_bp)
+    else:
+        a.advance_bp = max(p.min_advance_rate_bp, a.advance_bp - p.late_repayment_step_bp)
+
+
+def fraud_alert(a: MerchantAccount, ts: int, severity_rank: int, p: MerchantPolicy) -> bool:
+    """A merchant alert at `ts`: True when it (re)starts the hold that cuts the line."""
+    if severity_rank < p.fraud_alert_rank:
+        return False
+    a.hold_until = max(a.hold_until, ts + p.fraud_hold_ms)
+    return True

@@ -1,0 +1,229 @@
+"""A user's credit account and the limit policy as explicit states, over plain data (no Kafka).
+
+    ACTIVE ──raise──> COOLDOWN ──review after `until`──> ACTIVE
+    ACTIVE / COOLDOWN ──cut──> (same state; raises then need on-time repayments after the cut)
+    any ──high-severity alert──> FROZEN (limit = outstanding, nothing available)
+    FROZEN ──review after `until`──> ACTIVE (limit back to at least the floor)
+
+Every change happens at an event's time, in the order the user's events are processed, so a
+replay of the same events gives the same limits and the same adjustments. Amounts are integer
+minor units.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from .policy import UserPolicy
+
+# Reason codes of limit adjustments (README, "Credit").
+ON_TIME_REPAYMENTS = "ON_TIME_REPAYMENTS"
+LATE_REPAYMENT = "LATE_REPAYMENT"
+CHARGEBACK_RECEIVED = "CHARGEBACK_RECEIVED"
+FRAUD_ALERT = "FRAUD_ALERT"
+FRAUD_FREEZE = "FRAUD_FREEZE"
+FREEZE_LIFTED = "FREEZE_LIFTED"
+CUT_ORDER = (LATE_REPAYMENT, CHARGEBACK_RECEIVED, FRAUD_ALERT)
+
+HISTORY = 5  # adjustments kept on the account for the API
+MIN_SIGNALS = 64  # signal times kept per kind (newest first); at least raise_min_on_time
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    COOLDOWN = "cooldown"
+    FROZEN = "frozen"
+
+
+class Adjustment(NamedTuple):
+    """A limit change: `kind` tells the review from the freeze that may share a triggering event."""
+
+    kind: str  # "review" | "freeze"
+    previous: int
+    new: int
+    reasons: tuple[str, ...]
+    ts: int
+
+
+@dataclass(slots=True)
+class UserAccount:
+    limit: int
+    next_review: int
+    clock: int
+    outstanding: int = 0
+    status: Status = Status.ACTIVE
+    until: int = -1  # end of the cooldown or the freeze
+    last_cut: int = -1  # event time of the last cut (or freeze lift): raises need on-time repayments after it
+    on_time: list[int] = field(default_factory=list)  # sorted ts of on-time repayments in the look-back
+    negatives: list[int] = field(default_factory=list)  # sorted ts of cut signals in the look-back
+    pending: set[str] = field(default_factory=set)  # cut reasons that arrived since the last review
+    draws: dict[str, list[int]] = field(default_factory=dict)  # payment id -> [ts, amount]
+    history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
+
+    # -- reads
+    @property
+    def available(self) -> int:
+        if self.status is Status.FROZEN:
+            return 0
+        return max(0, self.limit - self.outstanding)
+
+    def utilization(self) -> float:
+        return self.outstanding / self.limit if self.limit > 0 else 1.0
+
+    # -- persistence (one small orjson-able list; bounded by the look-back and max_tracked_draws)
+    def to_list(self) -> list[Any]:
+        return [self.limit, self.next_review, self.clock, self.outstanding, self.status.value, self.until,
+                self.last_cut, self.on_time, self.negatives, sorted(self.pending), self.draws, self.history]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> UserAccount:
+        return cls(v[0], v[1], v[2], v[3], Status(v[4]), v[5], v[6], v[7], v[8], set(v[9]), v[10], v[11])
+
+
+def open_account(user_id: str, ts: int, p: UserPolicy) -> UserAccount:
+    return UserAccount(limit=p.initial_limit_for(user_id), next_review=ts + p.review_period_ms, clock=ts)
+
+
+def _keep(times: list[int], ts: int, p: UserPolicy) -> None:
+    bisect.insort(times, ts)
+    if len(times) > max(MIN_SIGNALS, p.raise_min_on_time):
+        del times[0]
+
+
+def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
+    """Move the account's clock; forget signals and draws that no decision can use any more."""
+    if ts <= a.clock:
+        return
+    a.clock = ts
+    horizon = ts - p.lookback_ms
+    for times in (a.on_time, a.negatives):
+        cut = bisect.bisect_right(times, horizon)
+        if cut:
+            del times[:cut]
+    old = ts - p.reversal_window_ms
+    if a.draws and next(iter(a.draws.values()))[0] <= old:
+        for pid in [pid for pid, (t, _) in a.draws.items() if t <= old]:
+            del a.draws[pid]
+
+
+def _record(a: UserAccount, adj: Adjustment) -> Adjustment:
+    a.history.append([adj.ts, adj.previous, adj.new, list(adj.reasons)])
+    del a.history[:-HISTORY]
+    return adj
+
+
+def review(a: UserAccount, ts: int, p: UserPolicy) -> Adjustment | None:
+    """The review due at the first event at or after `next_review`; call before applying the event."""
+    if ts < a.next_review:
+        return None
+    _advance(a, ts, p)
+    a.next_review = ts + p.review_period_ms
+    pending, a.pending = a.pending, set()
+    if a.status is Status.FROZEN:
+        if ts < a.until:
+            return None
+        a.status, a.until, a.last_cut = Status.ACTIVE, -1, ts
+        new = min(p.ceiling, max(a.limit, p.floor))
+        if new == a.limit:
+            return None
+        adj = Adjustment("review", a.limit, new, (FREEZE_LIFTED,), ts)
+        a.limit = new
+        return _record(a, adj)
+    if a.status is Status.COOLDOWN and ts >= a.until:
+        a.status, a.until = Status.ACTIVE, -1
+    if pending:
+        a.last_cut = ts
+        reasons = tuple(r for r in CUT_ORDER if r in pending)
+        pct = min(p.max_cut_pct, max(_cut_pct(r, p) for r in reasons))
+        new = min(a.limit, max(p.floor, a.limit - a.limit * pct // 100))
+        if new == a.limit:
+            return None
+        adj = Adjustment("review", a.limit, new, reasons, ts)
+        a.limit = new
+        return _record(a, adj)
+    since = max(ts - p.lookback_ms, a.last_cut)
+    fresh_on_time = len(a.on_time) - bisect.bisect_right(a.on_time, since)
+    if (
+        a.status is Status.ACTIVE
+        and not a.negatives
+        and fresh_on_time >= p.raise_min_on_time
+        and a.utilization() <= p.raise_max_utilization
+        and a.limit < p.ceiling
+    ):
+        new = min(p.ceiling, a.limit + a.limit * p.raise_pct // 100)
+        if new > a.limit:
+            adj = Adjustment("review", a.limit, new, (ON_TIME_REPAYMENTS,), ts)
+            a.limit = new
+            a.status, a.until = Status.COOLDOWN, ts + p.cooldown_ms
+            return _record(a, adj)
+    return None
+
+
+def _cut_pct(reason: str, p: UserPolicy) -> int:
+    if reason == LATE_REPAYMENT:
+        return p.cut_late_repayment_pct
+    if reason == CHARGEBACK_RECEIVED:
+        return p.cut_chargeback_pct
+    return p.cut_alert_pct
+
+
+def _negative(a: UserAccount, reason: str, ts: int, p: UserPolicy) -> None:
+    _keep(a.negatives, ts, p)
+    a.pending.add(reason)
+
+
+def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -> None:
+    """An approved (or review) credit_line payment: it is owed, and can be reversed by its chargeback."""
+    _advance(a, ts, p)
+    a.outstanding += amount
+    a.draws[payment_id] = [ts, amount]
+    if len(a.draws) > p.max_tracked_draws:
+        del a.draws[next(iter(a.draws))]
+
+
+def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy) -> None:
+    """A `user` repayment pays the balance down (never below zero); its timeliness is a signal."""
+    _advance(a, ts, p)
+    a.outstanding = max(0, a.outstanding - amount)
+    if on_time:
+        _keep(a.on_time, ts, p)
+    else:
+        _negative(a, LATE_REPAYMENT, ts, p)
+
+
+def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy) -> int:
+    """A chargeback: reverses its payment's draw, if it drew; a cut signal either way. Returns the
+    amount reversed."""
+    _advance(a, ts, p)
+    drawn = a.draws.pop(payment_id, None)
+    reversed_amount = 0
+    # Pruning in _advance is memory hygiene only; the window is decided here.
+    if drawn is not None and drawn[0] > a.clock - p.reversal_window_ms:
+        reversed_amount = min(drawn[1], a.outstanding)
+        a.outstanding -= reversed_amount
+    _negative(a, CHARGEBACK_RECEIVED, ts, p)
+    return reversed_amount
+
+
+def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy) -> Adjustment | None:
+    """User alerts raised on the user's payment, as (reason, severity rank): a freeze at once at or above
+    the freeze severity, a cut signal for the next review at or above the cut severity."""
+    _advance(a, ts, p)
+    counted = [(r, s) for r, s in fired if r not in p.ignore_alert_reasons]
+    freezing = tuple(r for r, s in counted if s >= p.freeze_alert_rank)
+    if freezing:
+        _keep(a.negatives, ts, p)
+        if a.status is Status.FROZEN:
+            a.until = max(a.until, ts + p.freeze_ms)
+            return None
+        adj = Adjustment("freeze", a.limit, a.outstanding, (FRAUD_FREEZE, *freezing), ts)
+        a.limit = a.outstanding
+        a.status, a.until = Status.FROZEN, ts + p.freeze_ms
+        a.pending.clear()
+        return _record(a, adj)
+    if any(s >= p.cut_alert_rank for _, s in counted):
+        _negative(a, FRAUD_ALERT, ts, p)
+    return None
