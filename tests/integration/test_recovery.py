@@ -36,7 +36,7 @@ def local_features(kind: str, entity: str) -> dict | None:
     import orjson
 
     from streamrisk.processor import Processor
-from streamrisk.records import Message
+    from streamrisk.records import Message
     from streamrisk.settings import Settings
     from streamrisk.state.store import DictKV
 
