@@ -28,10 +28,9 @@ from _bench import report  # scripts/_bench.py
 from aiokafka import AIOKafkaConsumer
 
 from streamrisk.broker import start_broker
-from streamrisk.demo import start_worker
+from streamrisk.demo import Stack
 from streamrisk.loadgen.patterns import order, payment
 from streamrisk.loadgen.produce import make_producer
-from streamrisk.procs import terminate
 from streamrisk.settings import Settings
 from streamrisk.topics import merchant_risk_topic
 
@@ -96,11 +95,12 @@ def main() -> int:
     args = ap.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker("tansu") as broker:
-        worker, _, _ = start_worker(broker.bootstrap, Path(tmp))
+        stack = Stack(broker.bootstrap, Settings(bootstrap=broker.bootstrap))
+        stack.start_worker(Path(tmp))
         try:
             lat = asyncio.run(probe(broker.bootstrap, args.probes))
         finally:
-            terminate(worker, grace=10)
+            stack.stop()
     p50 = {k: float(np.percentile(v, 50)) for k, v in lat.items()}
     p99 = {k: float(np.percentile(v, 99)) for k, v in lat.items()}
     print(f"{args.probes} probes, one at a time, Tansu + one worker (ms)")
