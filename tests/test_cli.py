@@ -197,16 +197,18 @@ def test_backtest_prints_the_comparison_and_writes_the_changed_payments(
     assert all(c["after"]["action"] == "approve" for e, c in changed.items() if e != "b1:p")
 
 
-def test_backtest_says_clearly_that_a_credit_policy_is_not_built_yet(
+def test_backtest_applies_a_credit_policy_and_names_a_broken_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rec, policy = tmp_path / "rec.jsonl", tmp_path / "policy.yaml"
     _recording(rec)
-    policy.write_text("{}")
     default = Path(__file__).parents[1] / "src/streamrisk/rules/default.yaml"
-    assert main(["backtest", "--rules", str(default), "--policy", str(policy), str(rec)]) == 0
-    out = capsys.readouterr().out
-    assert "credit policy: not built in this version" in out and "credit adjustments: none" in out
+    shipped = Path(__file__).parents[1] / "src/streamrisk/credit/default_policy.yaml"
+    assert main(["backtest", "--rules", str(default), "--policy", str(shipped), str(rec)]) == 0
+    assert "not built" not in capsys.readouterr().out
+    policy.write_text("{}")
+    assert main(["backtest", "--rules", str(default), "--policy", str(policy), str(rec)]) != 0
+    assert "user.initial_limit is missing" in capsys.readouterr().err
 
 
 def test_backtest_names_a_missing_recording_and_a_broken_ruleset(

@@ -113,7 +113,8 @@ def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> Non
         feed("payments", "idle", payment("p1", "idle", T0 + 1)),
     ]
     proc.run_local(idle, T0)
-    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a"}  # state, index, held, dedupe
+    # state, index, held, dedupe, and the credit account (kept: a limit and a balance outlive idleness)
+    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a", b"c"}
     # Other users keep the partition's clock moving for 31 days: the idle user's dedupe entry
     # expires after 1 h + 1 h of grace, the held chargeback and index after 2 days, its state after 30.
     for day in range(1, 34):
@@ -121,8 +122,8 @@ def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> Non
                        T0 + day * DAY_MS)
         kinds = {k[:1] for k in keys_of(kv, "idle")}
         if day == 3:
-            assert kinds == {b"u"}
-    assert not keys_of(kv, "idle") and "idle" not in proc.users.slots
+            assert kinds == {b"u", b"c"}
+    assert {k[:1] for k in keys_of(kv, "idle")} == {b"c"} and "idle" not in proc.users.slots
     memory = proc.stats()["memory"]
     assert memory["idle_entities_swept"] >= 1 and memory["early_chargebacks_swept"] == 1
     assert memory["idle_payment_indexes_swept"] >= 1 and memory["alert_dedupe_entries_swept"] >= 1
