@@ -20,7 +20,8 @@ from _bench import report  # scripts/_bench.py
 from streamrisk.events import Validator
 from streamrisk.loadgen.synthetic import Mix, Traffic
 from streamrisk.partitioning import KeyPlacement, kafka_partition
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV
 

@@ -24,7 +24,8 @@ import tracemalloc
 import orjson
 from _bench import report  # scripts/_bench.py
 
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.rules import load_ruleset
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.store import DictKV

@@ -25,7 +25,8 @@ import orjson
 from _bench import report  # scripts/_bench.py
 
 from streamrisk.loadgen.synthetic import CREDIT_STORIES, Mix, Traffic
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.rules import Ruleset, default_ruleset, load_ruleset
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV

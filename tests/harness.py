@@ -6,6 +6,7 @@ Each test module gets its own topic prefix and application id, so tests never se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -58,7 +59,8 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last commit."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
@@ -189,3 +191,56 @@ def payment(event_id: str, user: str, merchant: str = "m1", amount: float = 25.0
         "device_id": kw.pop("device_id", "dev-1"),
         **kw,
     }
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The end offset of every partition of `topics`: the listed one, raised to the high watermark a
+    fetch reports (some brokers list the start of the last record batch as the end)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        # The consumer caches metadata only of topics it tracks (none here, on Apache Kafka): ask for all.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        ends = dict(await consumer.end_offsets(tps))
+        probe = [tp for tp in tps if ends[tp] > 0]
+        for tp in probe:
+            consumer.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + 5
+        while probe and time.monotonic() < deadline:
+            await consumer.getmany(*probe, timeout_ms=100, max_records=1)
+            for tp in list(probe):
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    ends[tp] = max(ends[tp], hw)
+                    probe.remove(tp)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The consumer group's committed offset of each of `tps` (0 where it committed none). Asked by a
+    consumer that names the group but never joins it (OffsetFetch, as the group's members do)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far, from /proc/PID/stat (0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

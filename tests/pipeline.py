@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 
 from streamrisk.loadgen.patterns import Record
-from streamrisk.processor import Message, Out, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message, Out
 from streamrisk.rules import Ruleset
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV

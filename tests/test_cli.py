@@ -197,18 +197,20 @@ def test_backtest_prints_the_comparison_and_writes_the_changed_payments(
     assert all(c["after"]["action"] == "approve" for e, c in changed.items() if e != "b1:p")
 
 
-def test_backtest_applies_a_credit_policy_and_names_a_broken_one(
+def test_backtest_with_a_credit_policy_counts_the_adjustments_of_both_sides(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rec, policy = tmp_path / "rec.jsonl", tmp_path / "policy.yaml"
+    rec = tmp_path / "rec.jsonl"
     _recording(rec)
-    default = Path(__file__).parents[1] / "src/streamrisk/rules/default.yaml"
-    shipped = Path(__file__).parents[1] / "src/streamrisk/credit/default_policy.yaml"
-    assert main(["backtest", "--rules", str(default), "--policy", str(shipped), str(rec)]) == 0
-    assert "not built" not in capsys.readouterr().out
-    policy.write_text("{}")
-    assert main(["backtest", "--rules", str(default), "--policy", str(policy), str(rec)]) != 0
-    assert "user.initial_limit is missing" in capsys.readouterr().err
+    src = Path(__file__).parents[1] / "src/streamrisk"
+    policy = src / "credit/default_policy.yaml"
+    rules = src / "rules/default.yaml"
+    assert main(["backtest", "--rules", str(rules), "--policy", str(policy), str(rec)]) == 0
+    out = capsys.readouterr().out
+    assert "credit adjustments" in out
+    # b1's chargeback (a fraud alert at high severity) cuts the user's limit, on both sides alike.
+    assert any(line.split()[:2] == ["limit", "cut"] and line.split()[2:4] == ["1", "1"]
+               for line in out.splitlines()), out
 
 
 def test_backtest_names_a_missing_recording_and_a_broken_ruleset(

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from streamrisk.features.entities import UserState
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.payment_index import PaymentIndex
 from streamrisk.state.store import DictKV

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from streamrisk.partitioning import kafka_partition
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV
 from tests.hostile import Hostile

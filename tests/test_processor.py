@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, MINUTE_MS, Settings
 from streamrisk.state.store import DictKV
 

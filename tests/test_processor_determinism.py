@@ -17,7 +17,8 @@ import orjson
 from streamrisk.loadgen import patterns
 from streamrisk.loadgen.patterns import DAY, MINUTE
 from streamrisk.loadgen.synthetic import Mix, Traffic
-from streamrisk.processor import Message, Out, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message, Out
 from streamrisk.settings import Settings
 from streamrisk.state.store import DictKV
 

@@ -10,7 +10,8 @@ import orjson
 
 from streamrisk.app import FaustKV
 from streamrisk.delivery import Delivery
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.runner import BatchRunner
 from streamrisk.settings import Settings
 from tests.test_delivery import FakeCommit, FakeProducer

@@ -10,7 +10,8 @@ import faust
 
 from .broadcast import BroadcastReader
 from .delivery import Delivery
-from .processor import Message, Processor
+from .processor import Processor
+from .records import Message
 from .runner import BatchRunner
 from .settings import Settings
 from .topics import STATE_TABLE

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .processor import Message
+from .records import Message
 from .settings import Settings
 
 log = logging.getLogger(__name__)

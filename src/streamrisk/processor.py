@@ -22,15 +22,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import orjson
 
+from .alerting import Alerting
 from .credit import credit_book
-from .decisions import alert_record, decision_record
-from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator, to_major
+from .decisions import decision_record
+from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator
 from .faults import RecordFaults
 from .features.entities import (
     M_CANCELLED,
@@ -50,7 +50,8 @@ from .features.entities import (
 from .merchant_view import MerchantView, encode_summary
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
-from .rules import UNKNOWN_MERCHANT, FiredRule, Ruleset, decide
+from .records import Counters, Message, Out, Record, payment_fields
+from .rules import UNKNOWN_MERCHANT, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
@@ -73,100 +74,8 @@ ORDER_SERIES = {
 # Reason codes the processor raises itself (the rules' codes live in the ruleset).
 CHARGEBACK = "CHARGEBACK"
 UNMATCHED_CHARGEBACK = "UNMATCHED_CHARGEBACK"
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
-# An alert names its triggering event and the subject's other events shortly before it.
-ALERT_LOOKBACK_MS = 5 * 60_000
-ALERT_MAX_EVENTS = 20
 
-
-class Message(NamedTuple):
-    """The part of a consumed Kafka record the processor needs."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-
-
-class Record(Protocol):
-    """A consumed Kafka record as the processor reads it: a Message, or aiokafka's ConsumerRecord."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class Out(NamedTuple):
-    topic: str
-    key: bytes | str | None
-    value: dict[str, Any] | bytes
-
-
-@dataclass
-class Counters:
-    """What the processor has seen, by kind; read by /stats and the CLI summary."""
-
-    consumed: dict[str, int] = field(default_factory=dict)
-    dead_letters: int = 0
-    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # by reason_class()
-    duplicates: int = 0
-    decisions: dict[str, int] = field(default_factory=dict)
-    alerts: dict[str, int] = field(default_factory=dict)  # by reason code
-    chargebacks_matched: int = 0
-    chargebacks_unmatched: int = 0
-    # Unmatched when they came, matched when their payment arrived after them.
-    chargebacks_matched_late: int = 0
-    decisions_replayed: int = 0  # stored decisions sent again for a payment read again
-    mispartitioned: int = 0  # dead-lettered: not on the partition murmur2 gives their key
-    failed_records: int = 0  # dead-lettered: processing raised (see faults.py)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "consumed": dict(self.consumed),
-            "dead_letters": self.dead_letters,
-            "dead_letter_classes": dict(self.dead_letter_classes),
-            "duplicates": self.duplicates,
-            "decisions": dict(self.decisions),
-            "alerts": dict(self.alerts),
-            "chargebacks_matched": self.chargebacks_matched,
-            "chargebacks_unmatched": self.chargebacks_unmatched,
-            "chargebacks_matched_late": self.chargebacks_matched_late,
-            "decisions_replayed": self.decisions_replayed,
-            "mispartitioned": self.mispartitioned,
-            "failed_records": self.failed_records,
-        }
-
-
-def payment_fields(p: Payment) -> dict[str, Any]:
-    """The `payment.*` namespace the rules read (absent optional strings are empty)."""
-    return {
-        "amount": to_major(p.amount),
-        "currency": p.currency,
-        "method": p.method,
-        "merchant_id": p.merchant_id,
-        "user_id": p.user_id,
-        "device_id": p.device_id,
-        "country": p.country,
-        "ts": p.ts,
-        "ip": p.ip,
-        "event_id": p.event_id,
-    }
-
-
-def _strictest(fired: Iterable[FiredRule]) -> dict[str, str]:
-    """Reason code -> the highest severity among the fired rules that carry it."""
-    out: dict[str, str] = {}
-    for f in fired:
-        if f.reason not in out or SEVERITY_RANK[f.severity] > SEVERITY_RANK[out[f.reason]]:
-            out[f.reason] = f.severity
-    return out
-
-
-class Processor:
+class Processor(Alerting):
     """Turns batches of input messages into state changes and outgoing records."""
 
     def __init__(
@@ -418,50 +327,6 @@ class Processor:
         """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
         out.append(Out(self.t_merchant_events, merchant, orjson.dumps([eid, series, ts, amount, merchant])))
 
-    def _alert(
-        self,
-        out: list[Out],
-        subject: tuple[str, str, int],
-        fired: Iterable[FiredRule],
-        ts: int,
-        event_ids: list[str],
-    ) -> None:
-        """One alert with the fired rules' reasons not alerted lately for this subject."""
-        subject_type, subject_id, partition = subject
-        severity = _strictest(fired)
-        reasons = self.alert_gate.admit(partition, subject_type, subject_id, severity, ts)
-        if reasons:
-            worst = max((severity[r] for r in reasons), key=SEVERITY_RANK.__getitem__)
-            self._emit_alert(out, subject_type, subject_id, worst, reasons, event_ids, ts)
-
-    def _emit_alert(
-        self,
-        out: list[Out],
-        subject_type: str,
-        subject_id: str,
-        severity: str,
-        reasons: list[str],
-        event_ids: list[str],
-        ts: int,
-    ) -> None:
-        counts = self.counters.alerts
-        for r in reasons:
-            counts[r] = counts.get(r, 0) + 1
-        record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
-        out.append(Out(self.t_alerts, subject_id, record))
-
-    def _event_ids(
-        self, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int | None = None
-    ) -> list[str]:
-        """The triggering event, then the subject's other events in the lookback before `at` (the
-        alert's time; the trigger's by default)."""
-        at = trigger.ts if at is None else at
-        # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
-        held = store.recent_event_ids(
-            slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
-        )
-        return [trigger.event_id[1:], *(eid[1:] for eid in held)]
-
     # -- per topic
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
@@ -568,34 +433,6 @@ class Processor:
         if slot is not None and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
-    def _merchant_alerts(self, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
-        """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
-
-        Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
-        the event that crossed the threshold and not on where batches split, and a threshold
-        crossed and uncrossed within one batch is still alerted. The alert's time is the merchant's
-        newest event time right after `ev` (the moment the features describe), so late events that
-        keep a rule true fall within its dedupe window instead of alerting again.
-        """
-        ruleset = self.rules.ruleset
-        if not ruleset.merchant_fields:
-            return
-        features = slot.entity.features()
-        # Most merchant events (forwarded payments, fulfilments) leave the fields the merchant rules
-        # read unchanged: then the rules' answer is the same, and CEL is skipped.
-        inputs = (ruleset, *[features.get(f) for f in ruleset.merchant_fields])
-        if slot.memo is not None and slot.memo[0] == inputs:
-            fired = slot.memo[1]
-        else:
-            fired = ruleset.evaluate_merchant(features)
-            slot.memo = (inputs, fired)
-        if fired:
-            at = slot.entity.latest
-            ids = self._event_ids(self.merchants, slot, ev, at)
-            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
-            if self.credit is not None:  # a merchant fraud alert cuts its credit line at once
-                self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], self._out, ev)
-
     def _queue_summaries(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per
         event, in _merchant_alerts)."""
@@ -616,13 +453,3 @@ class Processor:
         ]
         self._unpublished.clear()
         return out
-
-
-def messages(events: Iterable[Any]) -> list[Message]:
-    """Faust events to processor messages."""
-    return [
-        Message(
-            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
-        )
-        for e in events
-    ]

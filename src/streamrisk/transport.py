@@ -153,7 +153,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     continue
                 if records and not self.flow_active:
                     # Fetched while a rebalance stops the flow: read again from the committed offsets.
-                    await self.perform_seek()
+                    await self._seek_to_committed()
                     continue
                 ours: dict[TP, list[Any]] = {}
                 for tp, batch in records.items():

@@ -67,9 +67,9 @@ def test_the_same_recording_gives_the_same_report_and_one_processor_matches_two(
     assert shared[0] == shared[1]
     body = report_json(separate.comparison)
     for side in ("current", "candidate"):
-        body[side]["alerts"] = shared[0][side]["alerts"]  # a shadow never alerts; separately it does
-    # Nor does a shadow move credit (its declines draw nothing only in its own processor).
-    body["candidate"]["credit"] = shared[0]["candidate"]["credit"]
+        # A shadow never alerts nor adjusts credit; decided separately it does both.
+        body[side]["alerts"] = shared[0][side]["alerts"]
+        body[side]["credit"] = shared[0][side]["credit"]
     assert body == shared[0]
     assert separate.comparison.b.alerts and separate.comparison.b.alerts["BIG_AMOUNT"] == 2
 

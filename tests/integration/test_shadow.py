@@ -26,6 +26,10 @@ CANDIDATE = {"version": "cand-1", "rules": [
      "severity": "high", "reason": "BIG_AMOUNT"}]}
 
 
+async def health(http: aiohttp.ClientSession, worker: WorkerProcess) -> bool:
+    return await get_json(http, worker, "/health") is not None
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamrisk", *args], capture_output=True, text=True,
                           timeout=60)
@@ -41,6 +45,9 @@ async def test_shadow_ruleset_never_acts_is_counted_reported_and_backtested(
     worker = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "w").start()
     try:
         async with Client(bootstrap, prefix) as client, aiohttp.ClientSession() as http:
+            # The worker creates its topics (risk-rules with one partition) before it serves HTTP; a
+            # plain producer sending first would have the broker create risk-rules with its default.
+            await wait_for(lambda: health(http, worker), 60, "the worker serving HTTP")
             await client.send("risk-rules", "main", LIVE)
             published = cli("publish-rules", str(rules), "--mode", "shadow", *common)
             assert published.returncode == 0, published.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from streamrisk.features.entities import U_PAYMENT, UserState, WindowConfig
-from streamrisk.processor import Message, Processor
+from streamrisk.processor import Processor
+from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, HOUR_MS, Settings
 from streamrisk.state.store import SEP, DictKV, EntityStore, HeldEvent
 from streamrisk.state.sweep import PartitionClock, key_partition
@@ -98,7 +99,8 @@ def payment(eid: str, user: str, ts: int, amount: float = 10.0) -> dict:
 
 
 def keys_of(kv: DictKV, entity_id: str) -> list[bytes]:
-    return [k for k in kv.data if entity_id.encode() in k.split(SEP)]
+    # Credit accounts (b"cu"/b"cm") are not idle state: a balance owed does not expire with time.
+    return [k for k in kv.data if entity_id.encode() in k.split(SEP) and not k.startswith(b"c")]
 
 
 def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> None:
@@ -113,8 +115,7 @@ def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> Non
         feed("payments", "idle", payment("p1", "idle", T0 + 1)),
     ]
     proc.run_local(idle, T0)
-    # state, index, held, dedupe, and the credit account (kept: a limit and a balance outlive idleness)
-    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a", b"c"}
+    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a"}  # state, index, held, dedupe
     # Other users keep the partition's clock moving for 31 days: the idle user's dedupe entry
     # expires after 1 h + 1 h of grace, the held chargeback and index after 2 days, its state after 30.
     for day in range(1, 34):
@@ -122,8 +123,8 @@ def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> Non
                        T0 + day * DAY_MS)
         kinds = {k[:1] for k in keys_of(kv, "idle")}
         if day == 3:
-            assert kinds == {b"u", b"c"}
-    assert {k[:1] for k in keys_of(kv, "idle")} == {b"c"} and "idle" not in proc.users.slots
+            assert kinds == {b"u"}
+    assert not keys_of(kv, "idle") and "idle" not in proc.users.slots
     memory = proc.stats()["memory"]
     assert memory["idle_entities_swept"] >= 1 and memory["early_chargebacks_swept"] == 1
     assert memory["idle_payment_indexes_swept"] >= 1 and memory["alert_dedupe_entries_swept"] >= 1

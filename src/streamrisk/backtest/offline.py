@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka.partitioner import murmur2
 
-from ..processor import Message, Out, Processor
+from ..processor import Processor
 from ..recording.jsonl import Recorded
+from ..records import Message, Out
 from ..rules import Ruleset
 from ..settings import CONTROL_TOPIC, INPUT_TOPICS, Settings
 from ..state.store import DictKV

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -73,17 +73,8 @@ async def record(
 ) -> RecordStats:
     """Write `topics` (contract names) to `out`; see the module docstring for when it stops."""
     names = {prefix + t: t for t in topics}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        # What the workers read: never a record of an aborted transaction (see transport.py).
-        isolation_level="read_committed",
-    )
-    await consumer.start()
+    consumer, tps = await _reader_at_start(bootstrap, names)
     try:
-        tps = [tp for name in names for tp in await _partitions(consumer, name, 10.0)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         deadline = None if duration_s is None else time.monotonic() + duration_s
 
         async def batches() -> AsyncIterator[dict[TopicPartition, list[Recorded]]]:
@@ -153,17 +144,8 @@ async def _write_merged(batches: AsyncIterator[dict[TopicPartition, list[Recorde
 async def read_to_end(bootstrap: str, topics: Sequence[str]) -> dict[str, list[ConsumerRecord]]:
     """Every record the (deployed) `topics` hold now, per topic, without a consumer group."""
     out: dict[str, list[ConsumerRecord]] = {t: [] for t in topics}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        # What the workers read: never a record of an aborted transaction (see transport.py).
-        isolation_level="read_committed",
-    )
-    await consumer.start()
+    consumer, tps = await _reader_at_start(bootstrap, topics)
     try:
-        tps = [tp for name in topics for tp in await _partitions(consumer, name, 10.0)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         while not await _at_end(consumer, tps):
             for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
                 out[tp.topic].extend(records)
@@ -179,3 +161,24 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool
         if high is None or await consumer.position(tp) < high:
             return False
     return True
+
+
+async def _reader_at_start(
+    bootstrap: str, topics: Iterable[str]
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer without a group, on every partition of `topics`, at their beginning."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        # What the workers read: never a record of an aborted transaction (see transport.py).
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        tps = [tp for name in topics for tp in await _partitions(consumer, name, 10.0)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, tps

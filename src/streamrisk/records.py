@@ -1,0 +1,97 @@
+"""What goes into and comes out of the processor: consumed records, outgoing records, counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from .events import Payment, to_major
+
+
+class Message(NamedTuple):
+    """The part of a consumed Kafka record the processor needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+class Record(Protocol):
+    """A consumed Kafka record as the processor reads it: a Message, or aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Out(NamedTuple):
+    topic: str
+    key: bytes | str | None
+    value: dict[str, Any] | bytes
+
+
+@dataclass
+class Counters:
+    """What the processor has seen, by kind; read by /stats and the CLI summary."""
+
+    consumed: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    dead_letter_classes: dict[str, int] = field(default_factory=dict)  # by reason_class()
+    duplicates: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)  # by reason code
+    chargebacks_matched: int = 0
+    chargebacks_unmatched: int = 0
+    # Unmatched when they came, matched when their payment arrived after them.
+    chargebacks_matched_late: int = 0
+    decisions_replayed: int = 0  # stored decisions sent again for a payment read again
+    mispartitioned: int = 0  # dead-lettered: not on the partition murmur2 gives their key
+    failed_records: int = 0  # dead-lettered: processing raised (see faults.py)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": dict(self.consumed),
+            "dead_letters": self.dead_letters,
+            "dead_letter_classes": dict(self.dead_letter_classes),
+            "duplicates": self.duplicates,
+            "decisions": dict(self.decisions),
+            "alerts": dict(self.alerts),
+            "chargebacks_matched": self.chargebacks_matched,
+            "chargebacks_unmatched": self.chargebacks_unmatched,
+            "chargebacks_matched_late": self.chargebacks_matched_late,
+            "decisions_replayed": self.decisions_replayed,
+            "mispartitioned": self.mispartitioned,
+            "failed_records": self.failed_records,
+        }
+
+
+def payment_fields(p: Payment) -> dict[str, Any]:
+    """The `payment.*` namespace the rules read (absent optional strings are empty)."""
+    return {
+        "amount": to_major(p.amount),
+        "currency": p.currency,
+        "method": p.method,
+        "merchant_id": p.merchant_id,
+        "user_id": p.user_id,
+        "device_id": p.device_id,
+        "country": p.country,
+        "ts": p.ts,
+        "ip": p.ip,
+        "event_id": p.event_id,
+    }
+
+
+def messages(events: Iterable[Any]) -> list[Message]:
+    """Faust events to processor messages."""
+    return [
+        Message(
+            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+        )
+        for e in events
+    ]

@@ -1,0 +1,435 @@
+"""A chaos run: steady traffic into a group of workers while workers are SIGKILLed and restarted, a
+worker joins and one stops gracefully; then the checks every user of StreamRisk relies on.
+
+Shared by the bounded test (tests/integration/test_chaos.py) and scripts/chaos.py (longer, figures).
+Workers are black boxes: `streamrisk worker` processes, an outside producer, an outside consumer of
+`risk-decisions`, their HTTP API, and the group's committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrisk.loadgen.produce import make_producer
+from streamrisk.loadgen.synthetic import Record, Traffic
+from streamrisk.settings import INPUT_TOPICS
+from tests.feature_oracle import FeatureOracle, compare
+from tests.harness import WorkerProcess, committed_offsets, end_offsets, unique
+
+PARTITIONS = 4
+AROUND_KILL_S = (5.0, 30.0)  # payments sent this long before / after a kill are "around" it
+
+
+@dataclass
+class ChaosPlan:
+    duration_s: float = 50.0  # of traffic
+    rate: float = 150.0  # events/s, the default synthetic mix (~59 % payments)
+    kills: int = 3
+    restart_after_s: float = 2.0
+    users: int = 300
+    merchants: int = 30
+    seed: int = 7
+    stats_gap_s: float = 10.0  # longest a live worker may leave /stats unanswered
+    startup_s: float = 90.0  # longest from spawn to a worker's first /stats answer
+    drain_s: float = 120.0  # after traffic: every payment decided, offsets committed, features equal
+    say: Callable[[str], None] = lambda _msg: None
+
+    def faults(self) -> list[tuple[float, str]]:
+        """(seconds into the traffic, "kill" | "join" | "stop"), evenly spread, ending 5 s before the end:
+        the kills, a third worker joining after the second kill, one stopping before the last kill."""
+        kinds = ["kill"] * self.kills
+        kinds.insert(min(2, len(kinds)), "join")
+        kinds.insert(len(kinds) - 1 if self.kills >= 3 else len(kinds), "stop")
+        step = (self.duration_s - 5.0) / (len(kinds) + 1)
+        return [(step * (i + 1), kind) for i, kind in enumerate(kinds)]
+
+
+@dataclass
+class Member:
+    """One worker process of the group over its lifetime, as seen from outside."""
+
+    name: str
+    proc: WorkerProcess
+    started: float
+    ended: float | None = None
+    how: str = ""  # "killed" / "stopped" once we ended it
+    first_ok: float | None = None
+    last_ok: float | None = None
+    worst_gap: float = 0.0  # longest time between two /stats answers while alive
+    partitions: list[int] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.ended is None
+
+
+@dataclass
+class Kill:
+    at: float  # wall clock, s
+    victim: str
+    partitions: list[int]
+    recovery_s: float | None = math.inf  # None: it owned no partition
+    worst_latency_s: float = 0.0
+
+
+@dataclass
+class ChaosResult:
+    checks: list[tuple[str, bool]]
+    figures: dict[str, Any]
+    kills: list[Kill]
+    members: list[Member]
+
+    def failures(self) -> list[str]:
+        return [label for label, ok in self.checks if not ok]
+
+    def report(self) -> str:
+        lines = [f"{k:<34} {v}" for k, v in self.figures.items()]
+        for i, k in enumerate(self.kills, 1):
+            rec = ("n/a (it owned no partition)" if k.recovery_s is None
+                   else "never" if math.isinf(k.recovery_s) else f"{k.recovery_s:.1f} s")
+            worst = "undecided" if math.isinf(k.worst_latency_s) else f"{k.worst_latency_s:.1f} s"
+            lines.append(f"kill {i}: {k.victim} (partitions {k.partitions}): first decision on them "
+                         f"after {rec}; worst produce->decision around it {worst}")
+        for m in self.members:
+            life = f"{(m.ended or time.time()) - m.started:.0f} s"
+            lines.append(f"worker {m.name}: {m.how or 'running'} after {life}, longest /stats silence "
+                         f"{m.worst_gap:.1f} s, last partitions {m.partitions}")
+        return "\n".join(lines)
+
+
+class ChaosRun:
+    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, **worker_env: str) -> None:
+        self.bootstrap, self.work, self.plan, self.env = bootstrap, work, plan, worker_env
+        self.prefix = unique("chaos") + "."
+        self.app_id = unique("chaos-app")
+        self.rng = random.Random(plan.seed)
+        self.members: list[Member] = []
+        self.kills: list[Kill] = []
+        self.sent: dict[str, tuple[float, int]] = {}  # payment event_id -> (send time, partition)
+        self.records: list[Record] = []
+        self.ends: dict[TopicPartition, int] = {}  # input partition -> offset after our last record
+        self.decisions: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self.send_errors = 0
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- workers
+    def _spawn(self) -> Member:
+        name = f"w{len(self.members) + 1}"
+        proc = WorkerProcess(self.bootstrap, self.prefix, self.app_id, self.work / name, **self.env).start()
+        m = Member(name, proc, time.time())
+        self.members.append(m)
+        self.plan.say(f"{name} started (pid {proc.proc.pid}, port {proc.web_port})")
+        return m
+
+    def live(self) -> list[Member]:
+        """Workers we have not ended (some may have exited on their own: see running())."""
+        return [m for m in self.members if m.alive()]
+
+    def running(self) -> list[Member]:
+        return [m for m in self.live() if m.proc.proc.poll() is None]
+
+    async def _kill(self) -> None:
+        m = self.rng.choice(self.running() or self.live())
+        kill = Kill(time.time(), m.name, list(m.partitions))
+        m.proc.kill()
+        self._end(m, "killed")
+        self.kills.append(kill)
+        self.plan.say(f"SIGKILL {m.name} (partitions {kill.partitions})")
+        await asyncio.sleep(self.plan.restart_after_s)
+        self._spawn()
+
+    async def _stop(self) -> None:
+        m = self.rng.choice(self.running() or self.live())
+        self.plan.say(f"SIGTERM {m.name}")
+        self._end(m, "stopped")
+        await asyncio.to_thread(m.proc.stop)
+
+    def _end(self, m: Member, how: str) -> None:
+        m.ended, m.how = time.time(), how
+        if m.last_ok is not None:
+            m.worst_gap = max(m.worst_gap, m.ended - m.last_ok)
+
+    async def _poll_stats(self) -> None:
+        """Ask every live worker for /stats every 0.5 s; record the longest silence of each."""
+        assert self._http is not None
+        while True:
+            for m in self.live():
+                try:
+                    async with self._http.get(m.proc.url("/stats")) as resp:
+                        body = await resp.json() if resp.status == 200 else None
+                except (aiohttp.ClientError, TimeoutError):
+                    body = None
+                now = time.time()
+                if body is None or not m.alive():
+                    continue
+                if m.last_ok is not None:
+                    m.worst_gap = max(m.worst_gap, now - m.last_ok)
+                m.first_ok = m.first_ok or now
+                m.last_ok, m.stats = now, body
+                m.partitions = body.get("assigned_partitions", [])
+            await asyncio.sleep(0.5)
+
+    # -- traffic and outputs
+    async def _read_decisions(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            name = self.prefix + "risk-decisions"
+            tps = [TopicPartition(name, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        v = orjson.loads(r.value)
+                        self.decisions.setdefault(v["event_id"], []).append((now, v))
+        finally:
+            await consumer.stop()
+
+    async def _traffic(self) -> None:
+        plan = self.plan
+        traffic = Traffic(users=plan.users, merchants=plan.merchants, seed=plan.seed, run_id=self.prefix)
+        producer = make_producer(self.bootstrap)
+        await producer.start()
+        tick, start, due = 0.02, time.monotonic(), 0.0
+        try:
+            while (elapsed := time.monotonic() - start) < plan.duration_s:
+                sends = []
+                while due <= elapsed * plan.rate:
+                    due += 1
+                    rec = traffic.next(int(time.time() * 1000))
+                    assert isinstance(rec, Record)  # no malformed share in the default mix
+                    sends.append((rec, time.time(), await producer.send(
+                        self.prefix + rec.topic, orjson.dumps(rec.value), key=rec.key.encode())))
+                for rec, at, fut in sends:
+                    try:
+                        meta = await fut
+                    except Exception:  # a record the broker refused was never sent
+                        self.send_errors += 1
+                        continue
+                    self.records.append(rec)
+                    tp = TopicPartition(meta.topic, meta.partition)
+                    self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
+                    if rec.topic == "payments":
+                        self.sent[rec.value["event_id"]] = (at, meta.partition)
+                await asyncio.sleep(max(0.0, tick - (time.monotonic() - start - elapsed)))
+        finally:
+            await producer.stop()
+
+    async def _faults(self, t0: float) -> None:
+        for at, kind in self.plan.faults():
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            if kind == "kill":
+                await self._kill()
+            elif kind == "join":
+                self._spawn()
+            else:
+                await self._stop()
+
+    # -- the run
+    async def run(self) -> ChaosResult:
+        plan = self.plan
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with aiohttp.ClientSession(timeout=timeout) as self._http:
+            self._spawn()
+            self._spawn()
+            poller = asyncio.create_task(self._poll_stats())
+            reader: asyncio.Task | None = None
+            try:
+                await self._until(lambda: self._owned() == set(range(PARTITIONS)) or self._owned(),
+                                  plan.startup_s, "two workers own every partition")
+                reader = asyncio.create_task(self._read_decisions())
+                plan.say(f"traffic: {plan.rate:.0f} events/s for {plan.duration_s:.0f} s; "
+                         f"faults at {plan.faults()}")
+                t0 = time.monotonic()
+                await asyncio.gather(self._traffic(), self._faults(t0))
+                traffic_end = time.time()
+                plan.say(f"traffic done: {len(self.records)} records, {len(self.sent)} payments; draining")
+                drain = time.monotonic() + plan.drain_s
+                await self._until(lambda: not self._undecided() or len(self._undecided()),
+                                  drain - time.monotonic(), "every payment decided", fail=False)
+                drained_s = time.time() - traffic_end
+                await self._until(self._offsets_done, max(1.0, drain - time.monotonic()),
+                                  "committed offsets at the end", fail=False)
+                oracle = FeatureOracle()
+                oracle.add_all(self.records)
+                await self._until(lambda: self._features_equal(oracle), max(1.0, drain - time.monotonic()),
+                                  "features equal the oracle", fail=False)
+                result = await self._result(oracle, drained_s)
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                poller.cancel()
+                await asyncio.gather(*(t for t in (reader, poller) if t), return_exceptions=True)
+                ending = self.live()
+                for m in ending:
+                    self._end(m, "stopped at the end")
+                await asyncio.gather(*(asyncio.to_thread(m.proc.stop) for m in ending))
+        return result
+
+    async def _until(self, check: Callable[[], Any], timeout: float, what: str, fail: bool = True) -> Any:
+        """Poll `check` (sync or async) until it returns True; return its last answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = check()
+            if asyncio.iscoroutine(last):
+                last = await last
+            if last is True:
+                return True
+            if time.monotonic() > deadline:
+                if fail:
+                    logs = "\n".join(f"--- {m.name}\n{m.proc.log()}" for m in self.members)
+                    raise AssertionError(f"{what}: not reached in {timeout:.0f} s; last {last!r}\n{logs}")
+                self.plan.say(f"{what}: not reached in {timeout:.0f} s; last {str(last)[:300]}")
+                return last
+            await asyncio.sleep(0.5)
+
+    def _owned(self) -> set[int]:
+        return {p for m in self.running() for p in m.partitions}
+
+    def _undecided(self) -> list[str]:
+        return [eid for eid in self.sent if eid not in self.decisions]
+
+    async def _offsets_behind(self) -> dict[str, tuple[int, int]]:
+        """Input partitions whose committed offset is not at the end: name -> (committed, end)."""
+        ends = await end_offsets(self.bootstrap, [self.prefix + t for t in INPUT_TOPICS])
+        for tp, end in self.ends.items():  # never below what we know we produced
+            ends[tp] = max(ends.get(tp, 0), end)
+        committed = await committed_offsets(self.bootstrap, self.app_id, ends)
+        return {f"{tp.topic}-{tp.partition}": (committed.get(tp, 0), end)
+                for tp, end in ends.items() if committed.get(tp, 0) != end}
+
+    async def _offsets_done(self) -> bool | dict[str, tuple[int, int]]:
+        return await self._offsets_behind() or True
+
+    async def _features_diff(self, oracle: FeatureOracle) -> dict[str, Any]:
+        """Entities whose features, from whichever live worker answers, differ from the oracle."""
+        assert self._http is not None
+        diffs: dict[str, Any] = {}
+        for kind, ids, want in (("users", oracle.user_clock, oracle.user),
+                                ("merchants", oracle.merchant_clock, oracle.merchant)):
+            for entity in ids:
+                got = None
+                for m in self.running():
+                    try:
+                        async with self._http.get(m.proc.url(f"/{kind}/{entity}")) as resp:
+                            if resp.status == 200:
+                                got = (await resp.json())["features"]
+                                break
+                    except (aiohttp.ClientError, TimeoutError):
+                        continue
+                diff = compare(want(entity), got)
+                if diff:
+                    diffs[f"{kind}/{entity}"] = diff
+        return diffs
+
+    async def _features_equal(self, oracle: FeatureOracle) -> bool | str:
+        diffs = await self._features_diff(oracle)
+        return not diffs or f"{len(diffs)} differ, e.g. {dict(list(diffs.items())[:2])}"
+
+    # -- verdict
+    async def _result(self, oracle: FeatureOracle, drained_s: float) -> ChaosResult:
+        plan = self.plan
+        undecided = self._undecided()
+        repeats, differing = repeat_differences({e: [v for _, v in got] for e, got in self.decisions.items()
+                                                 if e in self.sent})
+        disagree = len(differing)
+        for k in self.kills:
+            after = (at - k.at for eid, (_, part) in self.sent.items() if part in k.partitions
+                     for at, v in self.decisions.get(eid, ()) if v["decided_at"] > k.at * 1000)
+            k.recovery_s = min(after, default=math.inf) if k.partitions else None
+            near = [eid for eid, (sent, _) in self.sent.items()
+                    if k.at - AROUND_KILL_S[0] <= sent <= k.at + AROUND_KILL_S[1]]
+            k.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
+        latencies = sorted(self._latency(eid) for eid in self.sent)
+        behind = await self._offsets_behind()
+        feature_diffs = await self._features_diff(oracle)
+        crashed = [m.name for m in self.members if m.alive() and m.proc.proc.poll() is not None]
+        crash_logs = [f"{m.name}: {why}" for m in self.members if (why := _crash_reason(m.proc.log_path))]
+        hard_stops = [m.name for m in self.members if m.how == "stopped" and m.proc.proc.returncode == -9]
+        now = time.time()
+        for m in self.live():  # a worker that stopped answering for good has been silent until now
+            if m.last_ok is not None:
+                m.worst_gap = max(m.worst_gap, now - m.last_ok)
+        silent = [f"{m.name} {m.worst_gap:.1f} s" for m in self.members if m.worst_gap > plan.stats_gap_s]
+        never = [m.name for m in self.members if m.first_ok is None
+                 and ((m.ended or time.time()) - m.started) > plan.startup_s]
+        owners = [p for m in self.running() for p in m.partitions]
+        figures = {
+            "sent (records / payments)": f"{len(self.records)} / {len(self.sent)}",
+            "send errors": self.send_errors,
+            "decided": len(self.sent) - len(undecided),
+            "lost": len(undecided),
+            "repeated (of which disagreeing)": f"{repeats} ({disagree})",
+            "drain after traffic": f"{drained_s:.1f} s",
+            "produce->decision p50 / p99 / max": " / ".join(
+                _fmt(latencies[min(len(latencies) - 1, int(q * len(latencies)))]) for q in (0.5, 0.99, 1.0)
+            ) if latencies else "n/a",
+            "worst latency around a kill": _fmt(max((k.worst_latency_s for k in self.kills), default=0.0)),
+        }
+        checks = [
+            (f"every payment decided ({len(undecided)} of {len(self.sent)} lost: {undecided[:5]})",
+             not undecided and bool(self.sent)),
+            (f"repeats are the same decision, identical but for decided_at ({disagree} of {repeats} "
+             f"differ: {differing[:3]})", not differing),
+            (f"features equal the brute-force oracle ({len(feature_diffs)} entities differ: "
+             f"{dict(list(feature_diffs.items())[:2])})", not feature_diffs),
+            (f"no worker crashed on its own (exited: {crashed}, 'Crashed' in logs: {crash_logs}, "
+             f"needed SIGKILL to stop: {hard_stops})", not (crashed or crash_logs or hard_stops)),
+            (f"every worker answered /stats throughout (silent > {plan.stats_gap_s:.0f} s: {silent}; "
+             f"never answered: {never})", not (silent or never)),
+            (f"live workers own every input partition once ({sorted(owners)})",
+             sorted(owners) == list(range(PARTITIONS))),
+            (f"committed offsets at the end of every input partition (behind: {behind})", not behind),
+            (f"at least {plan.kills} SIGKILLs with restarts, a join and a graceful stop",
+             len(self.kills) >= plan.kills and len(self.members) >= 3 + plan.kills
+             and any(m.how == "stopped" for m in self.members)),
+        ]
+        return ChaosResult(checks, figures, self.kills, self.members)
+
+    def _latency(self, eid: str) -> float:
+        got = self.decisions.get(eid)
+        return got[0][0] - self.sent[eid][0] if got else math.inf
+
+
+def repeat_differences(decisions: dict[str, list[dict[str, Any]]]) -> tuple[int, list[str]]:
+    """(repeats, how each differing repeat differs): every later decision of a payment against its first,
+    over every field of either record except `decided_at`."""
+    repeats, differing = 0, []
+    for eid, got in decisions.items():
+        first = got[0]
+        for again in got[1:]:
+            repeats += 1
+            diff = {f: (first.get(f), again.get(f)) for f in sorted(first.keys() | again.keys())
+                    if f != "decided_at" and first.get(f) != again.get(f)}
+            if diff:
+                differing.append(f"{eid}: {diff}")
+    return repeats, differing
+
+
+def _fmt(seconds: float) -> str:
+    return "undecided" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+def _crash_reason(log: Path) -> str:
+    """The first line where Faust reports a crashed service in a worker's log ('' when none)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    at = text.find("Crashed reason=")
+    return text[at:text.find("\n", at)][:300] if at >= 0 else ""
