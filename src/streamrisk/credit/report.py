@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -50,3 +51,13 @@ class CreditWatch:
             f"  limit adjustments   {self.raised} up, {self.cut} down; {top(self.limits)}",
             f"  line adjustments    {self.line_records}; {top(self.lines)}",
         ]
+
+
+def reasons_by_kind(adjustments: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Adjustment records (both topics) counted by kind ("limit", "line") and reason code."""
+    out: dict[str, dict[str, int]] = {"limit": {}, "line": {}}
+    for a in adjustments:
+        counts = out["limit" if "new_limit" in a else "line"]
+        for r in a.get("reasons", ()):
+            counts[r] = counts.get(r, 0) + 1
+    return out

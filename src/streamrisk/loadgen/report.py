@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from ..credit.report import reasons_by_kind
 from .loadtest import LoadtestResult
 from .quality import alert_quality, credit_quality, decision_quality, scenario_names
 from .watch import INPUT_TOPICS
@@ -54,6 +55,7 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
         "dead_letters": {"total": sum(w.dead_letters.values()), "by_topic": dict(w.dead_letters)},
         "alerts": {"total": len(w.alerts), "by_reason": _alert_reasons(w.alerts)},
         "credit_adjustments": len(w.adjustments),
+        "credit_reasons": reasons_by_kind(w.adjustments),
         "quality": {"decisions": decisions, "alerts": alerts,
                     "credit": credit_quality(w.adjustments, w.defaults)},
         "series": {
@@ -144,6 +146,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
               f"{machine['loadavg_1m_end']} at the end")
     top = sorted(report["alerts"]["by_reason"].items(), key=lambda kv: -kv[1])
     t.add_row("fraud alerts", ", ".join(f"{k} {v}" for k, v in top) or "none")
+    for kind, counts in report["credit_reasons"].items():
+        top = sorted(counts.items(), key=lambda kv: -kv[1])
+        t.add_row(f"credit {kind} adjustments", ", ".join(f"{k} {v}" for k, v in top) or "none")
     console.print(t)
     console.print(quality_table(report))
     credit = report["quality"]["credit"]
