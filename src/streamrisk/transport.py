@@ -189,8 +189,17 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
 
     async def _seek_to_committed(self) -> None:
+        """Read from the committed offsets again, and from the beginning where nothing was committed.
+
+        aiokafka's `seek_to_committed` (Faust's `perform_seek`) leaves a partition without a committed
+        offset where it was, past the records just dropped: they would never be read.
+        """
+        self._seeks += 1
         try:
-            await self.perform_seek()
+            committed = await self.seek_to_committed()
+            fresh = [tp for tp, offset in committed.items() if not offset]
+            if fresh:
+                await self._thread.seek_to_beginning(*fresh)
         except Exception as exc:  # partitions may be moving: the next assignment seeks them anyway
             self.log.warning("seek to committed offsets after a dropped batch failed: %r", exc)
 
