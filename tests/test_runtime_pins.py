@@ -55,6 +55,7 @@ SOURCES = [
     (faust.App._on_partitions_revoked, "self.on_partitions_revoked.send", "revoke signal is awaited"),
     (faust.App.on_stop, "on_before_shutdown.send", "shutdown signal comes before the producer stops"),
     (Recovery.on_recovery_completed, "self.completed.set()", "set after the seek"),
+    (faust.Worker._setup_spinner_handler, "if self.spinner:", "no spinner: root keeps its level"),
 ]
 
 
