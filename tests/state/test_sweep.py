@@ -10,6 +10,7 @@ from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, HOUR_MS, Settings
 from streamrisk.state.store import SEP, DictKV, EntityStore, HeldEvent
 from streamrisk.state.sweep import PartitionClock, key_partition
+from tests.test_processor import Feed
 
 T0 = 1_800_000_000_000
 CFG = WindowConfig(windows={"5m": 300_000, "1h": HOUR_MS})
@@ -84,13 +85,6 @@ def test_partition_clock_expires_only_past_keep_plus_grace() -> None:
     assert not clock.expired(1, 0, 100)
 
 
-class Feed:
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def __call__(self, topic: str, key: str, value: dict) -> Message:
-        self.offset += 1
-        return Message(topic, 0, self.offset, key.encode(), orjson.dumps(value))
 
 
 def payment(eid: str, user: str, ts: int, amount: float = 10.0) -> dict:
