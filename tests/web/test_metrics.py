@@ -83,3 +83,17 @@ def test_quantile_interpolates_within_the_bucket_like_histogram_quantile() -> No
     # 4 observations: rank 2 falls in (1, 2] holding 2 of them after 1 below: 1 + 1 * (1/2).
     assert quantile(h, 0.5) == 1.5
     assert quantile(h, 1.0) == 4.0
+
+
+def test_a_shadow_rulesets_agreement_with_the_live_one_is_exported() -> None:
+    from tests.rules.test_shadow import LIVE, SHADOW
+
+    pipe = Pipeline()
+    metrics = WorkerMetrics(pipe.proc)
+    pipe.publish_rules("main", LIVE)
+    pipe.publish_rules("shadow", SHADOW)
+    pipe.run([("payments", "u1", pay("p1", "u1", T0, 900.0)), ("payments", "u2", pay("p2", "u2", T0))],
+             now=T0 + DAY_MS)
+    got = {k: v for k, v in samples(metrics).items() if k[0] == "streamrisk_shadow_decisions_total"}
+    assert sum(got.values()) == 2
+    assert all(dict(labels)["version"] == SHADOW["version"] for _, labels in got)

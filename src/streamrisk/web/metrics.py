@@ -30,6 +30,12 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+SHADOW_DOCS = {
+    "streamrisk_shadow_decisions": "Payments by the live ruleset's action and the shadow ruleset's action",
+    "streamrisk_shadow_reasons": "Reason codes given by the live and by the shadow ruleset",
+}
+
+
 class _CounterCollector:
     """The processor's counters as Prometheus counters and gauges, read when scraped."""
 
@@ -71,6 +77,16 @@ class _CounterCollector:
         entities.add_metric(["user"], len(p.users.slots))
         entities.add_metric(["merchant"], len(p.merchants.slots))
         yield entities
+        # A shadow ruleset's agreement with the live one (rules/shadow.py), by action and by reason.
+        tally = p.shadow.tally
+        if tally is not None:
+            shadow: dict[str, CounterMetricFamily] = {}
+            for name, labels, value in tally.samples():
+                fam = shadow.get(name)
+                if fam is None:
+                    fam = shadow[name] = CounterMetricFamily(name, SHADOW_DOCS[name], labels=list(labels))
+                fam.add_metric(list(labels.values()), value)
+            yield from shadow.values()
         yield GaugeMetricFamily("streamrisk_merchants_in_view", "Merchant summaries held",
                                 value=len(p.merchant_view))
         rules = GaugeMetricFamily("streamrisk_ruleset_info", "The ruleset in force", labels=["version"])
