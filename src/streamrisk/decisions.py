@@ -64,6 +64,24 @@ def alert_record(
     }
 
 
+def _adjustment(
+    subject: tuple[str, str], field: str, id_parts: Sequence[str], previous: int, new: int,
+    reasons: Sequence[str], ts: int, event_id: str, policy_version: str,
+) -> dict[str, Any]:
+    """A credit adjustment record; amounts in minor units in, major units out."""
+    subject_field, subject_id = subject
+    return {
+        "adjustment_id": stable_id(*id_parts),
+        subject_field: subject_id,
+        f"previous_{field}": to_major(previous),
+        f"new_{field}": to_major(new),
+        "reasons": list(reasons),
+        "ts": ts,
+        "event_id": event_id,
+        "policy_version": policy_version,
+    }
+
+
 def limit_adjustment_record(
     user_id: str,
     previous: int,
@@ -74,21 +92,14 @@ def limit_adjustment_record(
     policy_version: str,
     kind: str = "review",
 ) -> dict[str, Any]:
-    """A `credit-limit-adjustments` record; amounts in minor units in, major units out.
+    """A `credit-limit-adjustments` record.
 
     The id hashes the user, the triggering event, the policy version and the kind (a review and a
     freeze can follow the same payment), so a replay after a crash repeats the id, never a new one.
     """
-    return {
-        "adjustment_id": stable_id("credit-limit", user_id, event_id, policy_version, kind),
-        "user_id": user_id,
-        "previous_limit": to_major(previous),
-        "new_limit": to_major(new),
-        "reasons": list(reasons),
-        "ts": ts,
-        "event_id": event_id,
-        "policy_version": policy_version,
-    }
+    parts = ("credit-limit", user_id, event_id, policy_version, kind)
+    return _adjustment(("user_id", user_id), "limit", parts, previous, new, reasons, ts, event_id,
+                       policy_version)
 
 
 def line_adjustment_record(
@@ -101,13 +112,6 @@ def line_adjustment_record(
     policy_version: str,
 ) -> dict[str, Any]:
     """A `credit-line-adjustments` record (see limit_adjustment_record)."""
-    return {
-        "adjustment_id": stable_id("credit-line", merchant_id, event_id, policy_version),
-        "merchant_id": merchant_id,
-        "previous_line": to_major(previous),
-        "new_line": to_major(new),
-        "reasons": list(reasons),
-        "ts": ts,
-        "event_id": event_id,
-        "policy_version": policy_version,
-    }
+    parts = ("credit-line", merchant_id, event_id, policy_version)
+    return _adjustment(("merchant_id", merchant_id), "line", parts, previous, new, reasons, ts, event_id,
+                       policy_version)
