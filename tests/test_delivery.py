@@ -23,7 +23,7 @@ class FakeProducer:
         self.fail = 0
         self.auto_ack = False
 
-    async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any):
+    async def send(self, topic: str, key: Any, value: Any, partition: Any):
         fut = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, value, partition))
         self.futures.append(fut)

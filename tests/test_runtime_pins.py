@@ -15,7 +15,11 @@ from pathlib import Path
 import aiokafka
 import faust
 import pytest
+from aiokafka.client import AIOKafkaClient
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import MessageAccumulator
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -43,6 +47,9 @@ ATTRIBUTES = [
     (faust.App, "consumer_generation_id", "a batch from an older generation is dropped"),
     (faust.App, "crash", "a failure we cannot handle stops the worker"),
     (faust.App, "tables", "recovery.completed: input is taken only once recovery has sought it"),
+    (faust_aiokafka.Producer, "_ensure_producer", "appender.py: the aiokafka producer under Faust's"),
+    (MessageAccumulator, "add_message", "appender.py: records go straight to the accumulator"),
+    (AIOKafkaClient, "_wait_on_metadata", "appender.py: a topic's partitions before its first record"),
 ]
 
 SOURCES = [
@@ -52,10 +59,16 @@ SOURCES = [
     (faust_consumer.Fetcher._fetcher.fun, "_drain_messages", "Faust's fetcher runs our fetch loop"),
     (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "our fetch wait reaches the fetcher"),
     (aiokafka.AIOKafkaConsumer.start, "self._isolation_level", "read_committed reaches the fetcher"),
+    (aiokafka.AIOKafkaConsumer.start, "self._fetch_min_bytes", "our fetch size reaches the fetcher"),
     (faust.App._on_partitions_revoked, "self.on_partitions_revoked.send", "revoke signal is awaited"),
     (faust.App.on_stop, "on_before_shutdown.send", "shutdown signal comes before the producer stops"),
     (Recovery.on_recovery_completed, "self.completed.set()", "set after the seek"),
     (faust.Worker._setup_spinner_handler, "if self.spinner:", "no spinner: root keeps its level"),
+    (aiokafka.AIOKafkaProducer.__init__, "self._message_accumulator = MessageAccumulator(", "appender.py"),
+    (aiokafka.AIOKafkaProducer.__init__, "self._request_timeout_ms = request_timeout_ms", "appender.py"),
+    (ClusterMetadata.__init__, "self._partitions", "appender.py: partitions per topic, by number"),
+    (MessageAccumulator._append_batch, "maybe_add_partition_to_txn", "appended records join a transaction"),
+    (DefaultPartitioner.__call__, "murmur2(key)", "appender.py partitions keys as the producer would"),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 
+from .appender import Appender
 from .broadcast import BroadcastReader
 from .delivery import Delivery
 from .processor import Processor
@@ -57,6 +58,7 @@ class StreamRiskApp(faust.App):
     """A Faust app that carries our transport's settings: the fetch wait and the batch handler."""
 
     fetch_max_wait_ms: int | None = None
+    fetch_min_bytes: int | None = None
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
 
@@ -68,15 +70,17 @@ class StreamRiskApp(faust.App):
             self.topics.add(self.input_topic)
 
 
-class _LazyProducer:
-    """Faust creates its producer on first use; resolve it then, once."""
+class _LazyAppender:
+    """Faust starts its producer with the app; take its aiokafka producer at the first record, once."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self.send: Callable[..., Any] = self._first_send
 
     async def _first_send(self, *args: Any) -> Any:
-        self.send = self._app.producer.send
+        producer = self._app.producer
+        await producer.maybe_start()
+        self.send = Appender(producer._ensure_producer()).send
         return await self.send(*args)
 
 
@@ -117,6 +121,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_min_bytes = settings.fetch_min_bytes
     table = app.Table(
         STATE_TABLE,
         partitions=settings.partitions,
@@ -136,7 +141,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     }
     app.input_topic = app.topic(*processor.input_topics, **raw)
     delivery = Delivery(
-        _LazyProducer(app),
+        _LazyAppender(app),
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
     )

@@ -33,14 +33,10 @@ TP = tuple[str, int]  # (topic, partition); Faust's and aiokafka's TopicPartitio
 
 class Producer(Protocol):
     async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> Awaitable[Any]: ...
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
+    ) -> Awaitable[Any]:
+        """Hand one record over; the awaitable is its acknowledgement (appender.py)."""
+        ...
 
 
 class Committer(Protocol):
@@ -119,7 +115,7 @@ class Delivery:
             key = key.encode()
         if value is not None and not isinstance(value, bytes):
             value = orjson.dumps(value)
-        fut = await self._producer.send(topic, key, value, partition, None, None)
+        fut = await self._producer.send(topic, key, value, partition)
         self._epoch.sent.append((fut, topic, key, value, partition))
         produced = self.stats.produced
         produced[topic] = produced.get(topic, 0) + 1
@@ -197,13 +193,17 @@ class Delivery:
             attempt += 1
             todo = []
             for _, topic, key, value, partition in failed:
-                fut = await self._producer.send(topic, key, value, partition, None, None)
+                fut = await self._producer.send(topic, key, value, partition)
                 todo.append((fut, topic, key, value, partition))
             self.stats.resends += len(todo)
 
     async def _wait_all(self, futures: list[Awaitable[Any]]) -> None:
-        while True:
+        # Most records of an epoch are acknowledged by its checkpoint: only the rest are waited on
+        # (asyncio.wait registers a callback on every future it is given).
+        futures = [f for f in futures if not f.done()]  # type: ignore[attr-defined]
+        while futures:
             _, waiting = await asyncio.wait(futures, timeout=self.stall_warning_s)  # type: ignore[arg-type]
+            futures = list(waiting)
             if not waiting:
                 return
             log.warning(

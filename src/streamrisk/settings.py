@@ -102,6 +102,9 @@ class Settings:
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
     # on a broker that does not wake parked fetches, so we set our own (see app.py).
     fetch_max_wait_ms: int = 10
+    # A fetch returns once this much is ready (or the wait is over). 1 returns at the first record:
+    # lowest latency, but under load many tiny fetches, each a request and a socket write.
+    fetch_min_bytes: int = 1
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     batch_max: int = 500
@@ -179,6 +182,7 @@ class Settings:
             ("STREAMRISK_SUMMARY_INTERVAL_MS", self.summary_interval_ms),
             ("STREAMRISK_DELIVERY_ATTEMPTS", self.delivery_attempts),
             ("STREAMRISK_BATCH_MAX", self.batch_max),
+            ("STREAMRISK_FETCH_MIN_BYTES", self.fetch_min_bytes),
         ):
             if value < 1:
                 raise SettingsError(f"{name} must be >= 1 (got {value})")
@@ -243,6 +247,7 @@ class Settings:
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
         number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
+        number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         number("STREAMRISK_BATCH_MAX", "batch_max")

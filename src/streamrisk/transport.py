@@ -81,6 +81,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if wait_ms is not None:
             # Read by AIOKafkaConsumer.start() when it builds its Fetcher; there is no public setter.
             consumer._fetch_max_wait_ms = int(wait_ms)
+        min_bytes = getattr(self.app, "fetch_min_bytes", None)
+        if min_bytes is not None:
+            consumer._fetch_min_bytes = int(min_bytes)  # read by start() too
         return consumer
 
 
