@@ -19,7 +19,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import MessageAccumulator
+from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -68,6 +68,12 @@ SOURCES = [
     (aiokafka.AIOKafkaProducer.__init__, "self._request_timeout_ms = request_timeout_ms", "appender.py"),
     (ClusterMetadata.__init__, "self._partitions", "appender.py: partitions per topic, by number"),
     (MessageAccumulator._append_batch, "maybe_add_partition_to_txn", "appended records join a transaction"),
+    (MessageAccumulator.add_message, "pending_batches = self._batches.get(tp)", "appender.py: open batch"),
+    (MessageBatch.append, "timestamp=timestamp_ms, key=key, value=value, headers=headers",
+     "appender.py appends to the open batch's builder, as MessageBatch.append does"),
+    (MessageAccumulator.add_message, "if self._exception is not None:", "appender.py checks it too"),
+    (MessageBatch.done, "self.future.set_result(", "appender.py: a batch's future is its records' ack"),
+    (MessageBatch.failure, "self.future.set_exception(", "appender.py: a failed batch fails its records"),
     (DefaultPartitioner.__call__, "murmur2(key)", "appender.py partitions keys as the producer would"),
 ]
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
+_NO_HEADERS: list[Any] = []
 _KEYS_REMEMBERED = 200_000  # partitions of recent keys; cleared when full (users and merchants repeat)
 
 
@@ -28,7 +29,8 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class Appender:
-    """`Delivery`'s producer: `send` returns the record's delivery future without waiting for it."""
+    """`Delivery`'s producer: `send` returns a future that is done once the record is acknowledged
+    (its batch's), without waiting for it."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
@@ -43,20 +45,32 @@ class Appender:
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> asyncio.Future[Any]:
         if partition is None:
-            partition = await self._partition(topic, key)
+            # The count is read per record (a dict lookup): partitions added to a topic are picked
+            # up at the producer's next metadata refresh, as `send` would.
+            parts = self._partitions.get(topic)
+            if not parts:
+                await self._producer.client._wait_on_metadata(topic)
+                parts = self._partitions[topic]
+            partition = self._partition(topic, key, len(parts))
         tp = self._tps.get((topic, partition))
         if tp is None:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
-        return await self._accumulator.add_message(tp, key, value, self._timeout_s)
+        acc = self._accumulator
+        pending = acc._batches.get(tp)
+        # Into the partition's open batch, acknowledged by the batch's own future: aiokafka would also
+        # make a future and a RecordMetadata per record, which nobody here reads.
+        if (
+            pending
+            and acc._exception is None
+            and not acc._closed
+            and pending[-1]._builder.append(timestamp=None, key=key, value=value, headers=_NO_HEADERS)
+            is not None
+        ):
+            return pending[-1].future
+        # No open batch, or it is full: the accumulator opens one (or waits for room), as `send` does.
+        return await acc.add_message(tp, key, value, self._timeout_s)
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
-        # The count is read per record (a dict lookup): partitions added to a topic are picked up at
-        # the producer's next metadata refresh, as `send` would.
-        parts = self._partitions.get(topic)
-        if not parts:
-            await self._producer.client._wait_on_metadata(topic)
-            parts = self._partitions[topic]
-        count = len(parts)
+    def _partition(self, topic: str, key: bytes | None, count: int) -> int:
         if key is None:
             self._spread += 1
             return self._spread % count
