@@ -1,6 +1,9 @@
 """The demo's traffic (default scenario mix, the demo's 9,000 events) through the worker's core offline:
 every credit path happens, each on the subjects of the scenario written for it, and the load test's
-quality figures stay sane. The demo and the load test read the same records back from Kafka."""
+quality figures stay sane. The demo and the load test read the same records back from Kafka.
+
+A worker reads the input topics side by side, so besides the order sent, each case also runs with the
+records of each batch applied topic by topic, in either order of the topics."""
 
 from __future__ import annotations
 
@@ -17,18 +20,30 @@ from tests.pipeline import Pipeline
 
 END = 1_764_000_000_000
 N = 9000  # the demo: 30 s at 300 events/s
+BATCH = 200
+TOPICS = ("payments", "orders", "repayments", "chargebacks")
 
 
-@pytest.fixture(scope="module")
-def demo() -> dict:
+def _apart(sent: list, topics: tuple[str, ...]) -> list:
+    """Each batch's records topic by topic, in the order `topics` (stable within a topic)."""
+    out: list = []
+    for i in range(0, len(sent), BATCH):
+        out += sorted(sent[i:i + BATCH], key=lambda r: topics.index(r[0]))
+    return out
+
+
+@pytest.fixture(scope="module", params=["as sent", "payments first", "payments last"])
+def demo(request: pytest.FixtureRequest) -> dict:
     t = ScenarioTraffic(2000, 200, end_ms=END, days=7, seed=7, run_id="demo", malformed=0.002)
     sent = [t.next(i / N) for i in range(N)]
     records = [r for r in sent if isinstance(r, Record)]
     watch = Watch()
     for r in records:
         watch.on_send(r.topic, r.value, 0.0)
+    order = {"as sent": None, "payments first": TOPICS, "payments last": TOPICS[::-1]}[request.param]
+    applied = [(r.topic, r.key, r.value) if isinstance(r, Record) else r for r in sent]
     p = Pipeline()
-    p.run([(r.topic, r.key, r.value) if isinstance(r, Record) else r for r in sent], END, batch=200)
+    p.run(applied if order is None else _apart(applied, order), END, batch=BATCH)
     scenario = {(lab.subject_type, lab.subject_id): lab.scenario
                 for lab in t.labels if lab.scenario != "normal"}
     adjustments: dict[str, dict[str, set[str]]] = {"limit": defaultdict(set), "line": defaultdict(set)}
