@@ -9,9 +9,9 @@ history, back-dated to end at the run's current event time and sent at once (a p
 processed like any late event, CONTRACT.md), then go on live within the run. Every event is labelled
 `credit`, except the payment someone else made on a user's account and its chargeback (`fraud`).
 
-A worker reads the input topics side by side, so it may apply a history's repayments or chargebacks
-before the payments sent just before them. The events that depend on a history (the purchase whose
-review raises or cuts, a merchant's late repayments) therefore come live, LIVE after it, and a history
+A worker reads the input topics side by side, so it may apply a history's repayments before the
+payments sent just before them. The events that depend on a history (the purchase whose review raises
+or cuts, a chargeback, a merchant's late repayments) therefore come live, LIVE after it, and a history
 is written so that its outcome does not depend on that order.
 """
 
