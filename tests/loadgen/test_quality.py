@@ -3,8 +3,8 @@ scenario instance, and credit adjustments against later defaults, on hand-made c
 
 from __future__ import annotations
 
+from streamrisk.loadgen.labels import CREDIT, FRAUD, NORMAL, Label
 from streamrisk.loadgen.quality import alert_quality, credit_quality, decision_quality
-from streamrisk.loadgen.scenarios import CREDIT, FRAUD, NORMAL, Label
 
 #   t=100 n1 (u1, normal)   t=110 n2 (u2, normal)
 #   t=200 f1, t=210 f2 (c1, card_testing#1)   t=300 f3 (v1, velocity_burst#2)   t=400 k1 (k, credit)
@@ -30,6 +30,29 @@ def test_decline_precision_and_recall_per_scenario() -> None:
     assert q["normal"]["normal_decline_rate"] == 0.0 and q["normal"]["normal_flag_rate"] == 0.5
     # f1, f3 and k1 were declined; k1 is a credit case, not fraud.
     assert q["all"]["decline"] == 3 and q["all"]["decline_precision"] == round(2 / 3, 4)
+
+
+def test_an_over_limit_decline_is_precise_on_a_credit_scenario_only() -> None:
+    decisions = {**DECISIONS, "k1": {"event_id": "k1", "action": "decline", "reasons": ["OVER_LIMIT"]},
+                 "n1": {"event_id": "n1", "action": "decline", "reasons": ["OVER_LIMIT"]}}
+    q = decision_quality(LABELS, decisions)
+    assert q["credit_maxout"]["decline_precision"] == 1.0 and q["credit_maxout"]["expected_declines"] == 1
+    assert q["normal"]["normal_decline_rate"] == 0.5  # a good customer declined is still a cost
+    assert q["all"]["decline"] == 4 and q["all"]["decline_precision"] == 0.75
+    fraud_reason = {**DECISIONS, "k1": {"event_id": "k1", "action": "decline", "reasons": ["VELOCITY_5M"]}}
+    assert decision_quality(LABELS, fraud_reason)["credit_maxout"]["decline_precision"] == 0.0
+
+
+def test_an_over_limit_alert_is_true_about_a_credit_subject_only() -> None:
+    alerts = [
+        {"subject_type": "user", "subject_id": "k", "reasons": ["OVER_LIMIT"], "ts": 400},
+        {"subject_type": "user", "subject_id": "k", "reasons": ["OVER_LIMIT", "VELOCITY_5M"], "ts": 400},
+        {"subject_type": "user", "subject_id": "u2", "reasons": ["OVER_LIMIT"], "ts": 110},
+    ]
+    q = alert_quality(LABELS, alerts)
+    assert q["credit_maxout"]["alerts"] == 2 and q["credit_maxout"]["alert_precision"] == 0.5
+    assert q["normal"]["alert_precision"] == 0.0  # u2 is a good customer
+    assert q["normal"]["alerted_subject_rate"] == round(1 / 3, 4)  # of u1, u2 and m1
 
 
 def test_an_undecided_payment_is_counted_apart_not_as_a_miss() -> None:

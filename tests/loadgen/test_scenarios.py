@@ -10,6 +10,8 @@ import orjson
 import pytest
 
 from streamrisk.events import InvalidRecord, Validator
+from streamrisk.loadgen import credit_scenarios
+from streamrisk.loadgen.credit_scenarios import WEEK
 from streamrisk.loadgen.patterns import DAY, HOUR
 from streamrisk.loadgen.scenarios import FRAUD, SCENARIOS, RhythmClock, ScenarioTraffic, parse_mix
 from streamrisk.loadgen.synthetic import Record
@@ -74,11 +76,23 @@ def test_under_the_default_mix_fraud_is_a_small_share_of_payments() -> None:
     assert 0.01 * kinds.total() < kinds[FRAUD] < 0.15 * kinds.total()
 
 
-def test_events_stay_in_the_past_and_nearly_in_order(run) -> None:
-    _, records = run
-    ts = [r.value["ts"] for r in records if isinstance(r, Record)]
-    assert min(ts) >= END - 7 * DAY and max(ts) <= END
-    assert sum(1 for a, b in itertools.pairwise(ts) if b < a) == 0
+def test_events_stay_in_the_past_and_in_order_but_credit_histories(run) -> None:
+    traffic, records = run
+    label = {lab.event_id: lab for lab in traffic.labels}
+    sent = [r.value for r in records if isinstance(r, Record)]
+    assert max(v["ts"] for v in sent) <= END
+    live = [v["ts"] for v in sent if label[v["event_id"]].scenario not in credit_scenarios.STARTERS]
+    assert min(live) >= END - 7 * DAY
+    assert sum(1 for a, b in itertools.pairwise(live) if b < a) == 0
+    # A credit story's history reaches back at most five weeks before the run, in its own time order.
+    stories = defaultdict(list)
+    for v in sent:
+        lab = label[v["event_id"]]
+        if lab.scenario in credit_scenarios.STARTERS:
+            stories[lab.instance].append(v["ts"])
+    assert {i.split("#")[0] for i in stories} == set(credit_scenarios.STARTERS)
+    for ts in stories.values():
+        assert ts == sorted(ts) and ts[0] >= END - 7 * DAY - 5 * WEEK
 
 
 def test_chargebacks_arrive_days_after_the_payment_they_name(run) -> None:
@@ -113,6 +127,13 @@ def test_account_takeover_pays_big_from_a_device_the_user_never_used(run) -> Non
     assert takeovers
     for v in takeovers:
         assert v["device_id"] not in devices[v["user_id"]] and v["amount"] >= 250
+
+
+def test_every_credit_story_is_told_in_the_first_two_seconds_of_a_demo() -> None:
+    t = ScenarioTraffic(2000, 200, end_ms=END, seed=5)  # the default mix
+    for i in range(600):  # 2 s at the demo's 300 events/s, of 9,000
+        t.next(i / 9000)
+    assert all(t.instances[name] >= 1 for name in credit_scenarios.STARTERS), t.instances
 
 
 def test_same_seed_same_stream() -> None:

@@ -2,7 +2,8 @@
 
 Declines are judged per payment; alerts per subject (a user or merchant with a fraud label at or before
 the alert's time is a true positive; `CHARGEBACK` alerts confirm fraud rather than predict it, so they
-are left out). Credit adjustments are judged by what the subject did after them.
+are left out). A credit decision (`OVER_LIMIT`) on a credit scenario's subject is that scenario's expected
+outcome, so it counts as true too. Credit adjustments are judged by what the subject did after them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from .scenarios import CREDIT, FRAUD, NORMAL, SCENARIOS, Label
+from .labels import CREDIT, FRAUD, NORMAL, Label
+from .scenarios import SCENARIOS
 
 # Alert reasons that report a confirmed fraud instead of predicting one.
 CONFIRMATIONS = frozenset({"CHARGEBACK", "UNMATCHED_CHARGEBACK"})
+# Reasons that are credit decisions, not fraud calls: a max-out user declined over the limit, or a late
+# repayer after the cut, is the credit policy working. Anywhere else they count as false.
+CREDIT_DECISIONS = frozenset({"OVER_LIMIT"})
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -23,7 +28,8 @@ def _ratio(num: int, den: int) -> float | None:
 
 def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any]]) -> dict[str, dict]:
     """Per scenario: payments decided, declines and reviews, decline precision and recall, and the
-    share of fraud payments flagged at all (review or decline). `all` sums every scenario."""
+    share of fraud payments flagged at all (review or decline). `all` sums every scenario. A decline
+    of a credit-labelled payment for a credit reason is expected, so precise."""
     rows: dict[str, Counter[str]] = defaultdict(Counter)
     for lab in labels:
         if lab.topic != "payments" or lab.label not in (FRAUD, CREDIT, NORMAL):
@@ -40,6 +46,8 @@ def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any
             action = d["action"]
             row[action] += 1
             row[f"{action}_{lab.label}"] += 1
+            if lab.label == CREDIT and action == "decline":
+                row["decline_expected"] += bool(CREDIT_DECISIONS.intersection(d.get("reasons", ())))
     out: dict[str, dict] = {}
     for name, r in rows.items():
         flagged_fraud = r["decline_fraud"] + r["review_fraud"]
@@ -48,7 +56,8 @@ def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any
         out[name] = {
             "payments": r["payments"], "fraud_payments": r[FRAUD], "undecided": r["undecided"],
             "decline": r["decline"], "review": r["review"],
-            "decline_precision": _ratio(r["decline_fraud"], r["decline"]),
+            "expected_declines": r["decline_expected"],
+            "decline_precision": _ratio(r["decline_fraud"] + r["decline_expected"], r["decline"]),
             "decline_recall": _ratio(r["decline_fraud"], fraud),
             "flag_recall": _ratio(flagged_fraud, fraud),
             # Normal payments that were declined, or held for review: the cost to good customers.
@@ -61,18 +70,22 @@ def decision_quality(labels: Iterable[Label], decisions: dict[str, dict[str, Any
 def alert_quality(labels: Iterable[Label], alerts: list[dict[str, Any]]) -> dict[str, dict]:
     """Per scenario: its instances, how many got a predictive alert about one of their subjects
     (recall), and the precision of alerts about its subjects. An alert is true when its subject had
-    a fraud-labelled event at or before the alert's time; alerts about other subjects are counted
-    under `normal` as false positives."""
+    a fraud-labelled event at or before the alert's time, or when it is only a credit decision about
+    a credit scenario's subject; alerts about other subjects are counted under `normal` as false
+    positives."""
     first_fraud: dict[tuple[str, str], int] = {}
     instances_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     scenario_of_instance: dict[str, str] = {}
     seen: set[tuple[str, str]] = set()
     other: dict[tuple[str, str], str] = {}  # subjects of non-fraud scenarios (credit)
+    credit: set[tuple[str, str]] = set()
     for lab in labels:
         subject = (lab.subject_type, lab.subject_id)
         seen.add(subject)
         if lab.scenario != "normal":
             other[subject] = lab.scenario
+        if lab.label == CREDIT:
+            credit.add(subject)
         if lab.label == FRAUD:
             if subject not in first_fraud or lab.ts < first_fraud[subject]:
                 first_fraud[subject] = lab.ts
@@ -82,18 +95,20 @@ def alert_quality(labels: Iterable[Label], alerts: list[dict[str, Any]]) -> dict
     caught: set[str] = set()
     normal_alerted: set[tuple[str, str]] = set()
     for alert in alerts:
-        if not set(alert.get("reasons", ())) - CONFIRMATIONS:
+        reasons = set(alert.get("reasons", ())) - CONFIRMATIONS
+        if not reasons:
             continue
         subject = (alert["subject_type"], alert["subject_id"])
         fraud_ts = first_fraud.get(subject)
-        true = fraud_ts is not None and fraud_ts <= alert["ts"]
+        caught_fraud = fraud_ts is not None and fraud_ts <= alert["ts"]
+        true = caught_fraud or (subject in credit and reasons <= CREDIT_DECISIONS)
         if fraud_ts is not None:
             names = {scenario_of_instance[i] for i in instances_of[subject]}
         else:
             names = {other.get(subject, "normal")}
-        if true:
+        if caught_fraud:
             caught.update(instances_of[subject])
-        else:
+        if not true:
             normal_alerted.add(subject)
         for key in (*names, "all"):
             rows[key]["alerts"] += 1

@@ -146,9 +146,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
               f"{machine['loadavg_1m_end']} at the end")
     top = sorted(report["alerts"]["by_reason"].items(), key=lambda kv: -kv[1])
     t.add_row("fraud alerts", ", ".join(f"{k} {v}" for k, v in top) or "none")
-    for kind, counts in report["credit_reasons"].items():
-        top = sorted(counts.items(), key=lambda kv: -kv[1])
-        t.add_row(f"credit {kind} adjustments", ", ".join(f"{k} {v}" for k, v in top) or "none")
+    for kind, subject in (("limit", "user"), ("line", "merchant")):
+        moves = report["quality"]["credit"][subject]
+        top = sorted(report["credit_reasons"][kind].items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{k} {v}" for k, v in top)
+        t.add_row(f"credit {kind} adjustments",
+                  f"{moves['raises']:,} up, {moves['cuts']:,} down; by reason: {reasons}" if top else "none")
     console.print(t)
     console.print(quality_table(report))
     credit = report["quality"]["credit"]
@@ -183,5 +186,7 @@ def quality_table(report: dict[str, Any]) -> Table:
                  "declined, "
                  f"{_fmt(normal.get('normal_flag_rate'), True)} declined or reviewed; "
                  f"{_fmt(alerts_n.get('alerted_subject_rate'), True)} of "
-                 f"{_fmt(alerts_n.get('subjects'))} good users/merchants alerted")
+                 f"{_fmt(alerts_n.get('subjects'))} good users/merchants alerted; "
+                 f"{_fmt(q['decisions'].get('all', {}).get('expected_declines', 0))} declines of credit "
+                 "scenarios' payments over the limit (OVER_LIMIT) count as precise")
     return t

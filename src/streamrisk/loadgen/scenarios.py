@@ -3,7 +3,8 @@
 The stream covers `days` of event time ending when the run starts, so a load test of a minute carries
 days of life: shoppers with a daily rhythm, fraud whose chargebacks arrive days later, repayments that
 come after their due date. Every event's ground truth goes to a side list (`labels`), never into the
-record. Deterministic for a seed and a sequence of progress values.
+record. Deterministic for a seed and a sequence of progress values. The fraud scenarios are here, the
+credit ones (users and merchants with a back-dated credit history) in credit_scenarios.py.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
+from . import credit_scenarios
+from .labels import CREDIT, FRAUD, MALFORMED, NORMAL, Label
 from .patterns import DAY, HOUR, MINUTE
 from .synthetic import Record, _malformed
-
-FRAUD, CREDIT, NORMAL, MALFORMED = "fraud", "credit", "normal", "malformed"
 
 #: Scenario name -> (label, default share of events that start one). Shares are per generated event.
 SCENARIOS: dict[str, tuple[str, float]] = {
@@ -28,9 +29,13 @@ SCENARIOS: dict[str, tuple[str, float]] = {
     "account_takeover": (FRAUD, 0.0010),
     "refund_abuse": (FRAUD, 0.0003),
     "bust_out": (FRAUD, 0.0003),
-    "late_repayer": (CREDIT, 0.0015),
-    "credit_maxout": (CREDIT, 0.0008),
+    **{name: (CREDIT, share) for name, share in credit_scenarios.SHARES.items()},
 }
+
+# The first instance of each credit scenario in the mix starts at the STORY_SPACING-th generated event,
+# the next one STORY_SPACING events later, and so on, so that even a short run shows every credit path;
+# more follow at random, by their shares.
+STORY_SPACING = 25
 
 # Relative activity per hour of day (0-23): quiet nights, a lunch bump, busy evenings.
 RHYTHM = (0.15, 0.1, 0.07, 0.05, 0.05, 0.08, 0.2, 0.45, 0.7, 0.8, 0.85, 0.95,
@@ -83,23 +88,6 @@ class RhythmClock:
 
 
 @dataclass
-class Label:
-    """Ground truth of one event: which scenario, what kind of behaviour, about whom."""
-
-    event_id: str
-    topic: str
-    scenario: str
-    label: str
-    subject_type: str
-    subject_id: str
-    ts: int
-    instance: str = ""  # which occurrence of the scenario ("" for normal life)
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass
 class _Shopper:
     device: str
     shops: list[str]
@@ -142,9 +130,13 @@ class ScenarioTraffic:
         self._due: list[tuple[int, int, Record, Label]] = []  # scheduled events, by event time
         self._seq = 0
         self._instance = ""
-        self._starters: list[tuple[str, Callable[[int], None]]] = [
-            (name, getattr(self, f"_start_{name}")) for name in SCENARIOS
-        ]
+        self._starters: dict[str, Callable[[int], None]] = {name: self._starter(name) for name in SCENARIOS}
+        self._untold = [name for name in credit_scenarios.STARTERS if self.mix.get(name, 0.0) > 0]
+        self._generated = 0  # events made up by next() rather than taken from the schedule
+
+    def _starter(self, name: str) -> Callable[[int], None]:
+        credit = credit_scenarios.STARTERS.get(name)
+        return partial(credit, self) if credit is not None else getattr(self, f"_start_{name}")
 
     # ------------------------------------------------------------------ the stream
 
@@ -155,12 +147,16 @@ class ScenarioTraffic:
             _, _, rec, label = heapq.heappop(self._due)
             self.labels.append(label)
             return rec
+        self._generated += 1
+        if self._untold and self._generated % STORY_SPACING == 0:
+            self._start(self._untold.pop(0), now)
+            if self._due and self._due[0][0] <= now:
+                return self.next(progress)
         draw = self.rng.random()
-        for name, start in self._starters:
+        for name in self._starters:
             draw -= self.mix.get(name, 0.0)
             if draw < 0:
-                self._instance = f"{name}#{self._seq}"
-                start(now)
+                self._start(name, now)
                 if self._due and self._due[0][0] <= now:
                     return self.next(progress)
                 break
@@ -170,6 +166,10 @@ class ScenarioTraffic:
             return (rec.topic, rec.key, _malformed(self.rng, rec.value))
         return self._normal(now)
 
+    def _start(self, name: str, now: int) -> None:
+        self._instance = f"{name}#{self._seq}"
+        self._starters[name](now)
+
     def _eid(self, kind: str) -> str:
         self._seq += 1
         return f"{kind}-{self.run_id}-{self._seq}"
@@ -178,7 +178,8 @@ class ScenarioTraffic:
         eid, ts = rec.value["event_id"], rec.value["ts"]
         self.labels.append(Label(eid, rec.topic, "normal", label, subject_type, subject_id, ts))
 
-    def _schedule(self, ts: int, rec: Record, scenario: str, label: str, subject: tuple[str, str]) -> None:
+    def schedule(self, ts: int, rec: Record, scenario: str, label: str, subject: tuple[str, str]) -> None:
+        """Send `rec` once the run's clock reaches `ts` (at once when `ts` has passed), labelled."""
         if ts > self.clock.end:
             return  # beyond the run's last event time: in life it would come later
         instance = "" if scenario == "normal" else self._instance
@@ -187,26 +188,26 @@ class ScenarioTraffic:
 
     # ------------------------------------------------------------------ records
 
-    def _payment(self, ts: int, user: str, merchant: str, amount: float, device: str,
-                 method: str = "card") -> Record:
+    def payment(self, ts: int, user: str, merchant: str, amount: float, device: str,
+                method: str = "card") -> Record:
         return Record("payments", user, {
             "event_id": self._eid("pay"), "ts": ts, "user_id": user, "merchant_id": merchant,
             "amount": round(max(0.5, amount), 2), "currency": "CNY", "method": method,
             "device_id": device, "country": "CN"})
 
-    def _order(self, ts: int, merchant: str, user: str, amount: float, status: str,
-               order_id: str | None = None) -> Record:
+    def order(self, ts: int, merchant: str, user: str, amount: float, status: str,
+              order_id: str | None = None) -> Record:
         return Record("orders", merchant, {
             "event_id": self._eid("ord"), "ts": ts, "order_id": order_id or self._eid("o"),
             "merchant_id": merchant, "user_id": user, "amount": round(amount, 2), "currency": "CNY",
             "status": status})
 
-    def _repayment(self, ts: int, kind: str, account: str, amount: float, due: int) -> Record:
+    def repayment(self, ts: int, kind: str, account: str, amount: float, due: int) -> Record:
         return Record("repayments", account, {
             "event_id": self._eid("rep"), "ts": ts, "account_type": kind, "account_id": account,
             "amount": round(amount, 2), "currency": "CNY", "due_ts": due})
 
-    def _chargeback(self, ts: int, pay: Record) -> Record:
+    def chargeback(self, ts: int, pay: Record) -> Record:
         p = pay.value
         return Record("chargebacks", p["user_id"], {
             "event_id": self._eid("cb"), "ts": ts, "payment_id": p["event_id"], "user_id": p["user_id"],
@@ -226,53 +227,53 @@ class ScenarioTraffic:
         rng = self.rng
         user = rng.choice(self.users)
         s = self.shoppers[user]
-        merchant = rng.choice(s.shops) if rng.random() < 0.8 else self._merchant()
+        merchant = rng.choice(s.shops) if rng.random() < 0.8 else self.pick_merchant()
         method = rng.choices(("card", "wallet", "credit_line"), (0.45, 0.35, 0.2))[0]
-        rec = self._payment(now, user, merchant, s.typical * rng.lognormvariate(0, 0.3), s.device, method)
+        rec = self.payment(now, user, merchant, s.typical * rng.lognormvariate(0, 0.3), s.device, method)
         if label:
             s.history.append(now)
             self._label_now(rec, NORMAL, "user", user)
             if method == "credit_line":  # repaid on time: due in 10 days, paid 0-8 days after buying
                 due = now + 10 * DAY
-                rep = self._repayment(now + rng.randrange(8 * DAY), "user", user, rec.value["amount"], due)
-                self._schedule(rep.value["ts"], rep, "normal", NORMAL, ("user", user))
+                rep = self.repayment(now + rng.randrange(8 * DAY), "user", user, rec.value["amount"], due)
+                self.schedule(rep.value["ts"], rep, "normal", NORMAL, ("user", user))
         return rec
 
-    def _merchant(self) -> str:
+    def pick_merchant(self) -> str:
         return self.rng.choices(self.merchants, self._merchant_weights)[0]
 
     def _normal_order(self, now: int) -> Record:
         rng = self.rng
-        merchant = self._merchant()
+        merchant = self.pick_merchant()
         user = rng.choice(self.users)
-        rec = self._order(now, merchant, user, self.shoppers[user].typical * rng.lognormvariate(0.2, 0.4),
-                          "placed")
+        rec = self.order(now, merchant, user, self.shoppers[user].typical * rng.lognormvariate(0.2, 0.4),
+                         "placed")
         self._label_now(rec, NORMAL, "merchant", merchant)
         oid, amount = rec.value["order_id"], rec.value["amount"]
         if rng.random() < 0.04:
-            later = self._order(now + rng.randrange(10 * MINUTE, 6 * HOUR), merchant, user, amount,
+            later = self.order(now + rng.randrange(10 * MINUTE, 6 * HOUR), merchant, user, amount,
                                 "cancelled", oid)
-            self._schedule(later.value["ts"], later, "normal", NORMAL, ("merchant", merchant))
+            self.schedule(later.value["ts"], later, "normal", NORMAL, ("merchant", merchant))
             return rec
         done_at = now + rng.randrange(20 * MINUTE, 4 * HOUR)
-        done = self._order(done_at, merchant, user, amount, "fulfilled", oid)
-        self._schedule(done_at, done, "normal", NORMAL, ("merchant", merchant))
+        done = self.order(done_at, merchant, user, amount, "fulfilled", oid)
+        self.schedule(done_at, done, "normal", NORMAL, ("merchant", merchant))
         if rng.random() < 0.03:  # the occasional refund, days later
-            back = self._order(done_at + rng.randrange(DAY, 4 * DAY), merchant, user, amount, "refunded", oid)
-            self._schedule(back.value["ts"], back, "normal", NORMAL, ("merchant", merchant))
+            back = self.order(done_at + rng.randrange(DAY, 4 * DAY), merchant, user, amount, "refunded", oid)
+            self.schedule(back.value["ts"], back, "normal", NORMAL, ("merchant", merchant))
         return rec
 
     def _normal_repayment(self, now: int) -> Record:
         # Merchants repay their advances, on time.
-        merchant = self._merchant()
-        rec = self._repayment(now, "merchant", merchant, round(self.rng.lognormvariate(6, 0.5), 2),
-                              now + self.rng.randrange(DAY, 10 * DAY))
+        merchant = self.pick_merchant()
+        rec = self.repayment(now, "merchant", merchant, round(self.rng.lognormvariate(6, 0.5), 2),
+                             now + self.rng.randrange(DAY, 10 * DAY))
         self._label_now(rec, NORMAL, "merchant", merchant)
         return rec
 
     # ------------------------------------------------------------------ fraud
 
-    def _new_subject(self, name: str) -> str:
+    def new_subject(self, name: str) -> str:
         self.instances[name] += 1
         return f"{name[:2]}{self.instances[name]:04d}-{self.run_id}"
 
@@ -281,22 +282,22 @@ class ScenarioTraffic:
         """Schedule a fraudster's payments (ts, merchant, amount, device); a share `disputed` of them
         comes back as a chargeback 2-6 days later."""
         for ts, merchant, amount, device in plan:
-            pay = self._payment(ts, user, merchant, amount, device)
-            self._schedule(ts, pay, name, FRAUD, ("user", user))
+            pay = self.payment(ts, user, merchant, amount, device)
+            self.schedule(ts, pay, name, FRAUD, ("user", user))
             if self.rng.random() < disputed:
                 cb_ts = ts + self.rng.randrange(2 * DAY, 6 * DAY)
-                self._schedule(cb_ts, self._chargeback(cb_ts, pay), name, FRAUD, ("user", user))
+                self.schedule(cb_ts, self.chargeback(cb_ts, pay), name, FRAUD, ("user", user))
 
     def _start_velocity_burst(self, now: int) -> None:
-        user = self._new_subject("velocity_burst")
-        shop, n = self._merchant(), self.rng.randint(13, 18)
+        user = self.new_subject("velocity_burst")
+        shop, n = self.pick_merchant(), self.rng.randint(13, 18)
         plan = [(now + i * self.rng.randrange(8_000, 20_000), shop, self.rng.uniform(20, 90), f"{user}-d")
                 for i in range(n)]
         plan.sort()
         self._fraud_payments("velocity_burst", user, plan, disputed=0.4)
 
     def _start_card_testing(self, now: int) -> None:
-        user = self._new_subject("card_testing")
+        user = self.new_subject("card_testing")
         shops = self.rng.sample(self.merchants, min(len(self.merchants), 9))
         n = self.rng.randint(6, 8)
         plan = [(now + i * self.rng.randrange(10_000, 35_000), shops[i % len(shops)],
@@ -317,7 +318,7 @@ class ScenarioTraffic:
             return
         self.instances["account_takeover"] += 1
         device = f"ato-{self.run_id}-{self.instances['account_takeover']}"
-        plan = [(now + i * self.rng.randrange(3 * MINUTE, 15 * MINUTE), self._merchant(),
+        plan = [(now + i * self.rng.randrange(3 * MINUTE, 15 * MINUTE), self.pick_merchant(),
                  max(250.0, s.typical * self.rng.uniform(8, 15)), device)
                 for i in range(self.rng.randint(1, 3))]
         self._fraud_payments("account_takeover", user, plan, disputed=0.9)
@@ -337,17 +338,17 @@ class ScenarioTraffic:
             user = ring[i % len(ring)]
             ts = now + self.rng.randrange(12 * HOUR)
             amount = self.rng.uniform(80, 300)
-            pay = self._payment(ts, user, merchant, amount, f"{user}-d")
-            self._schedule(ts, pay, name, FRAUD, ("user", user))
-            placed = self._order(ts, merchant, user, amount, "placed")
+            pay = self.payment(ts, user, merchant, amount, f"{user}-d")
+            self.schedule(ts, pay, name, FRAUD, ("user", user))
+            placed = self.order(ts, merchant, user, amount, "placed")
             oid = placed.value["order_id"]
-            self._schedule(ts, placed, name, FRAUD, subject)
-            done = self._order(ts + 30 * MINUTE, merchant, user, amount, "fulfilled", oid)
-            self._schedule(ts + 30 * MINUTE, done, name, FRAUD, subject)
+            self.schedule(ts, placed, name, FRAUD, subject)
+            done = self.order(ts + 30 * MINUTE, merchant, user, amount, "fulfilled", oid)
+            self.schedule(ts + 30 * MINUTE, done, name, FRAUD, subject)
             if self.rng.random() < 0.75:
                 back_ts = ts + self.rng.randrange(2 * HOUR, 10 * HOUR)
-                back = self._order(back_ts, merchant, user, amount, "refunded", oid)
-                self._schedule(back_ts, back, name, FRAUD, subject)
+                back = self.order(back_ts, merchant, user, amount, "refunded", oid)
+                self.schedule(back_ts, back, name, FRAUD, subject)
 
     def _start_bust_out(self, now: int) -> None:
         # A new merchant trades quietly for a day, then sells far beyond its history for three days;
@@ -355,60 +356,25 @@ class ScenarioTraffic:
         name = "bust_out"
         if now + 4 * DAY > self.clock.end:
             return  # too late in the run for its chargebacks to arrive
-        merchant = self._new_subject(name)
+        merchant = self.new_subject(name)
         subject = ("merchant", merchant)
         for i in range(4):
             ts = now + i * 5 * HOUR
             buyer = self.rng.choice(self.users)
             for status in ("placed", "fulfilled"):
-                rec = self._order(ts, merchant, buyer, 40.0, status, f"{merchant}-q{i}")
-                self._schedule(ts, rec, name, FRAUD, subject)
+                rec = self.order(ts, merchant, buyer, 40.0, status, f"{merchant}-q{i}")
+                self.schedule(ts, rec, name, FRAUD, subject)
                 ts += 20 * MINUTE
         surge = now + DAY
         for i in range(90):
             ts = surge + i * 45 * MINUTE
             mule = f"{merchant}-mule{i % 30}"
             amount = self.rng.uniform(400, 700)
-            pay = self._payment(ts, mule, merchant, amount, f"{mule}-d")
-            self._schedule(ts, pay, name, FRAUD, ("user", mule))
+            pay = self.payment(ts, mule, merchant, amount, f"{mule}-d")
+            self.schedule(ts, pay, name, FRAUD, ("user", mule))
             for status in ("placed", "fulfilled"):
-                rec = self._order(ts, merchant, mule, amount, status, f"{merchant}-s{i}")
-                self._schedule(ts, rec, name, FRAUD, subject)
+                rec = self.order(ts, merchant, mule, amount, status, f"{merchant}-s{i}")
+                self.schedule(ts, rec, name, FRAUD, subject)
             if self.rng.random() < 0.3:
                 cb_ts = ts + 2 * DAY
-                self._schedule(cb_ts, self._chargeback(cb_ts, pay), name, FRAUD, subject)
-
-    # ------------------------------------------------------------------ credit
-
-    def _credit_buys(self, name: str, user: str, now: int, n: int, amount: Callable[[], float],
-                     gap: int) -> list[Record]:
-        buys = []
-        for i in range(n):
-            ts = now + i * gap + self.rng.randrange(gap // 2 + 1)
-            pay = self._payment(ts, user, self._merchant(), amount(), f"{user}-d", "credit_line")
-            self._schedule(ts, pay, name, CREDIT, ("user", user))
-            buys.append(pay)
-        return buys
-
-    def _start_late_repayer(self, now: int) -> None:
-        name = "late_repayer"
-        user = self._new_subject(name)
-        buys = self._credit_buys(name, user, now, self.rng.randint(3, 5), lambda: self.rng.uniform(80, 400),
-                                 4 * HOUR)
-        due = now + 2 * DAY
-        for pay in buys:
-            late = due + self.rng.randrange(DAY, 4 * DAY)
-            rep = self._repayment(late, "user", user, pay.value["amount"], due)
-            self._schedule(late, rep, name, CREDIT, ("user", user))
-
-    def _start_credit_maxout(self, now: int) -> None:
-        name = "credit_maxout"
-        user = self._new_subject(name)
-        buys = self._credit_buys(name, user, now, self.rng.randint(6, 10),
-                                 lambda: self.rng.uniform(800, 2500), 40 * MINUTE)
-        if self.rng.random() < 0.5:  # half of them then repay late, the rest not at all within the run
-            due = now + 3 * DAY
-            late = due + self.rng.randrange(DAY, 3 * DAY)
-            total = sum(p.value["amount"] for p in buys) / 2
-            rep = self._repayment(late, "user", user, total, due)
-            self._schedule(late, rep, name, CREDIT, ("user", user))
+                self.schedule(cb_ts, self.chargeback(cb_ts, pay), name, FRAUD, subject)
