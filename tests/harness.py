@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrisk.procs import free_port, log_tail, spawn, terminate
 
@@ -191,6 +192,15 @@ def payment(event_id: str, user: str, merchant: str = "m1", amount: float = 25.0
         "device_id": kw.pop("device_id", "dev-1"),
         **kw,
     }
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:

@@ -7,20 +7,16 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrisk.appender import Appender
-from tests.harness import unique
+from tests.harness import create_topic, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 async def test_appended_records_land_on_the_default_partitioners_partition_in_order(bootstrap: str) -> None:
     topic = unique("appender")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 3, 1)])
-    await admin.close()
+    await create_topic(bootstrap, topic, 3)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:

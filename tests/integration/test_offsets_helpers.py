@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.harness import committed_offsets, end_offsets, unique
+from tests.harness import committed_offsets, create_topic, end_offsets, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 async def test_end_and_committed_offsets_match_what_was_written_and_committed(bootstrap: str) -> None:
     topic, group = unique("offsets"), unique("group")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 3, 1)])
-    await admin.close()
+    await create_topic(bootstrap, topic, 3)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
