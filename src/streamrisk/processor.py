@@ -338,9 +338,10 @@ class Processor(Alerting):
 
         A decided payment carries its decision for the merchant's last decisions (merchant_decisions.py):
         `outcome` as the payment index stores it, `[offset, action, score, rules_version, *reasons]`."""
-        row = [eid, series, ts, amount, merchant]
         if outcome and self.merchant_decisions.keep:
-            row += (user_id, *outcome[1:])
+            row = [eid, series, ts, amount, merchant, user_id, *outcome[1:]]
+        else:
+            row = [eid, series, ts, amount, merchant]
         out.append(Out(self.t_merchant_events, merchant, orjson.dumps(row)))
 
     # -- per topic

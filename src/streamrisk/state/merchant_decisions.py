@@ -13,15 +13,15 @@ by the payment's event id, so a forwarded event read again (a crash, a producer'
 re-forwarded after a crash) adds nothing while its row is kept, and is not kept again once newer
 payments pushed it out (older than every row of a full list). Each changed record is written once per
 batch (`flush`), so a busy merchant costs one changelog record per batch, not one per payment. Lists
-read or changed lately stay in memory (at most `max_cached` merchants, least recently used leave
-first). The background sweep deletes a record once its newest payment is the merchant retention (plus
-the allowed lateness) behind the partition's clock, as the merchant's own state is (sweep.py).
+read or changed lately stay in memory: at most `max_cached` merchants after a flush (past that, only
+those the batch changed stay). The background sweep deletes a record once its newest payment is the
+merchant retention (plus the allowed lateness) behind the partition's clock, as the merchant's own
+state is (sweep.py).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +62,7 @@ class MerchantDecisions:
         self.max_cached = max_cached
         self.clock = clock
         self.partition_of = partition_of
-        self._kept: OrderedDict[str, _Kept] = OrderedDict()  # equal to the table after flush
+        self._kept: dict[str, _Kept] = {}  # equal to the table after flush
         self._changed: dict[str, int] = {}  # merchant id -> partition, written at flush
         self.swept = 0
 
@@ -84,8 +84,6 @@ class MerchantDecisions:
         kept = self._kept.get(merchant_id)
         if kept is None:
             kept = self._kept[merchant_id] = self._read(merchant_id)
-        else:
-            self._kept.move_to_end(merchant_id)
         eid, ts = forwarded[0], forwarded[TS]
         ids, times, raws = kept.ids, kept.times, kept.raws
         if times and ts <= times[-1]:  # not the newest: maybe kept already, maybe late
@@ -113,13 +111,13 @@ class MerchantDecisions:
 
     def flush(self) -> int:
         """Write each list the batch changed, once; returns the records written."""
-        kept, kv = self._kept, self.kv
-        for merchant_id, partition in self._changed.items():
+        kept, kv, changed = self._kept, self.kv, self._changed
+        for merchant_id, partition in changed.items():
             kv.put(partition, self._key(merchant_id), b"\n".join(kept[merchant_id].raws))
-        n = len(self._changed)
-        self._changed.clear()
-        for _ in range(len(kept) - self.max_cached):  # all flushed: any may leave
-            kept.popitem(last=False)
+        if len(kept) > self.max_cached:  # over budget: keep only the merchants this batch changed
+            self._kept = {merchant_id: kept[merchant_id] for merchant_id in changed}
+        n = len(changed)
+        changed.clear()
         return n
 
     def forget(self) -> None:
@@ -132,10 +130,18 @@ class MerchantDecisions:
         if self.clock is None or self.partition_of is None:
             return
         merchant_id = key[len(KIND) + 1 :].decode()
-        blob = self.kv.get(key)
-        if not blob or merchant_id in self._changed:
+        if merchant_id in self._changed:
             return
-        newest = orjson.loads(blob[blob.rfind(b"\n") + 1 :])[TS]
+        kept = self._kept.get(merchant_id)
+        if kept is not None:  # in memory: equal to the table
+            if not kept.times:
+                return
+            newest = kept.times[-1]
+        else:
+            blob = self.kv.get(key)
+            if not blob:
+                return
+            newest = orjson.loads(blob[blob.rfind(b"\n") + 1 :])[TS]
         if not self.clock.may_expire(newest, self.retention_ms):
             return
         partition = self.partition_of(merchant_id)
