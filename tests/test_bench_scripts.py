@@ -21,6 +21,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_backtest.py", "--minutes", "0.2"],
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
+        ["bench_merchant_decisions.py", "--events", "2000", "--repeat", "1"],
         ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20"],
         ["bench_api.py", "--users", "8", "--rounds", "1"],
         ["bench_metrics.py", "--events", "1000"],

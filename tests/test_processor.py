@@ -163,3 +163,52 @@ def test_late_and_too_old_events_are_counted_and_late_ones_still_decided() -> No
     assert stats["late_events"] == 1
     assert stats["too_old_events"] == 1
     assert proc.users.get("u").features()["payment_count_24h"] == 2
+
+
+def _merchant_decisions(proc: Processor, merchant: str) -> list[tuple]:
+    """(payment event id, user, action, score, reasons) of the merchant's kept decisions, newest first."""
+    return [(r[0][1:], r[5], r[6], r[7], r[9:]) for r in proc.merchant_decisions.recent(merchant)]
+
+
+def _decided(out: list) -> list[tuple]:
+    return [(d["event_id"], d["user_id"], d["action"], d["score"], d["reasons"])
+            for o in out if o.topic == "risk-decisions" for d in (o.value,)]
+
+
+def test_the_merchant_keeps_its_last_decisions_once_each_and_after_a_restart() -> None:
+    kv, feed = DictKV(), Feed()
+    settings = SETTINGS.replace(merchant_recent_decisions=4)
+    proc = Processor(settings, kv)
+    # Six users pay m1, then one of them 12 times within a minute (the last two declined for velocity),
+    # in one batch, in arrival order but for the first payment, which comes last.
+    payments = [pay(f"p{i}", f"u{i}", T0 + i * MINUTE_MS, 10.0 + i) for i in range(6)]
+    payments += [pay(f"b{i}", "u9", T0 + 6 * MINUTE_MS + i * 1000, 20.0) for i in range(12)]
+    msgs = [feed("payments", p["user_id"], p) for p in payments[1:] + payments[:1]]
+    out = proc.run_local(msgs, now_ms=T0 + DAY_MS)
+    decided = _decided(out)
+    assert [d[2] for d in decided].count("decline") == 2, decided
+    kept = _merchant_decisions(proc, "m1")
+    # The newest four payments (by payment time), with the decisions risk-decisions carried.
+    assert kept == [next(d for d in decided if d[0] == f"b{i}") for i in (11, 10, 9, 8)]
+    # The same input read again (a crash before the offsets were committed) adds nothing.
+    proc.run_local(msgs, now_ms=T0 + DAY_MS)
+    assert _merchant_decisions(proc, "m1") == kept
+    # A new worker on the same table answers the same, and goes on from there.
+    restarted = Processor(settings, kv)
+    assert _merchant_decisions(restarted, "m1") == kept
+    newer = feed("payments", "u1", pay("newer", "u1", T0 + 7 * MINUTE_MS, 5.0))
+    restarted.run_local([newer], now_ms=T0 + DAY_MS)
+    assert [k[0] for k in _merchant_decisions(restarted, "m1")] == ["newer", "b11", "b10", "b9"]
+
+
+def test_a_payment_decided_before_a_crash_reaches_the_merchant_with_its_decision() -> None:
+    kv, feed = DictKV(), Feed()
+    proc = Processor(SETTINGS, kv)
+    msg = feed("payments", "u", pay("p1", "u", T0, 12.0))
+    first = run(proc, [msg])  # decided and state flushed; its forwarded event was never delivered
+    restarted = Processor(SETTINGS, kv)
+    again = run(restarted, [msg])  # read again after the crash: the stored decision is forwarded
+    loop = [Message(o.topic, 0, n, o.key.encode(), o.value)
+            for n, o in enumerate(again) if o.topic == restarted.t_merchant_events]
+    run(restarted, loop)
+    assert _merchant_decisions(restarted, "m1") == _decided(first)

@@ -99,6 +99,9 @@ def _ids(proc: Processor, outs: list[Out]) -> dict[str, list[Any]]:
             ident = (v["source_topic"], v["partition"], v["offset"], v["error"])
         elif o.topic == proc.t_merchant_risk:
             continue  # published on a timer by design; compared as the final view below
+        elif o.topic == proc.t_merchant_events:
+            # The event; a payment's decision it carries is compared as on risk-decisions, by id.
+            ident = (o.key, tuple(orjson.loads(o.value)[:5]))
         else:
             ident = (o.key, o.value)
         by_topic.setdefault(o.topic, []).append(ident)

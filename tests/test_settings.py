@@ -32,6 +32,11 @@ def test_memory_budget_comes_from_the_environment() -> None:
     assert Settings.from_env({"STREAMRISK_MAX_CACHED_ENTITIES": "500"}).max_cached_entities == 500
 
 
+def test_decisions_kept_per_merchant_come_from_the_environment() -> None:
+    assert Settings.from_env({}).merchant_recent_decisions == 10
+    assert Settings.from_env({"STREAMRISK_MERCHANT_RECENT_DECISIONS": "3"}).merchant_recent_decisions == 3
+
+
 def test_flags_win_over_the_environment() -> None:
     s = Settings.from_env({"STREAMRISK_RULES": "a.yaml"}, rules_path=Path("b.yaml"))
     assert s.rules_path == Path("b.yaml")
@@ -58,6 +63,7 @@ def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str)
         ({"STREAMRISK_ALERT_DEDUPE_MS": "-5"}, "STREAMRISK_ALERT_DEDUPE_MS must be >= 0"),
         ({"STREAMRISK_WEB_HOST": "0.0.0.0"}, "STREAMRISK_API_TOKEN"),
         ({"STREAMRISK_MAX_CACHED_ENTITIES": "0"}, "STREAMRISK_MAX_CACHED_ENTITIES must be >= 1"),
+        ({"STREAMRISK_MERCHANT_RECENT_DECISIONS": "-1"}, "STREAMRISK_MERCHANT_RECENT_DECISIONS must be >= 0"),
     ],
 )
 def test_values_that_cannot_work_are_refused_at_check(env: dict[str, str], needle: str) -> None:

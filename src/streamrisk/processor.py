@@ -14,7 +14,8 @@ summary (README, "Both sides of a payment").
 
 Processing is at-least-once: after a crash a record can be read again against state that already holds
 it. A payment read again (same offset) re-emits its stored decision, identical but for `decided_at`; a
-payment or chargeback held already is forwarded to its merchant again (the merchant side drops repeats).
+payment (with its stored decision) or chargeback held already is forwarded to its merchant again (the
+merchant side drops repeats).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
+from .state.merchant_decisions import MerchantDecisions
 from .state.payment_index import PaymentIndex
 from .state.store import KV, EntityStore, HeldEvent, Slot
 from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
@@ -99,10 +101,13 @@ class Processor(Alerting):
         )
         self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
+        self.merchant_decisions = MerchantDecisions(
+            kv, settings.merchant_recent_decisions, self.cfg.retention_ms, budget, clock, owner
+        )
         index = self.payment_index
         self.sweeper = Sweeper(getattr(kv, "keys", None), {
             b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
-            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key,
+            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key, b"d": self.merchant_decisions.sweep_key,
         })
         self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms)
@@ -185,7 +190,8 @@ class Processor(Alerting):
         self.sweeper.step(self._held)
         self._held = 0
         credit = self.credit.flush() if self.credit is not None else 0
-        return self.users.flush() + self.merchants.flush() + self.payment_index.flush() + credit
+        decisions = self.merchant_decisions.flush()
+        return self.users.flush() + self.merchants.flush() + self.payment_index.flush() + credit + decisions
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
         """A whole deployment in this process, without Kafka (tests, benchmarks, backtests).
@@ -219,6 +225,7 @@ class Processor(Alerting):
         self.users.forget()
         self.merchants.forget()
         self.payment_index.forget()
+        self.merchant_decisions.forget()
         if self.credit is not None:
             self.credit.forget()
         self._touched.clear()
@@ -323,9 +330,19 @@ class Processor(Alerting):
         self.clock.advance(partition, ts)
         self._held += 1
 
-    def _forward(self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str) -> None:
-        """Send an event of the user side to the worker that owns its merchant (see _merchant_event)."""
-        out.append(Out(self.t_merchant_events, merchant, orjson.dumps([eid, series, ts, amount, merchant])))
+    def _forward(
+        self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str,
+        user_id: str = "", outcome: list | None = None,
+    ) -> None:
+        """Send an event of the user side to the worker that owns its merchant (see _merchant_event).
+
+        A decided payment carries its decision for the merchant's last decisions (merchant_decisions.py):
+        `outcome` as the payment index stores it, `[offset, action, score, rules_version, *reasons]`."""
+        if outcome and self.merchant_decisions.keep:
+            row = [eid, series, ts, amount, merchant, user_id, *outcome[1:]]
+        else:
+            row = [eid, series, ts, amount, merchant]
+        out.append(Out(self.t_merchant_events, merchant, orjson.dumps(row)))
 
     # -- per topic
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
@@ -339,8 +356,8 @@ class Processor(Alerting):
         self._tick(m.partition, p.ts)
         if not users.add(slot, held):
             self.counters.duplicates += 1
-            self._replayed_payment(m, p, out)
-            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
+            stored = self._replayed_payment(m, p, out)
+            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, stored)
             return
         users.expire(slot, user.latest)
         user_features = user.features()
@@ -376,19 +393,20 @@ class Processor(Alerting):
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
         if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:
             self.counters.chargebacks_matched_late += 1
-        self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id)
+        self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
-    def _replayed_payment(self, m: Record, p: Payment, out: list[Out]) -> None:
+    def _replayed_payment(self, m: Record, p: Payment, out: list[Out]) -> list | None:
         """A held payment: read again after a crash (same offset) gets its stored decision again; a
-        producer's retry (another offset) has no second effect."""
+        producer's retry (another offset) has no second effect. Returns the stored outcome, if any."""
         stored = self.payment_index.find(p.user_id, p.event_id)
         outcome = stored.outcome if stored is not None else None
         if not outcome or outcome[0] != m.offset:
-            return
+            return outcome
         _, action, score, rules_version, *reasons = outcome
         self.counters.decisions_replayed += 1
         record = decision_record(p, action, score, reasons, rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
+        return outcome
 
     def _chargeback(self, m: Record, c: Chargeback, out: list[Out]) -> None:
         eid = "c" + c.event_id
@@ -427,9 +445,12 @@ class Processor(Alerting):
             self.credit.on_order(m.partition, o, slot, out)
 
     def _merchant_event(self, m: Message, out: list[Out]) -> None:
-        # Written by _forward above, so trusted: [id, series, ts, amount, merchant].
-        eid, series, ts, amount, merchant_id = orjson.loads(m.value or b"null")[:5]
+        # Written by _forward above, so trusted: [id, series, ts, amount, merchant, *decision].
+        forwarded = orjson.loads(m.value or b"null")
+        eid, series, ts, amount, merchant_id = forwarded[:5]
         slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        if len(forwarded) > 5:  # also when held already: the list dedupes by event id itself
+            self.merchant_decisions.add(m.partition, merchant_id, forwarded, m.value)
         if slot is not None and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 

@@ -97,6 +97,8 @@ class Settings:
     # Users (and, separately, merchants) kept in memory; the least recently used leave first and
     # are rebuilt from the state table when next touched (README, "Memory").
     max_cached_entities: int = 20_000
+    # Decisions kept per merchant for GET /merchants/{id} (state/merchant_decisions.py); 0 keeps none.
+    merchant_recent_decisions: int = 10
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
     broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
@@ -163,6 +165,10 @@ class Settings:
         if self.max_cached_entities < 1:
             raise SettingsError(
                 f"STREAMRISK_MAX_CACHED_ENTITIES must be >= 1 (got {self.max_cached_entities})"
+            )
+        if self.merchant_recent_decisions < 0:
+            raise SettingsError(
+                f"STREAMRISK_MERCHANT_RECENT_DECISIONS must be >= 0 (got {self.merchant_recent_decisions})"
             )
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
@@ -246,6 +252,7 @@ class Settings:
         number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
         number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
+        number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)

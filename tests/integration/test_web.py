@@ -147,6 +147,21 @@ async def test_any_worker_answers_for_any_key_from_its_owner(pair: Pair, traffic
         return counts == [len(USERS)] * 2 or counts
 
     await wait_for(merchant_known, 30, "the merchant's payments counted, answered by both workers")
+    # Its last decisions, made on both workers (the users' owners) and forwarded to the merchant's owner:
+    # the newest ten of the twelve payments, newest first, each as it was on risk-decisions.
+    answers = [(await pair.get(w, f"/merchants/{MERCHANT}"))[1] for w in pair.workers]
+    assert answers[0] == answers[1]
+    recent = answers[0]["recent_decisions"]
+    assert len(recent) == 10 and len({d["event_id"] for d in recent}) == 10, recent
+    assert [d["ts"] for d in recent] == sorted((d["ts"] for d in recent), reverse=True)
+    for d in recent:
+        assert d == {k: v for k, v in traffic[d["user_id"]].items() if k != "decided_at"}, d
+    left_out = [t for u, t in traffic.items() if u not in {d["user_id"] for d in recent}]
+    assert max(t["ts"] for t in left_out) <= recent[-1]["ts"], left_out
+    # Decisions made on the worker that does not own the merchant reached it (two of twelve are left out).
+    merchant_owner = await pair.owner_of(MERCHANT)
+    foreign = [u for u in USERS if owners[u] is not merchant_owner]
+    assert foreign and ({d["user_id"] for d in recent} & set(foreign) or len(foreign) <= 2), foreign
 
 
 async def test_unknown_ids_404_and_malformed_ones_400_with_a_json_error(pair: Pair, traffic: dict) -> None:

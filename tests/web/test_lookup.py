@@ -47,6 +47,21 @@ def test_merchant_answer_has_features_and_credit_line() -> None:
     assert {"credit_line", "credit_outstanding", "credit_available"} <= body.keys()
 
 
+def test_merchant_answer_lists_its_last_decisions_as_risk_decisions_carried_them() -> None:
+    pipe = Pipeline()
+    # Twelve users pay m1 (decided on the users' side, forwarded to the merchant's), one a large amount.
+    recs = [("payments", f"u{i}", pay(f"p{i}", f"u{i}", T0 + i * 1000, 9000.0 if i == 11 else 10.0))
+            for i in range(12)]
+    outs = pipe.run(recs, now=T0 + DAY_MS, batch=5)
+    decisions = {d["event_id"]: d for d in pipe.records("risk-decisions", outs)}
+    body = merchant_body(pipe.proc, "m1", pipe.proc.merchants.get("m1"), 0)
+    recent = body["recent_decisions"]
+    assert [d["event_id"] for d in recent] == [f"p{i}" for i in range(11, 1, -1)]  # newest 10
+    for d in recent:
+        assert d == {k: v for k, v in decisions[d["event_id"]].items() if k != "decided_at"}
+    assert recent[0]["amount"] == 9000.0 and recent[0]["merchant_id"] == "m1"
+
+
 def test_recent_reads_newest_first_across_chunks_with_late_payments() -> None:
     index = PaymentIndex(DictKV(), chunk_lines=4)
     times = [5, 1, 2, 3, 4, 9, 8, 7, 0, 6]  # arrival order; 0 arrives late, in a newer chunk

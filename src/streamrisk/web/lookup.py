@@ -68,6 +68,30 @@ def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[
     return out
 
 
+def merchant_decisions_of(processor: Processor, merchant_id: str) -> list[dict[str, Any]]:
+    """The merchant's last decisions, newest payment first, as on `risk-decisions` (but `decided_at`).
+
+    Kept by the merchant's owner as the payments were forwarded to it (state/merchant_decisions.py):
+    `["p" + event_id, series, ts, amount, merchant_id, user_id, action, score, rules_version, *reasons]`.
+    """
+    return [
+        {
+            "decision_id": stable_id("decision", eid[1:], rules_version),
+            "event_id": eid[1:],
+            "user_id": user_id,
+            "merchant_id": merchant_id,
+            "ts": ts,
+            "amount": to_major(amount),
+            "action": action,
+            "score": score,
+            "reasons": reasons,
+            "rules_version": rules_version,
+        }
+        for eid, _, ts, amount, _, user_id, action, score, rules_version, *reasons
+        in processor.merchant_decisions.recent(merchant_id)
+    ]
+
+
 def payment_body(p: IndexedPayment, user_id: str) -> dict[str, Any]:
     return {
         "event_id": p.payment_id,
@@ -101,5 +125,6 @@ def merchant_body(processor: Processor, merchant_id: str, entity: Any, partition
         "latest_ts": entity.latest,
         "features": entity.features(),
         **credit_of(processor, "merchant", merchant_id, entity),
+        "recent_decisions": merchant_decisions_of(processor, merchant_id),
         "alerts": alerts_of(processor, "merchant", merchant_id),
     }

@@ -45,6 +45,23 @@ PAYMENT = {
         "served_by": {"type": "string"},
     },
 }
+MERCHANT_DECISION = {
+    "type": "object",
+    "required": ["decision_id", "event_id", "user_id", "merchant_id", "ts", "amount", "action", "score",
+                 "reasons", "rules_version"],
+    "properties": {
+        "decision_id": {"type": "string"},
+        "event_id": {"type": "string", "description": "the payment"},
+        "user_id": {"type": "string"},
+        "merchant_id": {"type": "string"},
+        "ts": {"type": "integer", "description": "payment time"},
+        "amount": {"type": "number"},
+        "action": {"type": "string", "enum": ["approve", "review", "decline"]},
+        "score": {"type": "number"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "rules_version": {"type": "string"},
+    },
+}
 ALERTS = {
     "type": "array",
     "description": "latest alert time per reason code, newest first",
@@ -145,8 +162,11 @@ def openapi_document(auth: bool) -> dict[str, Any]:
             *state, params=[_path_id("user_id")],
         ),
         "/merchants/{merchant_id}": _get(
-            "A merchant's features, credit line and latest alerts (any worker answers)",
-            _json(_entity("merchant", "credit_line", {}), "the merchant"),
+            "A merchant's features, credit line, last decisions and latest alerts (any worker answers)",
+            _json(_entity("merchant", "credit_line", {"recent_decisions": {
+                "type": "array", "items": MERCHANT_DECISION,
+                "description": "the last decisions on payments to the merchant, newest payment first"}}),
+                  "the merchant"),
             *state, params=[_path_id("merchant_id")],
         ),
         "/payments/{event_id}": _get(
