@@ -8,8 +8,8 @@ the worker that owns the merchant.
 A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
 (owned by whichever worker owns the merchant's partition). The merchant's owner publishes a risk
 summary of every merchant it changed, coalesced to at most one per merchant per interval
-(`summaries()`), on a compacted topic that every worker reads whole (broadcast.py) into
-`merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
+(`summaries()`, merchant_side.py), on a compacted topic that every worker reads whole (broadcast.py)
+into `merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
 summary (README, "Both sides of a payment").
 
 Processing is at-least-once: after a crash a record can be read again against state that already holds
@@ -26,20 +26,14 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-import orjson
-
 from .alerting import Alerting
 from .credit import credit_book
 from .decisions import decision_record
-from .events import Chargeback, InvalidRecord, Order, Payment, Repayment, Validator
+from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
 from .faults import RecordFaults
 from .features.entities import (
-    M_CANCELLED,
     M_CHARGEBACK,
-    M_FULFILLED,
     M_PAYMENT,
-    M_PLACED,
-    M_REFUNDED,
     M_REPAYMENT,
     U_CHARGEBACK,
     U_PAYMENT,
@@ -48,7 +42,8 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
-from .merchant_view import MerchantView, encode_summary
+from .merchant_side import MerchantSide
+from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .records import Counters, Message, Out, Record, payment_fields
@@ -66,18 +61,11 @@ from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions
 
 log = logging.getLogger(__name__)
 
-ORDER_SERIES = {
-    "placed": M_PLACED,
-    "fulfilled": M_FULFILLED,
-    "refunded": M_REFUNDED,
-    "cancelled": M_CANCELLED,
-}
-
 # Reason codes the processor raises itself (the rules' codes live in the ruleset).
 CHARGEBACK = "CHARGEBACK"
 UNMATCHED_CHARGEBACK = "UNMATCHED_CHARGEBACK"
 
-class Processor(Alerting):
+class Processor(Alerting, MerchantSide):
     """Turns batches of input messages into state changes and outgoing records."""
 
     def __init__(
@@ -330,20 +318,6 @@ class Processor(Alerting):
         self.clock.advance(partition, ts)
         self._held += 1
 
-    def _forward(
-        self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str,
-        user_id: str = "", outcome: list | None = None,
-    ) -> None:
-        """Send an event of the user side to the worker that owns its merchant (see _merchant_event).
-
-        A decided payment carries its decision for the merchant's last decisions (merchant_decisions.py):
-        `outcome` as the payment index stores it, `[offset, action, score, rules_version, *reasons]`."""
-        if outcome and self.merchant_decisions.keep:
-            row = [eid, series, ts, amount, merchant, user_id, *outcome[1:]]
-        else:
-            row = [eid, series, ts, amount, merchant]
-        out.append(Out(self.t_merchant_events, merchant, orjson.dumps(row)))
-
     # -- per topic
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
@@ -436,41 +410,3 @@ class Processor(Alerting):
         slot = self._hold(store, r.account_id, m.partition, held)
         if slot is not None and self.credit is not None:
             self.credit.on_repayment(m.partition, r, slot, out)
-
-    def _order(self, m: Message, o: Order, out: list[Out]) -> None:
-        cats = (o.user_id,) if o.status == "placed" else ()
-        held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        slot = self._hold(self.merchants, o.merchant_id, m.partition, held)
-        if slot is not None and self.credit is not None:
-            self.credit.on_order(m.partition, o, slot, out)
-
-    def _merchant_event(self, m: Message, out: list[Out]) -> None:
-        # Written by _forward above, so trusted: [id, series, ts, amount, merchant, *decision].
-        forwarded = orjson.loads(m.value or b"null")
-        eid, series, ts, amount, merchant_id = forwarded[:5]
-        slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
-        if len(forwarded) > 5:  # also when held already: the list dedupes by event id itself
-            self.merchant_decisions.add(m.partition, merchant_id, forwarded, m.value)
-        if slot is not None and self.credit is not None:
-            self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
-
-    def _queue_summaries(self) -> None:
-        """The merchants the batch changed wait for the next summaries (their rules were alerted per
-        event, in _merchant_alerts)."""
-        self._unpublished.update(self._touched)
-        self._touched.clear()
-
-    def summaries(self) -> list[Out]:
-        """One summary of each merchant changed since the last call (the worker calls this on an
-        interval, so a busy merchant costs one record per interval, not one per batch)."""
-        schema = self.merchant_view.schema
-        # A merchant evicted from memory since and touched again has a new slot: publish that one.
-        current = self.merchants.slots
-        out = [
-            Out(self.t_merchant_risk, merchant_id,
-                encode_summary(schema, slot.entity.latest, slot.entity.features()))
-            for merchant_id, old in self._unpublished.items()
-            for slot in (current.get(merchant_id, old),)
-        ]
-        self._unpublished.clear()
-        return out
