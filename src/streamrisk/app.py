@@ -10,6 +10,7 @@ import faust
 
 from .appender import Appender
 from .broadcast import BroadcastReader
+from .collector import Collector
 from .delivery import Delivery
 from .processor import Processor
 from .records import Message
@@ -195,7 +196,14 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     async def read_broadcast() -> None:
         await broadcast.run()
 
+    collector = Collector(settings.gc_full_interval_s)
+    if settings.gc_freeze_interval_s > 0:
+
+        @app.timer(interval=settings.gc_freeze_interval_s)
+        async def hide_survivors_from_gc() -> None:
+            collector.tick()
+
     from .web.routes import register_routes
 
-    register_routes(app, processor, runner.stats, broadcast)
+    register_routes(app, processor, lambda: {**runner.stats(), **collector.stats()}, broadcast)
     return app, processor

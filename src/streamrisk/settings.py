@@ -120,6 +120,10 @@ class Settings:
     delivery_attempts: int = 5
     # At most one summary per merchant per interval (the merchant side's added staleness).
     summary_interval_ms: int = 100
+    # Survivors are hidden from the cyclic GC this often, so no collection pauses to scan the whole
+    # state (collector.py); everything is collected in one pass once per full interval. 0: off.
+    gc_freeze_interval_s: float = 2.0
+    gc_full_interval_s: float = 3600.0
     log_level: str = "info"
     # Logger names to run at DEBUG (e.g. "aiokafka.consumer.fetcher"), for diagnosing one component.
     debug_loggers: tuple[str, ...] = ()
@@ -192,6 +196,10 @@ class Settings:
         ):
             if value < 1:
                 raise SettingsError(f"{name} must be >= 1 (got {value})")
+        if self.gc_freeze_interval_s < 0 or self.gc_full_interval_s <= 0:
+            raise SettingsError(
+                "STREAMRISK_GC_FREEZE_INTERVAL_S must be >= 0 (0: off) and STREAMRISK_GC_FULL_INTERVAL_S > 0"
+            )
         if self.delivery_timeout_s <= 0:
             raise SettingsError(f"STREAMRISK_DELIVERY_TIMEOUT_S must be > 0 (got {self.delivery_timeout_s})")
         if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
@@ -267,6 +275,8 @@ class Settings:
         number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
         number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")
         number("STREAMRISK_SUMMARY_INTERVAL_MS", "summary_interval_ms")
+        number("STREAMRISK_GC_FREEZE_INTERVAL_S", "gc_freeze_interval_s", float)
+        number("STREAMRISK_GC_FULL_INTERVAL_S", "gc_full_interval_s", float)
         text("STREAMRISK_LOG_LEVEL", "log_level")
         if env.get("STREAMRISK_DEBUG_LOGGERS"):
             names = env["STREAMRISK_DEBUG_LOGGERS"].split(",")
