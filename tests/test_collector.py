@@ -50,7 +50,8 @@ def test_young_cycles_are_still_collected_between_ticks() -> None:
 
 
 def test_gc_settings_are_read_and_checked() -> None:
-    settings = Settings.from_env({"STREAMRISK_GC_FREEZE_INTERVAL_S": "0", "STREAMRISK_GC_FULL_INTERVAL_S": "60"})
+    env = {"STREAMRISK_GC_FREEZE_INTERVAL_S": "0", "STREAMRISK_GC_FULL_INTERVAL_S": "60"}
+    settings = Settings.from_env(env)
     assert (settings.gc_freeze_interval_s, settings.gc_full_interval_s) == (0.0, 60.0)
     with pytest.raises(SettingsError, match="GC_FREEZE"):
         Settings.from_env({"STREAMRISK_GC_FREEZE_INTERVAL_S": "-1"}).check()
