@@ -290,7 +290,12 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) 
 
 
 def fmt_ratio(a: float, b: float) -> str:
+    # A row can measure no span at all (a --quick run drained in one progress step): say so, not crash.
     return f"{a / b:.2f}x" if b else "n/a"
+
+
+def share(a: float, b: float) -> str:
+    return f"{a / b:.1%}" if b else "n/a"
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tuple[str, bool]]:
@@ -317,8 +322,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tu
     for r in rows:
         rec = f"{r.produced / r.decided:.2f}" if r.produced is not None and r.decided else "-"
         again = "-" if r.produced is None else ("n/a" if r.read_again is None else str(r.read_again))
-        print(f"{r.what:<47} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {r.rate / ceil.rate:>10.1%} "
-              f"{r.rate / noop.rate:>8.2f} {rec:>8} {again:>10}")
+        print(f"{r.what:<47} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {share(r.rate, ceil.rate):>10} "
+              f"{fmt_ratio(r.rate, noop.rate):>8} {rec:>8} {again:>10}")
     for r in (one_mix, two_mix) if one_mix.payments and two_mix.payments else ():
         print(f"  {r.what}: {r.payments / r.seconds:,.0f} payments/s, "
               f"{r.cpu_s / r.payments * 1e6:.0f} CPU us per payment")
@@ -345,7 +350,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tu
     checks = [
         (f"1 worker >= 2.5x the naive Faust agent ({fmt_ratio(one.rate, naive.rate)})",
          one.rate >= 2.5 * naive.rate),
-        (f"1 worker >= 60% of Faust's do-nothing agent ({one.rate / noop.rate:.0%})",
+        (f"1 worker >= 60% of Faust's do-nothing agent ({share(one.rate, noop.rate)})",
          one.rate >= 0.6 * noop.rate),
         (f"2 workers >= 1.4x one ({fmt_ratio(two.rate, one.rate)})", two.rate >= 1.4 * one.rate),
     ]

@@ -55,8 +55,10 @@ def summarise(raw: Path, top: int) -> list[str]:
         own[names[-1]] += n
         for name in set(names):
             incl[name] += n
-    out = [f"{total} samples holding the GIL", "  inclusive:"]
-    out += [f"    {v / total:6.1%}  {k}" for k, v in incl.most_common(top)]
+    # The entry frames every sample of a thread shares (runpy, the CLI, the thread bootstrap) say nothing.
+    shared = max(incl.values(), default=0)
+    out = [f"{total} samples holding the GIL", "  inclusive (entry frames left out):"]
+    out += [f"    {v / total:6.1%}  {k}" for k, v in incl.most_common(top + 12) if v < shared][:top]
     out += ["  self:"] + [f"    {v / total:6.1%}  {k}" for k, v in own.most_common(top)]
     return out
 
