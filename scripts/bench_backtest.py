@@ -77,11 +77,12 @@ def main() -> int:
     print(f"{n} records ({size_mb:.0f} MB), {result.span_s / 60:.1f} min of record time at "
           f"{args.rate:g} events/s; {c.compared} payments decided by both rulesets, {c.changed} changed")
     cpu_speedup = result.span_s / result.cpu_s
-    print(f"  the worker's core alone (one ruleset, same file): {alone.elapsed_s:.1f} s elapsed, "
-          f"{alone.cpu_s:.1f} s CPU; backtest / core alone: {result.elapsed_s / alone.elapsed_s:.2f} "
-          f"elapsed, {result.cpu_s / alone.cpu_s:.2f} CPU")
-    print(f"  backtest (both rulesets, reading the file included): {result.elapsed_s:.1f} s elapsed, "
-          f"{result.cpu_s:.1f} s CPU; {result.records / result.elapsed_s:.0f} records/s")
+    for label, run in (("the worker's core alone (one ruleset, same file)", alone),
+                       ("backtest (both rulesets, reading the file included)", result)):
+        print(f"  {label}: {run.elapsed_s:.1f} s elapsed, {run.cpu_s:.1f} s CPU; "
+              f"{run.records / run.elapsed_s:.0f} records/s elapsed, {run.records / run.cpu_s:.0f} by CPU")
+    print(f"  backtest / core alone: {result.elapsed_s / alone.elapsed_s:.2f} elapsed, "
+          f"{result.cpu_s / alone.cpu_s:.2f} CPU")
     print(f"  speed: {result.speedup:.1f}x real time elapsed ({cpu_speedup:.1f}x by CPU time; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); a day of demo traffic: "
           f"{86_400 / result.speedup / 60:.0f} min")

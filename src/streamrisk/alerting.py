@@ -43,14 +43,21 @@ class Alerting:
         subject: tuple[str, str, int],
         fired: Iterable[FiredRule],
         ts: int,
-        event_ids: list[str],
+        trigger: tuple[EntityStore[Any], Slot[Any], HeldEvent],
     ) -> None:
-        """One alert with the fired rules' reasons not alerted lately for this subject."""
+        """One alert with the fired rules' reasons not alerted lately for this subject, naming the
+        `trigger` event (its subject's store and slot, and the event) and the events before `ts`.
+
+        The events are read only once the gate lets a reason through: a rule that holds for a while
+        fires on every event, and the gate drops all but the first within its window.
+        """
         subject_type, subject_id, partition = subject
         severity = _strictest(fired)
         reasons = self.alert_gate.admit(partition, subject_type, subject_id, severity, ts)
         if reasons:
             worst = max((severity[r] for r in reasons), key=SEVERITY_RANK.__getitem__)
+            store, slot, ev = trigger
+            event_ids = self._event_ids(store, slot, ev, ts)
             self._emit_alert(out, subject_type, subject_id, worst, reasons, event_ids, ts)
 
     def _emit_alert(
@@ -70,11 +77,10 @@ class Alerting:
         out.append(Out(self.t_alerts, subject_id, record))
 
     def _event_ids(
-        self: Processor, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int | None = None
+        self: Processor, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int
     ) -> list[str]:
         """The triggering event, then the subject's other events in the lookback before `at` (the
-        alert's time; the trigger's by default)."""
-        at = trigger.ts if at is None else at
+        alert's time)."""
         # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
         held = store.recent_event_ids(
             slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
@@ -103,8 +109,7 @@ class Alerting:
             fired = ruleset.evaluate_merchant(features)
             slot.memo = (inputs, fired)
         if fired:
-            at = slot.entity.latest
-            ids = self._event_ids(self.merchants, slot, ev, at)
-            self._alert(self._out, ("merchant", merchant_id, slot.partition), fired, at, ids)
+            subject = ("merchant", merchant_id, slot.partition)
+            self._alert(self._out, subject, fired, slot.entity.latest, (self.merchants, slot, ev))
             if self.credit is not None:  # a merchant fraud alert cuts its credit line at once
                 self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], self._out, ev)

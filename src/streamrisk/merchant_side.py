@@ -79,7 +79,7 @@ class MerchantSide:
         current = self.merchants.slots
         out = [
             Out(self.t_merchant_risk, merchant_id,
-                encode_summary(schema, slot.entity.latest, slot.entity.features()))
+                encode_summary(schema, slot.entity.latest, slot.entity.take_features()))
             for merchant_id, old in self._unpublished.items()
             for slot in (current.get(merchant_id, old),)
         ]

@@ -361,8 +361,7 @@ class Processor(Alerting, MerchantSide):
             fired = [(f.reason, f.severity) for f in user_fired]
             credit.after_payment(m.partition, account, p, verdict.action, fired, out)
         if user_fired:
-            ids = self._event_ids(self.users, slot, held)
-            self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, ids)
+            self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
         index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
         if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from streamrisk.settings import DAY_MS
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
 from streamrisk.state.store import DictKV
+from streamrisk.state.sweep import PartitionClock
 
 T0 = 1_800_000_000_000
 HOUR_MS = DAY_MS // 24
@@ -436,3 +437,51 @@ def test_matches_a_dict_oracle(ops: list[tuple], span: int) -> None:
         prefix = meta_key(user) + b"\x1f"
         seqs = {int(k[len(prefix) :]) for k in kv.data if k.startswith(prefix)}
         assert seqs == set(range(m["first"], m["next"] + 1))
+
+
+# -- property: what the index remembers of open chunks between batches changes nothing it writes
+
+shape_op = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(USERS), st.integers(0, 40), st.integers(0, 3)),
+    st.tuples(st.just("mark"), st.integers(0, 10**6)),
+    st.tuples(st.just("flush")),
+    st.tuples(st.just("sweep")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(shape_op, max_size=80))
+def test_remembered_chunk_shapes_write_what_decoding_would(ops: list[tuple]) -> None:
+    """An index that keeps its open chunks' line counts and times between batches writes the same
+    records as one that decodes every chunk again (it forgets after each flush), whatever marks
+    (which rewrite a chunk outside the batch) and sweeps happen in between."""
+    clocks = [PartitionClock(0), PartitionClock(0)]
+    kvs = [DictKV(), DictKV()]
+    idxs = [PaymentIndex(kv, retention_ms=RET, chunk_lines=CH, clock=c, partition_of=lambda _u: P)
+            for kv, c in zip(kvs, clocks, strict=True)]
+    paid: list[tuple[str, str]] = []
+    clock = T0
+    for o in ops:
+        for i, (idx, kv) in enumerate(zip(idxs, kvs, strict=True)):
+            if o[0] == "add":
+                _, user, fwd, late = o
+                ts = clock + fwd * DAY_MS - late * DAY_MS
+                clocks[i].advance(P, ts)
+                idx.add(P, user, f"p{len(paid)}", "m", ts, 1)
+            elif o[0] == "mark" and paid:
+                user, pid = paid[o[1] % len(paid)]
+                idx.mark_fraud(P, user, pid, f"cb{o[1]}")
+            elif o[0] == "flush":
+                idx.flush()
+                if i == 1:
+                    idx.forget()
+            elif o[0] == "sweep":
+                idx.flush()
+                if i == 1:
+                    idx.forget()
+                for key in list(kv.data):
+                    idx.sweep_key(key)
+        if o[0] == "add":
+            clock += o[2] * DAY_MS
+            paid.append((o[1], f"p{len(paid)}"))
+        assert kvs[0].writes == kvs[1].writes

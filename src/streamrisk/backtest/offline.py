@@ -113,8 +113,10 @@ def run_backtest(
     (separate mode only: in shared mode one processor serves both). `candidate=None` runs the current
     ruleset alone (what one worker would do: the benchmark's baseline)."""
     lanes = []
+    # The table in a dict, keeping no log of its writes: the log (for tests) holds every version of
+    # every chunk ever written, gigabytes an hour of demo traffic.
     if shared:
-        proc = Processor(settings, DictKV(), current)
+        proc = Processor(settings, DictKV(log=False), current)
         lanes.append(Lane(proc, Tally(version=current.version), follow_rules=True, shadow=candidate))
         proc.rules.shadow = candidate
         b_tally = Tally(version=candidate.version if candidate else "-", alerts=None)
@@ -122,7 +124,7 @@ def run_backtest(
         if candidate is None:
             raise ValueError("separate mode needs a candidate ruleset")
         for ruleset, is_candidate in ((current, False), (candidate, True)):
-            proc = Processor(settings, DictKV(), ruleset)
+            proc = Processor(settings, DictKV(log=False), ruleset)
             if configure is not None:
                 configure(proc, is_candidate)
             lanes.append(Lane(proc, Tally(version=ruleset.version), follow_rules=not is_candidate))

@@ -233,7 +233,8 @@ class MerchantState(_EntityBase):
     """A merchant's order lifecycle, the payments and chargebacks at it, and its repayments."""
 
     __slots__ = (
-        "chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments", "settled_refunds"
+        "_features", "chargebacks", "fulfilled", "payments", "placed", "refunded", "repayments",
+        "settled_refunds",
     )
 
     # M_CANCELLED is deliberately absent: cancelled orders move the clock but feed no feature.
@@ -256,14 +257,32 @@ class MerchantState(_EntityBase):
         self.payments = SlidingWindows(cfg.merchant_amounts)
         self.chargebacks = SlidingWindows(cfg.rate_only)
         self.repayments = SlidingWindows(cfg.rate_only)
+        # features() until the next event or take_features(): the owner reads them after every event
+        # (merchant rules) and again for the merchant's summary, most often with no event between.
+        self._features: dict[str, float] | None = None
 
     def apply(self, ev: HeldEvent) -> None:
+        self._features = None
         if ev.series == M_SETTLED_REFUND:  # back-dated by design, so not counted as a late event
             self.settled_refunds.add(ev.ts, ev.value)
             return
         super().apply(ev)
 
+    def rebuild(self, events_by_series: Mapping[int, Sequence[SeriesEvent]], end: int) -> None:
+        self._features = None
+        super().rebuild(events_by_series, end)
+
+    def take_features(self) -> dict[str, float]:
+        """features(), no longer kept (for their last reader before the next event: the summary)."""
+        out = self.features()
+        self._features = None
+        return out
+
     def features(self) -> dict[str, float]:
+        """The merchant's features at its latest event; the same dict until its next event, so
+        callers read it and never change it."""
+        if self._features is not None:
+            return self._features
         end = self.latest
         for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks):
             w.advance(end)
@@ -289,6 +308,7 @@ class MerchantState(_EntityBase):
         out["receivables"] = self._receivables(settle_i) / 100
         hourly_mean_30d = self.fulfilled.sum(rate_i) / (RATE_HORIZON_MS / HOUR_MS)
         out["sales_velocity_1h"] = _rate(self.fulfilled.sum(n + 2), hourly_mean_30d)
+        self._features = out
         return out
 
     def _receivables(self, settle_i: int) -> int:

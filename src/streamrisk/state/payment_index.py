@@ -26,7 +26,9 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
   the time that one is `retention_ms + chunk_span_ms` newer. Without the span bound, a user who pays
   twice a month would keep years of payments in one 64-line chunk, and rewrite all of them every batch.
 - In memory there is only what the current batch added to (the open chunk of each such user); the KV
-  holds everything else, and `flush()` clears it, so memory is bounded by the batch. Expiry runs on
+  holds everything else, and `flush()` clears it, so memory is bounded by the batch (plus a few
+  numbers per user describing the open chunk it wrote last, so the next batch does not decode it
+  to count its lines). Expiry runs on
   `add`, and the background sweep (sweep.py) removes the whole index of a user whose newest payment
   is `retention_ms` (plus the allowed lateness) behind the partition's event-time clock.
 - A chargeback finds a payment only if it is less than `retention_ms` after it, so whether the
@@ -52,6 +54,8 @@ EARLY = b"k"  # chargebacks held until their payment arrives
 CHUNK_LINES = 64
 RETENTION_MS = 180 * DAY_MS
 CHUNK_SPAN_MS = 30 * DAY_MS
+# Users whose open chunk's line count and times are remembered between batches (see `_shapes`).
+SHAPES_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,12 @@ class PaymentIndex:
         self.chunk_lines = chunk_lines
         self.chunk_span_ms = chunk_span_ms
         self._open: dict[str, _Open] = {}
+        # User -> (seq, byte length, lines, oldest ts, newest ts) of the open chunk this index last
+        # wrote, so the next batch that adds to it need not decode all its lines (up to
+        # `chunk_lines`) again. Only used while the table holds a chunk of that seq and length: every
+        # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. A few
+        # dozen bytes a user, dropped whole at SHAPES_MAX.
+        self._shapes: dict[str, tuple[int, int, int, int, int]] = {}
         # counters, for /stats and benchmarks
         self.indexed = 0  # add() calls
         self.marked = 0  # payments newly marked as fraud
@@ -176,11 +186,15 @@ class PaymentIndex:
         u = _Open(partition, first, nxt, head, top)
         blob = self.kv.get(self._chunk_key(user_id, nxt))
         if blob:
-            rows = chunk_rows(blob)
             u.buf = bytearray(blob)
-            u.count = len(rows)
-            u.open_max = max(r[2] for r in rows)
-            u.open_min = min(r[2] for r in rows)
+            shape = self._shape(user_id, nxt, blob)
+            if shape is not None:
+                u.count, u.open_min, u.open_max = shape
+            else:
+                rows = chunk_rows(blob)
+                u.count = len(rows)
+                u.open_max = max(r[2] for r in rows)
+                u.open_min = min(r[2] for r in rows)
         return u
 
     # -- writes
@@ -263,6 +277,7 @@ class PaymentIndex:
             blob = bytes(hit.blob)
             p = u.partition if u is not None else partition
             self.kv.put(p, self._chunk_key(user_id, hit.seq), blob[: hit.start] + line + blob[hit.end :])
+            self._shapes.pop(user_id, None)
         self.marked += 1
         return _record(hit.row)
 
@@ -344,7 +359,7 @@ class PaymentIndex:
         at_meta_without_open = len(parts) == 2 and open_blob is None
         if not (at_open_chunk or at_meta_without_open):
             return
-        newest = max(top, _max_ts(open_blob))
+        newest = max(top, self._open_newest(user_id, nxt, open_blob))
         if not clock.may_expire(newest, keep):
             return
         partition = self.partition_of(user_id)
@@ -354,17 +369,35 @@ class PaymentIndex:
             chunk_key = self._chunk_key(user_id, seq)
             if self.kv.get(chunk_key) is not None:
                 self.kv.delete(partition, chunk_key)
+        self._shapes.pop(user_id, None)
         if self.kv.get(self._meta_key(user_id)) is not None:
             self.kv.delete(partition, self._meta_key(user_id))
         self.swept_users += 1
+
+    def _shape(self, user_id: str, seq: int, blob: bytes) -> tuple[int, int, int] | None:
+        """(lines, oldest ts, newest ts) of the user's open chunk `blob` (of `seq`), when this index
+        wrote it last; None when it does not know."""
+        shape = self._shapes.get(user_id)
+        if shape is not None and shape[0] == seq and shape[1] == len(blob):
+            return shape[2:]
+        return None
+
+    def _open_newest(self, user_id: str, seq: int, blob: bytes | None) -> int:
+        """The newest ts in the user's open chunk `blob` (of `seq`); -1 for none."""
+        shape = self._shape(user_id, seq, blob) if blob else None
+        return shape[2] if shape is not None else _max_ts(blob)
 
     def flush(self) -> int:
         """Write the open chunk and (if changed) the meta of each user this batch added to; returns the
         records written. Clears the in-memory state."""
         n = 0
+        shapes = self._shapes
+        if len(shapes) + len(self._open) > SHAPES_MAX:
+            shapes.clear()
         for user_id, u in self._open.items():
             if u.dirty:
                 self.kv.put(u.partition, self._chunk_key(user_id, u.next), bytes(u.buf))
+                shapes[user_id] = (u.next, len(u.buf), u.count, u.open_min, u.open_max)
                 n += 1
             if u.meta_dirty:
                 meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
@@ -376,6 +409,7 @@ class PaymentIndex:
     def forget(self) -> None:
         """Drop the in-memory state (after a rebalance; callers flush first). The KV holds the rest."""
         self._open.clear()
+        self._shapes.clear()
 
     # -- reads
     def find(self, user_id: str, payment_id: str) -> IndexedPayment | None:
