@@ -40,13 +40,19 @@ def test_a_tick_hides_survivors_and_a_full_interval_frees_a_frozen_cycle() -> No
     assert collector.stats()["gc_full_collections"] == 1
 
 
-def test_young_cycles_are_still_collected_between_ticks() -> None:
-    Collector().tick()
+def test_young_cycles_are_still_collected_between_ticks_and_start_stop_restores_thresholds() -> None:
+    before = gc.get_threshold()
+    collector = Collector()
+    collector.start()
+    assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] > before[2]
+    collector.tick()
     node = Node()
     alive = weakref.ref(node)
     del node
-    gc.collect()
+    gc.collect(1)
     assert alive() is None
+    collector.stop()
+    assert gc.get_threshold() == before
 
 
 def test_gc_settings_are_read_and_checked() -> None:

@@ -198,6 +198,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     collector = Collector(settings.gc_full_interval_s)
     if settings.gc_freeze_interval_s > 0:
+        collector.start()
 
         @app.timer(interval=settings.gc_freeze_interval_s)
         async def hide_survivors_from_gc() -> None:
