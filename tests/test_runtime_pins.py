@@ -67,6 +67,8 @@ SOURCES = [
     (aiokafka.AIOKafkaProducer.__init__, "self._message_accumulator = MessageAccumulator(", "appender.py"),
     (aiokafka.AIOKafkaProducer.__init__, "self._request_timeout_ms = request_timeout_ms", "appender.py"),
     (ClusterMetadata.__init__, "self._partitions", "appender.py: partitions per topic, by number"),
+    (ClusterMetadata.update_metadata, "self._partitions = _new_partitions",
+     "appender.py reads it through the cluster: a refresh replaces the dict"),
     (MessageAccumulator._append_batch, "maybe_add_partition_to_txn", "appended records join a transaction"),
     (MessageAccumulator.add_message, "pending_batches = self._batches.get(tp)", "appender.py: open batch"),
     (MessageBatch.append, "timestamp=timestamp_ms, key=key, value=value, headers=headers",

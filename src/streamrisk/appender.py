@@ -36,7 +36,9 @@ class Appender:
         self._producer = producer
         self._accumulator = producer._message_accumulator
         self._timeout_s = producer._request_timeout_ms / 1000
-        self._partitions = producer.client.cluster._partitions  # topic -> {partition: metadata}
+        # Its `_partitions` (topic -> {partition: metadata}) is replaced, not updated, on every metadata
+        # refresh: read it through the cluster each time.
+        self._cluster = producer.client.cluster
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._key_partition: dict[tuple[str, bytes], tuple[int, int]] = {}  # -> (count, partition)
         self._spread = 0  # round robin for records without a key (none of ours, but allowed)
@@ -47,10 +49,10 @@ class Appender:
         if partition is None:
             # The count is read per record (a dict lookup): partitions added to a topic are picked
             # up at the producer's next metadata refresh, as `send` would.
-            parts = self._partitions.get(topic)
+            parts = self._cluster._partitions.get(topic)
             if not parts:
                 await self._producer.client._wait_on_metadata(topic)
-                parts = self._partitions[topic]
+                parts = self._cluster._partitions[topic]
             partition = self._partition(topic, key, len(parts))
         tp = self._tps.get((topic, partition))
         if tp is None:
