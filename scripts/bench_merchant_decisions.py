@@ -33,9 +33,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     started = time.perf_counter()
-    t0 = int(time.time() * 1000) - args.events * 20
-    msgs = make_messages(args.events, t0)
-    now = t0 + args.events * 20 + 1000
+    msgs, now = make_messages(args.events)
     labels = {"none kept": 0, "10 kept": 10}
     best: dict[str, list[float]] = {}
     for _ in range(args.repeat):

@@ -38,11 +38,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=5000)
     args = ap.parse_args()
-    t0 = 1_800_000_000_000
     stamp = int(time.time() * 1000)
-    msgs = [m._replace(timestamp_ms=stamp) for m in make_messages(args.events, t0)]
+    msgs, now = make_messages(args.events)
+    msgs = [m._replace(timestamp_ms=stamp) for m in msgs]
     batches = [msgs[i:i + BATCH] for i in range(0, len(msgs), BATCH)]
-    now = t0 + args.events * 20 + 1000
 
     noop = SimpleNamespace(settings=Settings(), process=lambda batch, now_ms=None: [])
     WorkerMetrics(Processor(Settings(), DictKV())).instrument(noop)  # type: ignore[arg-type]

@@ -35,13 +35,15 @@ BATCH = 500
 CREDIT_MAX_RATIO = 1.15
 
 
-def make_messages(n: int, t0: int) -> list[Message]:
+def make_messages(n: int) -> tuple[list[Message], int]:
+    """n events at 50/s of event time, ending now; and the "now" (ms) to process them at."""
+    t0 = int(time.time() * 1000) - n * 20
     traffic = Traffic(5000, 300, seed=3, mix=Mix(credit_stories=CREDIT_STORIES), run_id="bench")
     out = []
     for i in range(n):
-        rec = traffic.next(t0 + i * 20)  # 50 events/s of event time
+        rec = traffic.next(t0 + i * 20)
         out.append(Message(rec.topic, i % 4, i, rec.key.encode(), orjson.dumps(rec.value)))
-    return out
+    return out, t0 + n * 20 + 1000
 
 
 def without_credit_rules(rs: Ruleset) -> Ruleset:
@@ -74,9 +76,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     started = time.perf_counter()
-    t0 = int(time.time() * 1000) - args.events * 20
-    msgs = make_messages(args.events, t0)
-    now = t0 + args.events * 20 + 1000
+    msgs, now = make_messages(args.events)
     off = Settings(credit_enabled=False)
     configs = {
         "baseline: empty ruleset": (off, load_ruleset({"version": "empty", "rules": []})),

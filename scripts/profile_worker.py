@@ -29,9 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.harness
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from bench_pipeline import PAYMENTS_ONLY, create_topics, uid
+from bench_pipeline import PAYMENTS_ONLY, Decisions, create_topics, uid
 from tests.harness import WorkerProcess, cpu_seconds
 
 from streamrisk.broker import start_broker
@@ -70,65 +68,53 @@ async def run(bootstrap: str, work: Path, args: argparse.Namespace, py_spy: str)
     if args.src:
         env["PYTHONPATH"] = str(Path(args.src).resolve() / "src")
     worker = WorkerProcess(bootstrap, prefix, uid("profile"), work / "w", **env).start()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-    await consumer.start()
-    tps = [TopicPartition(prefix + "risk-decisions", p) for p in range(4)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    arrived: dict[str, float] = {}
-    sent: dict[str, float] = {}
-    traffic = Traffic(users=2000, merchants=200, seed=11, mix=PAYMENTS_ONLY, run_id=prefix)
-
-    async def poll() -> None:
-        batch = await consumer.getmany(timeout_ms=20)
-        now = time.time()
-        for records in batch.values():
-            for r in records:
-                arrived.setdefault(orjson.loads(r.value)["event_id"], now)
-
-    async def drain(timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while any(e not in arrived for e in sent) and time.monotonic() < deadline:
-            await poll()
-
-    def on_send(topic: str, key: str, eid: str | None, at: float) -> None:
-        sent[eid or ""] = at
-
     try:
-        warm = [traffic.payment(int(time.time() * 1000)) for _ in range(20)]
-        await produce(bootstrap, warm, rate=100, topic_prefix=prefix, on_send=on_send)
-        await drain(120)
-        if any(e not in arrived for e in sent):
-            raise RuntimeError(f"the worker decided nothing in 120 s:\n{worker.log()}")
-        sent.clear()
-        raw = work / "profile.txt"
-        assert worker.proc is not None
-        spy = subprocess.Popen(
-            [py_spy, "record", "--gil", "--nonblocking", "-r", "200", "-d", str(round(args.seconds)),
-             "-f", "raw", "-o", str(raw), "-p", str(worker.proc.pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        c0 = cpu_seconds(worker.proc.pid)
-        stream = (traffic.payment(int(time.time() * 1000)) for _ in iter(int, 1))
-        job = asyncio.create_task(produce(bootstrap, stream, rate=args.rate, duration_s=args.seconds,
-                                          topic_prefix=prefix, on_send=on_send))
-        while not job.done():
-            await poll()
-        job.result()
-        await drain(60)
-        cpu = cpu_seconds(worker.proc.pid) - c0
-        _, err = spy.communicate(timeout=60)
-        ms = sorted((arrived[e] - at) * 1000 for e, at in sent.items() if e in arrived)
-        if not ms:
-            raise RuntimeError("no decision arrived")
-        print(f"{len(sent)} payments at {args.rate}/s: {len(sent) - len(ms)} undecided; "
-              f"produce -> decision p50 {ms[len(ms) // 2]:.1f} ms, p99 {ms[int(len(ms) * 0.99)]:.1f} ms; "
-              f"worker CPU {cpu / len(ms) * 1e6:.0f} us per payment")
-        if not raw.exists():
-            raise RuntimeError(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
-        print("\n".join(summarise(raw, args.top)))
+        async with Decisions(bootstrap, prefix + "risk-decisions", {}) as out:
+            sent: dict[str, float] = {}
+            traffic = Traffic(users=2000, merchants=200, seed=11, mix=PAYMENTS_ONLY, run_id=prefix)
+            arrived = out.first  # event_id -> arrival time of its first decision
+
+            async def drain(timeout: float) -> None:
+                deadline = time.monotonic() + timeout
+                while any(e not in arrived for e in sent) and time.monotonic() < deadline:
+                    await out.poll(20)
+
+            def on_send(topic: str, key: str, eid: str | None, at: float) -> None:
+                sent[eid or ""] = at
+
+            warm = [traffic.payment(int(time.time() * 1000)) for _ in range(20)]
+            await produce(bootstrap, warm, rate=100, topic_prefix=prefix, on_send=on_send)
+            await drain(120)
+            if any(e not in arrived for e in sent):
+                raise RuntimeError(f"the worker decided nothing in 120 s:\n{worker.log()}")
+            sent.clear()
+            raw = work / "profile.txt"
+            assert worker.proc is not None
+            spy = subprocess.Popen(
+                [py_spy, "record", "--gil", "--nonblocking", "-r", "200", "-d", str(round(args.seconds)),
+                 "-f", "raw", "-o", str(raw), "-p", str(worker.proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            c0 = cpu_seconds(worker.proc.pid)
+            stream = (traffic.payment(int(time.time() * 1000)) for _ in iter(int, 1))
+            job = asyncio.create_task(produce(bootstrap, stream, rate=args.rate, duration_s=args.seconds,
+                                              topic_prefix=prefix, on_send=on_send))
+            while not job.done():
+                await out.poll(20)
+            job.result()
+            await drain(60)
+            cpu = cpu_seconds(worker.proc.pid) - c0
+            _, err = spy.communicate(timeout=60)
+            ms = sorted((arrived[e] - at) * 1000 for e, at in sent.items() if e in arrived)
+            if not ms:
+                raise RuntimeError("no decision arrived")
+            print(f"{len(sent)} payments at {args.rate}/s: {len(sent) - len(ms)} undecided; "
+                  f"produce -> decision p50 {ms[len(ms) // 2]:.1f} ms, p99 {ms[int(len(ms) * 0.99)]:.1f} ms; "
+                  f"worker CPU {cpu / len(ms) * 1e6:.0f} us per payment")
+            if not raw.exists():
+                raise RuntimeError(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
+            print("\n".join(summarise(raw, args.top)))
     finally:
-        await consumer.stop()
         worker.stop()
 
 
