@@ -61,3 +61,11 @@ def test_gc_settings_are_read_and_checked() -> None:
     assert (settings.gc_freeze_interval_s, settings.gc_full_interval_s) == (0.0, 60.0)
     with pytest.raises(SettingsError, match="GC_FREEZE"):
         Settings.from_env({"STREAMRISK_GC_FREEZE_INTERVAL_S": "-1"}).check()
+
+
+def test_building_an_app_leaves_the_process_gc_thresholds_alone(tmp_path) -> None:
+    from streamrisk.app import build_app
+
+    before = gc.get_threshold()
+    build_app(Settings(data_dir=tmp_path))
+    assert gc.get_threshold() == before  # changed only while a worker runs

@@ -198,7 +198,14 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     collector = Collector(settings.gc_full_interval_s)
     if settings.gc_freeze_interval_s > 0:
-        collector.start()
+        # The GC thresholds are the process's: changed when the worker runs, not when it is built.
+        @app.task
+        async def start_collector() -> None:
+            collector.start()
+
+        @app.on_before_shutdown.connect
+        async def stop_collector(app: faust.App, **_: Any) -> None:
+            collector.stop()
 
         @app.timer(interval=settings.gc_freeze_interval_s)
         async def hide_survivors_from_gc() -> None:
