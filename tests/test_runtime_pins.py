@@ -20,6 +20,7 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
+from faust.stores.memory import Store as MemoryStore
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -77,7 +78,16 @@ SOURCES = [
     (MessageBatch.done, "self.future.set_result(", "appender.py: a batch's future is its records' ack"),
     (MessageBatch.failure, "self.future.set_exception(", "appender.py: a failed batch fails its records"),
     (DefaultPartitioner.__call__, "murmur2(key)", "appender.py partitions keys as the producer would"),
+    (MemoryStore.__post_init__, "self.data: MutableMapping = {}", "FaustKV reads the store's dict"),
+    (MemoryStore.apply_changelog_batch, "self.data.update(", "recovery fills that same dict"),
 ]
+
+
+def test_the_memory_store_never_replaces_its_dict() -> None:
+    # FaustKV (app.py) holds the dict the store makes once: a store that assigned a new one would
+    # leave the worker reading state that recovery no longer updates.
+    source = inspect.getsource(MemoryStore)
+    assert source.count("self.data =") + source.count("self.data: MutableMapping =") == 1
 
 
 @pytest.mark.parametrize(
