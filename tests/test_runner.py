@@ -31,7 +31,8 @@ class Worker:
     """A runner as app.py wires it, over a dict table, a fake producer and a fake commit."""
 
     def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
-        self.kv = FaustKV(SimpleNamespace(data={} if table is None else table))  # type: ignore[arg-type]
+        store = SimpleNamespace(data={} if table is None else table)  # Faust's memory store keeps a dict
+        self.kv = FaustKV(SimpleNamespace(data=store))  # type: ignore[arg-type]
         self.processor = Processor(SETTINGS, self.kv)
         self.producer, self.commit = FakeProducer(), FakeCommit()
         self.producer.auto_ack = True
@@ -50,7 +51,7 @@ async def test_a_batch_is_decided_and_its_offsets_committed_at_the_next_checkpoi
     await w.runner.on_batch({TP: [payment("p1", "u1", 0), payment("p2", "u2", 1)]}, {}, fetched=1)
     assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1", "p2"]
     changelog = [(k, v) for t, k, v, _ in w.producer.sent if t == "state-changelog"]
-    assert changelog and all(w.kv.table.data.get(k) == v for k, v in changelog)
+    assert changelog and all(w.kv.data.get(k) == v for k, v in changelog)
     assert w.commit.commits == []  # nothing is committed before a checkpoint
     assert await w.runner.checkpoint() is True
     assert w.commit.commits == [{TP: 2}]
@@ -70,7 +71,7 @@ async def test_a_batch_fetched_before_a_rebalance_is_dropped_untouched() -> None
     w = Worker()
     w.current = False
     assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
-    assert w.producer.sent == [] and w.kv.table.data == {}
+    assert w.producer.sent == [] and w.kv.data == {}
     assert w.runner.batches_dropped == 1
     assert await w.runner.checkpoint() is False
 
@@ -81,7 +82,7 @@ async def test_input_read_again_after_a_crash_gets_the_same_decisions_but_for_de
     first = Worker()
     batch = [payment("p1", "u1", 0), payment("p2", "u1", 1, amount=5000.0)]
     await first.runner.on_batch({TP: batch}, {}, fetched=1)
-    restarted = Worker(table=dict(first.kv.table.data))
+    restarted = Worker(table=dict(first.kv.data))
     await restarted.runner.on_batch({TP: batch}, {}, fetched=2)
 
     def same(d: dict) -> dict:
