@@ -33,6 +33,7 @@ class Worker:
     def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
         store = SimpleNamespace(data={} if table is None else table)  # Faust's memory store keeps a dict
         self.kv = FaustKV(SimpleNamespace(data=store))  # type: ignore[arg-type]
+        self.kv.bind()
         self.processor = Processor(SETTINGS, self.kv)
         self.producer, self.commit = FakeProducer(), FakeCommit()
         self.producer.auto_ack = True

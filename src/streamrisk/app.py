@@ -33,10 +33,14 @@ class FaustKV:
 
     def __init__(self, table: faust.Table) -> None:
         self.table = table
-        # The memory store's own dict, which Faust's recovery fills and never replaces (pinned in
-        # tests/test_runtime_pins.py): through the store, each get is three Python calls deep.
-        self.data: dict[bytes, bytes] = table.data.data
+        self.data: dict[bytes, bytes] = {}  # the store's, once bound
         self.pending: list[tuple[int, bytes, bytes | None]] = []
+
+    def bind(self) -> None:
+        """Read and write the memory store's own dict, which Faust's recovery fills and never replaces
+        (pinned in tests/test_runtime_pins.py): through the store, each get is three Python calls deep.
+        Called as the worker starts: the store is a service, made on the loop that first asks for it."""
+        self.data = self.table.data.data
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
@@ -65,9 +69,12 @@ class StreamRiskApp(faust.App):
     fetch_min_bytes: int | None = None
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
+    kv: FaustKV | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
+        if self.kv is not None:
+            self.kv.bind()
         # Subscribing is all the topic is for: the batch handler, not a Faust agent, takes its
         # records. (Not at build time: the conductor would bind to a loop that is not the worker's.)
         if self.input_topic is not None:
@@ -134,7 +141,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     )
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
-    kv = FaustKV(table)
+    kv = app.kv = FaustKV(table)
     processor = Processor(settings, kv, check_partitions=True)
     raw: dict[str, Any] = {
         "key_type": bytes,
