@@ -21,7 +21,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from streamrisk.broker import start_broker
+from streamrisk.broker import start_broker, worker_env_for
 from streamrisk.loadgen.patterns import payment
 from streamrisk.loadgen.produce import make_producer
 from streamrisk.procs import free_port, log_tail, spawn, terminate
@@ -35,7 +35,8 @@ def start_worker(bootstrap: str, work: Path, app_id: str, name: str):  # type: i
     env = {**os.environ, "STREAMRISK_BOOTSTRAP": bootstrap, "STREAMRISK_APP_ID": app_id,
            "STREAMRISK_DATA_DIR": str(work / name), "STREAMRISK_WEB_PORT": str(port),
            "STREAMRISK_API_TOKEN": TOKEN, "STREAMRISK_SESSION_TIMEOUT_S": "6",
-           "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5", "STREAMRISK_LOG_LEVEL": "warning"}
+           "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5", "STREAMRISK_LOG_LEVEL": "warning",
+           **worker_env_for(bootstrap)}
     log = work / f"{name}.log"
     return spawn([sys.executable, "-m", "streamrisk", "worker"], log_path=log, env=env), port, log
 

@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streamrisk.broker import worker_env_for
 from streamrisk.procs import free_port, log_tail, spawn, terminate
 
 # Short group timeouts: a group's first join on the embedded broker takes max(1 s, session/2).
@@ -46,6 +47,7 @@ class WorkerProcess:
             "STREAMRISK_APP_ID": app_id,
             "STREAMRISK_DATA_DIR": str(data_dir),
             "STREAMRISK_WEB_PORT": str(self.web_port),
+            **worker_env_for(bootstrap),
             **env,
         }
         self.proc = None

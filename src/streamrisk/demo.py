@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
-from .broker import BrokerError, start_broker
+from .broker import BrokerError, start_broker, worker_env_for
 from .loadgen.loadtest import LoadtestConfig, LoadtestResult, run_loadtest
 from .procs import free_port, log_tail, spawn, terminate
 from .settings import Settings
@@ -62,6 +62,7 @@ class Stack:
             "STREAMRISK_SESSION_TIMEOUT_S": "6",
             "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
             "STREAMRISK_LOG_LEVEL": os.environ.get("STREAMRISK_LOG_LEVEL", "warning"),
+            **worker_env_for(self.bootstrap),
         }
         log_path = work / f"worker-{n}.log"
         proc = spawn([sys.executable, "-m", "streamrisk", "worker"], log_path=log_path, env=env)

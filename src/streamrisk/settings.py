@@ -102,8 +102,10 @@ class Settings:
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
     broadcast_ready_timeout_s: float = 30.0
     # Consumer tuning. Faust hard-codes a 1.5 s fetch wait; a risk decision cannot wait that long
-    # on a broker that does not wake parked fetches, so we set our own (see app.py).
-    fetch_max_wait_ms: int = 10
+    # on a broker that does not wake parked fetches, so we set our own (see app.py). Apache Kafka
+    # answers as soon as a record arrives: the wait only bounds an idle worker's polling. Brokers that
+    # answer only at the wait (Tansu) need ~10 (broker/_base.py WORKER_ENV).
+    fetch_max_wait_ms: int = 100
     # A fetch returns once this much is ready (or the wait is over). 1 returns at the first record:
     # lowest latency, but under load many tiny fetches, each a request and a socket write.
     fetch_min_bytes: int = 1

@@ -308,3 +308,14 @@ def test_run_broker_interrupted_while_kafka_starts(
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_workers_on_an_embedded_broker_get_the_settings_it_needs(session_broker, tmp_path: Path) -> None:
+    from streamrisk.broker import worker_env_for
+    from tests.harness import WorkerProcess
+
+    needs = session_broker.worker_env()
+    assert worker_env_for(session_broker.bootstrap) == needs
+    assert worker_env_for("127.0.0.1:1") == {}  # not ours: the defaults suit it
+    worker = WorkerProcess(session_broker.bootstrap, "p.", "app", tmp_path)  # not started
+    assert {k: worker.env[k] for k in needs} == needs

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from streamrisk.broker._base import BrokerError, EmbeddedBroker, PortInUseError
+from streamrisk.broker._base import BrokerError, EmbeddedBroker, PortInUseError, worker_env_for
 from streamrisk.procs import LOOPBACK, free_port
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "PortInUseError",
     "run_broker",
     "start_broker",
+    "worker_env_for",
 ]
 
 BROKER_KINDS = ("tansu", "kafka")

@@ -108,6 +108,23 @@ FEATURES: dict[str, frozenset[str]] = {
     "tansu": frozenset(),  # no transactions through aiokafka or librdkafka, no DeleteRecords
 }
 
+# Worker settings (environment variables, settings.py) that each embedded broker needs beyond the
+# defaults. Tansu does not wake a fetch parked at the broker when records arrive: it answers only at
+# the fetch's max wait, so a worker there asks every 10 ms (the default, 100 ms, suits brokers that
+# answer as soon as a record arrives, as Apache Kafka does, and spares an idle worker 100 fetches a
+# second: measured, 13 % of a core idle at 10 ms against 1 % at 500 ms).
+WORKER_ENV: dict[str, dict[str, str]] = {"tansu": {"STREAMRISK_FETCH_MAX_WAIT_MS": "10"}}
+
+
+def worker_env_for(bootstrap: str) -> dict[str, str]:
+    """The worker settings for the embedded broker of this process at `bootstrap` (see WORKER_ENV);
+    none for any other broker, which the defaults suit."""
+    with _live_lock:
+        for broker in _live:
+            if broker.bootstrap == bootstrap:
+                return broker.worker_env()
+    return {}
+
 
 class EmbeddedBroker:
     """A broker child process listening on 127.0.0.1; stop() (or `with`) ends it for good."""
@@ -145,6 +162,10 @@ class EmbeddedBroker:
     def supports(self, feature: str) -> bool:
         """Whether this broker has `feature` (see FEATURES)."""
         return feature in FEATURES.get(self.kind, frozenset())
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment variables a worker on this broker needs beyond the defaults (WORKER_ENV)."""
+        return dict(WORKER_ENV.get(self.kind, {}))
 
     @property
     def pid(self) -> int:
