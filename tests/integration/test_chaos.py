@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import pytest
 
+from streamrisk.broker import EmbeddedBroker
 from tests.chaos import ChaosPlan, ChaosRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 
-async def test_no_payment_lost_or_changed_across_kills_join_and_stop(bootstrap: str, tmp_path) -> None:
-    plan = ChaosPlan(duration_s=40, rate=120, kills=3, users=200, merchants=20, drain_s=60, say=print)
+async def test_no_payment_lost_or_changed_across_kills_join_and_stop(
+    session_broker: EmbeddedBroker, bootstrap: str, tmp_path
+) -> None:
+    plan = ChaosPlan(duration_s=40, rate=120, kills=3, users=200, merchants=20, drain_s=60, say=print,
+                     static_members=session_broker.supports("static_membership"))
     result = await ChaosRun(bootstrap, tmp_path, plan).run()
     print(result.report())
     assert not result.failures(), "\n".join(["chaos checks failed:", *result.failures(), result.report()])
