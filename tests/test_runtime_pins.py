@@ -37,6 +37,7 @@ ATTRIBUTES = [
     (faust_consumer.Consumer, "flow_active", "False while a rebalance is under way"),
     (faust_consumer.Consumer, "_to_message", "changelog records keep Faust's per-record path"),
     (faust_consumer.Consumer, "consumer_stopped_errors", "a stopping consumer is not a crash"),
+    (faust_aiokafka.Consumer, "verify_event_path", "skipped for partitions with no fetch position yet"),
     (faust_consumer.ThreadDelegateConsumer, "_commit", "commits our checkpoint's offsets"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "fetch wait, isolation level"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters", "end offsets confirmed for recovery"),
@@ -66,6 +67,8 @@ SOURCES = [
     # (function, text it must contain, why)
     (aiokafka.AIOKafkaConsumer.__init__, "self._subscription = SubscriptionState", "fetch positions"),
     (faust_consumer.Consumer._wait_next_records, "self.can_resume_flow", "awaited while the flow stops"),
+    (faust_consumer.Consumer.verify_all_partitions_active, "self.verify_event_path(now, tp)",
+     "the livelock check goes through our verify_event_path"),
     (faust_consumer.Fetcher._fetcher.fun, "_drain_messages", "Faust's fetcher runs our fetch loop"),
     (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "our fetch wait reaches the fetcher"),
     (aiokafka.AIOKafkaConsumer.start, "self._isolation_level", "read_committed reaches the fetcher"),
