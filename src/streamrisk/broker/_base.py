@@ -111,6 +111,12 @@ FEATURES: dict[str, frozenset[str]] = {
     "tansu": frozenset(),
 }
 
+# The shortest consumer-group session timeout to give workers on each broker, in seconds. Apache Kafka
+# refuses less than its group.min.session.timeout.ms (6 s by default). Tansu has no minimum; at 3 s
+# (0.5 s heartbeats) calm runs expelled no live worker, and a killed worker's partitions, which Tansu
+# keeps assigning to it until its session lapses, move sooner (scripts/chaos.py --kills 0, README).
+SHORTEST_SESSION_TIMEOUT_S: dict[str, float] = {"kafka": 6.0, "tansu": 3.0}
+
 
 class EmbeddedBroker:
     """A broker child process listening on 127.0.0.1; stop() (or `with`) ends it for good."""
@@ -148,6 +154,11 @@ class EmbeddedBroker:
     def supports(self, feature: str) -> bool:
         """Whether this broker has `feature` (see FEATURES)."""
         return feature in FEATURES.get(self.kind, frozenset())
+
+    @property
+    def shortest_session_timeout_s(self) -> float:
+        """The shortest consumer-group session timeout to give workers here (SHORTEST_SESSION_TIMEOUT_S)."""
+        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
 
     @property
     def pid(self) -> int:
