@@ -43,11 +43,17 @@ class ChaosPlan:
     stats_gap_s: float = 10.0  # longest a live worker may leave /stats unanswered
     startup_s: float = 90.0  # longest from spawn to a worker's first /stats answer
     drain_s: float = 120.0  # after traffic: every payment decided, offsets committed, features equal
+    # Each worker a static group member (STREAMRISK_GROUP_INSTANCE_ID), restarted under its old id,
+    # as a pod keeps its name. Only on brokers that support it (EmbeddedBroker.supports).
+    static_members: bool = False
     say: Callable[[str], None] = lambda _msg: None
 
     def faults(self) -> list[tuple[float, str]]:
         """(seconds into the traffic, "kill" | "join" | "stop"), evenly spread, ending 5 s before the end:
-        the kills, a third worker joining after the second kill, one stopping before the last kill."""
+        the kills, a third worker joining after the second kill, one stopping before the last kill.
+        No kills: no fault at all (a calm run, which counts the rebalances no fault caused)."""
+        if not self.kills:
+            return []
         kinds = ["kill"] * self.kills
         kinds.insert(min(2, len(kinds)), "join")
         kinds.insert(len(kinds) - 1 if self.kills >= 3 else len(kinds), "stop")
@@ -60,6 +66,7 @@ class Member:
     """One worker process of the group over its lifetime, as seen from outside."""
 
     name: str
+    instance: str  # its group instance id, when the plan uses static members
     proc: WorkerProcess
     started: float
     ended: float | None = None
@@ -121,15 +128,21 @@ class ChaosRun:
         self.ends: dict[TopicPartition, int] = {}  # input partition -> offset after our last record
         self.decisions: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.send_errors = 0
+        self.rebalances_before: dict[str, int] = {}  # worker -> its /stats rebalances when traffic began
         self._http: aiohttp.ClientSession | None = None
 
     # -- workers
-    def _spawn(self) -> Member:
+    def _spawn(self, replaces: Member | None = None) -> Member:
+        """A new worker; one that `replaces` a killed worker keeps its group instance id and web port."""
         name = f"w{len(self.members) + 1}"
-        proc = WorkerProcess(self.bootstrap, self.prefix, self.app_id, self.work / name, **self.env).start()
-        m = Member(name, proc, time.time())
+        instance = replaces.instance if replaces else f"i{len({m.instance for m in self.members}) + 1}"
+        env = {**self.env, "STREAMRISK_GROUP_INSTANCE_ID": instance} if self.plan.static_members else self.env
+        port = replaces.proc.web_port if replaces and self.plan.static_members else None
+        proc = WorkerProcess(self.bootstrap, self.prefix, self.app_id, self.work / name, port, **env).start()
+        m = Member(name, instance, proc, time.time())
         self.members.append(m)
-        self.plan.say(f"{name} started (pid {proc.proc.pid}, port {proc.web_port})")
+        as_ = f", as static member {instance}" if self.plan.static_members else ""
+        self.plan.say(f"{name} started (pid {proc.proc.pid}, port {proc.web_port}{as_})")
         return m
 
     def live(self) -> list[Member]:
@@ -147,7 +160,7 @@ class ChaosRun:
         self.kills.append(kill)
         self.plan.say(f"SIGKILL {m.name} (partitions {kill.partitions})")
         await asyncio.sleep(self.plan.restart_after_s)
-        self._spawn()
+        self._spawn(replaces=m)
 
     async def _stop(self) -> None:
         m = self.rng.choice(self.running() or self.live())
@@ -255,6 +268,7 @@ class ChaosRun:
                 reader = asyncio.create_task(self._read_decisions())
                 plan.say(f"traffic: {plan.rate:.0f} events/s for {plan.duration_s:.0f} s; "
                          f"faults at {plan.faults()}")
+                self.rebalances_before = {m.name: m.stats.get("rebalances", 0) for m in self.members}
                 t0 = time.monotonic()
                 await asyncio.gather(self._traffic(), self._faults(t0))
                 traffic_end = time.time()
@@ -356,6 +370,9 @@ class ChaosRun:
                     if k.at - AROUND_KILL_S[0] <= sent <= k.at + AROUND_KILL_S[1]]
             k.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
         latencies = sorted(self._latency(eid) for eid in self.sent)
+        # The group's pace without faults: payments sent well before the first kill.
+        calm_until = min((k.at for k in self.kills), default=math.inf) - AROUND_KILL_S[0]
+        calm = sorted(self._latency(eid) for eid, (sent, _) in self.sent.items() if sent < calm_until)
         behind = await self._offsets_behind()
         feature_diffs = await self._features_diff(oracle)
         crashed = [m.name for m in self.members if m.alive() and m.proc.proc.poll() is not None]
@@ -376,10 +393,13 @@ class ChaosRun:
             "lost": len(undecided),
             "repeated (of which disagreeing)": f"{repeats} ({disagree})",
             "drain after traffic": f"{drained_s:.1f} s",
-            "produce->decision p50 / p99 / max": " / ".join(
-                _fmt(latencies[min(len(latencies) - 1, int(q * len(latencies)))]) for q in (0.5, 0.99, 1.0)
-            ) if latencies else "n/a",
+            "produce->decision p50 / p99 / max": _quantiles(latencies),
+            "same, sent before the first kill": _quantiles(calm),
             "worst latency around a kill": _fmt(max((k.worst_latency_s for k in self.kills), default=0.0)),
+            # Each revocation a worker went through after the traffic began (a joining worker's first
+            # included): on a calm run, every one is a rebalance no fault caused.
+            "rebalances seen by workers": sum(
+                m.stats.get("rebalances", 0) - self.rebalances_before.get(m.name, 0) for m in self.members),
         }
         checks = [
             (f"every payment decided ({len(undecided)} of {len(self.sent)} lost: {undecided[:5]})",
@@ -397,7 +417,8 @@ class ChaosRun:
             (f"committed offsets at the end of every input partition (behind: {behind})", not behind),
             (f"at least {plan.kills} SIGKILLs with restarts, a join and a graceful stop",
              len(self.kills) >= plan.kills and len(self.members) >= 3 + plan.kills
-             and any(m.how == "stopped" for m in self.members)),
+             and any(m.how == "stopped" for m in self.members)) if plan.kills else
+            ("no fault (a calm run)", not self.kills and len(self.members) == 2),
         ]
         return ChaosResult(checks, figures, self.kills, self.members)
 
@@ -419,6 +440,14 @@ def repeat_differences(decisions: dict[str, list[dict[str, Any]]]) -> tuple[int,
             if diff:
                 differing.append(f"{eid}: {diff}")
     return repeats, differing
+
+
+def _quantiles(latencies: list[float]) -> str:
+    """p50 / p99 / max of sorted latencies."""
+    if not latencies:
+        return "n/a"
+    last = len(latencies) - 1
+    return " / ".join(_fmt(latencies[min(last, int(q * len(latencies)))]) for q in (0.5, 0.99, 1.0))
 
 
 def _fmt(seconds: float) -> str:

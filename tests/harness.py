@@ -35,8 +35,9 @@ FAST_GROUP_ENV = {
 class WorkerProcess:
     """`streamrisk worker` in a child process that dies with the test run."""
 
-    def __init__(self, bootstrap: str, prefix: str, app_id: str, data_dir: Path, **env: str) -> None:
-        self.web_port = free_port()
+    def __init__(self, bootstrap: str, prefix: str, app_id: str, data_dir: Path, web_port: int | None = None,
+                 **env: str) -> None:
+        self.web_port = web_port or free_port()
         self.data_dir = data_dir
         self.log_path = data_dir / f"worker-{self.web_port}.log"
         self.env = {

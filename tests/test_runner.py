@@ -118,3 +118,11 @@ async def test_a_revoke_publishes_pending_summaries_commits_and_forgets_in_memor
     assert len(w.sent(w.processor.t_merchant_risk)) == 1
     assert w.commit.commits == [{TP: 1, ("merchant-events", 0): 1}]
     assert w.processor.users.slots == {}
+
+
+async def test_rebalances_count_revokes_but_not_the_last_checkpoint_at_shutdown() -> None:
+    w = Worker()
+    await w.runner.on_revoked(set())  # the first join revokes nothing
+    await w.runner.on_revoked({TP})
+    await w.runner.close()
+    assert w.runner.stats()["rebalances"] == 2

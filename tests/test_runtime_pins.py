@@ -17,10 +17,12 @@ import faust
 import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
 from faust.stores.memory import Store as MemoryStore
+from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -35,6 +37,7 @@ ATTRIBUTES = [
     (faust_consumer.Consumer, "flow_active", "False while a rebalance is under way"),
     (faust_consumer.Consumer, "_to_message", "changelog records keep Faust's per-record path"),
     (faust_consumer.Consumer, "consumer_stopped_errors", "a stopping consumer is not a crash"),
+    (faust_aiokafka.Consumer, "verify_event_path", "skipped for partitions with no fetch position yet"),
     (faust_consumer.ThreadDelegateConsumer, "_commit", "commits our checkpoint's offsets"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", "fetch wait, isolation level"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters", "end offsets confirmed for recovery"),
@@ -48,6 +51,13 @@ ATTRIBUTES = [
     (faust.App, "consumer_generation_id", "a batch from an older generation is dropped"),
     (faust.App, "crash", "a failure we cannot handle stops the worker"),
     (faust.App, "tables", "recovery.completed: input is taken only once recovery has sought it"),
+    (TableManager, "_update_channels", "app.py: registers the changelogs without Faust's 1 s start sleep"),
+    (TableManager, "changelog_queue", "restore.py: records queued for recovery are applied first"),
+    (Recovery, "in_recovery", "restore.py: bulk only while recovering"),
+    (Recovery, "flush_buffers", "restore.py: records the recovery loop buffered go first"),
+    (GroupCoordinator, "_maybe_leave_group", "static_member.py: replaced to leave as a static member"),
+    (GroupCoordinator, "_send_req", "static_member.py: sends LeaveGroup v3"),
+    (GroupCoordinator, "reset_generation", "static_member.py: as aiokafka's own leave does"),
     (faust_aiokafka.Producer, "_ensure_producer", "appender.py: the aiokafka producer under Faust's"),
     (MessageAccumulator, "add_message", "appender.py: records go straight to the accumulator"),
     (AIOKafkaClient, "_wait_on_metadata", "appender.py: a topic's partitions before its first record"),
@@ -57,6 +67,8 @@ SOURCES = [
     # (function, text it must contain, why)
     (aiokafka.AIOKafkaConsumer.__init__, "self._subscription = SubscriptionState", "fetch positions"),
     (faust_consumer.Consumer._wait_next_records, "self.can_resume_flow", "awaited while the flow stops"),
+    (faust_consumer.Consumer.verify_all_partitions_active, "self.verify_event_path(now, tp)",
+     "the livelock check goes through our verify_event_path"),
     (faust_consumer.Fetcher._fetcher.fun, "_drain_messages", "Faust's fetcher runs our fetch loop"),
     (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms", "our fetch wait reaches the fetcher"),
     (aiokafka.AIOKafkaConsumer.start, "self._isolation_level", "read_committed reaches the fetcher"),
@@ -64,6 +76,18 @@ SOURCES = [
     (faust.App._on_partitions_revoked, "self.on_partitions_revoked.send", "revoke signal is awaited"),
     (faust.App.on_stop, "on_before_shutdown.send", "shutdown signal comes before the producer stops"),
     (Recovery.on_recovery_completed, "self.completed.set()", "set after the seek"),
+    (TableManager.on_start, "await self.recovery.start()", "app.py's table manager starts as Faust's does"),
+    (Recovery.__init__, "self.active_tps = set()", "restore.py: bulk only for active partitions"),
+    (Recovery.__init__, "self.tp_to_table = {}", "restore.py: the table of a changelog partition"),
+    (Recovery.__init__, "self.active_offsets = Counter()", "restore.py: moved past what it applied"),
+    (Recovery._slurp_changelogs.fun, "if seen_offset is None or offset > seen_offset:",
+     "restore.py: the last record, already applied, is skipped by the recovery loop"),
+    (Recovery._slurp_changelogs.fun, "await _maybe_signal_recovery_end()", "restore.py: and ends recovery"),
+    (MemoryStore._create_batch_iterator, "self._key_partition[key] = event.message.partition",
+     "restore.py writes the store as its apply_changelog_batch does"),
+    (faust.Table.on_changelog_event, "if self._on_changelog_event:", "restore.py: no per-event hook"),
+    (aiokafka.AIOKafkaConsumer.start, "group_instance_id=self._group_instance_id", "static membership"),
+    (GroupCoordinator.close, "await self._maybe_leave_group()", "static_member.py: leaves on stop"),
     (faust.Worker._setup_spinner_handler, "if self.spinner:", "no spinner: root keeps its level"),
     (aiokafka.AIOKafkaProducer.__init__, "self._message_accumulator = MessageAccumulator(", "appender.py"),
     (aiokafka.AIOKafkaProducer.__init__, "self._request_timeout_ms = request_timeout_ms", "appender.py"),

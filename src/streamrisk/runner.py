@@ -50,6 +50,7 @@ class BatchRunner:
         self.batches = 0
         self.records_read_again = 0
         self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
+        self.rebalances = 0  # revocations of this worker's partitions, its first join's included
         self.busy_s = 0.0
 
     async def on_batch(
@@ -121,6 +122,14 @@ class BatchRunner:
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Before a rebalance completes: commit what was processed, then drop in-memory state."""
+        self.rebalances += 1
+        await self._hand_back(revoked)
+
+    async def close(self) -> None:
+        """At shutdown: the last checkpoint."""
+        await self._hand_back(set())
+
+    async def _hand_back(self, revoked: set[Any]) -> None:
         async with self.lock:
             for out in self.processor.summaries():
                 await self.delivery.send(out.topic, out.key, out.value)
@@ -128,16 +137,13 @@ class BatchRunner:
             self.processor.forget()
             self.delivery.forget(revoked)
 
-    async def close(self) -> None:
-        """At shutdown: the last checkpoint."""
-        await self.on_revoked(set())
-
     def stats(self) -> dict[str, Any]:
         return {
             "records": self.records,
             "batches": self.batches,
             "records_read_again": self.records_read_again,
             "batches_dropped": self.batches_dropped,
+            "rebalances": self.rebalances,
             "busy_s": round(self.busy_s, 3),
             "pending_records": self.delivery.pending,
             **self.delivery.stats.as_dict(),

@@ -111,6 +111,9 @@ class Settings:
     fetch_min_bytes: int = 1
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
+    # Static group membership (static_member.py): a worker restarted with the same id takes its
+    # partitions back at once, without a rebalance. Give each worker its own stable id (e.g. a pod name).
+    group_instance_id: str | None = None
     batch_max: int = 500
     # Each decision carries `explanation` (rules fired with the values read, top score contributions).
     explain_decisions: bool = False
@@ -267,6 +270,7 @@ class Settings:
         number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
+        text("STREAMRISK_GROUP_INSTANCE_ID", "group_instance_id")
         number("STREAMRISK_BATCH_MAX", "batch_max")
         if env.get("STREAMRISK_EXPLAIN"):
             flag = env["STREAMRISK_EXPLAIN"].strip().lower()

@@ -7,9 +7,13 @@
   Kafka-compatible brokers answer that with the start of the last record batch rather than the end,
   and recovery would then silently stop short of the newest state. A fetch's high watermark is
   authoritative, so the end offsets recovery uses are confirmed with one fetch per partition.
+- A worker with a group instance id joins as a static member, and leaves the group when it stops
+  gracefully, which aiokafka does not do for static members (static_member.py).
 - The consumer reads committed records only (`read_committed`), so a payment in an aborted transaction
   of an upstream transactional producer is never decided; Faust does so only in its own
   exactly-once mode.
+- Changelog records read for recovery are applied to the table in bulk, not one event at a time
+  (restore.py).
 - The input topics skip Faust's per-event streams: each fetch goes to a batch handler whole
   (`_Consumer._drain_messages`), which processes it and commits its offsets through `delivery.py`.
 """
@@ -22,10 +26,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import aiokafka
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import server_list
 from faust.types import TP
+
+from .restore import apply_in_bulk
+from .static_member import leave_on_stop
 
 SCHEME = "streamrisk"
 
@@ -84,7 +92,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         min_bytes = getattr(self.app, "fetch_min_bytes", None)
         if min_bytes is not None:
             consumer._fetch_min_bytes = int(min_bytes)  # read by start() too
+        # Read by start() when it builds its group coordinator (static_member.py).
+        consumer._group_instance_id = getattr(self.app, "group_instance_id", None)
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if isinstance(coordinator, GroupCoordinator):  # a worker's consumer, in a group
+            leave_on_stop(coordinator)
 
 
 # (consumer group generation, seeks so far) when a fetch began.
@@ -136,7 +152,7 @@ class _Consumer(faust_aiokafka.Consumer):
         about 60 µs of overhead per record, and a rebalance can catch a record between the fetch and
         the stream. Here each fetch's records of the handler's topics (aiokafka ConsumerRecords) go to
         the handler in one call; the handler commits their offsets itself, so Faust's acks and gap
-        tracking are not involved. Other topics (table changelogs during recovery) take Faust's path.
+        tracking are not involved. Table changelogs during recovery are applied in bulk (restore.py).
         """
         handler: BatchHandler | None = getattr(self.app, "batch_handler", None)
         if handler is None:
@@ -165,7 +181,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     if tp.topic in topics:
                         ours[tp] = batch
                     else:
-                        await self._deliver_one_by_one(tp, batch)
+                        await self._restore(tp, batch)
                 # Read now, before the next fetch moves them: only getmany advances positions.
                 positions = self._positions(tp for tp in (active or ()) if tp.topic in topics)
                 if ours or (positions != last_positions and self.flow_active):
@@ -206,6 +222,13 @@ class _Consumer(faust_aiokafka.Consumer):
         except Exception as exc:  # partitions may be moving: the next assignment seeks them anyway
             self.log.warning("seek to committed offsets after a dropped batch failed: %r", exc)
 
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        # Faust's livelock check reads each assigned partition's fetch position, which aiokafka asserts
+        # is set. Just after an assignment (recovery done, the seek to the committed offsets pending) it
+        # is not, and the assertion crashed the worker: such a partition has nothing to check yet.
+        if tp in self._positions((tp,)):
+            super().verify_event_path(now, tp)
+
     def _positions(self, tps: Iterable[TP]) -> dict[TP, int]:
         # aiokafka's own bookkeeping, read on this thread: `consumer.position()` would be a round trip
         # to the consumer thread per partition, and getmany (the only thing that moves a position
@@ -220,6 +243,13 @@ class _Consumer(faust_aiokafka.Consumer):
             if state is not None and state.has_valid_position:
                 out[tp] = state.position
         return out
+
+    async def _restore(self, tp: TP, batch: list[Any]) -> None:
+        """Changelog records: in bulk during recovery (restore.py), else through Faust's own path."""
+        if apply_in_bulk(self.app, tp, batch):
+            # The recovery loop sees the last one already applied and checks whether recovery is done.
+            batch = batch[-1:]
+        await self._deliver_one_by_one(tp, batch)
 
     async def _deliver_one_by_one(self, tp: TP, batch: list[Any]) -> None:
         # Faust's own per-record path (as in Consumer._drain_messages), for changelog records.

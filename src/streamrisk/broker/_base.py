@@ -104,8 +104,11 @@ def _stop_all() -> None:
 # What each embedded broker can do beyond produce, fetch and consumer groups; tests that need more ask
 # `EmbeddedBroker.supports` rather than which broker runs.
 FEATURES: dict[str, frozenset[str]] = {
-    "kafka": frozenset({"transactions", "delete_records"}),
-    "tansu": frozenset(),  # no transactions through aiokafka or librdkafka, no DeleteRecords
+    "kafka": frozenset({"transactions", "delete_records", "static_membership"}),
+    # No transactions through aiokafka or librdkafka, no DeleteRecords. Static members
+    # (group.instance.id): Tansu 0.6 never expels one whose session has lapsed (it checks sessions
+    # only on requests from dynamic members) and holds each of their joins and syncs for 3 s.
+    "tansu": frozenset(),
 }
 
 # Worker settings (environment variables, settings.py) that each embedded broker needs beyond the
@@ -124,6 +127,13 @@ def worker_env_for(bootstrap: str) -> dict[str, str]:
             if broker.bootstrap == bootstrap:
                 return broker.worker_env()
     return {}
+
+
+# The shortest consumer-group session timeout to give workers on each broker, in seconds. Apache Kafka
+# refuses less than its group.min.session.timeout.ms (6 s by default). Tansu has no minimum; at 3 s
+# (0.5 s heartbeats) calm runs expelled no live worker, and a killed worker's partitions, which Tansu
+# keeps assigning to it until its session lapses, move sooner (scripts/chaos.py --kills 0, README).
+SHORTEST_SESSION_TIMEOUT_S: dict[str, float] = {"kafka": 6.0, "tansu": 3.0}
 
 
 class EmbeddedBroker:
@@ -166,6 +176,11 @@ class EmbeddedBroker:
     def worker_env(self) -> dict[str, str]:
         """Environment variables a worker on this broker needs beyond the defaults (WORKER_ENV)."""
         return dict(WORKER_ENV.get(self.kind, {}))
+
+    @property
+    def shortest_session_timeout_s(self) -> float:
+        """The shortest consumer-group session timeout to give workers here (SHORTEST_SESSION_TIMEOUT_S)."""
+        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
 
     @property
     def pid(self) -> int:

@@ -106,6 +106,7 @@ STATS = {
         "decisions": INT_MAP,
         "alerts": INT_MAP,
         "assigned_partitions": {"type": "array", "items": {"type": "integer"}},
+        "rebalances": {"type": "integer"},
         "consumer_lag": INT_MAP,
         "decision_latency_ms": {
             "type": "object",
