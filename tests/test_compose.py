@@ -70,7 +70,7 @@ def test_kafka_is_a_single_kraft_node_with_healthcheck(config: dict[str, Any]) -
 def test_two_workers_configured_by_env(config: dict[str, Any]) -> None:
     workers = _workers(config)
     assert len(workers) == 2, sorted(config["services"])
-    web_ports, volumes = set(), set()
+    web_ports, volumes, instances = set(), set(), set()
     for name, svc in workers.items():
         env = svc["environment"]
         assert env["STREAMRISK_BOOTSTRAP"] == "kafka:9092", name
@@ -79,6 +79,7 @@ def test_two_workers_configured_by_env(config: dict[str, Any]) -> None:
         assert env["STREAMRISK_DATA_DIR"] == "/data", name
         port = str(env["STREAMRISK_WEB_PORT"])
         web_ports.add(port)
+        instances.add(env["STREAMRISK_GROUP_INSTANCE_ID"])  # static members on Apache Kafka
         assert any(f":{port}:{port}" in str(p) or f"{port}:{port}" in str(p) for p in svc["ports"]), (
             f"{name} must publish its web port {port}: {svc['ports']}"
         )
@@ -89,6 +90,7 @@ def test_two_workers_configured_by_env(config: dict[str, Any]) -> None:
         assert Path(svc["build"]["context"]) == ROOT
     assert len(web_ports) == 2, "each worker needs its own web port"
     assert len(volumes) == 2, "workers must not share a state volume"
+    assert len(instances) == 2, "each static group member needs its own instance id"
 
 
 def test_missing_api_token_is_refused() -> None:
