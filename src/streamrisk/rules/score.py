@@ -75,7 +75,8 @@ def _number(value: object, name: str) -> float:
 class ScoreModel:
     """A logistic model whose weights were vectorised once, at load."""
 
-    __slots__ = ("_keys", "_plan", "_w", "_wl", "bias", "clip", "decline_at", "features", "review_at")
+    __slots__ = ("_keys", "_plan", "_w", "_wl", "bias", "clip", "decline_at", "features", "formula",
+                 "review_at")
 
     def __init__(
         self,
@@ -96,6 +97,9 @@ class ScoreModel:
         kinds = {"raw": _RAW, "log1p": _LOG1P, "eq": _EQ}
         self._plan = tuple((f.namespace, f.field, kinds[f.transform], f.equals)
                            for f in self.features)
+        #: What score() depends on: models with equal formulas give the same score to every payment
+        #: (a shadow ruleset that only changes rules or thresholds reuses the live score).
+        self.formula = (self.bias, self.clip, self._plan, tuple(self._wl))
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object] | None) -> ScoreModel:
