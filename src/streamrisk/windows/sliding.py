@@ -188,6 +188,28 @@ class SlidingWindows:
         # Exact int numerator n^2 * var, so no cancellation before the single rounding.
         return math.sqrt(n * (self._totsq - self._outsq[i]) - s * s) / n
 
+    def moments(self, i: int) -> tuple[int, int, float, float]:
+        """count(i), sum(i), mean(i) and std(i) in one call (features read them together)."""
+        n = len(self._ts) - self._start[i]
+        s = self._tot - self._out[i]
+        if n < 2:
+            return n, s, (s / n if n else 0.0), 0.0
+        return n, s, s / n, math.sqrt(n * (self._totsq - self._outsq[i]) - s * s) / n
+
+    def counts(self) -> list[int]:
+        """count(i) of every window, in horizon order."""
+        n = len(self._ts)
+        return [n - s for s in self._start]
+
+    def sums(self) -> list[int]:
+        """sum(i) of every window, in horizon order."""
+        tot = self._tot
+        return [tot - o for o in self._out]
+
+    def distincts(self, dim: int) -> list[int]:
+        """distinct(i, dim) of every window, in horizon order (a fresh list)."""
+        return list(self._dims[dim][4])
+
     def max(self, i: int) -> int | None:
         """Largest value in window ``i``, None when empty (values may be <= 0)."""
         stair = self._stair
