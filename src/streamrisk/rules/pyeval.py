@@ -279,5 +279,6 @@ def compile_rules(sources: Sequence[str], specs: Sequence[Spec]) -> FastRules:
     lines.append(f"        return ({''.join(e + ', ' for e in exprs)})")
     lines += ["    except Exception:", "        return None"]
     scope: dict[str, Any] = {"_num": _num, "_div": _div, "_nn": _nn}
+    # Only locals, operators and literals the parser produced go into the source.
     exec(compile("\n".join(lines), "<streamrisk rules>", "exec"), scope)
     return scope["fast_rules"]
