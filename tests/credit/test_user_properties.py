@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,34 +81,3 @@ def test_every_step_respects_bounds_floor_ceiling_and_cooldown(seq: list) -> Non
     assert all(b - a >= P.cooldown_ms for a, b in itertools.pairwise(raises))
     a = run.a
     assert a.outstanding >= 0 and 0 <= a.available <= max(a.limit, 0)
-
-
-SMALL = small_policy(max_tracked_draws=20, reversal_window_days=15).user
-account_ops = st.lists(st.tuples(
-    st.integers(-6, 30).map(lambda h: h * HOUR),
-    st.one_of(
-        st.tuples(st.just("pay"), st.integers(1, 3_000), st.integers(0, 40)),
-        st.tuples(st.just("pay"), st.integers(1, 3_000), st.integers(0, 40)),
-        st.tuples(st.just("repay"), st.integers(1, 30_000), st.booleans()),
-        st.tuples(st.just("chargeback"), st.integers(0, 40), st.none()),
-        st.tuples(st.just("reload"), st.none(), st.none()),
-    )), min_size=20, max_size=120)
-
-
-@settings(max_examples=200, deadline=None)
-@given(account_ops)
-def test_an_account_is_stored_as_the_json_of_its_fields_whatever_happened_to_it(seq: list) -> None:
-    # encode() keeps its draws' JSON between writes; what it writes is always the plain dump.
-    run = UserRun(SMALL, "u", T0)
-    ts = T0
-    for dt, (kind, x, y) in seq:
-        ts = max(T0, ts + dt)
-        if kind == "pay":
-            run.pay(f"p{y}", ts, x)  # ids repeat: a repeated id keeps its place among the draws
-        elif kind == "repay":
-            run.repay(ts, x, y)
-        elif kind == "chargeback":
-            run.chargeback(f"p{x}", ts)
-        else:  # the book reloads an account from the table after dropping its cache
-            run.a = uc.UserAccount.from_list(orjson.loads(run.a.encode()))
-        assert run.a.encode() == orjson.dumps(run.a.to_list())

@@ -13,12 +13,9 @@ minor units.
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
-
-import orjson
 
 from .policy import UserPolicy
 
@@ -32,8 +29,6 @@ FREEZE_LIFTED = "FREEZE_LIFTED"
 CUT_ORDER = (LATE_REPAYMENT, CHARGEBACK_RECEIVED, FRAUD_ALERT)
 
 HISTORY = 5  # adjustments kept on the account for the API
-# Accounts with at least this many draws keep their draws' JSON between writes (UserAccount.encode).
-ENCODED_DRAWS_MIN = 16
 MIN_SIGNALS = 64  # signal times kept per kind (newest first); at least raise_min_on_time
 
 
@@ -67,11 +62,6 @@ class UserAccount:
     pending: set[str] = field(default_factory=set)  # cut reasons that arrived since the last review
     draws: dict[str, list[int]] = field(default_factory=dict)  # payment id -> [ts, amount]
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
-    # Each draw's `"payment id":[ts,amount]` as `encode` writes it, in `draws` order: an account is
-    # written after every batch that touches it, and re-encoding up to max_tracked_draws draws each
-    # time was most of the credit book's cost. Kept by `draw` (one appended, the oldest dropped);
-    # any other change to `draws` drops it (None), and the next `encode` starts afresh.
-    _draw_json: deque[bytes] | None = field(default=None, compare=False, repr=False)
 
     # -- reads
     @property
@@ -88,27 +78,9 @@ class UserAccount:
         return [self.limit, self.next_review, self.clock, self.outstanding, self.status.value, self.until,
                 self.last_cut, self.on_time, self.negatives, sorted(self.pending), self.draws, self.history]
 
-    def encode(self) -> bytes:
-        """`orjson.dumps(self.to_list())`, byte for byte, re-encoding only the draws that changed."""
-        entries = self._draw_json
-        if entries is None or len(entries) != len(self.draws):
-            if len(self.draws) < ENCODED_DRAWS_MIN:
-                self._draw_json = None
-                return orjson.dumps(self.to_list())
-            entries = self._draw_json = deque(_draw_entry(pid, d) for pid, d in self.draws.items())
-        head = orjson.dumps([self.limit, self.next_review, self.clock, self.outstanding, self.status.value,
-                             self.until, self.last_cut, self.on_time, self.negatives, sorted(self.pending)])
-        # Compact JSON lists concatenate: `[a,b` + `,{...}` + `,[...]]` is the dump of [a, b, {...}, [...]].
-        return b"".join((head[:-1], b",{", b",".join(entries), b"},", orjson.dumps(self.history), b"]"))
-
     @classmethod
     def from_list(cls, v: list[Any]) -> UserAccount:
         return cls(v[0], v[1], v[2], v[3], Status(v[4]), v[5], v[6], v[7], v[8], set(v[9]), v[10], v[11])
-
-
-def _draw_entry(payment_id: str, drawn: list[int]) -> bytes:
-    """One draw as it appears inside the JSON object of draws: `"payment id":[ts,amount]`."""
-    return orjson.dumps({payment_id: drawn})[1:-1]
 
 
 def open_account(user_id: str, ts: int, p: UserPolicy) -> UserAccount:
@@ -135,7 +107,6 @@ def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
     if a.draws and next(iter(a.draws.values()))[0] <= old:
         for pid in [pid for pid, (t, _) in a.draws.items() if t <= old]:
             del a.draws[pid]
-        a._draw_json = None
 
 
 def _record(a: UserAccount, adj: Adjustment) -> Adjustment:
@@ -208,16 +179,9 @@ def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -
     """An approved (or review) credit_line payment: it is owed, and can be reversed by its chargeback."""
     _advance(a, ts, p)
     a.outstanding += amount
-    entries = a._draw_json
-    if entries is not None and payment_id in a.draws:
-        entries = a._draw_json = None  # a repeated id keeps its place in `draws`: encode afresh
-    drawn = a.draws[payment_id] = [ts, amount]
-    if entries is not None:
-        entries.append(_draw_entry(payment_id, drawn))
+    a.draws[payment_id] = [ts, amount]
     if len(a.draws) > p.max_tracked_draws:
         del a.draws[next(iter(a.draws))]
-        if entries is not None:
-            entries.popleft()
 
 
 def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy) -> None:
@@ -235,8 +199,6 @@ def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy) -> int:
     amount reversed."""
     _advance(a, ts, p)
     drawn = a.draws.pop(payment_id, None)
-    if drawn is not None:
-        a._draw_json = None
     reversed_amount = 0
     # Pruning in _advance is memory hygiene only; the window is decided here.
     if drawn is not None and drawn[0] > a.clock - p.reversal_window_ms:
