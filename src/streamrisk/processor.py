@@ -344,9 +344,10 @@ class Processor(Alerting, MerchantSide):
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
         explain = self.settings.explain_decisions
-        verdict = decide(self.rules.ruleset, ctx, explain)
+        ruleset = self.rules.ruleset
+        verdict = decide(ruleset, ctx, explain)
         if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
-            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain)
+            would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain, ruleset)
             out.append(Out(self.shadow.topic, p.user_id, would_be))
         outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,51 @@ def test_every_step_respects_bounds_floor_ceiling_and_cooldown(seq: list) -> Non
     assert all(b - a >= P.cooldown_ms for a, b in itertools.pairwise(raises))
     a = run.a
     assert a.outstanding >= 0 and 0 <= a.available <= max(a.limit, 0)
+
+
+SIGNALS = small_policy(lookback_days=4).user
+account_ops = st.lists(st.tuples(
+    st.integers(-6, 30).map(lambda h: h * HOUR),  # sometimes back in time: a late signal
+    st.one_of(
+        st.tuples(st.just("pay"), st.integers(1, 3_000), st.lists(alert, max_size=2)),
+        st.tuples(st.just("repay"), st.integers(1, 30_000), st.booleans()),
+        st.tuples(st.just("chargeback"), st.integers(0, 40), st.none()),
+        st.tuples(st.just("reload"), st.none(), st.none()),
+    )), min_size=1, max_size=150)
+
+
+@settings(max_examples=200, deadline=None)
+@given(account_ops)
+def test_an_account_is_stored_as_the_json_of_its_fields_whatever_happened_to_it(seq: list) -> None:
+    # encode() keeps the signal times' JSON between writes; what it writes is always the plain dump.
+    run = UserRun(SIGNALS, "u", T0)
+    ts = T0
+    for i, (dt, (kind, x, y)) in enumerate(seq):
+        ts = max(T0, ts + dt)
+        if kind == "pay":
+            run.pay(f"p{i}", ts, x, y)
+        elif kind == "repay":
+            run.repay(ts, x, y)
+        elif kind == "chargeback":
+            run.chargeback(f"p{x}", ts)
+        else:  # the book reloads an account from the table after dropping its cache
+            run.a = uc.UserAccount.from_list(orjson.loads(run.a.encode()))
+        assert run.a.encode() == orjson.dumps(run.a.to_list())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("keep"), st.integers(0, 2**40)),
+                          st.tuples(st.just("keep_newest"), st.integers(0, 1000)),
+                          st.tuples(st.just("prune"), st.integers(0, 2**40))), max_size=200),
+       st.integers(1, 70))
+def test_signal_times_stay_sorted_capped_and_dumped_as_a_list(ops: list, cap: int) -> None:
+    times, model = uc.SignalTimes(), []
+    for kind, x in ops:
+        if kind == "prune":
+            times.prune(x)
+            model = [t for t in model if t > x]
+        else:
+            ts = (model[-1] if model else 0) + x if kind == "keep_newest" else x
+            times.keep(ts, cap)
+            model = sorted([*model, ts])[-cap:]
+        assert times == model and times.json() == orjson.dumps(model)

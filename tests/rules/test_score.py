@@ -83,3 +83,41 @@ def test_score_is_always_within_zero_and_one(bias: float, weight: float, value: 
     m = model({"user.payment_count_5m": weight, "log1p(payment.amount)": weight}, bias=bias)
     s = m.score(normal_ctx(user={"payment_count_5m": value}, payment={"amount": value}))
     assert 0.0 <= s <= 1.0
+
+
+def reference_values(m: ScoreModel, ctx: dict) -> list[float]:
+    """The feature vector as the README defines it, one feature at a time."""
+    out = []
+    for f in m.features:
+        src = ctx.get(f.namespace)
+        v = src.get(f.field) if src is not None else None
+        if f.transform == "eq":
+            out.append(1.0 if v == f.equals else 0.0)
+            continue
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = 0.0
+        if math.isnan(x):
+            x = 0.0
+        elif f.transform == "log1p":
+            x = math.copysign(math.log1p(abs(x)), x)
+        out.append(min(m.clip, max(-m.clip, x)))
+    return out
+
+
+hostile = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
+                    st.none(), st.booleans(), st.text(max_size=4), st.sampled_from(["3.5", "nan", "-inf"]))
+
+
+@given(st.dictionaries(st.sampled_from(["payment_count_5m", "amount_zscore_30d", "new_device"]), hostile),
+       st.dictionaries(st.sampled_from(["amount", "method"]), hostile | st.sampled_from(["credit_line"])),
+       st.booleans(), st.floats(0.5, 50.0))
+def test_the_feature_vector_is_each_feature_transformed_and_clipped(user, payment, merchant, clip) -> None:
+    m = model({"user.payment_count_5m": 0.3, "log1p(user.payment_count_5m)": 0.3,
+               "log1p(user.amount_zscore_30d)": 1.0, "user.new_device": 0.8, "payment.amount": 0.1,
+               "payment.method == 'credit_line'": 0.2, "merchant.refund_rate_24h": 1.5}, clip=clip)
+    ctx = {"user": user, "payment": payment, **({"merchant": {}} if merchant else {})}
+    got, want = m.values(ctx), reference_values(m, ctx)
+    assert [repr(x) for x in got] == [repr(x) for x in want]  # bit for bit, -0.0 included
+    assert all(type(x) is float for x in got)

@@ -3,6 +3,8 @@ every payment, never acting; promoted by publishing the same version live; retir
 
 from __future__ import annotations
 
+import math
+
 from tests.pipeline import Pipeline
 
 from streamrisk.loadgen import patterns
@@ -102,3 +104,20 @@ def test_a_new_shadow_version_starts_its_own_agreement_counts() -> None:
     assert pipe.proc.stats()["shadow"]["version"] == "shadow-2"
     assert pipe.proc.stats()["shadow"]["decisions"] == 1
     assert pipe.proc.stats()["shadow"]["agreement"] == 1.0
+
+
+def test_a_shadow_scores_with_its_own_weights_and_shares_an_identical_score_formula() -> None:
+    scored = {"bias": -6.0, "weights": {"log1p(payment.amount)": 1.0}}
+    pipe = Pipeline()
+    assert pipe.publish_rules("main", {**LIVE, "score": scored}) == []
+    heavier = {"bias": -6.0, "weights": {"log1p(payment.amount)": 2.0}}
+    assert pipe.publish_rules("shadow", {**SHADOW, "score": heavier}) == []
+    outs = pipe.run(pay("u1", 90.0), now=NOW)
+    live = pipe.records("risk-decisions", outs)[0]["score"]
+    shadow = shadow_records(pipe)[0]["score"]
+    assert math.isclose(live, 1 / (1 + math.exp(6.0 - math.log1p(90.0))), rel_tol=1e-12)
+    assert math.isclose(shadow, 1 / (1 + math.exp(6.0 - 2 * math.log1p(90.0))), rel_tol=1e-12)
+    # The same formula under another version: the same score, computed once.
+    assert pipe.publish_rules("shadow", {**SHADOW, "version": "shadow-2", "score": dict(scored)}) == []
+    outs = pipe.run(pay("u1", 90.0, 1), now=NOW)
+    assert shadow_records(pipe)[-1]["score"] == pipe.records("risk-decisions", outs)[0]["score"] == live

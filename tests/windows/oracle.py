@@ -78,5 +78,9 @@ def assert_matches(w: SlidingWindows, o: Oracle, *, check_paths: bool = True) ->
             want = len({e[2][d] for e in win})
             assert w.distinct(i, d) == want, (ctx, name)
             assert w.distinct(i, name) == want
+            assert w.distincts(d)[i] == want
+        # The bulk reads give exactly what the per-window reads give.
+        assert w.moments(i) == (w.count(i), w.sum(i), w.mean(i), w.std(i)), ctx
+        assert w.counts()[i] == w.count(i) and w.sums()[i] == w.sum(i), ctx
     if check_paths:
         assert w.path_counts == o.paths

@@ -32,7 +32,9 @@ class Tally:
     def add_decision(self, event_id: str, action: str, reasons: list[str] | tuple[str, ...],
                      rules_version: str = "") -> None:
         self.actions[action] += 1
-        self.reasons.update(reasons)
+        tally = self.reasons
+        for reason in reasons:  # Counter.update costs more than this for a few reasons
+            tally[reason] += 1
         if rules_version:
             self.versions[rules_version] += 1
         for level, acts in FLAG_LEVELS.items():

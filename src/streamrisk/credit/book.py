@@ -115,7 +115,8 @@ class CreditBook:
         for kind, entity_id in self._changed:
             partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
             assert acct is not None
-            self.kv.put(partition, kind + SEP + entity_id.encode(), orjson.dumps(acct.to_list()))
+            value = acct.encode() if kind == USER_KIND else orjson.dumps(acct.to_list())  # type: ignore[union-attr]
+            self.kv.put(partition, kind + SEP + entity_id.encode(), value)
         n = len(self._changed)
         self._changed.clear()
         if len(self._users) + len(self._merchants) > CACHE_MAX:

@@ -13,9 +13,12 @@ minor units.
 from __future__ import annotations
 
 import bisect
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+import orjson
 
 from .policy import UserPolicy
 
@@ -48,6 +51,63 @@ class Adjustment(NamedTuple):
     ts: int
 
 
+class SignalTimes(list[int]):
+    """Sorted event times of one kind of signal, with their JSON kept beside them.
+
+    An account is written after every batch that touches it, and its signal times are most of it
+    (a user whose payments keep firing a rule holds up to MIN_SIGNALS cut signals): encoding them
+    anew each time was the larger part of the credit book's cost. `keep` and `prune` are the only
+    changes made to them; each keeps the JSON, so a write copies it instead of encoding every time.
+    """
+
+    __slots__ = ("_json", "_sizes")
+
+    def __init__(self, times: Any = ()) -> None:
+        super().__init__(times)
+        self._json: bytearray | None = None  # `t1,t2,...` as orjson writes the list, without brackets
+        self._sizes = array("H")  # bytes of each time in _json
+
+    def keep(self, ts: int, cap: int) -> None:
+        """Add a signal time; keep the newest `cap`."""
+        pos = bisect.bisect_right(self, ts)
+        self.insert(pos, ts)
+        enc = self._json
+        if enc is not None:
+            if pos == len(self) - 1 and 0 <= ts < 1 << 63:  # the usual case: the newest signal
+                digits = b"%d" % ts
+                enc += b"," + digits if pos else digits
+                self._sizes.append(len(digits))
+            else:
+                self._json = None
+        if len(self) > cap:
+            self.prune_first(1)
+
+    def prune(self, horizon: int) -> None:
+        """Forget the times at or before `horizon`."""
+        cut = bisect.bisect_right(self, horizon)
+        if cut:
+            self.prune_first(cut)
+
+    def prune_first(self, n: int) -> None:
+        del self[:n]
+        enc = self._json
+        if enc is not None:
+            sizes = self._sizes
+            if self:
+                del enc[: sum(sizes[:n]) + n]  # each time with the comma after it
+            else:
+                enc.clear()
+            del sizes[:n]
+
+    def json(self) -> bytes:
+        """orjson.dumps(list(self)), byte for byte."""
+        enc = self._json
+        if enc is None or len(self._sizes) != len(self):
+            enc = self._json = bytearray(orjson.dumps(self)[1:-1])
+            self._sizes = array("H", (len(b"%d" % t) for t in self))
+        return b"[" + enc + b"]"
+
+
 @dataclass(slots=True)
 class UserAccount:
     limit: int
@@ -57,8 +117,9 @@ class UserAccount:
     status: Status = Status.ACTIVE
     until: int = -1  # end of the cooldown or the freeze
     last_cut: int = -1  # event time of the last cut (or freeze lift): raises need on-time repayments after it
-    on_time: list[int] = field(default_factory=list)  # sorted ts of on-time repayments in the look-back
-    negatives: list[int] = field(default_factory=list)  # sorted ts of cut signals in the look-back
+    # Sorted ts of on-time repayments, and of cut signals, in the look-back.
+    on_time: SignalTimes = field(default_factory=SignalTimes)
+    negatives: SignalTimes = field(default_factory=SignalTimes)
     pending: set[str] = field(default_factory=set)  # cut reasons that arrived since the last review
     draws: dict[str, list[int]] = field(default_factory=dict)  # payment id -> [ts, amount]
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
@@ -78,19 +139,26 @@ class UserAccount:
         return [self.limit, self.next_review, self.clock, self.outstanding, self.status.value, self.until,
                 self.last_cut, self.on_time, self.negatives, sorted(self.pending), self.draws, self.history]
 
+    def encode(self) -> bytes:
+        """orjson.dumps(self.to_list()), byte for byte, with the signal times' JSON as kept."""
+        head = orjson.dumps([self.limit, self.next_review, self.clock, self.outstanding, self.status.value,
+                             self.until, self.last_cut])
+        tail = orjson.dumps([sorted(self.pending), self.draws, self.history])
+        # Compact JSON lists concatenate: `[a,b` + `,[..],[..],` + `c]` is the dump of [a, b, [..], [..], c].
+        return b"".join((head[:-1], b",", self.on_time.json(), b",", self.negatives.json(), b",", tail[1:]))
+
     @classmethod
     def from_list(cls, v: list[Any]) -> UserAccount:
-        return cls(v[0], v[1], v[2], v[3], Status(v[4]), v[5], v[6], v[7], v[8], set(v[9]), v[10], v[11])
+        return cls(v[0], v[1], v[2], v[3], Status(v[4]), v[5], v[6], SignalTimes(v[7]), SignalTimes(v[8]),
+                   set(v[9]), v[10], v[11])
 
 
 def open_account(user_id: str, ts: int, p: UserPolicy) -> UserAccount:
     return UserAccount(limit=p.initial_limit_for(user_id), next_review=ts + p.review_period_ms, clock=ts)
 
 
-def _keep(times: list[int], ts: int, p: UserPolicy) -> None:
-    bisect.insort(times, ts)
-    if len(times) > max(MIN_SIGNALS, p.raise_min_on_time):
-        del times[0]
+def _keep(times: SignalTimes, ts: int, p: UserPolicy) -> None:
+    times.keep(ts, max(MIN_SIGNALS, p.raise_min_on_time))
 
 
 def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
@@ -99,10 +167,8 @@ def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
         return
     a.clock = ts
     horizon = ts - p.lookback_ms
-    for times in (a.on_time, a.negatives):
-        cut = bisect.bisect_right(times, horizon)
-        if cut:
-            del times[:cut]
+    a.on_time.prune(horizon)
+    a.negatives.prune(horizon)
     old = ts - p.reversal_window_ms
     if a.draws and next(iter(a.draws.values()))[0] <= old:
         for pid in [pid for pid, (t, _) in a.draws.items() if t <= old]:

@@ -210,17 +210,18 @@ class UserState(_EntityBase):
         cb.advance(end)
         rp.advance(end)
         out: dict[str, float] = {}
+        merchants, devices = p.distincts(0), p.distincts(1)
         for i, (k_n, k_sum, k_mean, k_std, k_max, k_merchants, k_devices) in enumerate(
             self.cfg.user_keys
         ):
-            n = p.count(i)
+            n, total, mean, std = p.moments(i)
             out[k_n] = n
-            out[k_sum] = p.sum(i) / 100
-            out[k_mean] = p.mean(i) / 100 if n else 0.0
-            out[k_std] = p.std(i) / 100 if n > 1 else 0.0
+            out[k_sum] = total / 100
+            out[k_mean] = mean / 100 if n else 0.0
+            out[k_std] = std / 100 if n > 1 else 0.0
             out[k_max] = (p.max(i) or 0) / 100 if n else 0.0
-            out[k_merchants] = p.distinct(i, 0)
-            out[k_devices] = p.distinct(i, 1)
+            out[k_merchants] = merchants[i]
+            out[k_devices] = devices[i]
         rate_i = len(self.cfg.names)  # the extra 30-day horizon appended in __init__
         n_cb = cb.count(0)
         out["chargeback_count_30d"] = n_cb
@@ -287,27 +288,27 @@ class MerchantState(_EntityBase):
         for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks):
             w.advance(end)
         out: dict[str, float] = {}
-        placed, fulfilled, refunded, payments = self.placed, self.fulfilled, self.refunded, self.payments
+        # Every window's aggregates in one call per series (one call per feature cost a third more).
+        orders, order_sums, buyers = self.placed.counts(), self.placed.sums(), self.placed.distincts(0)
+        refunds, fulfilled, payments = self.refunded.counts(), self.fulfilled.sums(), self.payments.counts()
         for i, (k_n, k_sum, k_fulfilled, k_refunds, k_rate, k_buyers, k_payments) in enumerate(
             self.cfg.merchant_keys
         ):
-            orders = placed.count(i)
-            refunds = refunded.count(i)
-            out[k_n] = orders
-            out[k_sum] = placed.sum(i) / 100
-            out[k_fulfilled] = fulfilled.sum(i) / 100
-            out[k_refunds] = refunds
-            out[k_rate] = _rate(refunds, orders)
-            out[k_buyers] = placed.distinct(i, 0)
-            out[k_payments] = payments.count(i)
+            out[k_n] = orders[i]
+            out[k_sum] = order_sums[i] / 100
+            out[k_fulfilled] = fulfilled[i] / 100
+            out[k_refunds] = refunds[i]
+            out[k_rate] = _rate(refunds[i], orders[i])
+            out[k_buyers] = buyers[i]
+            out[k_payments] = payments[i]
         n = len(self.cfg.names)
         rate_i, settle_i = n, n + 1
         n_cb = self.chargebacks.count(0)
         out["chargeback_count_30d"] = n_cb
-        out["chargeback_rate_30d"] = _rate(n_cb, self.payments.count(rate_i))
+        out["chargeback_rate_30d"] = _rate(n_cb, payments[rate_i])
         out["receivables"] = self._receivables(settle_i) / 100
-        hourly_mean_30d = self.fulfilled.sum(rate_i) / (RATE_HORIZON_MS / HOUR_MS)
-        out["sales_velocity_1h"] = _rate(self.fulfilled.sum(n + 2), hourly_mean_30d)
+        hourly_mean_30d = fulfilled[rate_i] / (RATE_HORIZON_MS / HOUR_MS)
+        out["sales_velocity_1h"] = _rate(fulfilled[n + 2], hourly_mean_30d)
         self._features = out
         return out
 

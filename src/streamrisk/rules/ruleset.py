@@ -24,6 +24,7 @@ from streamrisk.rules.expr import (
     prepare,
     readable_error,
 )
+from streamrisk.rules.pyeval import Untranslatable, compile_rules
 from streamrisk.rules.schema import CONTEXT_SCHEMA, NUM
 from streamrisk.rules.score import ScoreConfigError, ScoreModel
 
@@ -137,7 +138,7 @@ class _Batch:
     with distinct fields, not with rules (scripts/bench_rules.py compares the alternatives).
     """
 
-    __slots__ = ("combined", "fired", "programs", "specs")
+    __slots__ = ("combined", "fast", "fired", "programs", "specs")
 
     def __init__(
         self,
@@ -152,6 +153,11 @@ class _Batch:
             cel.compile("[" + ", ".join(f"({p.source})" for p in programs) + "]")
             if programs else None
         )
+        # The same conditions as Python when they are all in the common subset (rules/pyeval.py).
+        try:
+            self.fast = compile_rules([p.source for p in programs], self.specs) if programs else None
+        except Untranslatable:
+            self.fast = None
 
 
 class Ruleset:
@@ -224,6 +230,10 @@ class Ruleset:
     def _run(self, batch: _Batch, ctx: Context) -> list[FiredRule]:
         if batch.combined is None:
             return []
+        if batch.fast is not None:
+            hits = batch.fast(ctx)
+            if hits is not None:  # else a value the fast path does not take: CEL decides
+                return [fired for fired, hit in zip(batch.fired, hits, strict=True) if hit]
         variables = flat_variables(batch.specs, ctx)
         try:
             hits = batch.combined.execute(variables)

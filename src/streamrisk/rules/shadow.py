@@ -74,12 +74,15 @@ class ShadowRun:
         self.tally: ShadowTally | None = None
 
     def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
-                explain: bool = False) -> dict[str, Any]:
-        """The shadow's would-be decision record for `payment`; counts its agreement with `live`."""
+                explain: bool = False, live_ruleset: Ruleset | None = None) -> dict[str, Any]:
+        """The shadow's would-be decision record for `payment`; counts its agreement with `live`
+        (decided by `live_ruleset`: its score is reused when the shadow's is the same formula)."""
         tally = self.tally
         if tally is None or tally.version != ruleset.version:
             tally = self.tally = ShadowTally(ruleset.version)
-        verdict = decide(ruleset, ctx, explain)
+        same_score = live_ruleset is not None and \
+            live_ruleset.score_model.formula == ruleset.score_model.formula
+        verdict = decide(ruleset, ctx, explain, live.score if same_score else None)
         tally.observe(live, verdict)
         record = decision_record(payment, verdict.action, verdict.score, verdict.reasons,
                                  verdict.rules_version)

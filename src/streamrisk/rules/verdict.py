@@ -47,16 +47,17 @@ class Verdict:
     explanation: dict[str, Any] | None = None  # see rules/explain.py; only when asked for
 
 
-def decide(ruleset: Ruleset, ctx: Context, explain: bool = False) -> Verdict:
+def decide(ruleset: Ruleset, ctx: Context, explain: bool = False, score: float | None = None) -> Verdict:
     """Evaluate rules and score for one payment; never raises on a bad context.
 
     `explain` adds the rules that fired with the values they read and the top score contributions.
+    `score`: this payment's score, already computed by a model of the same formula (ScoreModel.formula).
     """
     fired = ruleset.evaluate(ctx)
     if explain:
         values = ruleset.score_model.values(ctx)
         score = ruleset.score_model.score_of(values)
-    else:
+    elif score is None:
         score = ruleset.score(ctx)
     rule_rank = 0
     reasons: list[str] = []

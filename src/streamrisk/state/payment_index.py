@@ -353,6 +353,8 @@ class PaymentIndex:
         if user_id in self._open:
             return
         first, nxt, _, top = self._meta(user_id)
+        if top >= 0 and not clock.may_expire(top, keep):
+            return  # its newest event is at least `top`: recent, as for every active user
         # Decide at the open chunk's key (or at the meta key when the open chunk is not written yet).
         open_blob = self.kv.get(self._chunk_key(user_id, nxt))
         at_open_chunk = len(parts) == 3 and parts[2] == str(nxt).encode()

@@ -414,8 +414,8 @@ class EntityStore(Generic[E]):
 
         entity_id = key[len(self.kind) + 1 :].decode()
         s = self.slots.get(entity_id)
-        if s is not None and s.dirty:
-            return
+        if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
+            return  # in memory and recent (most are): no need to read its partition from the table
         meta_raw = self.kv.get(key)
         if meta_raw is None:
             return

@@ -17,6 +17,8 @@ __all__ = ["AddPath", "Event", "SlidingWindows", "WindowSpec"]
 
 # Last-seen sentinel for a category: older than any int64 event time.
 _NEVER = -(1 << 63)
+# "Nothing will ever leave": later than any int64 event time plus a horizon.
+_NO_EXPIRY = 1 << 64
 
 # (ts, value, cats, eid) as yielded by SlidingWindows.events(); eid is 0 without id tracking.
 Event = tuple[int, int, tuple[Hashable, ...], int]
@@ -87,11 +89,13 @@ class SlidingWindows:
 
     __slots__ = (
         "_bounds",
+        "_bounds_at",
         "_dims",
         "_eid",
         "_end",
         "_expired",
         "_inner",
+        "_next",
         "_out",
         "_outsq",
         "_paths",
@@ -116,7 +120,11 @@ class SlidingWindows:
         self._end: int | None = None
         # end - horizon per window, and end - shortest horizon (inside every window above it).
         self._bounds: list[int] = []
+        self._bounds_at: int | None = None  # the end _bounds were computed for (see _fresh_bounds)
         self._inner = 0
+        # No event leaves any window before the end reaches this (a lower bound): moving the end
+        # short of it touches no window, which is what most moves do (features advance every series).
+        self._next = _NO_EXPIRY
         self._ts = array("q")
         self._val = array("q")
         self._eid = array("q") if spec.ids else None
@@ -179,6 +187,28 @@ class SlidingWindows:
         s = self._tot - self._out[i]
         # Exact int numerator n^2 * var, so no cancellation before the single rounding.
         return math.sqrt(n * (self._totsq - self._outsq[i]) - s * s) / n
+
+    def moments(self, i: int) -> tuple[int, int, float, float]:
+        """count(i), sum(i), mean(i) and std(i) in one call (features read them together)."""
+        n = len(self._ts) - self._start[i]
+        s = self._tot - self._out[i]
+        if n < 2:
+            return n, s, (s / n if n else 0.0), 0.0
+        return n, s, s / n, math.sqrt(n * (self._totsq - self._outsq[i]) - s * s) / n
+
+    def counts(self) -> list[int]:
+        """count(i) of every window, in horizon order."""
+        n = len(self._ts)
+        return [n - s for s in self._start]
+
+    def sums(self) -> list[int]:
+        """sum(i) of every window, in horizon order."""
+        tot = self._tot
+        return [tot - o for o in self._out]
+
+    def distincts(self, dim: int) -> list[int]:
+        """distinct(i, dim) of every window, in horizon order (a fresh list)."""
+        return list(self._dims[dim][4])
 
     def max(self, i: int) -> int | None:
         """Largest value in window ``i``, None when empty (values may be <= 0)."""
@@ -270,7 +300,10 @@ class SlidingWindows:
             val.append(value)
             if eida is not None:
                 eida.append(eid)
-            bounds = self._bounds
+            # It may be the first event of a window: it leaves that one no sooner than this.
+            expiry = ts + self.spec.shortest
+            if expiry < self._next:
+                self._next = expiry
             inner = self._inner
             for (ids, names, last, col, dist), cat in zip(dims, cats, strict=True):
                 c = ids.get(cat)
@@ -282,7 +315,7 @@ class SlidingWindows:
                 lc = last[c]
                 # New to window i iff its latest occurrence so far is outside it.
                 if lc <= inner:
-                    for i, b in enumerate(bounds):
+                    for i, b in enumerate(self._fresh_bounds()):
                         if lc <= b:
                             dist[i] += 1
                 last[c] = ts
@@ -307,7 +340,9 @@ class SlidingWindows:
         val.insert(pos, value)
         if eida is not None:
             eida.insert(pos, eid)
-        bounds = self._bounds
+        if ts + spec.shortest < self._next:
+            self._next = ts + spec.shortest
+        bounds = self._fresh_bounds()
         start = self._start
         out = self._out
         outsq = self._outsq
@@ -347,14 +382,28 @@ class SlidingWindows:
     def _set_end(self, t: int) -> None:
         self._end = t
         self._bounds = [t - h for h in self.spec.horizons]
+        self._bounds_at = t
         self._inner = t - self.spec.shortest
+        self._next = _NEVER  # unknown: the next move looks at every window
+
+    def _fresh_bounds(self) -> list[int]:
+        """end - horizon per window (a move short of `_next` leaves them stale)."""
+        end = self._end
+        if self._bounds_at != end:
+            self._bounds = [end - h for h in self.spec.horizons]
+            self._bounds_at = end
+        return self._bounds
 
     def _move_end(self, t: int) -> None:
         self._end = t
         self._inner = t - self.spec.shortest
+        if t < self._next:
+            return  # nothing leaves any window yet
         bounds = self._bounds
         if not bounds:
             bounds.extend(self.spec.horizons)
+        self._bounds_at = t
+        nxt = _NO_EXPIRY
         tsa = self._ts
         val = self._val
         n = len(tsa)
@@ -366,7 +415,11 @@ class SlidingWindows:
         for i, h in enumerate(self.spec.horizons):
             b = bounds[i] = t - h
             s = start[i]
-            if s >= n or tsa[s] > b:
+            if s >= n:
+                continue
+            if tsa[s] > b:  # its first event leaves when the end reaches tsa[s] + h
+                if tsa[s] + h < nxt:
+                    nxt = tsa[s] + h
                 continue
             e = s + 1
             if e < n and tsa[e] <= b:
@@ -403,6 +456,9 @@ class SlidingWindows:
                 if i == wi and self._expired is not None:
                     self._expired.extend(self._eid[s:e])
             start[i] = e
+            if e < n and tsa[e] + h < nxt:
+                nxt = tsa[e] + h
+        self._next = nxt
         head = start[wi]
         if head >= self.trim_min and 2 * head >= n:
             self._compact(head)
