@@ -260,6 +260,8 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
     if calm is None or n_pay - calm[0] < n_pay // 4:
         return whole, None  # too little left after the group settled to measure a rate
     d_s, c_s, t_s = calm
+    if t_s <= t0:  # settled before the first decision: the whole run is the settled span
+        d_s, c_s, t_s = d0, c0, t0
     steady = Row(f"  the same, after the group settled ({t_s - t0:.1f} s in)",
                  round((n_pay - d_s) / n_pay * n_in), t1 - t_s, c1 - c_s, payments=n_pay - d_s)
     return whole, steady
