@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
@@ -57,6 +58,7 @@ class Row:
     decided: int = 0  # payments decided over the whole run
     produced: int | None = None  # records written to every non-input topic over the whole run
     read_again: int | None = None
+    broker_cpu_s: float | None = None  # the broker's CPU over the same span
 
     @property
     def rate(self) -> float:
@@ -65,6 +67,13 @@ class Row:
     @property
     def cpu_us(self) -> float:
         return self.cpu_s / self.events * 1e6 if self.events else math.nan
+
+
+BROKER_PID: int | None = None  # the embedded broker, whose CPU the StreamRisk rows also sample
+
+
+def broker_cpu() -> float:
+    return cpu_seconds(BROKER_PID) if BROKER_PID else 0.0
 
 
 def uid(tag: str) -> str:
@@ -226,21 +235,23 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
         async with Decisions(bootstrap, decisions_topic, before) as out, aiohttp.ClientSession() as http:
             deadline = time.monotonic() + limit
             d0 = c0 = t0 = 0.0
-            calm: tuple[int, float, float] | None = None if workers > 1 else (0, 0.0, 0.0)
+            calm: tuple[int, float, float, float] | None = None if workers > 1 else (0, 0.0, 0.0, 0.0)
+            b0 = 0.0
             next_look = 0.0
             while len(out.first) < n_pay:
                 await out.poll()
                 if out.first and not t0:
                     d0, c0, t0 = len(out.first), sum(map(cpu_seconds, pids)), min(out.first.values())
+                    b0 = broker_cpu()
                 if calm is None and time.monotonic() >= next_look:
                     next_look = time.monotonic() + 0.25
                     if await settled(http, procs, 4):
-                        calm = (len(out.first), sum(map(cpu_seconds, pids)), time.time())
+                        calm = (len(out.first), sum(map(cpu_seconds, pids)), time.time(), broker_cpu())
                 dead = [w for w in procs if w.proc.poll() is not None]
                 if dead or time.monotonic() > deadline:
                     why = "died" if dead else f"decided {len(out.first)} of {n_pay} in {limit:.0f} s"
                     raise RuntimeError(f"{what}: a worker {why}:\n{(dead or procs)[0].log()}")
-            c1, t1 = sum(map(cpu_seconds, pids)), max(out.first.values())
+            c1, t1, b1 = sum(map(cpu_seconds, pids)), max(out.first.values()), broker_cpu()
             read_again: int | None = None
             for w in procs:
                 stats = await get_json(http, w, "/stats") or {}
@@ -254,16 +265,17 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
             w.stop()
     events = round((n_pay - d0) / n_pay * n_in)  # inputs processed between the two CPU samples
     whole = Row(what, events, t1 - t0, c1 - c0, payments=round(n_pay - d0), decided=n_pay,
-                produced=produced, read_again=read_again)
+                produced=produced, read_again=read_again, broker_cpu_s=b1 - b0)
     if workers == 1:
         return whole, whole
     if calm is None or n_pay - calm[0] < n_pay // 4:
         return whole, None  # too little left after the group settled to measure a rate
-    d_s, c_s, t_s = calm
+    d_s, c_s, t_s, b_s = calm
     if t_s <= t0:  # settled before the first decision: the whole run is the settled span
-        d_s, c_s, t_s = d0, c0, t0
+        d_s, c_s, t_s, b_s = d0, c0, t0, b0
     steady = Row(f"  the same, after the group settled ({t_s - t0:.1f} s in)",
-                 round((n_pay - d_s) / n_pay * n_in), t1 - t_s, c1 - c_s, payments=n_pay - d_s)
+                 round((n_pay - d_s) / n_pay * n_in), t1 - t_s, c1 - c_s, payments=n_pay - d_s,
+                 broker_cpu_s=b1 - b_s)
     return whole, steady
 
 
@@ -363,6 +375,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tu
     for r in (one_mix, two_mix) if one_mix.payments and two_mix.payments else ():
         print(f"  {r.what}: {r.payments / r.seconds:,.0f} payments/s, "
               f"{r.cpu_s / r.payments * 1e6:.0f} CPU us per payment")
+    # Two cores in all: what the workers and the broker kept busy bounds what a second worker can add.
+    print("  cores kept busy over each StreamRisk span (CPU seconds / seconds): workers + broker")
+    for r in rows[3:]:
+        if r.broker_cpu_s is not None and r.seconds > 0:
+            print(f"    {r.what.strip():<45} {r.cpu_s / r.seconds:.2f} + {r.broker_cpu_s / r.seconds:.2f} "
+                  f"of {os.cpu_count()}")
     print("\nratios")
     print(f"  1 worker / naive Faust agent            {fmt_ratio(one.rate, naive.rate)}   (target >= 2.5x)")
     print(f"  1 worker / Faust do-nothing agent       {fmt_ratio(one.rate, noop.rate)}   (target >= 0.60x)")
@@ -425,8 +443,10 @@ def main() -> int:
     kind = "tansu" if args.tansu else "kafka"
     # A just-created topic has no leader for a moment; the producer's retries of that are expected.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    global BROKER_PID
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker(kind) as broker:
         print(f"{kind} broker at {broker.bootstrap}", flush=True)
+        BROKER_PID = broker.pid
         checks = asyncio.run(bench(args, broker.bootstrap, Path(tmp)))
     return report(checks, started)
 
