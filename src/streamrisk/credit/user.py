@@ -73,7 +73,7 @@ class SignalTimes(list[int]):
         self.insert(pos, ts)
         enc = self._json
         if enc is not None:
-            if pos == len(self) - 1 and 0 <= ts < 1 << 63:  # the usual case: the newest signal
+            if pos == len(self) - 1 and type(ts) is int and 0 <= ts < 1 << 63:  # usual: the newest signal
                 digits = b"%d" % ts
                 enc += b"," + digits if pos else digits
                 self._sizes.append(len(digits))
