@@ -69,13 +69,6 @@ class Row:
         return self.cpu_s / self.events * 1e6 if self.events else math.nan
 
 
-BROKER_PID: int | None = None  # the embedded broker, whose CPU the StreamRisk rows also sample
-
-
-def broker_cpu() -> float:
-    return cpu_seconds(BROKER_PID) if BROKER_PID else 0.0
-
-
 def uid(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:6]}"
 
@@ -221,7 +214,7 @@ async def settled(http: aiohttp.ClientSession, procs: list[WorkerProcess], parti
 
 
 async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, int], workers: int,
-                     what: str, limit: float) -> tuple[Row, Row | None]:
+                     what: str, limit: float, broker_pid: int) -> tuple[Row, Row | None]:
     """The run from its first decision; with several workers also the span after their group settled
     (the second worker's join makes the first give up half its partitions: a rebalance, with recovery,
     inside the measured span), or None if the topics were drained before it settled."""
@@ -231,6 +224,7 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
     app_id = uid("bench")
     procs = [WorkerProcess(bootstrap, prefix, app_id, work / f"{app_id}-{i}").start() for i in range(workers)]
     pids = [w.proc.pid for w in procs]
+
     try:
         async with Decisions(bootstrap, decisions_topic, before) as out, aiohttp.ClientSession() as http:
             deadline = time.monotonic() + limit
@@ -242,16 +236,17 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
                 await out.poll()
                 if out.first and not t0:
                     d0, c0, t0 = len(out.first), sum(map(cpu_seconds, pids)), min(out.first.values())
-                    b0 = broker_cpu()
+                    b0 = cpu_seconds(broker_pid)
                 if calm is None and time.monotonic() >= next_look:
                     next_look = time.monotonic() + 0.25
                     if await settled(http, procs, 4):
-                        calm = (len(out.first), sum(map(cpu_seconds, pids)), time.time(), broker_cpu())
+                        calm = (len(out.first), sum(map(cpu_seconds, pids)), time.time(),
+                                cpu_seconds(broker_pid))
                 dead = [w for w in procs if w.proc.poll() is not None]
                 if dead or time.monotonic() > deadline:
                     why = "died" if dead else f"decided {len(out.first)} of {n_pay} in {limit:.0f} s"
                     raise RuntimeError(f"{what}: a worker {why}:\n{(dead or procs)[0].log()}")
-            c1, t1, b1 = sum(map(cpu_seconds, pids)), max(out.first.values()), broker_cpu()
+            c1, t1, b1 = sum(map(cpu_seconds, pids)), max(out.first.values()), cpu_seconds(broker_pid)
             read_again: int | None = None
             for w in procs:
                 stats = await get_json(http, w, "/stats") or {}
@@ -339,7 +334,8 @@ def share(a: float, b: float) -> str:
     return f"{a / b:.1%}" if b else "n/a"
 
 
-async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tuple[str, bool]]:
+async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work: Path
+                ) -> list[tuple[str, bool]]:
     limit = 120.0 if args.quick else 900.0
     pay_prefix, mix_prefix = uid("bench-pay") + ".", uid("bench-mix") + "."
     pay = await preload(bootstrap, pay_prefix, args.events, PAYMENTS_ONLY, seed=1)
@@ -358,7 +354,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> list[tu
         what = f"StreamRisk, {workers} worker{'s' * (workers > 1)}, {label}"
         print(f"running {what} ...", flush=True)
         whole, steady[(workers, label)] = await streamrisk(bootstrap, work, prefix, counts, workers,
-                                                           what, limit)
+                                                           what, limit, broker_pid)
         rows.append(whole)
         if workers > 1:
             rows.append(steady[(workers, label)] or Row("  (drained before the group settled: "
@@ -443,11 +439,9 @@ def main() -> int:
     kind = "tansu" if args.tansu else "kafka"
     # A just-created topic has no leader for a moment; the producer's retries of that are expected.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    global BROKER_PID
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker(kind) as broker:
         print(f"{kind} broker at {broker.bootstrap}", flush=True)
-        BROKER_PID = broker.pid
-        checks = asyncio.run(bench(args, broker.bootstrap, Path(tmp)))
+        checks = asyncio.run(bench(args, broker.bootstrap, broker.pid, Path(tmp)))
     return report(checks, started)
 
 

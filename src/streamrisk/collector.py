@@ -27,7 +27,7 @@ class Collector:
 
     def __init__(self, full_interval_s: float = 3600.0) -> None:
         self.full_interval_s = full_interval_s
-        self._thresholds = gc.get_threshold()
+        self._thresholds: tuple[int, int, int] | None = None  # the process's, while started
         self._last_full = time.monotonic()
         self.freezes = 0
         self.full_collections = 0
@@ -38,11 +38,16 @@ class Collector:
         Python's rule (a full pass once survivors outnumber a quarter of it) would run one every few
         hundred young collections, each over every survivor since the last freeze (measured: 40-100 ms
         at 1,000 payments/s). Survivors are frozen instead, and collected in `tick`'s full pass."""
+        if self._thresholds is None:
+            self._thresholds = gc.get_threshold()
         young, middle, _ = self._thresholds
         gc.set_threshold(young, middle, 1_000_000)
 
     def stop(self) -> None:
-        gc.set_threshold(*self._thresholds)
+        """The thresholds as `start` found them (nothing, if it did not run)."""
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
 
     def tick(self) -> None:
         now = time.monotonic()
