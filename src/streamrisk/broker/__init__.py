@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -85,11 +85,15 @@ def run_broker(port: int, kind: str = "tansu", *, data_dir: str | Path | None = 
     Prints exactly `127.0.0.1:PORT` on stdout once the broker accepts clients; everything
     else goes to stderr. port 0 picks a free port.
     """
-    stop_requested = threading.Event()
+    # A plain flag, not a threading.Event: the handler runs on the main thread between two
+    # bytecodes, possibly while Event.wait holds the Event's own non-reentrant lock, and
+    # Event.set would then deadlock (seen once in CI: SIGTERM ignored for 30 s).
+    stop_requested = False
     started = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
+        nonlocal stop_requested
+        stop_requested = True
         if not started:
             # Break out of the blocking start; start_broker cleans up its child.
             raise _Interrupted(signal.Signals(signum).name)
@@ -107,7 +111,10 @@ def run_broker(port: int, kind: str = "tansu", *, data_dir: str | Path | None = 
             file=sys.stderr,
             flush=True,
         )
-        while not stop_requested.wait(0.5):
+        while not stop_requested:
+            time.sleep(0.5)  # the sleep resumes after a handler (PEP 475): we react within 0.5 s
+            if stop_requested:
+                break
             code = broker.poll()
             if code is not None:
                 print(
