@@ -108,6 +108,31 @@ async def test_past_the_last_attempt_the_checkpoint_raises_and_commits_nothing()
     assert commit.commits == []
 
 
+async def test_a_record_never_answered_fails_its_attempt_at_the_deadline() -> None:
+    # A broker that takes a record and then stalls leaves its acknowledgement pending for ever:
+    # each attempt ends at its deadline, and past the last one the worker is told to stop.
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit, max_attempts=2, backoff_s=0.001, attempt_timeout_s=0.05)
+    await delivery.send("risk-decisions", "u1", b"d")
+    delivery.processed(TP0, 5)
+    with pytest.raises(DeliveryFailed, match=r"after 2 attempts.*no acknowledgement"):
+        await asyncio.wait_for(delivery.checkpoint(), 5)
+    assert [s[2] for s in producer.sent] == [b"d", b"d"]
+    assert commit.commits == []
+    producer.futures[0].set_exception(ConnectionError("late"))  # a late answer is nobody's business
+
+
+async def test_a_record_answered_after_the_deadline_is_sent_again_and_then_committed() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit, backoff_s=0.001, attempt_timeout_s=0.05)
+    await delivery.send("risk-decisions", "u1", b"d")
+    delivery.processed(TP0, 5)
+    producer.auto_ack = True  # the re-send is acknowledged at once
+    assert await asyncio.wait_for(delivery.checkpoint(), 5) is True
+    assert delivery.stats.resends == 1
+    assert commit.commits == [{TP0: 5}]
+
+
 async def test_an_unchanged_offset_is_not_committed_again_and_offsets_never_go_back() -> None:
     producer, commit = FakeProducer(), FakeCommit()
     producer.auto_ack = True

@@ -176,6 +176,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         _LazyAppender(app),
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
+        # A batch may wait in the accumulator up to the producer's timeout, then in flight as long.
+        attempt_timeout_s=2 * settings.delivery_timeout_s + 1,
     )
 
     async def on_broadcast(m: Message, caught_up: bool) -> None:

@@ -6,8 +6,9 @@ committed at checkpoints (on an interval, before a rebalance completes, at shutd
 commits only after every record produced for the batches it covers is acknowledged:
 
     1. take the offsets processed so far and the records produced for them (a new epoch begins);
-    2. wait for every one of those records to be acknowledged; re-send a failed one with backoff, and
-       past `max_attempts` raise `DeliveryFailed` (the worker stops; the batch is replayed, never skipped);
+    2. wait for every one of those records to be acknowledged; re-send a failed one (or one still not
+       acknowledged after `attempt_timeout_s`) with backoff, and past `max_attempts` raise
+       `DeliveryFailed` (the worker stops; the batch is replayed, never skipped);
     3. commit the offsets, only ever forward.
 
 State (changelog) and outputs may therefore reach the broker in any order; the processor makes replay
@@ -91,12 +92,17 @@ class Delivery:
         max_attempts: int = 5,
         backoff_s: float = 0.1,
         stall_warning_s: float = 10.0,
+        attempt_timeout_s: float | None = None,
     ) -> None:
         self._producer = producer
         self._commit = commit
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.stall_warning_s = stall_warning_s
+        # The producer fails a record it cannot deliver in its request timeout, but a record already
+        # written to a broker that then stalls can wait for its answer far longer: past this deadline
+        # it counts as failed and is sent again (a duplicate at worst, which replay allows).
+        self.attempt_timeout_s = attempt_timeout_s
         self._epoch = _Epoch()
         self._committed: dict[Any, int] = {}
         self._lock = asyncio.Lock()  # one checkpoint at a time, in epoch order
@@ -175,10 +181,10 @@ class Delivery:
         attempt = 1
         while todo:
             await self._wait_all([s[0] for s in todo])
-            failed = [s for s in todo if s[0].exception() is not None]  # type: ignore[attr-defined]
+            failed = [s for s in todo if _failure(s[0]) is not None]
             if not failed:
                 return
-            first = failed[0][0].exception()  # type: ignore[attr-defined]
+            first = _failure(failed[0][0])
             if attempt >= self.max_attempts:
                 raise DeliveryFailed(
                     f"{len(failed)} records (first to {failed[0][1]}) not delivered after "
@@ -201,12 +207,32 @@ class Delivery:
         # Most records of an epoch are acknowledged by its checkpoint: only the rest are waited on
         # (asyncio.wait registers a callback on every future it is given).
         futures = [f for f in futures if not f.done()]  # type: ignore[attr-defined]
+        deadline = None if self.attempt_timeout_s is None else time.monotonic() + self.attempt_timeout_s
         while futures:
-            _, waiting = await asyncio.wait(futures, timeout=self.stall_warning_s)  # type: ignore[arg-type]
+            timeout = self.stall_warning_s
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    for f in futures:
+                        # Its answer may still come; nobody will read it (the record is sent again).
+                        f.add_done_callback(_consume)  # type: ignore[attr-defined]
+                    return
+            _, waiting = await asyncio.wait(futures, timeout=timeout)  # type: ignore[arg-type]
             futures = list(waiting)
-            if not waiting:
-                return
-            log.warning(
-                "still waiting after %.0f s for the broker to acknowledge %d records",
-                self.stall_warning_s, len(waiting),
-            )
+            if waiting and (deadline is None or time.monotonic() < deadline):
+                log.warning(
+                    "still waiting after %.0f s for the broker to acknowledge %d records",
+                    self.stall_warning_s, len(waiting),
+                )
+
+
+def _failure(fut: Any) -> BaseException | None:
+    """Why a record's delivery failed, or None if it was acknowledged."""
+    if not fut.done():
+        return TimeoutError("no acknowledgement before the attempt's deadline")
+    return fut.exception()
+
+
+def _consume(fut: Any) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved: no "exception was never retrieved" at exit
