@@ -1,6 +1,7 @@
 """Risk rules in CEL, a logistic score and the verdict for one payment (pure Python).
 The ruleset schema and default reason codes are documented in README.md here."""
 
+from streamrisk.rules.loading import default_ruleset, load_ruleset
 from streamrisk.rules.ruleset import (
     ACTIONS,
     HIGH_SCORE,
@@ -9,8 +10,6 @@ from streamrisk.rules.ruleset import (
     Rule,
     Ruleset,
     RulesetError,
-    default_ruleset,
-    load_ruleset,
 )
 from streamrisk.rules.score import ScoreModel
 from streamrisk.rules.verdict import (

@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from streamrisk.events import shown
-from streamrisk.rules.ruleset import Ruleset, RulesetError, default_ruleset, load_ruleset
+from streamrisk.rules.loading import default_ruleset, load_ruleset
+from streamrisk.rules.ruleset import Ruleset, RulesetError
 
 log = logging.getLogger(__name__)
 
