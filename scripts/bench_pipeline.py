@@ -274,6 +274,13 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
     return whole, steady
 
 
+async def waited_for_core(worker: WorkerProcess) -> float | None:
+    """The worker's `cpu_wait_s`: seconds its batch loop was runnable but had no core."""
+    async with aiohttp.ClientSession() as http:
+        stats = await get_json(http, worker, "/stats") or {}
+    return stats.get("cpu_wait_s")
+
+
 async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) -> list[tuple[int, dict]]:
     """One warm worker; payments at each fixed rate; percentiles of produce -> decision in ms."""
     prefix = uid("bench-lat") + "."
@@ -300,6 +307,7 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) 
                 raise RuntimeError(f"the latency worker decided nothing in 120 s:\n{worker.log()}")
             for rate in rates:
                 sent.clear()
+                w0 = await waited_for_core(worker)
                 c0 = cpu_seconds(worker.proc.pid)
                 stream = (traffic.payment(int(time.time() * 1000)) for _ in iter(int, 1))
                 job = asyncio.create_task(produce(bootstrap, stream, rate=rate, duration_s=seconds,
@@ -308,6 +316,7 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) 
                     await out.poll(20)
                 stats = job.result()
                 await wait_decided(60)
+                w1 = await waited_for_core(worker)
                 hist = HdrHistogram(1, 600_000_000, 3)
                 for eid, at in sent.items():
                     if eid in out.first:
@@ -317,6 +326,8 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) 
                     "sent_rate": stats.total / stats.elapsed_s, "sent": len(sent),
                     "undecided": len(sent) - decided,
                     "cpu_us": (cpu_seconds(worker.proc.pid) - c0) / max(1, decided) * 1e6,
+                    # ms per second of traffic the batch loop was ready to run but had no core
+                    "waited_ms_s": None if w0 is None or w1 is None else (w1 - w0) * 1000 / stats.elapsed_s,
                     **{p: hist.get_value_at_percentile(q) / 1000 for p, q in
                        (("p50", 50), ("p99", 99), ("p99.9", 99.9), ("max", 100))},
                 }))
@@ -397,10 +408,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
     print(f"\nproduce -> decision, one worker, {args.seconds:.0f} s per rate, "
           "load generator on this machine (ms)")
     print(f"  {'rate/s':>7} {'sent/s':>8} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} "
-          f"{'CPU us/pay':>10} undecided")
+          f"{'CPU us/pay':>10} {'undecided':>9} {'no core ms/s':>12}")
     for rate, s in lat:
+        waited = "n/a" if s["waited_ms_s"] is None else f"{s['waited_ms_s']:.1f}"
         print(f"  {rate:>7} {s['sent_rate']:>8.0f} {s['p50']:>8.1f} {s['p99']:>8.1f} {s['p99.9']:>8.1f} "
-              f"{s['max']:>8.1f} {s['cpu_us']:>10.0f} {s['undecided']}")
+              f"{s['max']:>8.1f} {s['cpu_us']:>10.0f} {s['undecided']:>9} {waited:>12}")
+    print("  (no core: ms per second the worker's batch loop was ready to run but waited for a core)")
     by_rate = dict(lat)
     checks = [
         (f"1 worker >= 2.5x the naive Faust agent ({fmt_ratio(one.rate, naive.rate)})",

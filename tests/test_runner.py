@@ -3,6 +3,10 @@ batches from before a rebalance dropped; input read again after a crash decided 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -12,7 +16,7 @@ from streamrisk.app import FaustKV
 from streamrisk.delivery import Delivery
 from streamrisk.processor import Processor
 from streamrisk.records import Message
-from streamrisk.runner import BatchRunner
+from streamrisk.runner import BatchRunner, run_queue_wait_s
 from streamrisk.settings import Settings
 from tests.test_delivery import FakeCommit, FakeProducer
 
@@ -126,3 +130,25 @@ async def test_rebalances_count_revokes_but_not_the_last_checkpoint_at_shutdown(
     await w.runner.on_revoked({TP})
     await w.runner.close()
     assert w.runner.stats()["rebalances"] == 2
+
+
+def test_time_waiting_for_a_core_is_reported_and_grows_while_every_core_is_taken() -> None:
+    me = threading.get_native_id()
+    before = run_queue_wait_s(me)
+    assert before is not None and before >= 0
+    assert run_queue_wait_s(2**31 - 1) is None  # no such thread
+    # Pinned to one core beside a busy process, this thread keeps waiting for its turn.
+    core = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    saved = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(hog.pid, {core})
+        os.sched_setaffinity(0, {core})
+        deadline = time.monotonic() + 20
+        while (run_queue_wait_s(me) or 0) - before < 0.05 and time.monotonic() < deadline:
+            sum(range(10_000))  # runnable all the time: each slice the hog takes is waiting
+        assert (run_queue_wait_s(me) or 0) - before >= 0.05
+    finally:
+        os.sched_setaffinity(0, saved)
+        hog.kill()
+        hog.wait()

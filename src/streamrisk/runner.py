@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +20,19 @@ from .processor import Processor
 log = logging.getLogger(__name__)
 
 Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
+
+
+def run_queue_wait_s(native_id: int) -> float | None:
+    """Seconds a thread has been runnable but waiting for a core (Linux schedstat), or None.
+
+    A batch that takes long in wall time but little CPU waited either for a core (this grows) or for
+    something else (the GIL, a lock): the figure tells the two apart.
+    """
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class BatchRunner:
@@ -52,6 +66,7 @@ class BatchRunner:
         self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
         self.rebalances = 0  # revocations of this worker's partitions, its first join's included
         self.busy_s = 0.0
+        self._loop_thread = threading.get_native_id()  # built on the thread that runs the batch loop
 
     async def on_batch(
         self, records: Mapping[Any, list[Any]], positions: Mapping[Any, int], fetched: Any
@@ -145,6 +160,11 @@ class BatchRunner:
             "batches_dropped": self.batches_dropped,
             "rebalances": self.rebalances,
             "busy_s": round(self.busy_s, 3),
+            "cpu_wait_s": _rounded(run_queue_wait_s(self._loop_thread)),
             "pending_records": self.delivery.pending,
             **self.delivery.stats.as_dict(),
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
