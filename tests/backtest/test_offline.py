@@ -3,6 +3,8 @@ through the worker's own processor; deterministic, on the recording's clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -98,3 +100,14 @@ def test_rulesets_published_during_the_recording_apply_to_the_current_side_only(
     assert list(c.a.versions) == [default_ruleset().version, "live-v2"]
     assert set(c.b.versions) == {"candidate-1"}  # the recording's shadow did not replace it
     assert c.a.reasons["HUGE"] == 2
+
+
+def test_the_readme_candidate_is_the_default_ruleset_with_only_a_tighter_velocity_limit() -> None:
+    # The README's backtest and shadow examples read as "one change": keep them so as the default grows.
+    root = Path(__file__).resolve().parents[2]
+    candidate = load_ruleset(root / "docs" / "backtest" / "candidate.yaml").to_mapping()
+    current = default_ruleset().to_mapping()
+    assert candidate["params"]["velocity_5m_max"] < current["params"]["velocity_5m_max"]
+    for key in ("version", "params"):
+        candidate.pop(key), current.pop(key)
+    assert candidate == current
