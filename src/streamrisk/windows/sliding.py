@@ -9,68 +9,13 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 from operator import itemgetter, mul
 
-__all__ = ["AddPath", "Event", "SlidingWindows", "WindowSpec"]
+from streamrisk.windows.spec import NEVER, NO_EXPIRY, AddPath, Event, WindowSpec
 
-# Last-seen sentinel for a category: older than any int64 event time.
-_NEVER = -(1 << 63)
-# "Nothing will ever leave": later than any int64 event time plus a horizon.
-_NO_EXPIRY = 1 << 64
-
-# (ts, value, cats, eid) as yielded by SlidingWindows.events(); eid is 0 without id tracking.
-Event = tuple[int, int, tuple[Hashable, ...], int]
-
-
-class AddPath(IntEnum):
-    """Which path ``SlidingWindows.add`` took for an event."""
-
-    IN_ORDER = 0  # ts >= end: appended (ts > end also moves the end)
-    LATE_FAST = 1  # end - lateness <= ts < end: inserted in time order
-    LATE_SLOW = 2  # end - widest < ts < end - lateness: inserted in time order, counted as late
-    TOO_OLD = 3  # ts <= end - widest: outside every window, ignored
-
+__all__ = ["SlidingWindows"]
 
 _IN_ORDER, _LATE_FAST, _LATE_SLOW, _TOO_OLD = AddPath
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """Configuration shared by every window of one feature family (build once, reuse per key).
-
-    horizons: window lengths in ms, e.g. (300_000, 3_600_000, 86_400_000); indexed by ``i``.
-    dims: names of the categorical dimensions whose exact distinct counts are tracked.
-    track_max: keep the structure that answers ``max(i)``.
-    lateness: ms behind the end within which a late event counts as LATE_FAST.
-    ids: store a 64-bit event id per event, reported by ``pop_expired`` when it leaves
-        the widest window (for tombstoning persisted records).
-    """
-
-    horizons: tuple[int, ...]
-    dims: tuple[str, ...] = ()
-    track_max: bool = True
-    lateness: int = 3_600_000
-    ids: bool = False
-    widest: int = field(init=False)
-    widest_index: int = field(init=False)
-    shortest: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        hs = tuple(int(h) for h in self.horizons)
-        if not hs or min(hs) <= 0:
-            raise ValueError("horizons must be a non-empty sequence of positive ms")
-        if self.lateness < 0:
-            raise ValueError("lateness must be >= 0")
-        dims = tuple(self.dims)
-        if len(set(dims)) != len(dims):
-            raise ValueError("dimension names must be unique")
-        object.__setattr__(self, "horizons", hs)
-        object.__setattr__(self, "dims", dims)
-        object.__setattr__(self, "widest", max(hs))
-        object.__setattr__(self, "widest_index", hs.index(max(hs)))
-        object.__setattr__(self, "shortest", min(hs))
 
 
 class SlidingWindows:
@@ -124,7 +69,7 @@ class SlidingWindows:
         self._inner = 0
         # No event leaves any window before the end reaches this (a lower bound): moving the end
         # short of it touches no window, which is what most moves do (features advance every series).
-        self._next = _NO_EXPIRY
+        self._next = NO_EXPIRY
         self._ts = array("q")
         self._val = array("q")
         self._eid = array("q") if spec.ids else None
@@ -310,7 +255,7 @@ class SlidingWindows:
                 if c is None:
                     c = ids[cat] = len(last)
                     names.append(cat)
-                    last.append(_NEVER)
+                    last.append(NEVER)
                 col.append(c)
                 lc = last[c]
                 # New to window i iff its latest occurrence so far is outside it.
@@ -357,7 +302,7 @@ class SlidingWindows:
             if c is None:
                 c = ids[cat] = len(last)
                 names.append(cat)
-                last.append(_NEVER)
+                last.append(NEVER)
             col.insert(pos, c)
             lc = last[c]
             for i, b in enumerate(bounds):
@@ -384,7 +329,7 @@ class SlidingWindows:
         self._bounds = [t - h for h in self.spec.horizons]
         self._bounds_at = t
         self._inner = t - self.spec.shortest
-        self._next = _NEVER  # unknown: the next move looks at every window
+        self._next = NEVER  # unknown: the next move looks at every window
 
     def _fresh_bounds(self) -> list[int]:
         """end - horizon per window (a move short of `_next` leaves them stale)."""
@@ -403,7 +348,7 @@ class SlidingWindows:
         if not bounds:
             bounds.extend(self.spec.horizons)
         self._bounds_at = t
-        nxt = _NO_EXPIRY
+        nxt = NO_EXPIRY
         tsa = self._ts
         val = self._val
         n = len(tsa)
@@ -546,7 +491,7 @@ class SlidingWindows:
             intern = ids.setdefault
             col.extend(array("i", [intern(e[2][d], len(ids)) for e in evs]))
             names.extend(ids)
-            last.extend([_NEVER] * len(names))
+            last.extend([NEVER] * len(names))
             # ts ascending, so the final write per category is its latest occurrence.
             for c, t in zip(col, tsa, strict=True):
                 last[c] = t
