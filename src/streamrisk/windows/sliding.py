@@ -11,6 +11,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from operator import itemgetter, mul
 
+from streamrisk.windows.compaction import compact
 from streamrisk.windows.spec import NEVER, NO_EXPIRY, AddPath, Event, WindowSpec
 
 __all__ = ["SlidingWindows"]
@@ -408,49 +409,7 @@ class SlidingWindows:
         if head >= self.trim_min and 2 * head >= n:
             self._compact(head)
 
-    def _compact(self, head: int) -> None:
-        del self._ts[:head]
-        del self._val[:head]
-        if self._eid is not None:
-            del self._eid[:head]
-        start = self._start
-        for i in range(len(start)):
-            start[i] -= head
-        # Rebase the running totals so they stay the size of the window's content.
-        wi = self.spec.widest_index
-        out = self._out
-        outsq = self._outsq
-        m, msq = out[wi], outsq[wi]
-        self._tot -= m
-        self._totsq -= msq
-        for i in range(len(out)):
-            out[i] -= m
-            outsq[i] -= msq
-        stair = self._stair
-        if stair is not None:
-            stair[:] = [j - head for j in stair[bisect_left(stair, head) :]]
-        for dim in self._dims:
-            del dim[3][:head]
-            if len(dim[1]) > 2 * dim[4][wi] + self.reintern_slack:
-                self._reintern(dim)
-
-    @staticmethod
-    def _reintern(dim: tuple[dict, list, list[int], array, list[int]]) -> None:
-        # Forget categories no longer held so the tables track live cardinality only.
-        ids, names, last, col, _ = dim
-        remap: dict[int, int] = {}
-        new_names: list[Hashable] = []
-        new_last: list[int] = []
-        for c in col:
-            if c not in remap:
-                remap[c] = len(new_names)
-                new_names.append(names[c])
-                new_last.append(last[c])
-        col[:] = array("i", [remap[c] for c in col])
-        names[:] = new_names
-        last[:] = new_last
-        ids.clear()
-        ids.update({name: c for c, name in enumerate(new_names)})
+    _compact = compact  # the memory housekeeping lives in windows/compaction.py
 
     # ------------------------------------------------------------------ rebuild
 
