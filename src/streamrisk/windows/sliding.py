@@ -8,69 +8,16 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
-from operator import itemgetter, mul
+from collections.abc import Hashable, Iterator, Sequence
+from operator import mul
 
-__all__ = ["AddPath", "Event", "SlidingWindows", "WindowSpec"]
+from streamrisk.windows.compaction import compact
+from streamrisk.windows.rebuild import from_events
+from streamrisk.windows.spec import NEVER, NO_EXPIRY, AddPath, Event, WindowSpec
 
-# Last-seen sentinel for a category: older than any int64 event time.
-_NEVER = -(1 << 63)
-# "Nothing will ever leave": later than any int64 event time plus a horizon.
-_NO_EXPIRY = 1 << 64
-
-# (ts, value, cats, eid) as yielded by SlidingWindows.events(); eid is 0 without id tracking.
-Event = tuple[int, int, tuple[Hashable, ...], int]
-
-
-class AddPath(IntEnum):
-    """Which path ``SlidingWindows.add`` took for an event."""
-
-    IN_ORDER = 0  # ts >= end: appended (ts > end also moves the end)
-    LATE_FAST = 1  # end - lateness <= ts < end: inserted in time order
-    LATE_SLOW = 2  # end - widest < ts < end - lateness: inserted in time order, counted as late
-    TOO_OLD = 3  # ts <= end - widest: outside every window, ignored
-
+__all__ = ["SlidingWindows"]
 
 _IN_ORDER, _LATE_FAST, _LATE_SLOW, _TOO_OLD = AddPath
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """Configuration shared by every window of one feature family (build once, reuse per key).
-
-    horizons: window lengths in ms, e.g. (300_000, 3_600_000, 86_400_000); indexed by ``i``.
-    dims: names of the categorical dimensions whose exact distinct counts are tracked.
-    track_max: keep the structure that answers ``max(i)``.
-    lateness: ms behind the end within which a late event counts as LATE_FAST.
-    ids: store a 64-bit event id per event, reported by ``pop_expired`` when it leaves
-        the widest window (for tombstoning persisted records).
-    """
-
-    horizons: tuple[int, ...]
-    dims: tuple[str, ...] = ()
-    track_max: bool = True
-    lateness: int = 3_600_000
-    ids: bool = False
-    widest: int = field(init=False)
-    widest_index: int = field(init=False)
-    shortest: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        hs = tuple(int(h) for h in self.horizons)
-        if not hs or min(hs) <= 0:
-            raise ValueError("horizons must be a non-empty sequence of positive ms")
-        if self.lateness < 0:
-            raise ValueError("lateness must be >= 0")
-        dims = tuple(self.dims)
-        if len(set(dims)) != len(dims):
-            raise ValueError("dimension names must be unique")
-        object.__setattr__(self, "horizons", hs)
-        object.__setattr__(self, "dims", dims)
-        object.__setattr__(self, "widest", max(hs))
-        object.__setattr__(self, "widest_index", hs.index(max(hs)))
-        object.__setattr__(self, "shortest", min(hs))
 
 
 class SlidingWindows:
@@ -124,7 +71,7 @@ class SlidingWindows:
         self._inner = 0
         # No event leaves any window before the end reaches this (a lower bound): moving the end
         # short of it touches no window, which is what most moves do (features advance every series).
-        self._next = _NO_EXPIRY
+        self._next = NO_EXPIRY
         self._ts = array("q")
         self._val = array("q")
         self._eid = array("q") if spec.ids else None
@@ -310,7 +257,7 @@ class SlidingWindows:
                 if c is None:
                     c = ids[cat] = len(last)
                     names.append(cat)
-                    last.append(_NEVER)
+                    last.append(NEVER)
                 col.append(c)
                 lc = last[c]
                 # New to window i iff its latest occurrence so far is outside it.
@@ -357,7 +304,7 @@ class SlidingWindows:
             if c is None:
                 c = ids[cat] = len(last)
                 names.append(cat)
-                last.append(_NEVER)
+                last.append(NEVER)
             col.insert(pos, c)
             lc = last[c]
             for i, b in enumerate(bounds):
@@ -384,7 +331,7 @@ class SlidingWindows:
         self._bounds = [t - h for h in self.spec.horizons]
         self._bounds_at = t
         self._inner = t - self.spec.shortest
-        self._next = _NEVER  # unknown: the next move looks at every window
+        self._next = NEVER  # unknown: the next move looks at every window
 
     def _fresh_bounds(self) -> list[int]:
         """end - horizon per window (a move short of `_next` leaves them stale)."""
@@ -403,7 +350,7 @@ class SlidingWindows:
         if not bounds:
             bounds.extend(self.spec.horizons)
         self._bounds_at = t
-        nxt = _NO_EXPIRY
+        nxt = NO_EXPIRY
         tsa = self._ts
         val = self._val
         n = len(tsa)
@@ -463,113 +410,8 @@ class SlidingWindows:
         if head >= self.trim_min and 2 * head >= n:
             self._compact(head)
 
-    def _compact(self, head: int) -> None:
-        del self._ts[:head]
-        del self._val[:head]
-        if self._eid is not None:
-            del self._eid[:head]
-        start = self._start
-        for i in range(len(start)):
-            start[i] -= head
-        # Rebase the running totals so they stay the size of the window's content.
-        wi = self.spec.widest_index
-        out = self._out
-        outsq = self._outsq
-        m, msq = out[wi], outsq[wi]
-        self._tot -= m
-        self._totsq -= msq
-        for i in range(len(out)):
-            out[i] -= m
-            outsq[i] -= msq
-        stair = self._stair
-        if stair is not None:
-            stair[:] = [j - head for j in stair[bisect_left(stair, head) :]]
-        for dim in self._dims:
-            del dim[3][:head]
-            if len(dim[1]) > 2 * dim[4][wi] + self.reintern_slack:
-                self._reintern(dim)
-
-    @staticmethod
-    def _reintern(dim: tuple[dict, list, list[int], array, list[int]]) -> None:
-        # Forget categories no longer held so the tables track live cardinality only.
-        ids, names, last, col, _ = dim
-        remap: dict[int, int] = {}
-        new_names: list[Hashable] = []
-        new_last: list[int] = []
-        for c in col:
-            if c not in remap:
-                remap[c] = len(new_names)
-                new_names.append(names[c])
-                new_last.append(last[c])
-        col[:] = array("i", [remap[c] for c in col])
-        names[:] = new_names
-        last[:] = new_last
-        ids.clear()
-        ids.update({name: c for c, name in enumerate(new_names)})
+    _compact = compact  # the memory housekeeping lives in windows/compaction.py
 
     # ------------------------------------------------------------------ rebuild
 
-    @classmethod
-    def from_events(
-        cls,
-        spec: WindowSpec,
-        events: Iterable[Sequence],
-        end: int | None = None,
-    ) -> SlidingWindows:
-        """Rebuild a window from events (ts, value, cats[, eid]) in any order.
-
-        Equal to adding them one by one in (ts, input) order and then ``advance(end)``.
-        Events already outside the widest window are dropped (their ids, with ids=True,
-        go to ``pop_expired`` so their records can be tombstoned). Path counters start at 0.
-        """
-        w = cls(spec)
-        evs = sorted(events, key=itemgetter(0))
-        if not evs:
-            if end is not None:
-                w._set_end(end)
-            return w
-        tsl = [e[0] for e in evs]
-        if end is None or end < tsl[-1]:
-            end = tsl[-1]
-        lo = bisect_right(tsl, end - spec.widest)
-        w._set_end(end)
-        if spec.ids:
-            w._expired.extend([e[3] if len(e) > 3 else 0 for e in evs[:lo]])
-            w._eid = array("q", [e[3] if len(e) > 3 else 0 for e in evs[lo:]])
-        del evs[:lo]
-        tsa = w._ts = array("q", tsl[lo:])
-        del tsl
-        val = w._val = array("q", [e[1] for e in evs])
-        n = len(tsa)
-
-        for d, (ids, names, last, col, dist) in enumerate(w._dims):
-            intern = ids.setdefault
-            col.extend(array("i", [intern(e[2][d], len(ids)) for e in evs]))
-            names.extend(ids)
-            last.extend([_NEVER] * len(names))
-            # ts ascending, so the final write per category is its latest occurrence.
-            for c, t in zip(col, tsa, strict=True):
-                last[c] = t
-            for i, b in enumerate(w._bounds):
-                dist[i] = sum(1 for x in last if x > b)
-        del evs
-
-        w._tot = sum(val)
-        w._totsq = sum(map(mul, val, val))
-        for i, b in enumerate(w._bounds):
-            s = bisect_right(tsa, b)
-            seg = val[:s]
-            w._start[i] = s
-            w._out[i] = sum(seg)
-            w._outsq[i] = sum(map(mul, seg, seg))
-
-        if spec.track_max:
-            stair = w._stair
-            best = None
-            for j in range(n - 1, -1, -1):
-                v = val[j]
-                if best is None or v > best:
-                    stair.append(j)
-                    best = v
-            stair.reverse()
-        return w
+    from_events = classmethod(from_events)  # windows/rebuild.py
