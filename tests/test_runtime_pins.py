@@ -26,6 +26,8 @@ from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+from mode.threads import QueueServiceThread, ServiceThread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +63,13 @@ ATTRIBUTES = [
     (faust_aiokafka.Producer, "_ensure_producer", "appender.py: the aiokafka producer under Faust's"),
     (MessageAccumulator, "add_message", "appender.py: records go straight to the accumulator"),
     (AIOKafkaClient, "_wait_on_metadata", "appender.py: a topic's partitions before its first record"),
+    (Service, "_default_stop_children", "in_loop.py: the stopping steps ServiceThread leaves to its thread"),
+    (Service, "_default_stop_futures", "in_loop.py"),
+    (Service, "_default_stop_exit_stacks", "in_loop.py"),
+    (ServiceThread, "wait_for_shutdown", "in_loop.py: no thread sets the shutdown event"),
+    (QueueServiceThread, "call_thread", "in_loop.py: every call into the consumer goes through it"),
+    (QueueServiceThread, "cast_thread", "in_loop.py"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "on_thread_stop", "in_loop.py: stops aiokafka's consumer"),
 ]
 
 SOURCES = [
@@ -104,6 +113,11 @@ SOURCES = [
     (DefaultPartitioner.__call__, "murmur2(key)", "appender.py partitions keys as the producer would"),
     (MemoryStore.__post_init__, "self.data: MutableMapping = {}", "FaustKV reads the store's dict"),
     (MemoryStore.apply_changelog_batch, "self.data.update(", "recovery fills that same dict"),
+    (ServiceThread.__init__, "self.thread_loop = thread_loop or asyncio.new_event_loop()",
+     "in_loop.py: the consumer's loop is the worker's"),
+    (ServiceThread.start, "self._thread = self.Worker(self)", "in_loop.py: start makes the thread"),
+    (faust_aiokafka.AIOKafkaConsumerThread.on_start, "self._create_consumer(loop=self.thread_loop)",
+     "in_loop.py: aiokafka's consumer is made on the worker's loop"),
 ]
 
 

@@ -37,6 +37,12 @@ def test_decisions_kept_per_merchant_come_from_the_environment() -> None:
     assert Settings.from_env({"STREAMRISK_MERCHANT_RECENT_DECISIONS": "3"}).merchant_recent_decisions == 3
 
 
+def test_the_consumer_runs_on_the_workers_loop_unless_told_to_keep_fausts_thread() -> None:
+    assert Settings.from_env({}).consumer_thread is False
+    assert Settings.from_env({"STREAMRISK_CONSUMER_THREAD": "yes"}).consumer_thread is True
+    assert Settings.from_env({"STREAMRISK_CONSUMER_THREAD": "0"}).consumer_thread is False
+
+
 def test_flags_win_over_the_environment() -> None:
     s = Settings.from_env({"STREAMRISK_RULES": "a.yaml"}, rules_path=Path("b.yaml"))
     assert s.rules_path == Path("b.yaml")
@@ -49,6 +55,8 @@ def test_flags_win_over_the_environment() -> None:
         ({"STREAMRISK_ALERT_DEDUPE_MS": "1h"}, "STREAMRISK_ALERT_DEDUPE_MS must be an integer"),
         ({"STREAMRISK_WINDOWS": "5 minutes"}, "STREAMRISK_WINDOWS"),
         ({"STREAMRISK_CREDIT": "maybe"}, "STREAMRISK_CREDIT must be on or off"),
+        ({"STREAMRISK_CONSUMER_THREAD": "sometimes"}, "STREAMRISK_CONSUMER_THREAD must be 1/true/yes"),
+        ({"STREAMRISK_EXPLAIN": "maybe"}, "STREAMRISK_EXPLAIN must be 1/true/yes"),
     ],
 )
 def test_unreadable_values_name_their_variable(env: dict[str, str], needle: str) -> None:

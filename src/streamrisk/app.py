@@ -70,6 +70,7 @@ class StreamRiskApp(faust.App):
 
     fetch_max_wait_ms: int | None = None
     fetch_min_bytes: int | None = None
+    consumer_thread: bool = True  # Faust's consumer thread, or the worker's own loop (in_loop.py)
     group_instance_id: str | None = None
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
@@ -152,6 +153,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     app.fetch_min_bytes = settings.fetch_min_bytes
+    app.consumer_thread = settings.consumer_thread
     if settings.group_instance_id:
         app.group_instance_id = group_instance_id(settings.group_instance_id, settings.web_url)
     table = app.Table(

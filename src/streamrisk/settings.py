@@ -109,6 +109,9 @@ class Settings:
     # A fetch returns once this much is ready (or the wait is over). 1 returns at the first record:
     # lowest latency, but under load many tiny fetches, each a request and a socket write.
     fetch_min_bytes: int = 1
+    # Faust runs the Kafka consumer in a thread of its own; False runs it on the worker's loop, which
+    # saves two thread hops per fetch (in_loop.py).
+    consumer_thread: bool = False
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     # Static group membership (static_member.py): a worker restarted with the same id takes its
@@ -221,6 +224,13 @@ class Settings:
             if env.get(var):
                 kw[attr] = env[var]
 
+        def switch(var: str, attr: str) -> None:
+            raw = env.get(var, "").strip().lower()
+            if raw:
+                if raw not in ("1", "true", "yes", "0", "false", "no"):
+                    raise SettingsError(f"{var} must be 1/true/yes or 0/false/no (got {raw!r})")
+                kw[attr] = raw in ("1", "true", "yes")
+
         def number(var: str, attr: str, kind: Callable[[str], object] = int) -> None:
             raw = env.get(var)
             if raw:
@@ -268,15 +278,12 @@ class Settings:
         number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")
+        switch("STREAMRISK_CONSUMER_THREAD", "consumer_thread")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)
         text("STREAMRISK_GROUP_INSTANCE_ID", "group_instance_id")
         number("STREAMRISK_BATCH_MAX", "batch_max")
-        if env.get("STREAMRISK_EXPLAIN"):
-            flag = env["STREAMRISK_EXPLAIN"].strip().lower()
-            if flag not in ("1", "true", "yes", "0", "false", "no"):
-                raise SettingsError(f"STREAMRISK_EXPLAIN must be 1/true/yes or 0/false/no (got {flag!r})")
-            kw["explain_decisions"] = flag in ("1", "true", "yes")
+        switch("STREAMRISK_EXPLAIN", "explain_decisions")
         number("STREAMRISK_COMMIT_INTERVAL_MS", "commit_interval_ms")
         number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
         number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")

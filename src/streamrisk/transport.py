@@ -32,6 +32,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import server_list
 from faust.types import TP
 
+from .in_loop import InLoop
 from .restore import apply_in_bulk
 from .static_member import leave_on_stop
 
@@ -103,6 +104,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             leave_on_stop(coordinator)
 
 
+class _InLoopConsumerThread(InLoop, _ConsumerThread):
+    """The same consumer on the worker's loop (in_loop.py)."""
+
+
 # (consumer group generation, seeks so far) when a fetch began.
 FetchToken = tuple[int, int]
 
@@ -125,7 +130,9 @@ class _Consumer(faust_aiokafka.Consumer):
     _seeks = 0
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        threaded = getattr(self.app, "consumer_thread", True)
+        kind = _ConsumerThread if threaded else _InLoopConsumerThread
+        return kind(self, loop=self.loop, beacon=self.beacon)
 
     # Every seek (Faust seeks the input partitions to their committed offsets after each rebalance,
     # racing with fetches already under way) makes the records fetched before it stale.
