@@ -23,7 +23,7 @@ from streamrisk.partitioning import KeyPlacement, kafka_partition
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 BATCH = 500
 

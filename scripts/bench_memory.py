@@ -28,7 +28,7 @@ from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.rules import load_ruleset
 from streamrisk.settings import DAY_MS, Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 from streamrisk.state.sweep import key_partition
 
 T0 = 1_800_000_000_000

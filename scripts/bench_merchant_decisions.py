@@ -22,7 +22,7 @@ from bench_processor import BATCH, make_messages
 from streamrisk.processor import Processor
 from streamrisk.rules import default_ruleset
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 MAX_US_PER_PAYMENT = 5.0
 

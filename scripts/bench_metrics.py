@@ -19,7 +19,7 @@ from bench_processor import BATCH, make_messages  # scripts/bench_processor.py
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 from streamrisk.web.metrics import WorkerMetrics
 
 

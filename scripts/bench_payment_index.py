@@ -30,8 +30,8 @@ except ImportError:  # not installed: run from a checkout
 from _bench import report  # scripts/_bench.py
 
 from streamrisk.settings import DAY_MS
+from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import CHUNK_LINES, CHUNK_SPAN_MS, RETENTION_MS, PaymentIndex
-from streamrisk.state.store import DictKV
 
 T0 = 1_732_000_000_000
 RUN_ID = "5f3a9c1e"  # event ids look like the load generator's: "pay-<run>-<seq>"

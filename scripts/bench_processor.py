@@ -29,7 +29,7 @@ from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.rules import Ruleset, default_ruleset, load_ruleset
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 BATCH = 500
 CREDIT_MAX_RATIO = 1.15

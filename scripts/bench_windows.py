@@ -30,7 +30,9 @@ from _bench import report  # scripts/_bench.py
 
 from streamrisk.features.entities import U_PAYMENT, UserState, WindowConfig
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV, EntityStore, HeldEvent, Slot
+from streamrisk.state.chunks import HeldEvent
+from streamrisk.state.kv import DictKV
+from streamrisk.state.store import EntityStore, Slot
 from streamrisk.windows import AddPath, SlidingWindows
 
 MIN = 60_000

@@ -13,7 +13,7 @@ from streamrisk.processor import Processor
 from streamrisk.records import Message, Out
 from streamrisk.rules import Ruleset
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 
 class Pipeline:

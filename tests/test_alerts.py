@@ -9,7 +9,7 @@ from streamrisk.loadgen import patterns
 from streamrisk.loadgen.patterns import DAY, HOUR, MINUTE
 from streamrisk.rules import default_ruleset
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 from tests.pipeline import Pipeline
 
 NOW = 1_800_000_000_000

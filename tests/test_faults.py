@@ -10,8 +10,8 @@ from streamrisk.features.entities import UserState
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, Settings
+from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import PaymentIndex
-from streamrisk.state.store import DictKV
 
 T0 = 1_800_000_000_000
 NOW = T0 + DAY_MS

@@ -8,7 +8,7 @@ import orjson
 from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.processor import Message, Processor
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 from tests.chaos import ChaosPlan, repeat_differences
 from tests.feature_oracle import FeatureOracle, compare
 

@@ -9,7 +9,7 @@ from streamrisk.partitioning import kafka_partition
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 from tests.hostile import Hostile
 
 NOW = 1_800_000_000_000

@@ -8,7 +8,7 @@ import pytest
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, MINUTE_MS, Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 T0 = 1_800_000_000_000
 SETTINGS = Settings()

@@ -20,7 +20,7 @@ from streamrisk.loadgen.synthetic import Mix, Traffic
 from streamrisk.processor import Processor
 from streamrisk.records import Message, Out
 from streamrisk.settings import Settings
-from streamrisk.state.store import DictKV
+from streamrisk.state.kv import DictKV
 
 NOW = 1_800_000_000_000
 # One partition (every key's murmur2 partition is 0); a short payment index so that it expires too.

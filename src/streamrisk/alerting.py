@@ -14,7 +14,8 @@ from .decisions import alert_record
 from .features.entities import MerchantState
 from .records import Out
 from .rules import FiredRule
-from .state.store import EntityStore, HeldEvent, Slot
+from .state.chunks import HeldEvent
+from .state.store import EntityStore, Slot
 
 if TYPE_CHECKING:
     from .processor import Processor

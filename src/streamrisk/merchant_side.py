@@ -18,7 +18,7 @@ from .events import Order
 from .features.entities import M_CANCELLED, M_FULFILLED, M_PLACED, M_REFUNDED
 from .merchant_view import encode_summary
 from .records import Message, Out
-from .state.store import HeldEvent
+from .state.chunks import HeldEvent
 
 if TYPE_CHECKING:
     from .processor import Processor

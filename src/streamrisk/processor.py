@@ -53,9 +53,11 @@ from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
+from .state.chunks import HeldEvent
+from .state.kv import KV
 from .state.merchant_decisions import MerchantDecisions
 from .state.payment_index import PaymentIndex
-from .state.store import KV, EntityStore, HeldEvent, Slot
+from .state.store import EntityStore, Slot
 from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
 from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 

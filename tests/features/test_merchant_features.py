@@ -18,7 +18,7 @@ from streamrisk.features.entities import (
     WindowConfig,
 )
 from streamrisk.settings import Settings
-from streamrisk.state.store import HeldEvent
+from streamrisk.state.chunks import HeldEvent
 
 T0 = 1_800_000_000_000
 CFG = WindowConfig(Settings().windows)

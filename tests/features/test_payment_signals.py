@@ -6,7 +6,7 @@ import pytest
 
 from streamrisk.features.entities import DAY_MS, U_PAYMENT, UserState, WindowConfig
 from streamrisk.settings import Settings
-from streamrisk.state.store import HeldEvent
+from streamrisk.state.chunks import HeldEvent
 
 T0 = 1_800_000_000_000
 CFG = WindowConfig(Settings().windows)

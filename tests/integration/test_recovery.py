@@ -38,7 +38,7 @@ def local_features(kind: str, entity: str) -> dict | None:
     from streamrisk.processor import Processor
     from streamrisk.records import Message
     from streamrisk.settings import Settings
-    from streamrisk.state.store import DictKV
+    from streamrisk.state.kv import DictKV
 
     proc = Processor(Settings(), DictKV())
     msgs = [Message(r.topic, 0, i, r.key.encode(), orjson.dumps(r.value)) for i, r in enumerate(SENT)]

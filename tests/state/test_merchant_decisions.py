@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 
 from streamrisk.settings import DAY_MS
+from streamrisk.state.kv import SEP, DictKV
 from streamrisk.state.merchant_decisions import KIND, MerchantDecisions
-from streamrisk.state.store import SEP, DictKV
 from streamrisk.state.sweep import PartitionClock
 
 T0 = 1_800_000_000_000

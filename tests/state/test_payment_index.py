@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrisk.settings import DAY_MS
+from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
-from streamrisk.state.store import DictKV
 from streamrisk.state.sweep import PartitionClock
 
 T0 = 1_800_000_000_000

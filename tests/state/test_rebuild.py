@@ -25,7 +25,9 @@ from streamrisk.features.entities import (
     UserState,
     WindowConfig,
 )
-from streamrisk.state.store import DictKV, EntityStore, HeldEvent, chunk_rows
+from streamrisk.state.chunks import HeldEvent, chunk_rows
+from streamrisk.state.kv import DictKV
+from streamrisk.state.store import EntityStore
 
 MIN_MS = 60_000
 T0 = 1_800_000_000_000

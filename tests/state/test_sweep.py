@@ -8,7 +8,9 @@ from streamrisk.features.entities import U_PAYMENT, UserState, WindowConfig
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, HOUR_MS, Settings
-from streamrisk.state.store import SEP, DictKV, EntityStore, HeldEvent
+from streamrisk.state.chunks import HeldEvent
+from streamrisk.state.kv import SEP, DictKV
+from streamrisk.state.store import EntityStore
 from streamrisk.state.sweep import PartitionClock, key_partition
 from tests.test_processor import Feed
 

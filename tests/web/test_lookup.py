@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from streamrisk.decisions import stable_id
 from streamrisk.settings import DAY_MS
+from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
-from streamrisk.state.store import DictKV
 from streamrisk.web.lookup import decision_of, merchant_body, payment_body, user_body
 from tests.pipeline import Pipeline
 

@@ -30,7 +30,7 @@ from ..recording.jsonl import Recorded
 from ..records import Message, Out
 from ..rules import Ruleset
 from ..settings import CONTROL_TOPIC, INPUT_TOPICS, Settings
-from ..state.store import DictKV
+from ..state.kv import DictKV
 from .compare import Comparison, Tally
 
 CREDIT_TOPICS = {"credit-limit-adjustments": "limit", "credit-line-adjustments": "line"}

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..settings import Settings
-from ..state.store import KV, EntityStore
+from ..state.kv import KV
+from ..state.store import EntityStore
 from .book import CreditBook
 from .policy import CreditPolicy, PolicyError, default_policy, load_policy
 

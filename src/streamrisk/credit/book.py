@@ -19,8 +19,10 @@ import orjson
 from ..decisions import limit_adjustment_record, line_adjustment_record
 from ..events import Chargeback, Order, Payment, Repayment, to_major
 from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
+from ..state.chunks import HeldEvent
+from ..state.kv import KV, SEP
 from ..state.payment_index import PaymentIndex
-from ..state.store import KV, SEP, EntityStore, HeldEvent, Slot
+from ..state.store import EntityStore, Slot
 from . import merchant as mc
 from . import user as uc
 from .policy import SEVERITY_RANK, CreditPolicy

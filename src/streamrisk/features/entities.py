@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-from ..state.store import HeldEvent
+from ..state.chunks import HeldEvent
 from ..windows import AddPath, SlidingWindows, WindowSpec
 
 DAY_MS = 86_400_000

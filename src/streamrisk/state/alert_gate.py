@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .store import KV, SEP
+from .kv import KV, SEP
 from .sweep import PartitionClock
 
 KIND = b"a"

@@ -28,7 +28,8 @@ from typing import Any
 
 import orjson
 
-from .store import KV, SEP, chunk_rows
+from .chunks import chunk_rows
+from .kv import KV, SEP
 from .sweep import PartitionClock
 
 KIND = b"d"

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from ..settings import DAY_MS
-from .store import KV, SEP, chunk_rows, packed
+from .chunks import chunk_rows
+from .kv import KV, SEP, packed
 from .sweep import PartitionClock
 
 KIND = b"x"

@@ -23,89 +23,15 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 
+from .chunks import HeldEvent, chunk_rows, newest_ts
+from .kv import KV, SEP, packed
+
 if TYPE_CHECKING:
     from .sweep import PartitionClock
 
 CHUNK_EVENTS = 32
-SEP = b"\x1f"
 # Entities of one kind kept in memory (Settings.max_cached_entities); see the README's measured cost.
 MAX_CACHED = 20_000
-
-
-class KV(Protocol):
-    """The table seam: a Faust table in the worker, a dict in unit tests."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
-    def delete(self, partition: int, key: bytes) -> None: ...
-
-
-class DictKV:
-    """A KV in a dict, with a list of what was written (for tests; `log=False` keeps none)."""
-
-    def __init__(self, log: bool = True) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.writes: list[tuple[bytes, bytes | None]] = []
-        self.log = log
-
-    def keys(self) -> list[bytes]:
-        """Every key, as a list (the background sweep walks it; sweep.py)."""
-        return list(self.data)
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-        if self.log:
-            self.writes.append((key, value))
-
-    def delete(self, partition: int, key: bytes) -> None:
-        self.data.pop(key, None)
-        if self.log:
-            self.writes.append((key, None))
-
-
-@dataclass(slots=True)
-class HeldEvent:
-    """One event as persisted: enough to replay it into the entity's windows."""
-
-    event_id: str
-    series: int
-    ts: int
-    value: int
-    cats: tuple[str, ...] = ()
-
-    def encode(self) -> bytes:
-        """One chunk line: a JSON array [event_id, series, ts, value, *cats] and a newline."""
-        return orjson.dumps([self.event_id, self.series, self.ts, self.value, *self.cats]) + b"\n"
-
-    @staticmethod
-    def decode_chunk(blob: bytes) -> Iterator[HeldEvent]:
-        """The events of a chunk, in the order they were appended."""
-        for eid, series, ts, value, *cats in chunk_rows(blob):
-            yield HeldEvent(eid, series, ts, value, tuple(cats))
-
-
-def chunk_rows(blob: bytes) -> list[list]:
-    """A chunk's lines as raw [event_id, series, ts, value, *cats] lists, in append order."""
-    # One orjson call per chunk instead of one per line (the bulk of a rebuild's decode time):
-    # JSON escapes newlines inside strings, so a raw b"\n" only ever ends a line, and the lines
-    # joined by "," form one JSON array. `encode` never writes an empty line.
-    body = blob.rstrip(b"\n")
-    return orjson.loads(b"[" + body.replace(b"\n", b",") + b"]") if body else []
-
-
-def packed(value: bytes) -> bytes:
-    """A right-sized copy of orjson output for the table. orjson.dumps allocates about 4 KiB for its
-    result whatever its length (measured with tracemalloc, orjson 3.x), so a table of millions of
-    small meta records would hold gigabytes."""
-    return bytes(memoryview(value))
-
-
-def _newest(blob: bytes | None) -> int:
-    """The newest event time in a chunk; -1 for none."""
-    return max((row[2] for row in chunk_rows(blob)), default=-1) if blob else -1
 
 
 @contextmanager
@@ -427,11 +353,11 @@ class EntityStore(Generic[E]):
         else:
             # The newest events are almost always in the open chunk: decide from it when it is recent.
             blobs = {nxt: self.kv.get(self._chunk_key(entity_id, nxt))}
-            if not expired(partition, _newest(blobs[nxt])):
+            if not expired(partition, newest_ts(blobs[nxt])):
                 return
             for seq in range(first, nxt):
                 blobs[seq] = self.kv.get(self._chunk_key(entity_id, seq))
-            if not expired(partition, max(_newest(b) for b in blobs.values())):
+            if not expired(partition, max(newest_ts(b) for b in blobs.values())):
                 return
         for seq in range(first, nxt + 1):
             chunk_key = self._chunk_key(entity_id, seq)

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from .store import SEP
+from .kv import SEP
 
 # Keys examined per event of the batch: enough to walk the table faster than traffic adds keys
 # (a new user adds about three), so expired records wait at most about one walk of the table.
