@@ -14,6 +14,8 @@
   exactly-once mode.
 - Changelog records read for recovery are applied to the table in bulk, not one event at a time
   (restore.py).
+- The consumer runs on the worker's own loop, not in Faust's consumer thread (in_loop.py), unless
+  `STREAMRISK_CONSUMER_THREAD=1`.
 - The input topics skip Faust's per-event streams: each fetch goes to a batch handler whole
   (`_Consumer._drain_messages`), which processes it and commits its offsets through `delivery.py`.
 """
