@@ -346,7 +346,8 @@ class Processor(Alerting, MerchantSide):
         verdict = decide(ruleset, ctx, explain)
         if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
             would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain, ruleset)
-            out.append(Out(self.shadow.topic, p.user_id, would_be))
+            if would_be is not None:
+                out.append(Out(self.shadow.topic, p.user_id, would_be))
         outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
