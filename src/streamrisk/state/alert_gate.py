@@ -62,13 +62,12 @@ class AlertGate:
 
     def sweep_key(self, key: bytes) -> None:
         """Delete the entry under `key` if it has expired (see the module docstring)."""
-        if self.partition_of is None or self.clock is None:
+        if self.partition_of is None or self.clock is None or key.count(SEP) != 3:
             return
-        parts = key.split(SEP)
         raw = self.kv.get(key)
-        if len(parts) != 4 or raw is None or not self.clock.may_expire(int(raw), self.window_ms):
-            return
-        partition = self.partition_of(parts[2].decode())
+        if raw is None or not self.clock.may_expire(int(raw), self.window_ms):
+            return  # recent (most are): no need to find its partition
+        partition = self.partition_of(key.split(SEP)[2].decode())
         if self._expired(partition, int(raw)):
             self.kv.delete(partition, key)
             self.swept += 1

@@ -405,17 +405,16 @@ class EntityStore(Generic[E]):
     def sweep_key(self, key: bytes) -> None:
         """Remove the entity of meta key `key` from the table and memory once its newest event is the
         retention (plus the allowed lateness) behind its partition's clock (sweep.py)."""
-        if self.clock is None or key.count(SEP) != 1:
-            return
         clock, retention = self.clock, self.retention_ms
+        if clock is None or key.count(SEP) != 1:
+            return
+        s = self.slots.get(key[len(self.kind) + 1 :].decode())
+        if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
+            return  # in memory and recent (most are): no need to read its partition from the table
+        entity_id = key[len(self.kind) + 1 :].decode()
 
         def expired(partition: int, ts: int) -> bool:
             return clock.expired(partition, ts, retention)
-
-        entity_id = key[len(self.kind) + 1 :].decode()
-        s = self.slots.get(entity_id)
-        if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
-            return  # in memory and recent (most are): no need to read its partition from the table
         meta_raw = self.kv.get(key)
         if meta_raw is None:
             return
