@@ -209,6 +209,11 @@ class EntityStore(Generic[E]):
     def _id(self, slot: Slot[E]) -> str:
         return slot.key[len(self.kind) + 1 :].decode()
 
+    @staticmethod
+    def _slot_chunk_key(slot: Slot[E], seq: int) -> bytes:
+        """`_chunk_key` of the slot's entity (its key is the meta key), without decoding its id."""
+        return slot.key + SEP + str(seq).encode()
+
     # -- access
     def slot(self, entity_id: str, partition: int) -> Slot[E]:
         """The entity's slot, loaded from the table if it is not in memory; now most recently used."""
@@ -306,7 +311,7 @@ class EntityStore(Generic[E]):
         ch = slot.chunks
         rows = chunk_rows(bytes(ch.open_buf))
         if len(rows) < limit and ch.next > ch.first:
-            prev = self.kv.get(self._chunk_key(self._id(slot), ch.next - 1))
+            prev = self.kv.get(self._slot_chunk_key(slot, ch.next - 1))
             if prev is not None:
                 rows = chunk_rows(prev) + rows
         picked = [r for r in reversed(rows) if since_ts <= r[2] <= until_ts and r[0] != exclude]
@@ -329,7 +334,7 @@ class EntityStore(Generic[E]):
         if ch.open_count >= self.chunk_events:
             if not ch.open_flushed:  # filled within this batch: write it before moving on
                 self.kv.put(
-                    slot.partition, self._chunk_key(self._id(slot), ch.next), bytes(ch.open_buf)
+                    slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf)
                 )
             ch.closed_max_ts.append(ch.open_max_ts)
             ch.next += 1
@@ -351,10 +356,9 @@ class EntityStore(Generic[E]):
         """Delete closed chunks whose newest event is older than the retention before `end_ms`."""
         ch = slot.chunks
         horizon = end_ms - self.retention_ms
-        entity_id = self._id(slot)
         while ch.closed_max_ts and ch.closed_max_ts[0] <= horizon:
             ch.closed_max_ts.pop(0)
-            key = self._chunk_key(entity_id, ch.first)
+            key = self._slot_chunk_key(slot, ch.first)
             blob = self.kv.get(key)
             if blob is not None:
                 for ev in HeldEvent.decode_chunk(blob):
@@ -370,11 +374,10 @@ class EntityStore(Generic[E]):
         """Write each changed entity's open chunk (and meta) once; returns the records written."""
         n = 0
         for slot in self._dirty:
-            entity_id = self._id(slot)
             ch = slot.chunks
             if not ch.open_flushed:
                 ch.open_flushed = True
-                self.kv.put(slot.partition, self._chunk_key(entity_id, ch.next), bytes(ch.open_buf))
+                self.kv.put(slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf))
                 n += 1
             if slot.meta_dirty:
                 meta = {"first": ch.first, "next": ch.next, "partition": slot.partition}
