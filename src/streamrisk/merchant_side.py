@@ -10,12 +10,13 @@ its merchant view (merchant_view.py, broadcast.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import orjson
 
 from .events import Order
-from .features.entities import M_CANCELLED, M_FULFILLED, M_PLACED, M_REFUNDED
+from .features.entities import M_CANCELLED, M_FULFILLED, M_PLACED, M_REFUNDED, MerchantState
 from .merchant_view import encode_summary
 from .records import Message, Out
 from .state.chunks import HeldEvent
@@ -75,13 +76,24 @@ class MerchantSide:
         """One summary of each merchant changed since the last call (the worker calls this on an
         interval, so a busy merchant costs one record per interval, not one per batch)."""
         schema = self.merchant_view.schema
-        # A merchant evicted from memory since and touched again has a new slot: publish that one.
-        current = self.merchants.slots
         out = [
             Out(self.t_merchant_risk, merchant_id,
-                encode_summary(schema, slot.entity.latest, slot.entity.take_features()))
-            for merchant_id, old in self._unpublished.items()
-            for slot in (current.get(merchant_id, old),)
+                encode_summary(schema, merchant.latest, merchant.take_features()))
+            for merchant_id, merchant in self._changed_merchants()
         ]
         self._unpublished.clear()
         return out
+
+    def view_summaries(self: Processor) -> None:
+        """`summaries()` applied to this processor's own view, with no record in between (run_local: a
+        whole deployment in one process, where no other worker reads them)."""
+        view = self.merchant_view
+        for merchant_id, merchant in self._changed_merchants():
+            view.put_features(merchant_id, merchant.take_features())
+        self._unpublished.clear()
+
+    def _changed_merchants(self: Processor) -> Iterator[tuple[str, MerchantState]]:
+        # A merchant evicted from memory since and touched again has a new slot: publish that one.
+        current = self.merchants.slots
+        for merchant_id, old in self._unpublished.items():
+            yield merchant_id, current.get(merchant_id, old).entity

@@ -24,12 +24,18 @@ def encode_summary(schema: str, as_of: int, features: Mapping[str, float]) -> by
     return orjson.dumps([schema, as_of, *features.values()])
 
 
+# The raw summary of a merchant whose features were put decoded (put_features). It is never decoded:
+# a merchant leaves `_decoded` only when `put` replaces or removes its raw summary.
+_APPLIED = b""
+
+
 class MerchantView(Mapping[str, Mapping[str, float]]):
     """Merchant id -> its newest published features, decoded on first use."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self.schema = schema_of(self.names)
+        self._schema = self.schema.encode()
         self._raw: dict[str, bytes] = {}
         self._decoded: dict[str, Mapping[str, float]] = {}
         self.bad = 0  # summaries that could not be read (another schema, or not ours)
@@ -37,14 +43,23 @@ class MerchantView(Mapping[str, Mapping[str, float]]):
 
     def put(self, merchant_id: str, value: bytes | None) -> None:
         """Apply one record of the summary topic; `None` (a tombstone) forgets the merchant."""
-        self._decoded.pop(merchant_id, None)
         if value is None:
             self._raw.pop(merchant_id, None)
-        elif value[2:10] == self.schema.encode() and value[:2] == b'["':
+            self._decoded.pop(merchant_id, None)
+        elif value[2:10] == self._schema and value[:2] == b'["':
             self._raw[merchant_id] = value
+            self._decoded.pop(merchant_id, None)
         else:
             # Only workers write this topic; a stray record keeps the previous summary.
             self.bad += 1
+
+    def put_features(self, merchant_id: str, features: Mapping[str, float]) -> None:
+        """What `put` of the merchant's summary then `get` give, without JSON in between: for a
+        processor's own summaries when nothing else reads them (Processor.run_local). `features` are
+        the merchant's in name order, ints and finite floats (JSON carries them exactly), handed over:
+        never changed afterwards."""
+        self._raw[merchant_id] = _APPLIED
+        self._decoded[merchant_id] = features
 
     def get(self, merchant_id: str, default: Mapping[str, float] | None = None) -> Mapping[str, float] | None:  # type: ignore[override]
         hit = self._decoded.get(merchant_id)

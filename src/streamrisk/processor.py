@@ -188,26 +188,24 @@ class Processor(Alerting, MerchantSide):
 
         Processes `batch` and flushes state, then feeds the internal topics back as the workers
         would: forwarded merchant events are processed in turn, merchant summaries applied to the
-        view. Returns the contract outputs (decisions, alerts, dead letters).
+        view (directly: `view_summaries`). Returns the contract outputs (decisions, alerts, dead
+        letters, credit adjustments).
         """
         out: list[Out] = []
         pending = list(batch)
+        forwarded = self.t_merchant_events
         while pending:
             outs = self.process(pending, now_ms)
             self.flush_state()
-            outs += self.summaries()
+            self.view_summaries()
             pending = []
             for o in outs:
-                if o.topic not in (self.t_merchant_events, self.t_merchant_risk):
+                if o.topic != forwarded:
                     out.append(o)
                     continue
-                # Both internal topics carry orjson bytes keyed by merchant id.
+                # Forwarded events carry orjson bytes keyed by merchant id.
                 key = o.key if isinstance(o.key, bytes) else (o.key or "").encode()
-                m = Message(o.topic, 0, 0, key, o.value)  # type: ignore[arg-type]
-                if o.topic == self.t_merchant_events:
-                    pending.append(m)
-                else:
-                    self.on_broadcast(m)
+                pending.append(Message(forwarded, 0, 0, key, o.value))  # type: ignore[arg-type]
         return out
 
     def forget(self) -> None:
@@ -350,7 +348,8 @@ class Processor(Alerting, MerchantSide):
         verdict = decide(ruleset, ctx, explain)
         if self.rules.shadow is not None:  # a candidate deciding beside the live one, never acting
             would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain, ruleset)
-            out.append(Out(self.shadow.topic, p.user_id, would_be))
+            if would_be is not None:
+                out.append(Out(self.shadow.topic, p.user_id, would_be))
         outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1

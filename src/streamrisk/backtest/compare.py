@@ -13,6 +13,8 @@ from typing import Any
 ACTIONS = ("approve", "review", "decline")
 # The actions counted as flagging a payment, for each quality line.
 FLAG_LEVELS = {"decline": frozenset({"decline"}), "review or decline": frozenset({"review", "decline"})}
+# Action -> the flag levels it counts for.
+_LEVELS_OF = {a: tuple(lvl for lvl, acts in FLAG_LEVELS.items() if a in acts) for a in ACTIONS}
 
 
 @dataclass
@@ -37,9 +39,9 @@ class Tally:
             tally[reason] += 1
         if rules_version:
             self.versions[rules_version] += 1
-        for level, acts in FLAG_LEVELS.items():
-            if action in acts:
-                self.flagged[level].add(event_id)
+        flagged = self.flagged
+        for level in _LEVELS_OF.get(action, ()):
+            flagged[level].add(event_id)
 
     def add_credit(self, kind: str, previous: float | None, new: float | None) -> None:
         direction = "raise" if (new or 0) > (previous or 0) else "cut"

@@ -25,10 +25,14 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka.partitioner import murmur2
 
+from ..events import Payment
 from ..processor import Processor
 from ..recording.jsonl import Recorded
 from ..records import Message, Out
 from ..rules import Ruleset
+from ..rules.ruleset import Context
+from ..rules.shadow import ShadowRun
+from ..rules.verdict import Verdict
 from ..settings import CONTROL_TOPIC, INPUT_TOPICS, Settings
 from ..state.kv import DictKV
 from .compare import Comparison, Tally
@@ -44,6 +48,20 @@ class Lane:
     tally: Tally
     follow_rules: bool  # apply risk-rules records of the recording (the ruleset in force does)
     shadow: Ruleset | None = None  # the candidate, deciding beside the live ruleset (shared mode)
+
+
+class KeptVerdicts(ShadowRun):
+    """The candidate's side in shared mode: its verdicts by payment, kept for the comparison until the
+    batch is tallied. No would-be decision records (nothing reads the shadow topic offline) and no
+    agreement counts (the comparison is that count)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.verdicts: dict[str, Verdict] = {}
+
+    def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
+                explain: bool = False, live_ruleset: Ruleset | None = None) -> None:
+        self.verdicts[payment.event_id] = self.decide(ruleset, ctx, live, explain, live_ruleset)
 
 
 @dataclass
@@ -119,6 +137,7 @@ def run_backtest(
         proc = Processor(settings, DictKV(log=False), current)
         lanes.append(Lane(proc, Tally(version=current.version), follow_rules=True, shadow=candidate))
         proc.rules.shadow = candidate
+        proc.shadow = KeptVerdicts(proc.shadow.topic)
         b_tally = Tally(version=candidate.version if candidate else "-", alerts=None)
     else:
         if candidate is None:
@@ -190,15 +209,21 @@ def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Co
         return
     if len(lanes) == 1:
         lane = lanes[0]
-        outs = lane.processor.run_local(batch, now or None)
-        a = _tally(lane, outs)
-        topic = lane.processor.shadow.topic
-        b = {o.value["event_id"]: o.value for o in outs if o.topic == topic and isinstance(o.value, dict)}
-        for d in b.values():
-            comparison.b.add_decision(d["event_id"], d["action"], d["reasons"], d["rules_version"])
-        comparison.b.dead_letters = comparison.a.dead_letters  # one processor validated for both
-    else:
-        a, b = (_tally(lane, lane.processor.run_local(batch, now or None)) for lane in lanes)
+        a = _tally(lane, lane.processor.run_local(batch, now or None))
+        # Each verdict of the candidate pairs with its live decision in `a`, in the same order; a
+        # payment whose processing failed has no decision (its outputs were dropped): its verdict
+        # is not counted either.
+        kept = lane.processor.shadow.verdicts
+        tally = comparison.b
+        for event_id, d_a in a.items():
+            v = kept.get(event_id)
+            if v is not None:
+                tally.add_decision(event_id, v.action, v.reasons, v.rules_version)
+                comparison.add_pair(d_a, {"action": v.action, "reasons": v.reasons})
+        kept.clear()
+        tally.dead_letters = comparison.a.dead_letters  # one processor validated for both
+        return
+    a, b = (_tally(lane, lane.processor.run_local(batch, now or None)) for lane in lanes)
     for event_id, d_a in a.items():
         d_b = b.get(event_id)
         if d_b is not None:

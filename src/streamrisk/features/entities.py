@@ -52,13 +52,24 @@ class WindowConfig:
         """How long an event must be held: the widest window any feature needs."""
         return max(*self.horizons, RATE_HORIZON_MS, self.settlement_ms)
 
-    # Window specs are shared by every entity (built once per worker).
+    # Window specs are shared by every entity (built once per worker). A spec holds each distinct
+    # horizon once: the features name their windows by position in the horizon tuples below (the
+    # configured windows, then the fixed ones), and several positions often share one horizon (the
+    # 30-day rate window is the configured "30d"; the settlement period is 30 days), so a window is
+    # kept (and evicted from) once per distinct horizon. `_at` maps positions to the spec's windows.
     def _spec(
         self, horizons: tuple[int, ...], dims: tuple[str, ...] = (), track_max: bool = False
     ) -> WindowSpec:
         return WindowSpec(
-            horizons, dims=dims, track_max=track_max, lateness=self.allowed_lateness_ms
+            tuple(dict.fromkeys(horizons)), dims=dims, track_max=track_max,
+            lateness=self.allowed_lateness_ms,
         )
+
+    @staticmethod
+    def _at(horizons: tuple[int, ...]) -> tuple[int, ...]:
+        """The window of `_spec(horizons)` that answers for each position of `horizons`."""
+        distinct = tuple(dict.fromkeys(horizons))
+        return tuple(distinct.index(h) for h in horizons)
 
     # Feature names per window, formatted once per worker instead of once per read.
     def _keys(self, *measures: str) -> tuple[tuple[str, ...], ...]:
@@ -78,9 +89,54 @@ class WindowConfig:
             "refund_rate", "distinct_buyers", "payment_count",
         )
 
+    # Positions: the configured windows, then the 30-day rate window (user payments); the same, then
+    # the settlement period (merchant orders); the same, then the trailing 1 h and 24 h that feed
+    # sales_velocity_1h and the credit line's sales trend whatever windows are configured (merchant
+    # amounts: fulfilled, refunded, paid).
+    @cached_property
+    def user_horizons(self) -> tuple[int, ...]:
+        return (*self.horizons, RATE_HORIZON_MS)
+
+    @cached_property
+    def order_horizons(self) -> tuple[int, ...]:
+        return (*self.horizons, RATE_HORIZON_MS, self.settlement_ms)
+
+    @cached_property
+    def amount_horizons(self) -> tuple[int, ...]:
+        return (*self.order_horizons, HOUR_MS, DAY_MS)
+
+    @cached_property
+    def user_at(self) -> tuple[int, ...]:
+        return self._at(self.user_horizons)
+
+    @cached_property
+    def order_at(self) -> tuple[int, ...]:
+        return self._at(self.order_horizons)
+
+    @cached_property
+    def amount_at(self) -> tuple[int, ...]:
+        return self._at(self.amount_horizons)
+
+    # The spec windows that answer the fixed positions: the 30-day rate window of user payments, of
+    # merchant orders and of merchant amounts; the settlement period, trailing hour and day (amounts).
+    @cached_property
+    def user_rate_i(self) -> int:
+        return self.user_at[len(self.windows)]
+
+    @cached_property
+    def order_rate_i(self) -> int:
+        return self.order_at[len(self.windows)]
+
+    @cached_property
+    def amount_fixed_i(self) -> tuple[int, int, int, int]:
+        """(30-day rate, settlement, trailing 1 h, trailing 24 h) windows of merchant amounts."""
+        n = len(self.windows)
+        rate, settle, hour, day = self.amount_at[n : n + 4]
+        return rate, settle, hour, day
+
     @cached_property
     def user_payments(self) -> WindowSpec:
-        return self._spec((*self.horizons, RATE_HORIZON_MS), ("merchant", "device"), track_max=True)
+        return self._spec(self.user_horizons, ("merchant", "device"), track_max=True)
 
     @cached_property
     def rate_only(self) -> WindowSpec:
@@ -88,13 +144,11 @@ class WindowConfig:
 
     @cached_property
     def merchant_orders(self) -> WindowSpec:
-        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms), ("buyer",))
+        return self._spec(self.order_horizons, ("buyer",))
 
     @cached_property
     def merchant_amounts(self) -> WindowSpec:
-        # The trailing 1 h and 24 h horizons feed sales_velocity_1h and the credit line's sales
-        # trend whatever windows are configured.
-        return self._spec((*self.horizons, RATE_HORIZON_MS, self.settlement_ms, HOUR_MS, DAY_MS))
+        return self._spec(self.amount_horizons)
 
     @cached_property
     def settlement_only(self) -> WindowSpec:
@@ -180,7 +234,7 @@ class UserState(_EntityBase):
         if not device:  # no device_id on the payment
             return False
         p = self.payments
-        if p.count(len(self.cfg.names)) == 0:
+        if p.count(self.cfg.user_rate_i) == 0:
             return False
         seen = p.last_seen(1, device)
         return seen is None or seen <= ts - RATE_HORIZON_MS
@@ -191,7 +245,7 @@ class UserState(_EntityBase):
         `ZSCORE_MIN_HISTORY` other payments; the deviation is floored (see ZSCORE_STD_FLOOR)
         so a user who always pays the same amount does not get an infinite score."""
         p = self.payments
-        i = len(self.cfg.names)
+        i = self.cfg.user_rate_i
         if ts <= (p.end or ts) - RATE_HORIZON_MS:
             return 0.0  # too old to be in the 30-day window
         n = p.count(i) - 1
@@ -211,8 +265,9 @@ class UserState(_EntityBase):
         rp.advance(end)
         out: dict[str, float] = {}
         merchants, devices = p.distincts(0), p.distincts(1)
-        for i, (k_n, k_sum, k_mean, k_std, k_max, k_merchants, k_devices) in enumerate(
-            self.cfg.user_keys
+        cfg = self.cfg
+        for i, (k_n, k_sum, k_mean, k_std, k_max, k_merchants, k_devices) in zip(
+            cfg.user_at, cfg.user_keys, strict=False  # the rate window after them is read below
         ):
             n, total, mean, std = p.moments(i)
             out[k_n] = n
@@ -222,10 +277,9 @@ class UserState(_EntityBase):
             out[k_max] = (p.max(i) or 0) / 100 if n else 0.0
             out[k_merchants] = merchants[i]
             out[k_devices] = devices[i]
-        rate_i = len(self.cfg.names)  # the extra 30-day horizon appended in __init__
         n_cb = cb.count(0)
         out["chargeback_count_30d"] = n_cb
-        out["chargeback_rate_30d"] = _rate(n_cb, p.count(rate_i))
+        out["chargeback_rate_30d"] = _rate(n_cb, p.count(cfg.user_rate_i))
         out["repayment_on_time_rate_30d"] = _rate(rp.sum(0), rp.count(0))
         return out
 
@@ -291,24 +345,25 @@ class MerchantState(_EntityBase):
         # Every window's aggregates in one call per series (one call per feature cost a third more).
         orders, order_sums, buyers = self.placed.counts(), self.placed.sums(), self.placed.distincts(0)
         refunds, fulfilled, payments = self.refunded.counts(), self.fulfilled.sums(), self.payments.counts()
-        for i, (k_n, k_sum, k_fulfilled, k_refunds, k_rate, k_buyers, k_payments) in enumerate(
-            self.cfg.merchant_keys
+        cfg = self.cfg
+        # Order counts and sums come from the orders' windows (o), the rest from the amounts' (a).
+        for o, a, (k_n, k_sum, k_fulfilled, k_refunds, k_rate, k_buyers, k_payments) in zip(
+            cfg.order_at, cfg.amount_at, cfg.merchant_keys, strict=False  # the fixed ones: below
         ):
-            out[k_n] = orders[i]
-            out[k_sum] = order_sums[i] / 100
-            out[k_fulfilled] = fulfilled[i] / 100
-            out[k_refunds] = refunds[i]
-            out[k_rate] = _rate(refunds[i], orders[i])
-            out[k_buyers] = buyers[i]
-            out[k_payments] = payments[i]
-        n = len(self.cfg.names)
-        rate_i, settle_i = n, n + 1
+            out[k_n] = orders[o]
+            out[k_sum] = order_sums[o] / 100
+            out[k_fulfilled] = fulfilled[a] / 100
+            out[k_refunds] = refunds[a]
+            out[k_rate] = _rate(refunds[a], orders[o])
+            out[k_buyers] = buyers[o]
+            out[k_payments] = payments[a]
+        rate_i, settle_i, hour_i, _ = cfg.amount_fixed_i
         n_cb = self.chargebacks.count(0)
         out["chargeback_count_30d"] = n_cb
         out["chargeback_rate_30d"] = _rate(n_cb, payments[rate_i])
         out["receivables"] = self._receivables(settle_i) / 100
         hourly_mean_30d = fulfilled[rate_i] / (RATE_HORIZON_MS / HOUR_MS)
-        out["sales_velocity_1h"] = _rate(fulfilled[n + 2], hourly_mean_30d)
+        out["sales_velocity_1h"] = _rate(fulfilled[hour_i], hourly_mean_30d)
         self._features = out
         return out
 
@@ -321,21 +376,21 @@ class MerchantState(_EntityBase):
         """What the credit line reads (credit/merchant.py LineInputs): receivables, 30-day refund and
         chargeback rates, fulfilled value in the last 24 h and 30 days. Cheaper than features()."""
         end = self.latest
-        n = len(self.cfg.names)
+        rate_i, settle_i, _, day_i = self.cfg.amount_fixed_i
         f, refunded, chargebacks = self.fulfilled, self.refunded, self.chargebacks
         f.advance(end)
         refunded.advance(end)
         chargebacks.advance(end)
         # A rate with no numerator needs no denominator: skip advancing it (most merchants, most days).
-        refunds, cbs = refunded.count(n), chargebacks.count(0)
+        refunds, cbs = refunded.count(rate_i), chargebacks.count(0)
         if refunds:
             self.placed.advance(end)
         if cbs:
             self.payments.advance(end)
         return (
-            self._receivables(n + 1),
-            _rate(refunds, self.placed.count(n)) if refunds else 0.0,
-            _rate(cbs, self.payments.count(n)) if cbs else 0.0,
-            f.sum(n + 3),
-            f.sum(n),
+            self._receivables(settle_i),
+            _rate(refunds, self.placed.count(self.cfg.order_rate_i)) if refunds else 0.0,
+            _rate(cbs, self.payments.count(rate_i)) if cbs else 0.0,
+            f.sum(day_i),
+            f.sum(rate_i),
         )

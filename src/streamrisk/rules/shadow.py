@@ -74,15 +74,14 @@ class ShadowRun:
         self.tally: ShadowTally | None = None
 
     def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
-                explain: bool = False, live_ruleset: Ruleset | None = None) -> dict[str, Any]:
-        """The shadow's would-be decision record for `payment`; counts its agreement with `live`
-        (decided by `live_ruleset`: its score is reused when the shadow's is the same formula)."""
+                explain: bool = False, live_ruleset: Ruleset | None = None) -> dict[str, Any] | None:
+        """The shadow's would-be decision record for `payment` (None from a run that keeps its
+        decisions itself: a backtest's); counts its agreement with `live` (decided by
+        `live_ruleset`: its score is reused when the shadow's is the same formula)."""
         tally = self.tally
         if tally is None or tally.version != ruleset.version:
             tally = self.tally = ShadowTally(ruleset.version)
-        same_score = live_ruleset is not None and \
-            live_ruleset.score_model.formula == ruleset.score_model.formula
-        verdict = decide(ruleset, ctx, explain, live.score if same_score else None)
+        verdict = self.decide(ruleset, ctx, live, explain, live_ruleset)
         tally.observe(live, verdict)
         record = decision_record(payment, verdict.action, verdict.score, verdict.reasons,
                                  verdict.rules_version)
@@ -93,6 +92,14 @@ class ShadowRun:
         if verdict.explanation is not None:
             record["explanation"] = verdict.explanation
         return record
+
+    @staticmethod
+    def decide(ruleset: Ruleset, ctx: Context, live: Verdict, explain: bool = False,
+               live_ruleset: Ruleset | None = None) -> Verdict:
+        """The shadow's verdict for a payment the live ruleset decided `live` (see observe)."""
+        same_score = live_ruleset is not None and \
+            live_ruleset.score_model.formula == ruleset.score_model.formula
+        return decide(ruleset, ctx, explain, live.score if same_score else None)
 
     def stats(self) -> dict[str, Any] | None:
         return None if self.tally is None else self.tally.stats()

@@ -357,10 +357,11 @@ class PaymentIndex:
         if top >= 0 and not clock.may_expire(top, keep):
             return  # its newest event is at least `top`: recent, as for every active user
         # Decide at the open chunk's key (or at the meta key when the open chunk is not written yet).
-        open_blob = self.kv.get(self._chunk_key(user_id, nxt))
-        at_open_chunk = len(parts) == 3 and parts[2] == str(nxt).encode()
-        at_meta_without_open = len(parts) == 2 and open_blob is None
-        if not (at_open_chunk or at_meta_without_open):
+        at_chunk = len(parts) == 3
+        if at_chunk and parts[2] != str(nxt).encode():
+            return  # a closed chunk
+        open_blob = self.kv.get(key if at_chunk else self._chunk_key(user_id, nxt))
+        if not at_chunk and open_blob is not None:
             return
         newest = max(top, self._open_newest(user_id, nxt, open_blob))
         if not clock.may_expire(newest, keep):

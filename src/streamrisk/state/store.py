@@ -135,6 +135,11 @@ class EntityStore(Generic[E]):
     def _id(self, slot: Slot[E]) -> str:
         return slot.key[len(self.kind) + 1 :].decode()
 
+    @staticmethod
+    def _slot_chunk_key(slot: Slot[E], seq: int) -> bytes:
+        """`_chunk_key` of the slot's entity (its key is the meta key), without decoding its id."""
+        return slot.key + SEP + str(seq).encode()
+
     # -- access
     def slot(self, entity_id: str, partition: int) -> Slot[E]:
         """The entity's slot, loaded from the table if it is not in memory; now most recently used."""
@@ -232,7 +237,7 @@ class EntityStore(Generic[E]):
         ch = slot.chunks
         rows = chunk_rows(bytes(ch.open_buf))
         if len(rows) < limit and ch.next > ch.first:
-            prev = self.kv.get(self._chunk_key(self._id(slot), ch.next - 1))
+            prev = self.kv.get(self._slot_chunk_key(slot, ch.next - 1))
             if prev is not None:
                 rows = chunk_rows(prev) + rows
         picked = [r for r in reversed(rows) if since_ts <= r[2] <= until_ts and r[0] != exclude]
@@ -255,7 +260,7 @@ class EntityStore(Generic[E]):
         if ch.open_count >= self.chunk_events:
             if not ch.open_flushed:  # filled within this batch: write it before moving on
                 self.kv.put(
-                    slot.partition, self._chunk_key(self._id(slot), ch.next), bytes(ch.open_buf)
+                    slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf)
                 )
             ch.closed_max_ts.append(ch.open_max_ts)
             ch.next += 1
@@ -277,10 +282,9 @@ class EntityStore(Generic[E]):
         """Delete closed chunks whose newest event is older than the retention before `end_ms`."""
         ch = slot.chunks
         horizon = end_ms - self.retention_ms
-        entity_id = self._id(slot)
         while ch.closed_max_ts and ch.closed_max_ts[0] <= horizon:
             ch.closed_max_ts.pop(0)
-            key = self._chunk_key(entity_id, ch.first)
+            key = self._slot_chunk_key(slot, ch.first)
             blob = self.kv.get(key)
             if blob is not None:
                 for ev in HeldEvent.decode_chunk(blob):
@@ -296,11 +300,10 @@ class EntityStore(Generic[E]):
         """Write each changed entity's open chunk (and meta) once; returns the records written."""
         n = 0
         for slot in self._dirty:
-            entity_id = self._id(slot)
             ch = slot.chunks
             if not ch.open_flushed:
                 ch.open_flushed = True
-                self.kv.put(slot.partition, self._chunk_key(entity_id, ch.next), bytes(ch.open_buf))
+                self.kv.put(slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf))
                 n += 1
             if slot.meta_dirty:
                 meta = {"first": ch.first, "next": ch.next, "partition": slot.partition}
@@ -331,17 +334,16 @@ class EntityStore(Generic[E]):
     def sweep_key(self, key: bytes) -> None:
         """Remove the entity of meta key `key` from the table and memory once its newest event is the
         retention (plus the allowed lateness) behind its partition's clock (sweep.py)."""
-        if self.clock is None or key.count(SEP) != 1:
-            return
         clock, retention = self.clock, self.retention_ms
+        if clock is None or key.count(SEP) != 1:
+            return
+        s = self.slots.get(key[len(self.kind) + 1 :].decode())
+        if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
+            return  # in memory and recent (most are): no need to read its partition from the table
+        entity_id = key[len(self.kind) + 1 :].decode()
 
         def expired(partition: int, ts: int) -> bool:
             return clock.expired(partition, ts, retention)
-
-        entity_id = key[len(self.kind) + 1 :].decode()
-        s = self.slots.get(entity_id)
-        if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
-            return  # in memory and recent (most are): no need to read its partition from the table
         meta_raw = self.kv.get(key)
         if meta_raw is None:
             return
