@@ -277,7 +277,7 @@ def replay_load(store: EntityStore, entity_id: str) -> UserState:
     meta = orjson.loads(store.kv.get(store._meta_key(entity_id)))
     held: list[HeldEvent] = []
     for seq in range(meta["first"], meta["next"] + 1):
-        blob = store.kv.get(store._chunk_key(entity_id, seq))
+        blob = store.kv.get(store._chunk_of(store._meta_key(entity_id), seq))
         for line in (blob or b"").splitlines():
             eid, series, ts, value, *cats = orjson.loads(line)
             held.append(HeldEvent(eid, series, ts, value, tuple(cats)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class Delivery:
         max_attempts: int = 5,
         backoff_s: float = 0.1,
         stall_warning_s: float = 10.0,
-        attempt_timeout_s: float | None = None,
+        attempt_timeout_s: float = math.inf,
     ) -> None:
         self._producer = producer
         self._commit = commit
@@ -207,19 +208,18 @@ class Delivery:
         # Most records of an epoch are acknowledged by its checkpoint: only the rest are waited on
         # (asyncio.wait registers a callback on every future it is given).
         futures = [f for f in futures if not f.done()]  # type: ignore[attr-defined]
-        deadline = None if self.attempt_timeout_s is None else time.monotonic() + self.attempt_timeout_s
+        deadline = time.monotonic() + self.attempt_timeout_s
         while futures:
-            timeout = self.stall_warning_s
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    for f in futures:
-                        # Its answer may still come; nobody will read it (the record is sent again).
-                        f.add_done_callback(_consume)  # type: ignore[attr-defined]
-                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for f in futures:
+                    # Its answer may still come; nobody will read it (the record is sent again).
+                    f.add_done_callback(_consume)  # type: ignore[attr-defined]
+                return
+            timeout = min(self.stall_warning_s, left)
             _, waiting = await asyncio.wait(futures, timeout=timeout)  # type: ignore[arg-type]
             futures = list(waiting)
-            if waiting and (deadline is None or time.monotonic() < deadline):
+            if waiting and timeout == self.stall_warning_s:
                 log.warning(
                     "still waiting after %.0f s for the broker to acknowledge %d records",
                     self.stall_warning_s, len(waiting),

@@ -112,9 +112,6 @@ def run_broker(port: int, kind: str = "tansu", *, data_dir: str | Path | None = 
             flush=True,
         )
         while not stop_requested:
-            time.sleep(0.5)  # the sleep resumes after a handler (PEP 475): we react within 0.5 s
-            if stop_requested:
-                break
             code = broker.poll()
             if code is not None:
                 print(
@@ -122,6 +119,7 @@ def run_broker(port: int, kind: str = "tansu", *, data_dir: str | Path | None = 
                     file=sys.stderr,
                 )
                 return 1
+            time.sleep(0.5)  # the sleep resumes after a handler (PEP 475): we react within 0.5 s
         return 0
     except _Interrupted:
         return 130

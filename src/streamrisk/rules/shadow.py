@@ -72,6 +72,8 @@ class ShadowRun:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.tally: ShadowTally | None = None
+        # (live ruleset, shadow ruleset, whether they score alike): compared once per pair, not per payment
+        self._pair: tuple[Ruleset | None, Ruleset, bool] | None = None
 
     def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
                 explain: bool = False, live_ruleset: Ruleset | None = None) -> dict[str, Any] | None:
@@ -93,13 +95,15 @@ class ShadowRun:
             record["explanation"] = verdict.explanation
         return record
 
-    @staticmethod
-    def decide(ruleset: Ruleset, ctx: Context, live: Verdict, explain: bool = False,
+    def decide(self, ruleset: Ruleset, ctx: Context, live: Verdict, explain: bool = False,
                live_ruleset: Ruleset | None = None) -> Verdict:
         """The shadow's verdict for a payment the live ruleset decided `live` (see observe)."""
-        same_score = live_ruleset is not None and \
-            live_ruleset.score_model.formula == ruleset.score_model.formula
-        return decide(ruleset, ctx, explain, live.score if same_score else None)
+        pair = self._pair
+        if pair is None or pair[0] is not live_ruleset or pair[1] is not ruleset:
+            formula = ruleset.score_model.formula
+            same = live_ruleset is not None and live_ruleset.score_model.formula == formula
+            pair = self._pair = (live_ruleset, ruleset, same)
+        return decide(ruleset, ctx, explain, live.score if pair[2] else None)
 
     def stats(self) -> dict[str, Any] | None:
         return None if self.tally is None else self.tally.stats()

@@ -129,16 +129,10 @@ class EntityStore(Generic[E]):
     def _meta_key(self, entity_id: str) -> bytes:
         return self.kind + SEP + entity_id.encode()
 
-    def _chunk_key(self, entity_id: str, seq: int) -> bytes:
-        return self.kind + SEP + entity_id.encode() + SEP + str(seq).encode()
-
-    def _id(self, slot: Slot[E]) -> str:
-        return slot.key[len(self.kind) + 1 :].decode()
-
     @staticmethod
-    def _slot_chunk_key(slot: Slot[E], seq: int) -> bytes:
-        """`_chunk_key` of the slot's entity (its key is the meta key), without decoding its id."""
-        return slot.key + SEP + str(seq).encode()
+    def _chunk_of(meta_key: bytes, seq: int) -> bytes:
+        """A chunk's key from its entity's meta key (a slot's `key`): no id to encode or decode."""
+        return meta_key + SEP + str(seq).encode()
 
     # -- access
     def slot(self, entity_id: str, partition: int) -> Slot[E]:
@@ -173,20 +167,19 @@ class EntityStore(Generic[E]):
         return s.entity
 
     def _load(self, entity_id: str, partition: int) -> Slot[E]:
-        meta_raw = self.kv.get(self._meta_key(entity_id))
+        meta_key = self._meta_key(entity_id)
+        meta_raw = self.kv.get(meta_key)
         ch = _Chunks()
         entity = self.factory()
         seen: set[str] = set()
         if meta_raw is not None:
             with _gc_paused():
-                self._rebuild(entity_id, orjson.loads(meta_raw), ch, entity, seen)
+                self._rebuild(meta_key, orjson.loads(meta_raw), ch, entity, seen)
             self.rebuilt += 1
-        return Slot(
-            self._meta_key(entity_id), partition, entity, seen, ch, meta_dirty=meta_raw is None
-        )
+        return Slot(meta_key, partition, entity, seen, ch, meta_dirty=meta_raw is None)
 
     def _rebuild(
-        self, entity_id: str, meta: dict, ch: _Chunks, entity: E, seen: set[str]
+        self, meta_key: bytes, meta: dict, ch: _Chunks, entity: E, seen: set[str]
     ) -> None:
         """Read the entity's chunks into `ch` and `seen`, then rebuild `entity` in bulk."""
         ch.first, ch.next = meta["first"], meta["next"]
@@ -195,7 +188,7 @@ class EntityStore(Generic[E]):
         by_series: dict[int, list[tuple[int, int, list[str]]]] = {}
         latest = -1
         for seq in range(ch.first, ch.next + 1):
-            blob = self.kv.get(self._chunk_key(entity_id, seq))
+            blob = self.kv.get(self._chunk_of(meta_key, seq))
             if blob is None:
                 if seq < ch.next:
                     ch.closed_max_ts.append(-1)
@@ -237,7 +230,7 @@ class EntityStore(Generic[E]):
         ch = slot.chunks
         rows = chunk_rows(bytes(ch.open_buf))
         if len(rows) < limit and ch.next > ch.first:
-            prev = self.kv.get(self._slot_chunk_key(slot, ch.next - 1))
+            prev = self.kv.get(self._chunk_of(slot.key, ch.next - 1))
             if prev is not None:
                 rows = chunk_rows(prev) + rows
         picked = [r for r in reversed(rows) if since_ts <= r[2] <= until_ts and r[0] != exclude]
@@ -260,7 +253,7 @@ class EntityStore(Generic[E]):
         if ch.open_count >= self.chunk_events:
             if not ch.open_flushed:  # filled within this batch: write it before moving on
                 self.kv.put(
-                    slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf)
+                    slot.partition, self._chunk_of(slot.key, ch.next), bytes(ch.open_buf)
                 )
             ch.closed_max_ts.append(ch.open_max_ts)
             ch.next += 1
@@ -284,7 +277,7 @@ class EntityStore(Generic[E]):
         horizon = end_ms - self.retention_ms
         while ch.closed_max_ts and ch.closed_max_ts[0] <= horizon:
             ch.closed_max_ts.pop(0)
-            key = self._slot_chunk_key(slot, ch.first)
+            key = self._chunk_of(slot.key, ch.first)
             blob = self.kv.get(key)
             if blob is not None:
                 for ev in HeldEvent.decode_chunk(blob):
@@ -303,7 +296,7 @@ class EntityStore(Generic[E]):
             ch = slot.chunks
             if not ch.open_flushed:
                 ch.open_flushed = True
-                self.kv.put(slot.partition, self._slot_chunk_key(slot, ch.next), bytes(ch.open_buf))
+                self.kv.put(slot.partition, self._chunk_of(slot.key, ch.next), bytes(ch.open_buf))
                 n += 1
             if slot.meta_dirty:
                 meta = {"first": ch.first, "next": ch.next, "partition": slot.partition}
@@ -337,10 +330,10 @@ class EntityStore(Generic[E]):
         clock, retention = self.clock, self.retention_ms
         if clock is None or key.count(SEP) != 1:
             return
-        s = self.slots.get(key[len(self.kind) + 1 :].decode())
+        entity_id = key[len(self.kind) + 1 :].decode()
+        s = self.slots.get(entity_id)
         if s is not None and (s.dirty or not clock.may_expire(s.entity.latest, retention)):
             return  # in memory and recent (most are): no need to read its partition from the table
-        entity_id = key[len(self.kind) + 1 :].decode()
 
         def expired(partition: int, ts: int) -> bool:
             return clock.expired(partition, ts, retention)
@@ -354,15 +347,15 @@ class EntityStore(Generic[E]):
                 return
         else:
             # The newest events are almost always in the open chunk: decide from it when it is recent.
-            blobs = {nxt: self.kv.get(self._chunk_key(entity_id, nxt))}
+            blobs = {nxt: self.kv.get(self._chunk_of(key, nxt))}
             if not expired(partition, newest_ts(blobs[nxt])):
                 return
             for seq in range(first, nxt):
-                blobs[seq] = self.kv.get(self._chunk_key(entity_id, seq))
+                blobs[seq] = self.kv.get(self._chunk_of(key, seq))
             if not expired(partition, max(newest_ts(b) for b in blobs.values())):
                 return
         for seq in range(first, nxt + 1):
-            chunk_key = self._chunk_key(entity_id, seq)
+            chunk_key = self._chunk_of(key, seq)
             if self.kv.get(chunk_key) is not None:
                 self.kv.delete(partition, chunk_key)
         self.kv.delete(partition, key)
