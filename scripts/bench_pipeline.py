@@ -281,11 +281,32 @@ async def waited_for_core(worker: WorkerProcess) -> float | None:
     return stats.get("cpu_wait_s")
 
 
-async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) -> list[tuple[int, dict]]:
-    """One warm worker; payments at each fixed rate; percentiles of produce -> decision in ms."""
-    prefix = uid("bench-lat") + "."
+class Floor:
+    """scripts/_passthrough.py as a process: decode each payment, send a decision-like record."""
+
+    def __init__(self, bootstrap: str, prefix: str, work: Path) -> None:
+        self.log_path = work / f"{prefix}floor.log"
+        self.proc = spawn([sys.executable, str(Path(__file__).with_name("_passthrough.py")), bootstrap,
+                           prefix + "payments", prefix + "risk-decisions"], log_path=self.log_path)
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+    def stop(self) -> None:
+        terminate(self.proc, grace=5)
+
+
+async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, warmup_s: float,
+                  floor: bool = False) -> list[tuple[int, dict]]:
+    """One warm worker (or the floor); payments at each fixed rate; produce -> decision in ms.
+
+    The first row, marked "warmup", is `warmup_s` at the first rate: a process's first seconds of
+    traffic (imports finishing, caches and the broker's JIT warming up) are not its steady state.
+    """
+    prefix = uid("bench-floor" if floor else "bench-lat") + "."
     await create_topics(bootstrap, prefix)
-    worker = WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / "lat").start()
+    worker: Floor | WorkerProcess = (Floor(bootstrap, prefix, work) if floor else
+                                     WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / "lat").start())
     traffic = Traffic(users=2000, merchants=200, seed=11, mix=PAYMENTS_ONLY, run_id=prefix)
     results = []
     try:
@@ -304,26 +325,28 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float) 
             await produce(bootstrap, warm, rate=100, topic_prefix=prefix, on_send=on_send)
             await wait_decided(120)
             if any(e not in out.first for e in sent):
-                raise RuntimeError(f"the latency worker decided nothing in 120 s:\n{worker.log()}")
-            for rate in rates:
+                raise RuntimeError(f"the latency {'floor' if floor else 'worker'} decided nothing in 120 s:"
+                                   f"\n{worker.log()}")
+            for rate, span, warmup in [(rates[0], warmup_s, True)] * (warmup_s > 0) + [
+                    (r, seconds, False) for r in rates]:
                 sent.clear()
-                w0 = await waited_for_core(worker)
+                w0 = None if floor else await waited_for_core(worker)
                 c0 = cpu_seconds(worker.proc.pid)
                 stream = (traffic.payment(int(time.time() * 1000)) for _ in iter(int, 1))
-                job = asyncio.create_task(produce(bootstrap, stream, rate=rate, duration_s=seconds,
+                job = asyncio.create_task(produce(bootstrap, stream, rate=rate, duration_s=span,
                                                   topic_prefix=prefix, on_send=on_send))
                 while not job.done():
                     await out.poll(20)
                 stats = job.result()
                 await wait_decided(60)
-                w1 = await waited_for_core(worker)
+                w1 = None if floor else await waited_for_core(worker)
                 hist = HdrHistogram(1, 600_000_000, 3)
                 for eid, at in sent.items():
                     if eid in out.first:
                         hist.record_value(max(1, round((out.first[eid] - at) * 1e6)))
                 decided = sum(e in out.first for e in sent)
                 results.append((rate, {
-                    "sent_rate": stats.total / stats.elapsed_s, "sent": len(sent),
+                    "warmup": warmup, "sent_rate": stats.total / stats.elapsed_s, "sent": len(sent),
                     "undecided": len(sent) - decided,
                     "cpu_us": (cpu_seconds(worker.proc.pid) - c0) / max(1, decided) * 1e6,
                     # ms per second of traffic the batch loop was ready to run but had no core
@@ -404,16 +427,26 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
     print("  by CPU per event (not judged; robust when the machine is busy):")
     print(f"    naive Faust agent / 1 worker          {fmt_ratio(naive.cpu_us, one.cpu_us)}")
     print(f"    Faust do-nothing agent / 1 worker     {fmt_ratio(noop.cpu_us, one.cpu_us)}")
-    lat = await latency(bootstrap, work, args.rates, args.seconds)
-    print(f"\nproduce -> decision, one worker, {args.seconds:.0f} s per rate, "
+    floor = await latency(bootstrap, work, args.rates, args.seconds, args.warmup, floor=True)
+    lat = await latency(bootstrap, work, args.rates, args.seconds, args.warmup)
+    print(f"\nproduce -> decision, {args.seconds:.0f} s per rate after {args.warmup:.0f} s of warm-up, "
           "load generator on this machine (ms)")
-    print(f"  {'rate/s':>7} {'sent/s':>8} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} "
+    print(f"  {'':<18} {'rate/s':>7} {'sent/s':>8} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} "
           f"{'CPU us/pay':>10} {'undecided':>9} {'no core ms/s':>12}")
-    for rate, s in lat:
-        waited = "n/a" if s["waited_ms_s"] is None else f"{s['waited_ms_s']:.1f}"
-        print(f"  {rate:>7} {s['sent_rate']:>8.0f} {s['p50']:>8.1f} {s['p99']:>8.1f} {s['p99.9']:>8.1f} "
-              f"{s['max']:>8.1f} {s['cpu_us']:>10.0f} {s['undecided']:>9} {waited:>12}")
-    print("  (no core: ms per second the worker's batch loop was ready to run but waited for a core)")
+    for label, runs in (("floor", floor), ("StreamRisk", lat)):
+        for rate, s in runs:
+            waited = "n/a" if s["waited_ms_s"] is None else f"{s['waited_ms_s']:.1f}"
+            what = f"{label} warm-up" if s["warmup"] else label
+            print(f"  {what:<18} {rate:>7} {s['sent_rate']:>8.0f} {s['p50']:>8.1f} {s['p99']:>8.1f} "
+                  f"{s['p99.9']:>8.1f} {s['max']:>8.1f} {s['cpu_us']:>10.0f} {s['undecided']:>9} "
+                  f"{waited:>12}")
+    print("  (floor: scripts/_passthrough.py, a plain aiokafka loop decoding each payment and sending a")
+    print("   decision-like record, no state: what any Python worker pays on this machine before doing work;")
+    print("   no core: ms per second the worker's batch loop was ready to run but waited for a core)")
+    floor, lat = ([r for r in rows if not r[1]["warmup"]] for rows in (floor, lat))
+    for (rate, f), (_, s) in zip(floor, lat, strict=True):
+        print(f"  at {rate:,}/s StreamRisk / floor: p50 {fmt_ratio(s['p50'], f['p50'])}, "
+              f"p99 {fmt_ratio(s['p99'], f['p99'])}, CPU per payment {fmt_ratio(s['cpu_us'], f['cpu_us'])}")
     by_rate = dict(lat)
     checks = [
         (f"1 worker >= 2.5x the naive Faust agent ({fmt_ratio(one.rate, naive.rate)})",
@@ -444,10 +477,12 @@ def main() -> int:
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 2000, 5000],
                     help="payments/s for the latency runs (comma-separated)")
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of traffic per latency rate")
+    ap.add_argument("--warmup", type=float, default=5.0,
+                    help="seconds at the first rate before the latency runs, printed but not judged")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 events, 1 s at 1,000/s")
     args = ap.parse_args()
     if args.quick:
-        args.events, args.seconds, args.rates = 1000, 1.0, [1000]
+        args.events, args.seconds, args.rates, args.warmup = 1000, 1.0, [1000], 0.0
     started = time.perf_counter()
     kind = "tansu" if args.tansu else "kafka"
     # A just-created topic has no leader for a moment; the producer's retries of that are expected.

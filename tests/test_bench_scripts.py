@@ -40,6 +40,6 @@ def test_bench_script_runs_to_its_report(args: list[str]) -> None:
     assert done.returncode in (0, 1), done.stderr[-3000:]
     assert done.stdout.strip(), done.stderr[-3000:]
     if args[0] == "bench_pipeline.py":  # the one table: every row, the latency percentiles, the verdicts
-        for row in ("ceiling", "Faust do-nothing", "Faust naive", "2 workers, mix", "p99.9", "MISS" if
-                    done.returncode else "PASS"):
+        for row in ("ceiling", "Faust do-nothing", "Faust naive", "2 workers, mix", "p99.9",
+                    "StreamRisk / floor", "MISS" if done.returncode else "PASS"):
             assert row in done.stdout, done.stdout[-3000:]
