@@ -5,8 +5,9 @@ the ceiling (a plain aiokafka consumer decoding every record with orjson), stock
 naive (Table update + `await send` per event) agents, and StreamRisk with one and two workers. Each is a
 black box read from outside: rate from the first to the last output, CPU from /proc/PID/stat over the
 same span, records produced per payment from the end offsets of every non-input topic, records read
-again from the workers' /stats. Then produce -> decision latency at fixed payment rates into one warm
-worker, in an HDR histogram (latency = arrival at an outside consumer minus the payment's send time).
+again from the workers' /stats. Then produce -> decision latency at fixed payment rates, in an HDR
+histogram (latency = arrival at an outside consumer minus the payment's send time), into the floor
+(_passthrough.py: a plain aiokafka consume -> produce loop) and then into one warm worker.
 Prints one table, the ratios, and which targets of issue 8 were met (exit 1 on a miss).
 
 Run: .venv/bin/python scripts/bench_pipeline.py [--tansu] [--events 60000] [--quick]
