@@ -124,6 +124,11 @@ def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy) -> None:
         a.advance_bp = max(p.min_advance_rate_bp, a.advance_bp - p.late_repayment_step_bp)
 
 
+def held_at_zero(a: MerchantAccount, ts: int, p: MerchantPolicy) -> bool:
+    """The line is 0 and a whole fraud cut holds it there at `ts`: `target` is 0 whatever the inputs."""
+    return a.line == 0 and ts < a.hold_until and p.fraud_cut_pct == 100
+
+
 def fraud_alert(a: MerchantAccount, ts: int, severity_rank: int, p: MerchantPolicy) -> bool:
     """A merchant alert at `ts`: True when it (re)starts the hold that cuts the line."""
     if severity_rank < p.fraud_alert_rank:

@@ -84,6 +84,8 @@ class SignalTimes(list[int]):
 
     def prune(self, horizon: int) -> None:
         """Forget the times at or before `horizon`."""
+        if not self or self[0] > horizon:  # most calls: nothing to forget, no search
+            return
         cut = bisect.bisect_right(self, horizon)
         if cut:
             self.prune_first(cut)
