@@ -117,7 +117,7 @@ class CreditBook:
         for kind, entity_id in self._changed:
             partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
             assert acct is not None
-            value = acct.encode() if kind == USER_KIND else orjson.dumps(acct.to_list())  # type: ignore[union-attr]
+            value = acct.encode()
             self.kv.put(partition, kind + SEP + entity_id.encode(), value)
         n = len(self._changed)
         self._changed.clear()
