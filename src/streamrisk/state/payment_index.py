@@ -41,7 +41,7 @@ miss costs one KV read and one substring search per live chunk of the user.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -81,7 +81,9 @@ class _Open:
     next: int
     head: int  # newest ts in chunk `first` (when first < next)
     top: int  # newest ts over the closed chunks
-    buf: bytearray = field(default_factory=bytearray)
+    # The open chunk: the table's bytes until the batch adds a line (then a copy with it, written by
+    # flush() as it is), a bytearray once a second line or a fraud mark changes it in the same batch.
+    buf: bytes | bytearray = b""
     count: int = 0  # lines in the open chunk
     open_max: int = -1  # newest ts in the open chunk
     open_min: int = -1  # oldest ts in the open chunk
@@ -187,7 +189,7 @@ class PaymentIndex:
         u = _Open(partition, first, nxt, head, top)
         blob = self.kv.get(self._chunk_key(user_id, nxt))
         if blob:
-            u.buf = bytearray(blob)
+            u.buf = blob if type(blob) is bytes else bytearray(blob)  # immutable: shared, not copied
             shape = self._shape(user_id, nxt, blob)
             if shape is not None:
                 u.count, u.open_min, u.open_max = shape
@@ -222,7 +224,15 @@ class PaymentIndex:
             u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
         ):
             self._roll(u, user_id)
-        u.buf += orjson.dumps([payment_id, merchant_id, ts, amount, outcome]) + b"\n"
+        line = orjson.dumps([payment_id, merchant_id, ts, amount, outcome])
+        buf = u.buf
+        if u.dirty:  # a later line of this batch: append in place
+            if type(buf) is bytes:
+                buf = u.buf = bytearray(buf)
+            buf += line
+            buf += b"\n"
+        else:  # most users add one payment a batch: one copy of the chunk, flushed without another
+            u.buf = b"".join((buf, line, b"\n"))
         if u.count == 0:
             u.open_min = u.open_max = ts
         elif ts > u.open_max:
@@ -248,7 +258,7 @@ class PaymentIndex:
             u.head = u.open_max
         u.top = max(u.top, u.open_max)
         u.next += 1
-        u.buf = bytearray()
+        u.buf = b""
         u.count = 0
         u.open_max = u.open_min = -1
         u.dirty = False
@@ -272,7 +282,9 @@ class PaymentIndex:
         line = orjson.dumps(hit.row)
         u = self._open.get(user_id)
         if u is not None and hit.seq == u.next:
-            u.buf[hit.start : hit.end] = line
+            if type(u.buf) is bytes:
+                u.buf = bytearray(u.buf)
+            u.buf[hit.start : hit.end] = line  # type: ignore[index]
             u.dirty = True
         else:
             blob = bytes(hit.blob)
