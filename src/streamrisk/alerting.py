@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from .decisions import alert_record
 from .features.entities import MerchantState
-from .features.merchant_fields import MerchantFields
 from .records import Out
 from .rules import FiredRule
 from .state.chunks import HeldEvent
@@ -99,17 +98,12 @@ class Alerting:
         keep a rule true fall within its dedupe window instead of alerting again.
         """
         ruleset = self.rules.ruleset
-        names = ruleset.merchant_fields
-        if not names:
+        if not ruleset.merchant_fields:
             return
-        # Only the features the rules read (a few of ~30), computed as features() would.
-        reader = self._merchant_fields
-        if reader is None or reader.names != names:
-            reader = self._merchant_fields = MerchantFields(self.cfg, names)
-        features = reader.read(slot.entity)
+        features = slot.entity.features()
         # Most merchant events (forwarded payments, fulfilments) leave the fields the merchant rules
         # read unchanged: then the rules' answer is the same, and CEL is skipped.
-        inputs = (ruleset, *[features.get(f) for f in names])
+        inputs = (ruleset, *[features.get(f) for f in ruleset.merchant_fields])
         if slot.memo is not None and slot.memo[0] == inputs:
             fired = slot.memo[1]
         else:

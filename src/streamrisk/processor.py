@@ -42,7 +42,6 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
-from .features.merchant_fields import MerchantFields
 from .merchant_side import MerchantSide
 from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
@@ -106,7 +105,6 @@ class Processor(Alerting, MerchantSide):
         self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
         self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
-        self._merchant_fields: MerchantFields | None = None  # what the merchant rules read (alerting.py)
         self.validator = Validator(
             settings.currencies, settings.max_future_skew_ms, settings.max_amount, settings.max_record_bytes
         )

@@ -327,13 +327,6 @@ class MerchantState(_EntityBase):
         self._features = None
         super().rebuild(events_by_series, end)
 
-    def advance(self) -> None:
-        """Move every series to the latest event time, where features() and its subsets read them."""
-        end = self.latest
-        for w in (self.placed, self.fulfilled, self.refunded, self.payments, self.chargebacks,
-                  self.settled_refunds):
-            w.advance(end)
-
     def take_features(self) -> dict[str, float]:
         """features(), no longer kept (for their last reader before the next event: the summary)."""
         out = self.features()
@@ -368,13 +361,13 @@ class MerchantState(_EntityBase):
         n_cb = self.chargebacks.count(0)
         out["chargeback_count_30d"] = n_cb
         out["chargeback_rate_30d"] = _rate(n_cb, payments[rate_i])
-        out["receivables"] = self.receivables(settle_i) / 100
+        out["receivables"] = self._receivables(settle_i) / 100
         hourly_mean_30d = fulfilled[rate_i] / (RATE_HORIZON_MS / HOUR_MS)
         out["sales_velocity_1h"] = _rate(fulfilled[hour_i], hourly_mean_30d)
         self._features = out
         return out
 
-    def receivables(self, settle_i: int) -> int:
+    def _receivables(self, settle_i: int) -> int:
         """Fulfilled value in the settlement period less the refunds on those orders (minor units)."""
         self.settled_refunds.advance(self.latest)
         return max(0, self.fulfilled.sum(settle_i) - self.settled_refunds.sum(0))
@@ -395,7 +388,7 @@ class MerchantState(_EntityBase):
         if cbs:
             self.payments.advance(end)
         return (
-            self.receivables(settle_i),
+            self._receivables(settle_i),
             _rate(refunds, self.placed.count(self.cfg.order_rate_i)) if refunds else 0.0,
             _rate(cbs, self.payments.count(rate_i)) if cbs else 0.0,
             f.sum(day_i),
