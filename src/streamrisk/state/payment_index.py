@@ -153,9 +153,12 @@ class PaymentIndex:
         # User -> (seq, byte length, lines, oldest ts, newest ts) of the open chunk this index last
         # wrote, so the next batch that adds to it need not decode all its lines (up to
         # `chunk_lines`) again. Only used while the table holds a chunk of that seq and length: every
-        # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. A few
-        # dozen bytes a user, dropped whole at SHAPES_MAX.
-        self._shapes: dict[str, tuple[int, int, int, int, int]] = {}
+        # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. Then
+        # the user's meta as flushed with it (first, head, top; its next is the seq), so the next
+        # batch need not read and decode the meta either: only `flush` writes a meta, and the sweep,
+        # the only other writer of a user's index keys, drops the entry. A few dozen bytes a user,
+        # dropped whole at SHAPES_MAX.
+        self._shapes: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
         # counters, for /stats and benchmarks
         self.indexed = 0  # add() calls
         self.marked = 0  # payments newly marked as fraud
@@ -185,7 +188,11 @@ class PaymentIndex:
         return m["first"], m["next"], m["head"], m["top"]
 
     def _load(self, partition: int, user_id: str) -> _Open:
-        first, nxt, head, top = self._meta(user_id)
+        known = self._shapes.get(user_id)
+        if known is not None:
+            nxt, first, head, top = known[0], *known[5:]
+        else:
+            first, nxt, head, top = self._meta(user_id)
         u = _Open(partition, first, nxt, head, top)
         blob = self.kv.get(self._chunk_key(user_id, nxt))
         if blob:
@@ -395,7 +402,7 @@ class PaymentIndex:
         wrote it last; None when it does not know."""
         shape = self._shapes.get(user_id)
         if shape is not None and shape[0] == seq and shape[1] == len(blob):
-            return shape[2:]
+            return shape[2:5]
         return None
 
     def _open_newest(self, user_id: str, seq: int, blob: bytes | None) -> int:
@@ -413,11 +420,14 @@ class PaymentIndex:
         for user_id, u in self._open.items():
             if u.dirty:
                 self.kv.put(u.partition, self._chunk_key(user_id, u.next), bytes(u.buf))
-                shapes[user_id] = (u.next, len(u.buf), u.count, u.open_min, u.open_max)
+                shapes[user_id] = (u.next, len(u.buf), u.count, u.open_min, u.open_max,
+                                   u.first, u.head, u.top)
                 n += 1
             if u.meta_dirty:
                 meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
                 self.kv.put(u.partition, self._meta_key(user_id), packed(orjson.dumps(meta)))
+                if not u.dirty:  # (a user the batch added to always is) the entry has an older meta
+                    shapes.pop(user_id, None)
                 n += 1
         self._open.clear()
         return n
