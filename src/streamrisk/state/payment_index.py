@@ -231,15 +231,14 @@ class PaymentIndex:
             u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
         ):
             self._roll(u, user_id)
-        line = orjson.dumps([payment_id, merchant_id, ts, amount, outcome])
+        line = orjson.dumps([payment_id, merchant_id, ts, amount, outcome], option=orjson.OPT_APPEND_NEWLINE)
         buf = u.buf
         if u.dirty:  # a later line of this batch: append in place
             if type(buf) is bytes:
                 buf = u.buf = bytearray(buf)
             buf += line
-            buf += b"\n"
         else:  # most users add one payment a batch: one copy of the chunk, flushed without another
-            u.buf = b"".join((buf, line, b"\n"))
+            u.buf = buf + line
         if u.count == 0:
             u.open_min = u.open_max = ts
         elif ts > u.open_max:
