@@ -103,11 +103,15 @@ class SignalTimes(list[int]):
 
     def json(self) -> bytes:
         """orjson.dumps(list(self)), byte for byte."""
+        return b"[" + self.json_items() + b"]"
+
+    def json_items(self) -> bytearray:
+        """json() without its brackets: the kept JSON itself, so read it and never change it."""
         enc = self._json
         if enc is None or len(self._sizes) != len(self):
             enc = self._json = bytearray(orjson.dumps(self)[1:-1])
             self._sizes = array("H", (len(b"%d" % t) for t in self))
-        return b"[" + enc + b"]"
+        return enc
 
 
 @dataclass(slots=True)
@@ -153,7 +157,8 @@ class UserAccount:
         if tail is None:
             tail = self._tail = orjson.dumps([sorted(self.pending), self.draws, self.history])[1:]
         # Compact JSON lists concatenate: `[a,b` + `,[..],[..],` + `c]` is the dump of [a, b, [..], [..], c].
-        return b"".join((head[:-1], b",", self.on_time.json(), b",", self.negatives.json(), b",", tail))
+        return b"".join((head[:-1], b",[", self.on_time.json_items(), b"],[", self.negatives.json_items(),
+                         b"],", tail))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> UserAccount:
