@@ -154,10 +154,10 @@ class PaymentIndex:
         # wrote, so the next batch that adds to it need not decode all its lines (up to
         # `chunk_lines`) again. Only used while the table holds a chunk of that seq and length: every
         # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. Then
-        # the user's meta as flushed with it (first, head, top; its next is the seq), so the next
-        # batch need not read and decode the meta either: only `flush` writes a meta, and the sweep,
-        # the only other writer of a user's index keys, drops the entry. A few dozen bytes a user,
-        # dropped whole at SHAPES_MAX.
+        # the user's meta as flushed with it (first, head, top; its next is the seq), so neither the
+        # next batch that adds to the user nor the sweep reads and decodes the meta: only `flush`
+        # writes a meta, and the sweep, the only other writer of a user's index keys, drops the
+        # entry. A few dozen bytes a user, dropped whole at SHAPES_MAX.
         self._shapes: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
         # counters, for /stats and benchmarks
         self.indexed = 0  # add() calls
@@ -181,6 +181,9 @@ class PaymentIndex:
         return KIND + SEP + user_id.encode() + SEP + str(seq).encode()
 
     def _meta(self, user_id: str) -> tuple[int, int, int, int]:
+        known = self._shapes.get(user_id)
+        if known is not None:  # as flushed (see `_shapes`)
+            return known[5], known[0], known[6], known[7]
         raw = self.kv.get(self._meta_key(user_id))
         if raw is None:
             return 0, 0, -1, -1
@@ -188,11 +191,7 @@ class PaymentIndex:
         return m["first"], m["next"], m["head"], m["top"]
 
     def _load(self, partition: int, user_id: str) -> _Open:
-        known = self._shapes.get(user_id)
-        if known is not None:
-            nxt, first, head, top = known[0], *known[5:]
-        else:
-            first, nxt, head, top = self._meta(user_id)
+        first, nxt, head, top = self._meta(user_id)
         u = _Open(partition, first, nxt, head, top)
         blob = self.kv.get(self._chunk_key(user_id, nxt))
         if blob:
