@@ -117,7 +117,7 @@ class CreditBook:
         for kind, entity_id in self._changed:
             partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
             assert acct is not None
-            value = acct.encode() if kind == USER_KIND else orjson.dumps(acct.to_list())  # type: ignore[union-attr]
+            value = acct.encode()
             self.kv.put(partition, kind + SEP + entity_id.encode(), value)
         n = len(self._changed)
         self._changed.clear()
@@ -242,8 +242,14 @@ class CreditBook:
         line at once and hold it."""
         rank = max((SEVERITY_RANK[s] for s in severities), default=-1)
         acct = self.merchant(slot.partition, merchant_id)
-        if mc.fraud_alert(acct, slot.entity.latest, rank, self.policy.merchant):
+        pol = self.policy.merchant
+        if mc.fraud_alert(acct, slot.entity.latest, rank, pol):
             self._changed.add((MERCHANT_KIND, merchant_id))
+            # A merchant whose rule keeps firing is alerted on every event: once its line is cut to 0,
+            # repricing finds 0 again until the hold ends (the alert read the features, so the windows
+            # are advanced already, as repricing would).
+            if mc.held_at_zero(acct, slot.entity.latest, pol):
+                return
             # Held ids carry a one-letter topic prefix; adjustments name contract event ids.
             self.on_merchant_event(slot.partition, merchant_id, trigger.event_id[1:], slot, out, force=True)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from .policy import MerchantPolicy
 
 # Reason codes of line adjustments (README, "Credit").
@@ -52,9 +54,19 @@ class MerchantAccount:
     line: int = 0  # the last published line
     hold_until: int = -1  # a merchant fraud alert holds the line cut until then
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
+    # The JSON of history until it changes (reprice): a merchant whose fraud rule keeps firing is
+    # written after every batch, with only its hold's end changed.
+    _history_json: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_list(self) -> list[Any]:
         return [self.advance_bp, self.line, self.hold_until, self.history]
+
+    def encode(self) -> bytes:
+        """orjson.dumps(self.to_list()), byte for byte, with the history's JSON as kept."""
+        hist = self._history_json
+        if hist is None:
+            hist = self._history_json = orjson.dumps(self.history)
+        return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MerchantAccount:
@@ -113,6 +125,7 @@ def reprice(
     a.line = new
     a.history.append([ts, change.previous, new, list(reasons)])
     del a.history[:-HISTORY]
+    a._history_json = None
     return change
 
 
@@ -122,6 +135,11 @@ def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy) -> None:
         a.advance_bp = min(p.advance_rate_bp, a.advance_bp + p.on_time_repayment_step_bp)
     else:
         a.advance_bp = max(p.min_advance_rate_bp, a.advance_bp - p.late_repayment_step_bp)
+
+
+def held_at_zero(a: MerchantAccount, ts: int, p: MerchantPolicy) -> bool:
+    """The line is 0 and a whole fraud cut holds it there at `ts`: `target` is 0 whatever the inputs."""
+    return a.line == 0 and ts < a.hold_until and p.fraud_cut_pct == 100
 
 
 def fraud_alert(a: MerchantAccount, ts: int, severity_rank: int, p: MerchantPolicy) -> bool:

@@ -84,6 +84,8 @@ class SignalTimes(list[int]):
 
     def prune(self, horizon: int) -> None:
         """Forget the times at or before `horizon`."""
+        if not self or self[0] > horizon:  # most calls: nothing to forget, no search
+            return
         cut = bisect.bisect_right(self, horizon)
         if cut:
             self.prune_first(cut)
@@ -101,11 +103,15 @@ class SignalTimes(list[int]):
 
     def json(self) -> bytes:
         """orjson.dumps(list(self)), byte for byte."""
+        return b"[" + self.json_items() + b"]"
+
+    def json_items(self) -> bytearray:
+        """json() without its brackets: the kept JSON itself, so read it and never change it."""
         enc = self._json
         if enc is None or len(self._sizes) != len(self):
             enc = self._json = bytearray(orjson.dumps(self)[1:-1])
             self._sizes = array("H", (len(b"%d" % t) for t in self))
-        return b"[" + enc + b"]"
+        return enc
 
 
 @dataclass(slots=True)
@@ -123,6 +129,10 @@ class UserAccount:
     pending: set[str] = field(default_factory=set)  # cut reasons that arrived since the last review
     draws: dict[str, list[int]] = field(default_factory=dict)  # payment id -> [ts, amount]
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
+    # The JSON of [pending, draws, history] as encode() writes it (without its `[`), until one of them
+    # changes: a frozen user's account is written after every batch that touches it, and only its
+    # clock, freeze end and cut signals change. Every change to the three clears it (this module).
+    _tail: bytes | None = field(default=None, repr=False, compare=False)
 
     # -- reads
     @property
@@ -143,9 +153,12 @@ class UserAccount:
         """orjson.dumps(self.to_list()), byte for byte, with the signal times' JSON as kept."""
         head = orjson.dumps([self.limit, self.next_review, self.clock, self.outstanding, self.status.value,
                              self.until, self.last_cut])
-        tail = orjson.dumps([sorted(self.pending), self.draws, self.history])
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = orjson.dumps([sorted(self.pending), self.draws, self.history])[1:]
         # Compact JSON lists concatenate: `[a,b` + `,[..],[..],` + `c]` is the dump of [a, b, [..], [..], c].
-        return b"".join((head[:-1], b",", self.on_time.json(), b",", self.negatives.json(), b",", tail[1:]))
+        return b"".join((head[:-1], b",[", self.on_time.json_items(), b"],[", self.negatives.json_items(),
+                         b"],", tail))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> UserAccount:
@@ -173,11 +186,13 @@ def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
     if a.draws and next(iter(a.draws.values()))[0] <= old:
         for pid in [pid for pid, (t, _) in a.draws.items() if t <= old]:
             del a.draws[pid]
+        a._tail = None
 
 
 def _record(a: UserAccount, adj: Adjustment) -> Adjustment:
     a.history.append([adj.ts, adj.previous, adj.new, list(adj.reasons)])
     del a.history[:-HISTORY]
+    a._tail = None
     return adj
 
 
@@ -188,6 +203,8 @@ def review(a: UserAccount, ts: int, p: UserPolicy) -> Adjustment | None:
     _advance(a, ts, p)
     a.next_review = ts + p.review_period_ms
     pending, a.pending = a.pending, set()
+    if pending:
+        a._tail = None
     if a.status is Status.FROZEN:
         if ts < a.until:
             return None
@@ -238,7 +255,9 @@ def _cut_pct(reason: str, p: UserPolicy) -> int:
 
 def _negative(a: UserAccount, reason: str, ts: int, p: UserPolicy) -> None:
     _keep(a.negatives, ts, p)
-    a.pending.add(reason)
+    if reason not in a.pending:
+        a.pending.add(reason)
+        a._tail = None
 
 
 def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -> None:
@@ -248,6 +267,7 @@ def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -
     a.draws[payment_id] = [ts, amount]
     if len(a.draws) > p.max_tracked_draws:
         del a.draws[next(iter(a.draws))]
+    a._tail = None
 
 
 def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy) -> None:
@@ -265,6 +285,8 @@ def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy) -> int:
     amount reversed."""
     _advance(a, ts, p)
     drawn = a.draws.pop(payment_id, None)
+    if drawn is not None:
+        a._tail = None
     reversed_amount = 0
     # Pruning in _advance is memory hygiene only; the window is decided here.
     if drawn is not None and drawn[0] > a.clock - p.reversal_window_ms:
@@ -289,6 +311,7 @@ def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy)
         a.limit = a.outstanding
         a.status, a.until = Status.FROZEN, ts + p.freeze_ms
         a.pending.clear()
+        a._tail = None
         return _record(a, adj)
     if any(s >= p.cut_alert_rank for _, s in counted):
         _negative(a, FRAUD_ALERT, ts, p)

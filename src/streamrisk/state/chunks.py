@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import orjson
 
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
 
 @dataclass(slots=True)
 class HeldEvent:
@@ -20,7 +22,7 @@ class HeldEvent:
 
     def encode(self) -> bytes:
         """One chunk line: a JSON array [event_id, series, ts, value, *cats] and a newline."""
-        return orjson.dumps([self.event_id, self.series, self.ts, self.value, *self.cats]) + b"\n"
+        return orjson.dumps([self.event_id, self.series, self.ts, self.value, *self.cats], option=_NEWLINE)
 
     @staticmethod
     def decode_chunk(blob: bytes) -> Iterator[HeldEvent]:

@@ -41,7 +41,7 @@ miss costs one KV read and one substring search per live chunk of the user.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -81,7 +81,9 @@ class _Open:
     next: int
     head: int  # newest ts in chunk `first` (when first < next)
     top: int  # newest ts over the closed chunks
-    buf: bytearray = field(default_factory=bytearray)
+    # The open chunk: the table's bytes until the batch adds a line (then a copy with it, written by
+    # flush() as it is), a bytearray once a second line or a fraud mark changes it in the same batch.
+    buf: bytes | bytearray = b""
     count: int = 0  # lines in the open chunk
     open_max: int = -1  # newest ts in the open chunk
     open_min: int = -1  # oldest ts in the open chunk
@@ -151,9 +153,12 @@ class PaymentIndex:
         # User -> (seq, byte length, lines, oldest ts, newest ts) of the open chunk this index last
         # wrote, so the next batch that adds to it need not decode all its lines (up to
         # `chunk_lines`) again. Only used while the table holds a chunk of that seq and length: every
-        # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. A few
-        # dozen bytes a user, dropped whole at SHAPES_MAX.
-        self._shapes: dict[str, tuple[int, int, int, int, int]] = {}
+        # write of the open chunk outside `flush` drops the entry, and a chunk only ever grows. Then
+        # the user's meta as flushed with it (first, head, top; its next is the seq), so neither the
+        # next batch that adds to the user nor the sweep reads and decodes the meta: only `flush`
+        # writes a meta, and the sweep, the only other writer of a user's index keys, drops the
+        # entry. A few dozen bytes a user, dropped whole at SHAPES_MAX.
+        self._shapes: dict[str, tuple[int, int, int, int, int, int, int, int]] = {}
         # counters, for /stats and benchmarks
         self.indexed = 0  # add() calls
         self.marked = 0  # payments newly marked as fraud
@@ -176,6 +181,9 @@ class PaymentIndex:
         return KIND + SEP + user_id.encode() + SEP + str(seq).encode()
 
     def _meta(self, user_id: str) -> tuple[int, int, int, int]:
+        known = self._shapes.get(user_id)
+        if known is not None:  # as flushed (see `_shapes`)
+            return known[5], known[0], known[6], known[7]
         raw = self.kv.get(self._meta_key(user_id))
         if raw is None:
             return 0, 0, -1, -1
@@ -187,7 +195,7 @@ class PaymentIndex:
         u = _Open(partition, first, nxt, head, top)
         blob = self.kv.get(self._chunk_key(user_id, nxt))
         if blob:
-            u.buf = bytearray(blob)
+            u.buf = blob if type(blob) is bytes else bytearray(blob)  # immutable: shared, not copied
             shape = self._shape(user_id, nxt, blob)
             if shape is not None:
                 u.count, u.open_min, u.open_max = shape
@@ -222,7 +230,14 @@ class PaymentIndex:
             u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
         ):
             self._roll(u, user_id)
-        u.buf += orjson.dumps([payment_id, merchant_id, ts, amount, outcome]) + b"\n"
+        line = orjson.dumps([payment_id, merchant_id, ts, amount, outcome], option=orjson.OPT_APPEND_NEWLINE)
+        buf = u.buf
+        if u.dirty:  # a later line of this batch: append in place
+            if type(buf) is bytes:
+                buf = u.buf = bytearray(buf)
+            buf += line
+        else:  # most users add one payment a batch: one copy of the chunk, flushed without another
+            u.buf = buf + line
         if u.count == 0:
             u.open_min = u.open_max = ts
         elif ts > u.open_max:
@@ -248,7 +263,7 @@ class PaymentIndex:
             u.head = u.open_max
         u.top = max(u.top, u.open_max)
         u.next += 1
-        u.buf = bytearray()
+        u.buf = b""
         u.count = 0
         u.open_max = u.open_min = -1
         u.dirty = False
@@ -272,7 +287,9 @@ class PaymentIndex:
         line = orjson.dumps(hit.row)
         u = self._open.get(user_id)
         if u is not None and hit.seq == u.next:
-            u.buf[hit.start : hit.end] = line
+            if type(u.buf) is bytes:
+                u.buf = bytearray(u.buf)
+            u.buf[hit.start : hit.end] = line  # type: ignore[index]
             u.dirty = True
         else:
             blob = bytes(hit.blob)
@@ -383,7 +400,7 @@ class PaymentIndex:
         wrote it last; None when it does not know."""
         shape = self._shapes.get(user_id)
         if shape is not None and shape[0] == seq and shape[1] == len(blob):
-            return shape[2:]
+            return shape[2:5]
         return None
 
     def _open_newest(self, user_id: str, seq: int, blob: bytes | None) -> int:
@@ -401,11 +418,14 @@ class PaymentIndex:
         for user_id, u in self._open.items():
             if u.dirty:
                 self.kv.put(u.partition, self._chunk_key(user_id, u.next), bytes(u.buf))
-                shapes[user_id] = (u.next, len(u.buf), u.count, u.open_min, u.open_max)
+                shapes[user_id] = (u.next, len(u.buf), u.count, u.open_min, u.open_max,
+                                   u.first, u.head, u.top)
                 n += 1
             if u.meta_dirty:
                 meta = {"first": u.first, "next": u.next, "head": u.head, "top": u.top}
                 self.kv.put(u.partition, self._meta_key(user_id), packed(orjson.dumps(meta)))
+                if not u.dirty:  # (a user the batch added to always is) the entry has an older meta
+                    shapes.pop(user_id, None)
                 n += 1
         self._open.clear()
         return n
