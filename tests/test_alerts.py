@@ -228,7 +228,7 @@ def test_chargeback_processed_before_its_payment_marks_the_payment_when_it_arriv
     assert found is not None and found.chargeback_id == "u1:cb"
     assert pipe.proc.stats()["chargebacks_matched_late"] == 1
     # Claimed once: a restarted worker does not match it again.
-    assert pipe.proc.payment_index.claim_early_chargeback(0, "u1", "u1:paid") is None
+    assert pipe.proc.early_chargebacks.claim(0, "u1", "u1:paid") is None
 
 
 def test_a_stray_record_on_the_summary_topic_keeps_the_previous_summary() -> None:

@@ -54,6 +54,7 @@ from .settings import CONTROL_TOPIC, Settings
 from .sinks import dead_letter_key, dead_letter_value
 from .state.alert_gate import AlertGate
 from .state.chunks import HeldEvent
+from .state.early_chargebacks import EarlyChargebacks
 from .state.kv import KV
 from .state.merchant_decisions import MerchantDecisions
 from .state.payment_index import PaymentIndex
@@ -90,6 +91,7 @@ class Processor(Alerting, MerchantSide):
             b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
         self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
+        self.early_chargebacks = EarlyChargebacks(kv, settings.payment_index_ms, clock, owner)
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
         self.merchant_decisions = MerchantDecisions(
             kv, settings.merchant_recent_decisions, self.cfg.retention_ms, budget, clock, owner
@@ -97,7 +99,8 @@ class Processor(Alerting, MerchantSide):
         index = self.payment_index
         self.sweeper = Sweeper(getattr(kv, "keys", None), {
             b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
-            b"k": index.sweep_key, b"a": self.alert_gate.sweep_key, b"d": self.merchant_decisions.sweep_key,
+            b"k": self.early_chargebacks.sweep_key, b"a": self.alert_gate.sweep_key,
+            b"d": self.merchant_decisions.sweep_key,
         })
         self._held = 0  # events held since the last flush: the sweep's work is proportional
         self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms)
@@ -245,7 +248,9 @@ class Processor(Alerting, MerchantSide):
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out["bad_summaries"] = self.merchant_view.bad
-        out["memory"] = memory_stats(self.users, self.merchants, self.payment_index, self.alert_gate)
+        out["memory"] = memory_stats(
+            self.users, self.merchants, self.payment_index, self.early_chargebacks, self.alert_gate
+        )
         out.update(self.rules.stats())
         out["shadow"] = self.shadow.stats()
         if self.credit is not None:
@@ -366,7 +371,9 @@ class Processor(Alerting, MerchantSide):
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
         index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
-        if index.claim_early_chargeback(m.partition, p.user_id, p.event_id) is not None:
+        came_first = self.early_chargebacks.claim(m.partition, p.user_id, p.event_id)
+        if came_first is not None and index.mark_fraud(m.partition, p.user_id, p.event_id,
+                                                       came_first) is not None:
             self.counters.chargebacks_matched_late += 1
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
@@ -399,7 +406,7 @@ class Processor(Alerting, MerchantSide):
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-            self.payment_index.hold_early_chargeback(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
+            self.early_chargebacks.hold(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:

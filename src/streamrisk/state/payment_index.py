@@ -51,7 +51,6 @@ from .kv import KV, SEP, packed
 from .sweep import PartitionClock
 
 KIND = b"x"
-EARLY = b"k"  # chargebacks held until their payment arrives
 CHUNK_LINES = 64
 RETENTION_MS = 180 * DAY_MS
 CHUNK_SPAN_MS = 30 * DAY_MS
@@ -143,7 +142,7 @@ class PaymentIndex:
         if retention_ms <= 0 or chunk_lines <= 0 or chunk_span_ms < 0:
             raise ValueError("retention_ms and chunk_lines must be positive, chunk_span_ms not negative")
         self.kv = kv
-        # Event-time clock and key -> partition for expiring idle users and held chargebacks (sweep.py).
+        # Event-time clock and key -> partition for expiring idle users (sweep.py).
         self.clock = clock
         self.partition_of = partition_of
         self.retention_ms = retention_ms
@@ -164,7 +163,6 @@ class PaymentIndex:
         self.marked = 0  # payments newly marked as fraud
         self.expired_chunks = 0  # chunks deleted (tombstoned)
         self.swept_users = 0  # whole indexes of idle users removed by the sweep
-        self.swept_early = 0  # held early chargebacks whose payment never came
 
     @property
     def pending_users(self) -> int:
@@ -299,75 +297,19 @@ class PaymentIndex:
         self.marked += 1
         return _record(hit.row)
 
-    # -- chargebacks that come before their payment
-    @staticmethod
-    def _early_key(user_id: str, payment_id: str) -> bytes:
-        return EARLY + SEP + user_id.encode() + SEP + payment_id.encode()
-
-    def hold_early_chargeback(
-        self, partition: int, user_id: str, payment_id: str, chargeback_id: str, ts: int
-    ) -> None:
-        """Remember a chargeback (at `ts`) whose payment is not indexed, to mark the payment if it
-        comes later.
-
-        Payments and chargebacks are separate topics, read independently, so a chargeback sent moments
-        after its payment can be processed first. One that names a payment never sent is held for
-        `retention_ms` of event time, then swept.
-        """
-        value = packed(orjson.dumps([chargeback_id, ts]))
-        self.kv.put(partition, self._early_key(user_id, payment_id), value)
-
-    @staticmethod
-    def _early_value(raw: bytes) -> tuple[str, int | None]:
-        """(chargeback id, its ts); ts is None for records held before times were kept."""
-        if raw.startswith(b"["):
-            cb_id, ts = orjson.loads(raw)
-            return cb_id, ts
-        return raw.decode(), None
-
     def _expired(self, partition: int, ts: int) -> bool:
         return self.clock is not None and self.clock.expired(partition, ts, self.retention_ms)
 
-    def claim_early_chargeback(
-        self, partition: int, user_id: str, payment_id: str
-    ) -> IndexedPayment | None:
-        """Mark a just-indexed payment with a chargeback that came before it; None if none did
-        (or its hold has run out: then what the sweep would have done is done here)."""
-        key = self._early_key(user_id, payment_id)
-        raw = self.kv.get(key)
-        if raw is None:
-            return None
-        self.kv.delete(partition, key)
-        chargeback_id, ts = self._early_value(raw)
-        if ts is not None and self._expired(partition, ts):
-            self.swept_early += 1
-            return None
-        return self.mark_fraud(partition, user_id, payment_id, chargeback_id)
-
     # -- background expiry (sweep.py)
     def sweep_key(self, key: bytes) -> None:
-        """Remove, under this index or early-chargeback key, what has been idle past the retention."""
+        """Remove, under this index key, what has been idle past the retention."""
         if self.clock is None or self.partition_of is None:
             return
         parts = key.split(SEP)
-        if len(parts) != 3 and not (key[:1] == KIND and len(parts) == 2):
+        if key[:1] != KIND or len(parts) not in (2, 3):
             return  # not a key of ours (ids never hold the separator)
         user_id = parts[1].decode()
         clock, keep = self.clock, self.retention_ms
-        if key[:1] == EARLY:
-            raw = self.kv.get(key)
-            if raw is None:
-                return
-            chargeback_id, ts = self._early_value(raw)
-            partition = self.partition_of(user_id)
-            if ts is None:  # held before times were kept: start its hold now
-                now = clock.ts.get(partition)
-                if now is not None:
-                    self.kv.put(partition, key, packed(orjson.dumps([chargeback_id, now])))
-            elif self._expired(partition, ts):
-                self.kv.delete(partition, key)
-                self.swept_early += 1
-            return
         if user_id in self._open:
             return
         first, nxt, _, top = self._meta(user_id)

@@ -106,7 +106,7 @@ class Sweeper:
         self._keys, self._pos = [], 0
 
 
-def memory_stats(users: Any, merchants: Any, index: Any, gate: Any) -> dict[str, int]:
+def memory_stats(users: Any, merchants: Any, index: Any, early: Any, gate: Any) -> dict[str, int]:
     """What is in memory and what left it, for /stats."""
     return {
         "users_in_memory": len(users.slots),
@@ -114,6 +114,6 @@ def memory_stats(users: Any, merchants: Any, index: Any, gate: Any) -> dict[str,
         "entities_evicted": users.evicted + merchants.evicted,
         "idle_entities_swept": users.swept + merchants.swept,
         "idle_payment_indexes_swept": index.swept_users,
-        "early_chargebacks_swept": index.swept_early,
+        "early_chargebacks_swept": early.swept,
         "alert_dedupe_entries_swept": gate.swept,
     }
