@@ -16,8 +16,11 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
+
+from .delivery import DeliveryFailed
 
 _NO_HEADERS: list[Any] = []
 _KEYS_REMEMBERED = 200_000  # partitions of recent keys; cleared when full (users and merchants repeat)
@@ -70,7 +73,15 @@ class Appender:
         ):
             return pending[-1].future
         # No open batch, or it is full: the accumulator opens one (or waits for room), as `send` does.
-        return await acc.add_message(tp, key, value, self._timeout_s)
+        try:
+            return await acc.add_message(tp, key, value, self._timeout_s)
+        except KafkaTimeoutError as exc:
+            # The partition's batches have not left for the producer's whole request timeout: the
+            # broker takes nothing. The same failure as an unacknowledged record, said as plainly.
+            raise DeliveryFailed(
+                f"no room in the producer for a record to {topic} after {self._timeout_s:g} s: the "
+                "broker is not taking records; stopping so the input is read again"
+            ) from exc
 
     def _partition(self, topic: str, key: bytes | None, count: int) -> int:
         if key is None:
