@@ -47,8 +47,8 @@ class FaustKV:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def keys(self) -> list[bytes]:  # walked by the background sweep (state/sweep.py)
-        return list(self.data)
+    def contents(self) -> dict[bytes, bytes]:  # walked by the background sweep (state/sweep.py)
+        return self.data
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.data[key] = value

@@ -97,7 +97,7 @@ class Processor(Alerting, MerchantSide):
             kv, settings.merchant_recent_decisions, self.cfg.retention_ms, budget, clock, owner
         )
         index = self.payment_index
-        self.sweeper = Sweeper(getattr(kv, "keys", None), {
+        self.sweeper = Sweeper(getattr(kv, "contents", None), {
             b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
             b"k": self.early_chargebacks.sweep_key, b"a": self.alert_gate.sweep_key,
             b"d": self.merchant_decisions.sweep_key,

@@ -11,7 +11,7 @@ from streamrisk.settings import DAY_MS, HOUR_MS, Settings
 from streamrisk.state.chunks import HeldEvent
 from streamrisk.state.kv import SEP, DictKV
 from streamrisk.state.store import EntityStore
-from streamrisk.state.sweep import PartitionClock, key_partition
+from streamrisk.state.sweep import PartitionClock, Sweeper, key_partition
 from tests.test_processor import Feed
 
 T0 = 1_800_000_000_000
@@ -146,3 +146,34 @@ def test_a_partition_without_traffic_keeps_its_state() -> None:
     for day in range(1, 40):
         proc.run_local([msg(there, p_there, f"t{day}", T0 + day * DAY_MS)], T0 + day * DAY_MS)
     assert keys_of(kv, here)
+
+
+def walk_until(sweeper: Sweeper, table: dict[bytes, bytes], walks: int, grow_per_event: int) -> list[int]:
+    """Batches of 100 events, each adding `grow_per_event` keys per event, until the sweeper begins
+    walk number `walks + 1`; the keys examined per batch."""
+    examined, n = [], len(table)
+    while sweeper.walks < walks:
+        for _ in range(100 * grow_per_event):
+            table[b"u" + SEP + b"new%d" % n] = b""
+            n += 1
+        examined.append(sweeper.step(100))
+        assert len(examined) < 10_000, "the walk never ends: the table outgrows it"
+    return examined
+
+
+def test_a_table_of_known_keys_is_walked_at_one_key_per_event() -> None:
+    seen: list[bytes] = []
+    table = {b"u" + SEP + b"user%d" % i: b"" for i in range(5000)}
+    sweeper = Sweeper(lambda: table, {b"u": seen.append})
+    assert walk_until(sweeper, table, 1, 0)[0] == 400  # the first walk, no rate known yet: 4 per event
+    assert set(seen) == set(table)  # every key handed to its kind's handler
+    assert sweeper.keys_per_event == 1.0
+    assert walk_until(sweeper, table, 2, 0)[-1] == 100  # the next walk: one per event
+
+
+def test_a_growing_table_is_walked_faster_than_it_grows() -> None:
+    table = {b"u" + SEP + b"user%d" % i: b"" for i in range(5000)}
+    sweeper = Sweeper(lambda: table, {})
+    # Three new keys per event (a stream of new users): each walk still ends, at 1 + 2 * 3 per event.
+    assert walk_until(sweeper, table, 4, 3)[-1] == 700
+    assert sweeper.keys_per_event == 7.0

@@ -24,9 +24,9 @@ class DictKV:
         self.writes: list[tuple[bytes, bytes | None]] = []
         self.log = log
 
-    def keys(self) -> list[bytes]:
-        """Every key, as a list (the background sweep walks it; sweep.py)."""
-        return list(self.data)
+    def contents(self) -> dict[bytes, bytes]:
+        """The whole table, live (the background sweep walks its keys; sweep.py)."""
+        return self.data
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)

@@ -16,16 +16,18 @@ the sweep has got; see `PartitionClock.expired`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 
 from .kv import SEP
 
-# Keys examined per event of the batch: enough to walk the table faster than traffic adds keys
-# (a new user adds about three), so expired records wait at most about one walk of the table.
-KEYS_PER_EVENT = 4
+# Keys examined per event of the batch: one, plus twice the rate at which keys were added to the table
+# during the previous walk, so a walk always outruns the table's growth (a new user adds about three
+# keys) while a table of known users costs one key per event. The first walk, with no rate measured
+# yet, examines FIRST_WALK_KEYS_PER_EVENT.
+FIRST_WALK_KEYS_PER_EVENT = 4
 MIN_KEYS_PER_BATCH = 64
 
 
@@ -74,24 +76,25 @@ class Sweeper:
 
     def __init__(
         self,
-        keys: Callable[[], Iterable[bytes]] | None,
+        table: Callable[[], Mapping[bytes, Any]] | None,
         handlers: dict[bytes, Callable[[bytes], None]],
     ) -> None:
-        self._list_keys = keys
+        self._table = table
         self.handlers = handlers
         self._keys: list[bytes] = []
         self._pos = 0
+        self._walk_events = 0  # events since the current walk began
+        self.keys_per_event = float(FIRST_WALK_KEYS_PER_EVENT)
         self.walks = 0  # completed walks over the table, for benchmarks and tests
 
     def step(self, events: int) -> int:
         """Examine the keys due for a batch of `events` events; returns how many were examined."""
-        if self._list_keys is None:
+        if self._table is None:
             return 0
-        budget = max(MIN_KEYS_PER_BATCH, KEYS_PER_EVENT * events)
         if self._pos >= len(self._keys):
-            if self._keys:
-                self.walks += 1
-            self._keys, self._pos = list(self._list_keys()), 0
+            self._new_walk(self._table())
+        self._walk_events += events
+        budget = max(MIN_KEYS_PER_BATCH, int(self.keys_per_event * events))
         keys = self._keys[self._pos : self._pos + budget]
         self._pos += len(keys)
         handlers = self.handlers
@@ -101,9 +104,20 @@ class Sweeper:
                 handler(key)
         return len(keys)
 
+    def _new_walk(self, table: Mapping[bytes, Any]) -> None:
+        walked = self._keys
+        if walked:
+            self.walks += 1
+            # Added while the last walk ran: the keys now, less those of its snapshot still there.
+            # One membership test per key walked: far less than the walk's own handling of each.
+            added = len(table) - sum(1 for key in walked if key in table)
+            self.keys_per_event = 1.0 + 2.0 * added / max(self._walk_events, 1)
+        self._keys, self._pos, self._walk_events = list(table), 0, 0
+
     def restart(self) -> None:
         """Drop the current walk (after a rebalance the table's keys change wholesale)."""
-        self._keys, self._pos = [], 0
+        self._keys, self._pos, self._walk_events = [], 0, 0
+        self.keys_per_event = float(FIRST_WALK_KEYS_PER_EVENT)
 
 
 def memory_stats(users: Any, merchants: Any, index: Any, early: Any, gate: Any) -> dict[str, int]:
