@@ -117,7 +117,10 @@ class Settings:
     # Static group membership (static_member.py): a worker restarted with the same id takes its
     # partitions back at once, without a rebalance. Give each worker its own stable id (e.g. a pod name).
     group_instance_id: str | None = None
-    batch_max: int = 500
+    # Most records per batch: on a backlog larger batches coalesce more state writes and pay the
+    # per-fetch costs less often (2,000 cost 8-12 % less CPU per payment than 500 in bench_pipeline's
+    # backlog); under live traffic batches are small whatever the limit.
+    batch_max: int = 2000
     # Each decision carries `explanation` (rules fired with the values read, top score contributions).
     explain_decisions: bool = False
     # Delivery (delivery.py): how often input offsets are committed (a crash re-reads at most about
