@@ -81,11 +81,8 @@ class Sweeper:
     ) -> None:
         self._table = table
         self.handlers = handlers
-        self._keys: list[bytes] = []
-        self._pos = 0
-        self._walk_events = 0  # events since the current walk began
-        self.keys_per_event = float(FIRST_WALK_KEYS_PER_EVENT)
         self.walks = 0  # completed walks over the table, for benchmarks and tests
+        self.restart()
 
     def step(self, events: int) -> int:
         """Examine the keys due for a batch of `events` events; returns how many were examined."""
@@ -115,8 +112,10 @@ class Sweeper:
         self._keys, self._pos, self._walk_events = list(table), 0, 0
 
     def restart(self) -> None:
-        """Drop the current walk (after a rebalance the table's keys change wholesale)."""
-        self._keys, self._pos, self._walk_events = [], 0, 0
+        """Drop the current walk and its rate (after a rebalance the table's keys change wholesale)."""
+        self._keys: list[bytes] = []
+        self._pos = 0
+        self._walk_events = 0  # events since the current walk began
         self.keys_per_event = float(FIRST_WALK_KEYS_PER_EVENT)
 
 
