@@ -12,7 +12,12 @@ workers' /stats. Then produce -> decision latency at fixed payment rates, in an 
 (_passthrough.py: a plain aiokafka consume -> produce loop) and then into one warm worker.
 Prints one table, the ratios, and which targets of issue 8 were met (exit 1 on a miss).
 
-Run: .venv/bin/python scripts/bench_pipeline.py [--tansu] [--events 100000] [--quick]
+`--guarantees` instead compares the processing guarantees on Apache Kafka, at-least-once beside
+exactly-once, on the same broker in one run (issue 17): one worker draining the pre-loaded payments
+(alternating the two, `--repeat` times each), then produce -> decision at 1,000 payments/s as a
+`read_committed` consumer sees it (exactly-once decisions are visible once their transaction commits).
+
+Run: .venv/bin/python scripts/bench_pipeline.py [--tansu] [--events 100000] [--quick] [--guarantees]
 """
 
 from __future__ import annotations
@@ -165,9 +170,11 @@ async def faust_agent(
 class Decisions:
     """An outside consumer of risk-decisions from given offsets: arrival time of each payment's first."""
 
-    def __init__(self, bootstrap: str, topic: str, start: dict[TopicPartition, int]) -> None:
+    def __init__(self, bootstrap: str, topic: str, start: dict[TopicPartition, int],
+                 committed: bool = False) -> None:
+        isolation = "read_committed" if committed else "read_uncommitted"
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=5)
+                                         fetch_max_wait_ms=5, isolation_level=isolation)
         self.topic, self.start = topic, start
         self.first: dict[str, float] = {}
         self.records = 0
@@ -217,7 +224,8 @@ async def settled(http: aiohttp.ClientSession, procs: list[WorkerProcess], parti
 
 
 async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, int], workers: int,
-                     what: str, limit: float, broker_pid: int) -> tuple[Row, Row | None]:
+                     what: str, limit: float, broker_pid: int, env: dict[str, str] | None = None,
+                     committed: bool = False) -> tuple[Row, Row | None]:
     """The run from its first decision; with several workers also the span after their group settled
     (the second worker's join makes the first give up half its partitions: a rebalance, with recovery,
     inside the measured span), or None if the topics were drained before it settled."""
@@ -225,11 +233,13 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
     decisions_topic = prefix + "risk-decisions"
     before = await end_offsets(bootstrap, await all_topics(bootstrap))
     app_id = uid("bench")
-    procs = [WorkerProcess(bootstrap, prefix, app_id, work / f"{app_id}-{i}").start() for i in range(workers)]
+    procs = [WorkerProcess(bootstrap, prefix, app_id, work / f"{app_id}-{i}", **(env or {})).start()
+             for i in range(workers)]
     pids = [w.proc.pid for w in procs]
 
     try:
-        async with Decisions(bootstrap, decisions_topic, before) as out, aiohttp.ClientSession() as http:
+        async with Decisions(bootstrap, decisions_topic, before, committed) as out, \
+                aiohttp.ClientSession() as http:
             deadline = time.monotonic() + limit
             d0 = c0 = t0 = 0.0
             calm: tuple[int, float, float, float] | None = None if workers > 1 else (0, 0.0, 0.0, 0.0)
@@ -324,7 +334,8 @@ class Floor:
 
 
 async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, warmup_s: float,
-                  floor: bool = False) -> list[tuple[int, dict]]:
+                  floor: bool = False, env: dict[str, str] | None = None,
+                  committed: bool = False) -> list[tuple[int, dict]]:
     """One warm worker (or the floor); payments at each fixed rate; produce -> decision in ms.
 
     The first row, marked "warmup", is `warmup_s` at the first rate: a process's first seconds of
@@ -332,12 +343,13 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, 
     """
     prefix = uid("bench-floor" if floor else "bench-lat") + "."
     await create_topics(bootstrap, prefix)
-    worker: Floor | WorkerProcess = (Floor(bootstrap, prefix, work) if floor else
-                                     WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / "lat").start())
+    worker: Floor | WorkerProcess = (
+        Floor(bootstrap, prefix, work) if floor else
+        WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / uid("lat"), **(env or {})).start())
     traffic = Traffic(users=2000, merchants=200, seed=11, mix=PAYMENTS_ONLY, run_id=prefix)
     results = []
     try:
-        async with Decisions(bootstrap, prefix + "risk-decisions", {}) as out:
+        async with Decisions(bootstrap, prefix + "risk-decisions", {}, committed) as out:
             sent: dict[str, float] = {}
 
             def on_send(topic: str, key: str, eid: str | None, at: float) -> None:
@@ -497,6 +509,56 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
     return checks
 
 
+GUARANTEES = {
+    "at-least-once": {"STREAMRISK_PROCESSING_GUARANTEE": "at_least_once"},
+    "exactly-once": {"STREAMRISK_PROCESSING_GUARANTEE": "exactly_once"},
+}
+
+
+async def guarantees(args: argparse.Namespace, bootstrap: str, broker_pid: int, work: Path
+                     ) -> list[tuple[str, bool]]:
+    """At-least-once beside exactly-once: backlog throughput, then latency read committed."""
+    limit = 120.0 if args.quick else 900.0
+    prefix = uid("bench-pay") + "."
+    counts = await preload(bootstrap, prefix, args.events, PAYMENTS_ONLY, seed=1)
+    print(f"pre-loaded {args.events} payments on 4 partitions", flush=True)
+    rates: dict[str, list[Row]] = {name: [] for name in GUARANTEES}
+    for i in range(args.repeat):
+        for name, env in GUARANTEES.items():
+            what = f"1 worker, {name}, run {i + 1}"
+            print(f"running {what} ...", flush=True)
+            row, _ = await streamrisk(bootstrap, work, prefix, counts, 1, what, limit, broker_pid,
+                                      env=env, committed=True)
+            rates[name].append(row)
+    print(f"\n{'backlog, 1 worker':<36} {'events/s':>10} {'CPU us/ev':>10} {'rec/pay':>8}")
+    for rows in rates.values():
+        for r in rows:
+            rec = f"{r.produced / r.decided:.2f}" if r.produced is not None and r.decided else "-"
+            print(f"{r.what:<36} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {rec:>8}")
+    alo = sorted(r.rate for r in rates["at-least-once"])
+    eos = sorted(r.rate for r in rates["exactly-once"])
+    ratio = (eos[len(eos) // 2] / alo[len(alo) // 2]) if alo and alo[len(alo) // 2] else 0.0
+    pairs = [f"{e.rate / a.rate:.2f}" for a, e in zip(rates["at-least-once"], rates["exactly-once"],
+                                                       strict=True) if a.rate]
+    print(f"  exactly-once / at-least-once, medians: {ratio:.2f}x (run by run: {', '.join(pairs)})")
+    lat: dict[str, dict] = {}
+    for name, env in GUARANTEES.items():
+        runs = await latency(bootstrap, work, [1000], args.seconds, args.warmup, env=env, committed=True)
+        lat[name] = next(r for _, r in runs if not r["warmup"])
+    print(f"\nproduce -> decision at 1,000 payments/s, read committed, {args.seconds:.0f} s after "
+          f"{args.warmup:.0f} s of warm-up (ms)")
+    print(f"  {'':<16} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} {'CPU us/pay':>10} {'undecided':>9}")
+    for name, s in lat.items():
+        print(f"  {name:<16} {s['p50']:>8.1f} {s['p99']:>8.1f} {s['p99.9']:>8.1f} {s['max']:>8.1f} "
+              f"{s['cpu_us']:>10.0f} {s['undecided']:>9}")
+    e = lat["exactly-once"]
+    return [
+        (f"exactly-once backlog throughput >= 85% of at-least-once ({ratio:.0%})", ratio >= 0.85),
+        (f"exactly-once at 1,000/s read committed: p50 <= 25 ms and p99 <= 60 ms "
+         f"({e['p50']:.1f} / {e['p99']:.1f} ms)", e["p50"] <= 25 and e["p99"] <= 60 and not e["undecided"]),
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tansu", action="store_true", help="Tansu instead of Apache Kafka")
@@ -512,6 +574,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=15.0,
                     help="seconds at the first rate before the latency runs, printed but not judged")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 events, 1 s at 1,000/s")
+    ap.add_argument("--guarantees", action="store_true",
+                    help="at-least-once beside exactly-once (Apache Kafka): backlog and latency only")
+    ap.add_argument("--repeat", type=int, default=2, help="with --guarantees: backlog runs of each")
     args = ap.parse_args()
     if args.quick:
         args.events, args.seconds, args.rates, args.warmup = 1000, 1.0, [1000], 0.0
@@ -521,7 +586,8 @@ def main() -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="streamrisk-bench-") as tmp, start_broker(kind) as broker:
         print(f"{kind} broker at {broker.bootstrap}", flush=True)
-        checks = asyncio.run(bench(args, broker.bootstrap, broker.pid, Path(tmp)))
+        run = guarantees if args.guarantees else bench
+        checks = asyncio.run(run(args, broker.bootstrap, broker.pid, Path(tmp)))
     return report(checks, started)
 
 

@@ -109,11 +109,16 @@ class Client:
         until: Callable[[list[dict[str, Any]]], bool],
         timeout: float = 30.0,
         settle: float = 0.0,
+        committed: bool = False,
     ) -> list[dict[str, Any]]:
         """All records on `topic` from the start, once `until(records)` holds (plus `settle` seconds,
-        to catch records that should NOT arrive); raises TimeoutError with what was read."""
+        to catch records that should NOT arrive); raises TimeoutError with what was read.
+        `committed`: as a `read_committed` consumer (records of aborted transactions never seen)."""
         name = self.prefix + topic
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10,
+            isolation_level="read_committed" if committed else "read_uncommitted",
+        )
         await consumer.start()
         out: list[dict[str, Any]] = []
         try:

@@ -12,6 +12,9 @@ from streamrisk.delivery import DeliveryFailed
 
 async def test_no_room_in_the_producer_for_its_request_timeout_fails_the_delivery() -> None:
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", request_timeout_ms=200)
+    # As if the producer had the topic's metadata (a record for a topic it does not know first waits
+    # for it, as `send` does).
+    producer.client.cluster._partitions["decisions"] = {0: None, 1: None}
     appender = Appender(producer)
     first = await appender.send("decisions", b"u1", b"x" * 12_000, 0)  # fills the partition's batch
     assert not first.done()

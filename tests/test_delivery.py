@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamrisk.delivery import Delivery, DeliveryFailed
+from streamrisk.delivery import CheckpointFailed, Delivery, DeliveryFailed
 
 TP0, TP1 = ("payments", 0), ("payments", 1)
 
@@ -165,3 +165,143 @@ async def test_a_refused_commit_is_counted_not_fatal() -> None:
     delivery.processed(TP0, 3)
     assert await delivery.checkpoint() is False
     assert delivery.stats.commits_refused == 1
+
+
+# -- a failed checkpoint is final (nothing after it is committed, whoever asks)
+
+
+async def test_after_a_failed_checkpoint_no_later_checkpoint_commits_anything() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit, max_attempts=1)
+    producer.fail = 1
+    await delivery.send("dead-letters", "k", b"too large")
+    delivery.processed(TP0, 5)
+    with pytest.raises(DeliveryFailed):
+        await delivery.checkpoint()
+    # The next epoch's records are all acknowledged: committing its offsets would skip offset < 5.
+    producer.auto_ack = True
+    await delivery.send("risk-decisions", "u2", b"2")
+    delivery.processed(TP0, 9)
+    for _ in range(2):  # the interval checkpoint, then the one at shutdown
+        with pytest.raises(CheckpointFailed, match="an earlier checkpoint failed"):
+            await delivery.checkpoint()
+    assert commit.commits == []
+    assert delivery.failure is not None and "not delivered" in delivery.failure
+    assert "\n" not in delivery.failure  # one line, for the log and /health
+
+
+async def test_a_cancelled_checkpoint_is_final_too() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    delivery = Delivery(producer, commit)
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 3)
+    task = asyncio.create_task(delivery.checkpoint())
+    await asyncio.sleep(0.01)
+    task.cancel()  # shutdown cancelled it while its records were unacknowledged
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    producer.ack_all()
+    producer.auto_ack = True
+    delivery.processed(TP0, 7)
+    with pytest.raises(CheckpointFailed):
+        await delivery.checkpoint()
+    assert commit.commits == []
+
+
+async def test_a_changelog_record_sent_again_carries_its_keys_current_value() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    current = {b"u1": b"v3"}
+
+    def refresh(topic: str, key: bytes | None, value: bytes | None) -> bytes | None:
+        return current.get(key) if topic == "changelog" and key is not None else value
+
+    delivery = Delivery(producer, commit, backoff_s=0, refresh=refresh)
+    producer.fail = 1
+    await delivery.send("changelog", b"u1", b"v1", 0)  # fails
+    producer.auto_ack = True
+    await delivery.send("changelog", b"u1", b"v2", 0)  # a newer value, delivered
+    await delivery.send("risk-decisions", b"p1", b"d", None)
+    delivery.processed(TP0, 2)
+    assert await delivery.checkpoint() is True
+    # Sent again at the tail with the newest value, never the stale v1 after v2.
+    assert producer.sent[-1] == ("changelog", b"u1", b"v3", 0)
+    assert [s[2] for s in producer.sent if s[0] == "changelog"] == [b"v1", b"v2", b"v3"]
+
+
+# -- exactly-once: one transaction per checkpoint
+
+
+class FakeTransactions:
+    def __init__(self, producer: FakeProducer, fail_commit: bool = False) -> None:
+        self.producer = producer
+        self.log: list[Any] = []
+        self.fail_commit = fail_commit
+
+    async def begin(self) -> None:
+        self.log.append("begin")
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        if self.fail_commit:
+            raise ConnectionError("coordinator went away")
+        self.log.append(("commit", dict(offsets)))
+
+    async def abort(self) -> None:
+        self.log.append("abort")
+
+
+async def test_exactly_once_commits_records_and_offsets_in_one_transaction() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer)
+    delivery = Delivery(producer, commit, transactions=txn)
+    producer.auto_ack = True
+    await delivery.send("risk-decisions", "u1", b"1")
+    await delivery.send("changelog", "u1", b"s", 0)
+    delivery.processed(TP0, 4)
+    assert await delivery.checkpoint() is True
+    await delivery.send("risk-decisions", "u2", b"2")
+    delivery.processed(TP1, 8)
+    assert await delivery.checkpoint() is True
+    assert txn.log == ["begin", ("commit", {TP0: 4}), "begin", ("commit", {TP1: 8})]
+    assert commit.commits == []  # never through the consumer
+
+
+async def test_exactly_once_commits_offsets_alone_past_transaction_markers() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer)
+    delivery = Delivery(producer, commit, transactions=txn)
+    delivery.processed(TP0, 12)  # nothing produced: only markers were read
+    assert await delivery.checkpoint() is True
+    assert await delivery.checkpoint() is False  # nothing new: no empty transaction
+    assert txn.log == ["begin", ("commit", {TP0: 12})]
+
+
+async def test_a_transaction_that_fails_to_commit_is_aborted_and_final() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer, fail_commit=True)
+    delivery = Delivery(producer, commit, transactions=txn)
+    producer.auto_ack = True
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 4)
+    with pytest.raises(ConnectionError):
+        await delivery.checkpoint()
+    assert txn.log == ["begin", "abort"]
+    txn.fail_commit = False
+    delivery.processed(TP0, 6)
+    with pytest.raises(CheckpointFailed):
+        await delivery.checkpoint()
+    assert txn.log == ["begin", "abort"]
+
+
+async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committed() -> None:
+    # aiokafka would commit it: a batch refused for good (too large) does not fail the transaction.
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer)
+    delivery = Delivery(producer, commit, transactions=txn)
+    producer.auto_ack = True
+    await delivery.send("risk-decisions", "u1", b"1")
+    producer.fail = 1
+    await delivery.send("risk-decisions", "u2", b"2")
+    delivery.processed(TP0, 2)
+    with pytest.raises(DeliveryFailed, match="its transaction is aborted"):
+        await delivery.checkpoint()
+    assert txn.log == ["begin", "abort"]

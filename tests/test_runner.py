@@ -18,7 +18,7 @@ from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.runner import BatchRunner, run_queue_wait_s
 from streamrisk.settings import Settings
-from tests.test_delivery import FakeCommit, FakeProducer
+from tests.test_delivery import FakeCommit, FakeProducer, FakeTransactions
 
 NOW = int(time.time() * 1000)
 SETTINGS = Settings()
@@ -34,7 +34,7 @@ def payment(eid: str, user: str, offset: int, amount: float = 10.0) -> Message:
 class Worker:
     """A runner as app.py wires it, over a dict table, a fake producer and a fake commit."""
 
-    def __init__(self, table: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, table: dict[bytes, bytes] | None = None, transactions: object = None) -> None:
         store = SimpleNamespace(data={} if table is None else table)  # Faust's memory store keeps a dict
         self.kv = FaustKV(SimpleNamespace(data=store))  # type: ignore[arg-type]
         self.kv.bind()
@@ -42,9 +42,15 @@ class Worker:
         self.producer, self.commit = FakeProducer(), FakeCommit()
         self.producer.auto_ack = True
         self.current = True
+        self.failures: list[BaseException] = []
+
+        async def on_failure(exc: BaseException) -> None:
+            self.failures.append(exc)
+
+        delivery = Delivery(self.producer, self.commit, transactions=transactions)  # type: ignore[arg-type]
         self.runner = BatchRunner(
-            self.processor, Delivery(self.producer, self.commit), "state-changelog", self.kv.take,
-            lambda fetched: self.current,
+            self.processor, delivery, "state-changelog", self.kv.take, lambda fetched: self.current,
+            on_failure=on_failure,
         )
 
     def sent(self, topic: str) -> list[dict]:
@@ -152,3 +158,23 @@ def test_time_waiting_for_a_core_is_reported_and_grows_while_every_core_is_taken
         os.sched_setaffinity(0, saved)
         hog.kill()
         hog.wait()
+
+
+async def test_exactly_once_commits_each_batch_in_its_own_transaction_before_the_next() -> None:
+    txn = FakeTransactions(FakeProducer())
+    w = Worker(transactions=txn)
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    await w.runner.on_batch({TP: [payment("p2", "u2", 1)]}, {}, fetched=1)
+    assert txn.log == ["begin", ("commit", {TP: 1}), "begin", ("commit", {TP: 2})]
+    assert w.commit.commits == []  # offsets only ever in a transaction
+
+
+async def test_after_a_failed_checkpoint_the_worker_stops_and_takes_no_more_batches() -> None:
+    txn = FakeTransactions(FakeProducer(), fail_commit=True)
+    w = Worker(transactions=txn)
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
+    assert len(w.failures) == 1 and txn.log == ["begin", "abort"]
+    sent = len(w.producer.sent)
+    assert await w.runner.on_batch({TP: [payment("p2", "u2", 1)]}, {}, fetched=1) is False
+    assert len(w.producer.sent) == sent and w.runner.batches_dropped == 1
+    assert w.runner.stats()["checkpoint_failure"].startswith("ConnectionError")

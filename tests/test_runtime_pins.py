@@ -20,7 +20,9 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
+from aiokafka.producer.transaction_manager import TransactionManager
 from faust.stores.memory import Store as MemoryStore
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
@@ -70,6 +72,14 @@ ATTRIBUTES = [
     (QueueServiceThread, "call_thread", "in_loop.py: every call into the consumer goes through it"),
     (QueueServiceThread, "cast_thread", "in_loop.py"),
     (faust_aiokafka.AIOKafkaConsumerThread, "on_thread_stop", "in_loop.py: stops aiokafka's consumer"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_consumer", "app.py: the group generation of a transaction"),
+    (TableManager, "_recovery", "app.py: our recovery, done once the position passes the end"),
+    (Recovery, "active_remaining", "app.py: overridden, position past transaction markers"),
+    (aiokafka_sender, "TxnOffsetCommitHandler", "transactions.py: replaced by the fenced handler"),
+    (aiokafka_sender.TxnOffsetCommitHandler, "create_request", "transactions.py: wrapped to send v3"),
+    (aiokafka_sender.TxnOffsetCommitHandler, "handle_response", "transactions.py: fenced errors abort"),
+    (TransactionManager, "error_transaction", "transactions.py: a fenced commit makes the txn abortable"),
+    (TransactionManager, "wait_for_pid", "app.py: InitProducerId before recovery"),
 ]
 
 SOURCES = [
@@ -118,6 +128,17 @@ SOURCES = [
     (ServiceThread.start, "self._thread = self.Worker(self)", "in_loop.py: start makes the thread"),
     (faust_aiokafka.AIOKafkaConsumerThread.on_start, "self._create_consumer(loop=self.thread_loop)",
      "in_loop.py: aiokafka's consumer is made on the worker's loop"),
+    (aiokafka_sender.Sender._do_txn_offset_commit, "TxnOffsetCommitHandler(self, offsets, group_id)",
+     "transactions.py: the handler is looked up in the module when used, so replacing it works"),
+    (aiokafka_sender.TxnOffsetCommitHandler.create_request, "producer_epoch=txn_manager.producer_epoch",
+     "transactions.py: v3 is built from the v0 request's fields"),
+    (Recovery.__init__, "self.active_highwaters = Counter()", "app.py: end offset - 1 per partition"),
+    (GroupCoordinator.__init__, "self.generation = ", "transactions.py: KIP-447 fencing"),
+    (GroupCoordinator.__init__, "self.member_id = ", "transactions.py: KIP-447 fencing"),
+    (GroupCoordinator.__init__, "self._group_instance_id = group_instance_id", "transactions.py"),
+    (aiokafka.AIOKafkaProducer.__init__, "self._sender = Sender(", "transactions.py: the group for v3"),
+    (aiokafka.AIOKafkaProducer.send_offsets_to_transaction, "add_offsets_to_txn",
+     "transactions.py: offsets join the transaction"),
 ]
 
 

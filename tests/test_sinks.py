@@ -6,8 +6,9 @@ import base64
 import hashlib
 
 import orjson
+import pytest
 
-from streamrisk.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value
+from streamrisk.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value, fitted_dead_letter
 
 MAX_REQUEST = 1_000_000  # Faust's producer_max_request_size default
 
@@ -37,3 +38,19 @@ def test_worst_case_dead_letter_fits_the_producers_request_size() -> None:
     assert key is not None and len(key) == DEAD_LETTER_KEY_MAX
     assert len(orjson.dumps(letter)) + len(key) < MAX_REQUEST
     assert len(letter["error"]) <= 1000
+
+
+@pytest.mark.parametrize("value", [b"\x01" * 70_000, "é".encode() * 35_000, bytes(range(256)) * 300])
+@pytest.mark.parametrize("limit", [2_000, 10_000, 100_000])
+def test_a_dead_letter_is_cut_to_fit_the_topics_largest_record(value: bytes, limit: int) -> None:
+    error = "payments record at offset 41: bad"
+    key, out = fitted_dead_letter("payments", 3, 41, error, value, b"k" * 900, limit)
+    assert len(orjson.dumps(out)) + len(key or b"") <= limit - 200
+    assert out["value_truncated"] is True and out["value_size"] == len(value)
+    assert out["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert (out["source_topic"], out["partition"], out["offset"]) == ("payments", 3, 41)
+
+
+def test_a_dead_letter_that_fits_is_left_whole() -> None:
+    key, out = fitted_dead_letter("payments", 0, 1, "bad", b'{"x": 1}', b"k", 1_000_000)
+    assert key == b"k" and out["value"] == '{"x": 1}' and "value_truncated" not in out

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 
 from .appender import Appender
 from .broadcast import BroadcastReader
 from .collector import Collector
-from .delivery import Delivery
+from .delivery import Delivery, one_line
 from .processor import Processor
 from .records import Message
 from .runner import BatchRunner
-from .settings import Settings
+from .settings import EXACTLY_ONCE, Settings
 from .static_member import group_instance_id
 from .topics import STATE_TABLE
+from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
 
 log = logging.getLogger(__name__)
@@ -75,15 +79,48 @@ class StreamRiskApp(faust.App):
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
     kv: FaustKV | None = None
+    # Exactly-once: made on the worker's loop at start, initialised (which aborts a predecessor's
+    # open transaction) before recovery reads the changelog, which such a transaction would hold up.
+    make_transactional_producer: Callable[[], AIOKafkaProducer] | None = None
+    transactional_producer: AIOKafkaProducer | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.kv is not None:
             self.kv.bind()
+        if self.make_transactional_producer is not None:
+            producer = self.make_transactional_producer()
+            await producer.start()
+            await producer._txn_manager.wait_for_pid()
+            self.transactional_producer = producer
         # Subscribing is all the topic is for: the batch handler, not a Faust agent, takes its
         # records. (Not at build time: the conductor would bind to a loop that is not the worker's.)
         if self.input_topic is not None:
             self.topics.add(self.input_topic)
+
+
+class _TransactionAwareRecovery(Recovery):
+    """Faust's recovery, done with a changelog partition once the consumer has read past its end.
+
+    Faust counts a partition recovered once it has received the record at `end - 1`. A changelog
+    written in transactions ends with a commit marker, and may hold aborted records: neither is ever
+    delivered, so recovery would wait forever. The consumer's position does move past both, and the
+    transport notes it once every record below it is applied or queued (`restored_positions`); an
+    open transaction (a dead worker's) still holds it back, as it must, until the transaction ends.
+    """
+
+    def active_remaining(self) -> Counter[Any]:
+        remaining = super().active_remaining()
+        # Only once the recovery loop has taken every record handed to it: a fetch's position moves
+        # before its records reach the queue.
+        if not self.app.tables.changelog_queue.empty():
+            return remaining
+        restored = getattr(self.app.consumer, "restored_positions", {})
+        for tp, left in remaining.items():
+            # `active_highwaters` is end offset - 1, as Faust counts.
+            if left > 0 and restored.get(tp, -1) > self.active_highwaters[tp]:
+                remaining[tp] = 0
+        return remaining
 
 
 class _PromptTableManager(TableManager):
@@ -94,6 +131,12 @@ class _PromptTableManager(TableManager):
     starts, so the wait only delays every worker start, and so every restart after a crash.
     """
 
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = _TransactionAwareRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
     async def on_start(self) -> None:
         if not self.should_stop:
             await self._update_channels()
@@ -101,17 +144,75 @@ class _PromptTableManager(TableManager):
 
 
 class _LazyAppender:
-    """Faust starts its producer with the app; take its aiokafka producer at the first record, once."""
+    """Faust starts its producer with the app; take its aiokafka producer at the first record, once
+    (or the worker's own transactional producer, started with the app: see StreamRiskApp)."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: StreamRiskApp) -> None:
         self._app = app
         self.send: Callable[..., Any] = self._first_send
 
     async def _first_send(self, *args: Any) -> Any:
-        producer = self._app.producer
-        await producer.maybe_start()
-        self.send = Appender(producer._ensure_producer()).send
+        own = self._app.transactional_producer
+        if own is not None:
+            self.send = Appender(own).send
+        else:
+            producer = self._app.producer
+            await producer.maybe_start()
+            self.send = Appender(producer._ensure_producer()).send
         return await self.send(*args)
+
+
+def _transactional_producer(settings: Settings) -> AIOKafkaProducer:
+    """The worker's exactly-once producer. Its id is stable per worker, so a restarted worker aborts
+    its predecessor's open transaction at once (transactions.py)."""
+    me = settings.group_instance_id or settings.web_url.split("://", 1)[-1]
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap.split(","),
+        client_id=f"{settings.app_id}-{me}",
+        transactional_id=f"{settings.app_id}-{me}",
+        transaction_timeout_ms=int(settings.transaction_timeout_s * 1000),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=1,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=int(settings.delivery_timeout_s * 1000),
+    )
+
+
+class _LazyTransactions:
+    """Transactions on the producer the app starts (StreamRiskApp), fenced by the consumer's group
+    generation (transactions.py)."""
+
+    def __init__(self, app: StreamRiskApp) -> None:
+        self._app = app
+        self._txn: KafkaTransactions | None = None
+
+    def _group(self) -> GroupMetadata | None:
+        consumer = self._app.consumer._thread._consumer
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None or coordinator.generation < 0:
+            return None
+        return GroupMetadata(
+            self._app.conf.id, coordinator.generation, coordinator.member_id,
+            coordinator._group_instance_id,
+        )
+
+    def _ready(self) -> KafkaTransactions:
+        if self._txn is None:
+            producer = self._app.transactional_producer
+            if producer is None:
+                raise RuntimeError("the transactional producer is not started")
+            self._txn = KafkaTransactions(producer, self._group)
+        return self._txn
+
+    async def begin(self) -> None:
+        await self._ready().begin()
+
+    async def commit(self, offsets: Any) -> None:
+        await self._ready().commit(offsets)
+
+    async def abort(self) -> None:
+        await self._ready().abort()
 
 
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
@@ -174,17 +275,32 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         "partitions": settings.partitions,
     }
     app.input_topic = app.topic(*processor.input_topics, **raw)
+    changelog = table.changelog_topic.get_topic_name()
+
+    def current_value(topic: str, key: bytes | None, value: bytes | None) -> bytes | None:
+        # A changelog record sent again carries its key's newest value (delivery.py).
+        return kv.data.get(key) if topic == changelog and key is not None else value
+
+    transactions = None
+    if settings.processing_guarantee == EXACTLY_ONCE:
+        install_fencing()
+        app.make_transactional_producer = lambda: _transactional_producer(settings)
+        transactions = _LazyTransactions(app)
+        log.info("processing guarantee: exactly-once (Kafka transactions)")
+    else:
+        log.info("processing guarantee: at-least-once")
     delivery = Delivery(
         _LazyAppender(app),
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
         # A batch may wait in the accumulator up to the producer's timeout, then in flight as long.
         attempt_timeout_s=2 * settings.delivery_timeout_s + 1,
+        transactions=transactions,
+        refresh=current_value,
     )
 
     async def on_broadcast(m: Message, caught_up: bool) -> None:
-        for out in processor.on_broadcast(m, report=caught_up):
-            await delivery.send(out.topic, out.key, out.value)
+        await runner.send_now(lambda: processor.on_broadcast(m, report=caught_up))
 
     def still_current(fetched: FetchToken) -> bool:
         # A batch fetched before a rebalance or a seek, or while recovery has not yet sought the
@@ -197,27 +313,34 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         )
 
     broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
+    async def stop_loudly(exc: BaseException) -> None:
+        # Delivery failures past every retry stop the worker: its uncommitted input is read again.
+        # The reason on one line; the traceback after it.
+        log.critical("stopping the worker: %s", one_line(exc), exc_info=True)
+        await app.crash(exc)
+
     runner = BatchRunner(
-        processor, delivery, table.changelog_topic.get_topic_name(), kv.take, still_current,
+        processor, delivery, changelog, kv.take, still_current,
         ready=broadcast.ready, ready_timeout_s=settings.broadcast_ready_timeout_s,
+        on_failure=stop_loudly,
     )
     app.batch_handler = runner
 
     async def or_stop(step: Callable[[], Any]) -> None:
-        # Delivery failures past every retry stop the worker: its uncommitted input is read again.
         try:
             await step()
         except Exception as exc:
-            log.critical("stopping the worker: %s", exc, exc_info=True)
-            await app.crash(exc)
+            await stop_loudly(exc)
 
     @app.on_partitions_revoked.connect
     async def checkpoint_before_rebalance(app: faust.App, revoked: Any, **_: Any) -> None:
         await or_stop(lambda: runner.on_revoked(set(revoked)))
 
     @app.on_before_shutdown.connect
-    async def last_checkpoint(app: faust.App, **_: Any) -> None:
+    async def last_checkpoint(app: StreamRiskApp, **_: Any) -> None:
         await or_stop(runner.close)
+        if app.transactional_producer is not None:
+            await app.transactional_producer.stop()
 
     @app.timer(interval=settings.commit_interval_ms / 1000)
     async def checkpoint() -> None:

@@ -59,6 +59,10 @@ class Appender:
             partition = self._partition(topic, key, len(parts))
         tp = self._tps.get((topic, partition))
         if tp is None:
+            # A partition given by the caller (changelog records) still needs its leader known, or
+            # its batch waits for one until it expires (a producer of our own knows no topics yet).
+            if not self._cluster._partitions.get(topic):
+                await self._producer.client._wait_on_metadata(topic)
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
         acc = self._accumulator
         pending = acc._batches.get(tp)

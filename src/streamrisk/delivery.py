@@ -11,9 +11,18 @@ commits only after every record produced for the batches it covers is acknowledg
        `DeliveryFailed` (the worker stops; the batch is replayed, never skipped);
     3. commit the offsets, only ever forward.
 
+A checkpoint that fails (or is cancelled) is final: the process commits nothing more, not at the next
+interval, a rebalance or shutdown, since a later epoch's offsets would skip the failed epoch's input.
+The worker stops, and its successor reads that input again.
+
 State (changelog) and outputs may therefore reach the broker in any order; the processor makes replay
-safe by re-emitting the stored outcome of an event it already holds. Exactly-once on Apache Kafka
-replaces step 3 by committing the offsets inside the producer's transaction.
+safe by re-emitting the stored outcome of an event it already holds. A changelog record sent again is
+sent with its key's current value, never the one that failed, so a compacted changelog cannot end on
+a value older than one written after it.
+
+Exactly-once (`transactions`, transactions.py) replaces steps 2 and 3: the epoch's records are one
+producer transaction, and the offsets are committed in it. The caller then holds one lock around
+sending and checkpointing (runner.py), since a transaction holds exactly one epoch.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,8 +56,28 @@ class Committer(Protocol):
         ...
 
 
+class Transactions(Protocol):
+    """Exactly-once: the producer's transactions (transactions.KafkaTransactions)."""
+
+    async def begin(self) -> None: ...
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        """Add `offsets` to the open transaction and commit it; raises if it did not commit."""
+        ...
+
+    async def abort(self) -> None: ...
+
+
+# (topic, key, value that failed) -> the value to send again: a changelog key's current value.
+Refresh = Callable[[str, bytes | None, bytes | None], bytes | None]
+
+
 class DeliveryFailed(RuntimeError):
     """A record could not be delivered after every retry: the worker must stop, and its input be replayed."""
+
+
+class CheckpointFailed(DeliveryFailed):
+    """A checkpoint was asked for after an earlier one failed: nothing more may be committed."""
 
 
 @dataclass(slots=True)
@@ -94,9 +123,14 @@ class Delivery:
         backoff_s: float = 0.1,
         stall_warning_s: float = 10.0,
         attempt_timeout_s: float = math.inf,
+        transactions: Transactions | None = None,
+        refresh: Refresh | None = None,
     ) -> None:
         self._producer = producer
         self._commit = commit
+        self._txn = transactions
+        self._in_txn = False
+        self._refresh = refresh
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.stall_warning_s = stall_warning_s
@@ -108,6 +142,8 @@ class Delivery:
         self._committed: dict[Any, int] = {}
         self._lock = asyncio.Lock()  # one checkpoint at a time, in epoch order
         self.stats = DeliveryStats()
+        # Why a checkpoint failed, once one has: from then on this process commits nothing.
+        self.failure: str | None = None
 
     # -- while processing
     async def send(
@@ -122,6 +158,8 @@ class Delivery:
             key = key.encode()
         if value is not None and not isinstance(value, bytes):
             value = orjson.dumps(value)
+        if self._txn is not None and not self._in_txn:
+            await self._begin()
         fut = await self._producer.send(topic, key, value, partition)
         self._epoch.sent.append((fut, topic, key, value, partition))
         produced = self.stats.produced
@@ -130,6 +168,11 @@ class Delivery:
     def processed(self, tp: Any, next_offset: int) -> None:
         """Input up to `next_offset` (exclusive) of `tp` is processed and its records are sent."""
         self._epoch.offsets[tp] = next_offset
+
+    @property
+    def transactional(self) -> bool:
+        """Exactly-once: sends and checkpoints must not interleave (the module docstring)."""
+        return self._txn is not None
 
     @property
     def pending(self) -> int:
@@ -144,24 +187,82 @@ class Delivery:
 
     # -- checkpoints
     async def checkpoint(self) -> bool:
-        """Steps 1-3 of the module docstring; True if offsets were committed."""
+        """Steps 1-3 of the module docstring; True if offsets were committed.
+
+        Raises `DeliveryFailed` if the epoch's records were not all delivered, and `CheckpointFailed`
+        for every checkpoint after a failed (or cancelled) one.
+        """
         async with self._lock:
-            epoch, self._epoch = self._epoch, _Epoch()  # 1
-            if not epoch.sent and not epoch.offsets:
+            if self.failure is not None:
+                raise CheckpointFailed(
+                    f"not committing: an earlier checkpoint failed ({self.failure}); "
+                    "the input from there on is read again after a restart"
+                )
+            try:
+                return await self._checkpoint()
+            except BaseException as exc:  # cancelled too: that epoch's records are not known delivered
+                self.failure = one_line(exc)
+                raise
+
+    async def _checkpoint(self) -> bool:
+        epoch, self._epoch = self._epoch, _Epoch()  # 1
+        if not epoch.sent and not epoch.offsets:
+            return False
+        started = time.monotonic()
+        if self._txn is not None:
+            return await self._commit_transaction(epoch, started)
+        await self._acknowledged(epoch)  # 2
+        offsets = self._growing(epoch.offsets)
+        committed = False
+        if offsets:
+            committed = await self._commit(offsets)  # 3
+            if committed:
+                self._committed.update(offsets)
+            else:
+                self.stats.commits_refused += 1
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
+        return committed
+
+    async def _begin(self) -> None:
+        assert self._txn is not None
+        await self._txn.begin()
+        self._in_txn = True
+
+    async def _commit_transaction(self, epoch: _Epoch, started: float) -> bool:
+        """Exactly-once steps 2-3: the epoch's records and its offsets commit as one transaction."""
+        assert self._txn is not None
+        offsets = self._growing(epoch.offsets)
+        if not self._in_txn:
+            if not offsets:
                 return False
-            started = time.monotonic()
-            await self._acknowledged(epoch)  # 2
-            offsets = self._growing(epoch.offsets)
-            committed = False
-            if offsets:
-                committed = await self._commit(offsets)  # 3
-                if committed:
-                    self._committed.update(offsets)
-                else:
-                    self.stats.commits_refused += 1
-            self.stats.checkpoints += 1
-            self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
-            return committed
+            await self._begin()  # offsets alone (input past transaction markers)
+        self._in_txn = False  # whatever happens next, this transaction is over
+        try:
+            # Every record written first: aiokafka commits a transaction even when one of its batches
+            # failed for good (a record too large for its topic), and its offsets would skip the input.
+            await self._wait_all([s[0] for s in epoch.sent])
+            failed = next((f for f, *_ in epoch.sent if _failure(f) is not None), None)
+            if failed is not None:
+                raise DeliveryFailed(
+                    f"a record was not delivered ({_failure(failed)!r}): its transaction is aborted; "
+                    "stopping so the input is read again"
+                )
+            await self._txn.commit(offsets)
+        except BaseException:
+            await self._abort_quietly()
+            raise
+        self._committed.update(offsets)
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
+        return bool(offsets)
+
+    async def _abort_quietly(self) -> None:
+        assert self._txn is not None
+        try:
+            await asyncio.wait_for(self._txn.abort(), 5.0)
+        except BaseException as exc:  # the broker aborts it at its timeout anyway
+            log.warning("could not abort the failed transaction (%r); the broker will at its timeout", exc)
 
     def _growing(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
         # Offsets only grow. Input can be read again below the committed offset (a seek to the
@@ -200,6 +301,8 @@ class Delivery:
             attempt += 1
             todo = []
             for _, topic, key, value, partition in failed:
+                if self._refresh is not None:
+                    value = self._refresh(topic, key, value)
                 fut = await self._producer.send(topic, key, value, partition)
                 todo.append((fut, topic, key, value, partition))
             self.stats.resends += len(todo)
@@ -231,6 +334,13 @@ def _failure(fut: Any) -> BaseException | None:
     if not fut.done():
         return TimeoutError("no acknowledgement before the attempt's deadline")
     return fut.exception()
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """The reason a worker stops, as one log line (and /health's `reason`)."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _consume(fut: Any) -> None:

@@ -51,7 +51,7 @@ from .rules import UNKNOWN_MERCHANT, Ruleset, decide
 from .rules.control import RulesControl, initial_ruleset
 from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
-from .sinks import dead_letter_key, dead_letter_value
+from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
 from .state.alert_gate import AlertGate
 from .state.chunks import HeldEvent
 from .state.early_chargebacks import EarlyChargebacks
@@ -113,6 +113,8 @@ class Processor(Alerting, MerchantSide):
         )
         self.placement = KeyPlacement(settings.partitions) if check_partitions else None
         self.faults = RecordFaults()
+        # The dead-letters topic's max.message.bytes (read by the worker at start): dead letters fit it.
+        self.dead_letter_limit = DEFAULT_RECORD_LIMIT
         self.counters = Counters()
         t = settings.topic
         self.t_decisions = t("risk-decisions")
@@ -262,13 +264,10 @@ class Processor(Alerting, MerchantSide):
         self.counters.dead_letters += 1
         classes, cls = self.counters.dead_letter_classes, reason_class(error, m.topic == self.t_rules)
         classes[cls] = classes.get(cls, 0) + 1
-        out.append(
-            Out(
-                self.t_dead,
-                dead_letter_key(m.key),
-                dead_letter_value(m.topic, m.partition, m.offset, error, m.value),
-            )
+        key, value = fitted_dead_letter(
+            m.topic, m.partition, m.offset, error, m.value, m.key, self.dead_letter_limit
         )
+        out.append(Out(self.t_dead, key, value))
 
     def _isolate(self, m: Message, exc: Exception, out: list[Out], mark: int) -> None:
         """Dead-letter a record whose processing raised, and leave state consistent.

@@ -3,6 +3,11 @@
 The consumer hands over one fetch at a time (transport.py). A batch is processed and its records handed
 to the producer under `lock`; a rebalance takes the same lock, so it never sees half a batch. Offsets
 are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
+Exactly-once commits each batch's transaction before the lock is released (so a decision is visible
+to `read_committed` readers a round trip after it is made), and every other send does the same.
+
+After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
+read again by the restarted worker.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from .delivery import Delivery
 from .processor import Processor
+from .records import Out
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class BatchRunner:
         still_current: Callable[[Any], bool],
         ready: asyncio.Event | None = None,
         ready_timeout_s: float = 30.0,
+        on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
     ) -> None:
         self.processor = processor
         self.delivery = delivery
@@ -57,6 +64,7 @@ class BatchRunner:
         # Set once the rules and merchant summaries published before this worker started are read.
         self.ready = ready
         self.ready_timeout_s = ready_timeout_s
+        self._on_failure = on_failure  # stops the worker (app.py)
         self.lock = asyncio.Lock()
         # Highest offset processed per partition by this process: a record at or below it is read again.
         self._high: dict[Any, int] = {}
@@ -82,7 +90,7 @@ class BatchRunner:
         self, records: Mapping[Any, list[Any]], positions: Mapping[Any, int], fetched: Any
     ) -> bool:
         async with self.lock:
-            if not self._still_current(fetched):
+            if self.delivery.failure is not None or not self._still_current(fetched):
                 self.batches_dropped += 1
                 return False
             started = time.perf_counter()
@@ -112,7 +120,20 @@ class BatchRunner:
             self.records += len(batch)
             self.batches += 1
             self.busy_s += time.perf_counter() - started
+            return await self._settled()
+
+    async def _settled(self) -> bool:
+        """Exactly-once: commit what was just sent, under the lock (the module docstring)."""
+        if not self.delivery.transactional:
             return True
+        try:
+            await self.delivery.checkpoint()
+        except Exception as exc:
+            if self._on_failure is None:
+                raise
+            await self._on_failure(exc)
+            return False
+        return True
 
     async def _wait_ready(self) -> None:
         # Decide with the rules in force, not the ones a worker starts with.
@@ -128,12 +149,22 @@ class BatchRunner:
 
     async def publish_summaries(self) -> None:
         """Send the merchant summaries due (processor.summaries coalesces them)."""
+        await self.send_now(self.processor.summaries)
+
+    async def send_now(self, outs: Callable[[], Iterable[Out]]) -> None:
+        """Send records made outside a batch (summaries, dead letters of rejected rulesets)."""
         async with self.lock:
-            for out in self.processor.summaries():
+            if self.delivery.failure is not None:
+                return
+            for out in outs():
                 await self.delivery.send(out.topic, out.key, out.value)
+            await self._settled()
 
     async def checkpoint(self) -> bool:
-        return await self.delivery.checkpoint()
+        if not self.delivery.transactional:
+            return await self.delivery.checkpoint()  # acks are awaited while batches go on
+        async with self.lock:
+            return await self.delivery.checkpoint()
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Before a rebalance completes: commit what was processed, then drop in-memory state."""
@@ -162,6 +193,7 @@ class BatchRunner:
             "busy_s": round(self.busy_s, 3),
             "cpu_wait_s": _rounded(run_queue_wait_s(self._loop_thread)),
             "pending_records": self.delivery.pending,
+            "checkpoint_failure": self.delivery.failure,
             **self.delivery.stats.as_dict(),
         }
 

@@ -50,6 +50,11 @@ def _days(text: str) -> int:
     return int(text) * DAY_MS
 
 
+EXACTLY_ONCE = "exactly_once"
+AT_LEAST_ONCE = "at_least_once"
+PROCESSING_GUARANTEES = ("auto", EXACTLY_ONCE, AT_LEAST_ONCE)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, the CLI and the tools need to know; see the README's settings table."""
@@ -127,6 +132,13 @@ class Settings:
     # this much input), how long a record may wait for its acknowledgement, and how many times a
     # failed one is sent before the worker stops.
     commit_interval_ms: int = 500
+    # "exactly_once": outputs, changelog and input offsets of a batch in one Kafka transaction;
+    # "at_least_once": offsets committed once outputs are acknowledged; "auto": exactly-once where
+    # the broker has transactions, at-least-once (said at start) where it has not (delivery.py).
+    processing_guarantee: str = "auto"
+    # A transaction still open this long after it began is aborted by the broker: how long a killed
+    # worker's last transaction holds back `read_committed` readers if the worker does not come back.
+    transaction_timeout_s: float = 10.0
     delivery_timeout_s: float = 30.0
     delivery_attempts: int = 5
     # At most one summary per merchant per interval (the merchant side's added staleness).
@@ -213,6 +225,15 @@ class Settings:
             )
         if self.delivery_timeout_s <= 0:
             raise SettingsError(f"STREAMRISK_DELIVERY_TIMEOUT_S must be > 0 (got {self.delivery_timeout_s})")
+        if self.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise SettingsError(
+                f"STREAMRISK_PROCESSING_GUARANTEE={self.processing_guarantee!r}: expected one of "
+                f"{', '.join(PROCESSING_GUARANTEES)}"
+            )
+        if not 1 <= self.transaction_timeout_s <= 900:
+            raise SettingsError(
+                f"STREAMRISK_TRANSACTION_TIMEOUT_S must be in 1..900 (got {self.transaction_timeout_s})"
+            )
         if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
             raise SettingsError("session timeout must be at least 3 heartbeat intervals")
         return self
@@ -288,6 +309,8 @@ class Settings:
         number("STREAMRISK_BATCH_MAX", "batch_max")
         switch("STREAMRISK_EXPLAIN", "explain_decisions")
         number("STREAMRISK_COMMIT_INTERVAL_MS", "commit_interval_ms")
+        text("STREAMRISK_PROCESSING_GUARANTEE", "processing_guarantee")
+        number("STREAMRISK_TRANSACTION_TIMEOUT_S", "transaction_timeout_s", float)
         number("STREAMRISK_DELIVERY_TIMEOUT_S", "delivery_timeout_s", float)
         number("STREAMRISK_DELIVERY_ATTEMPTS", "delivery_attempts")
         number("STREAMRISK_SUMMARY_INTERVAL_MS", "summary_interval_ms")

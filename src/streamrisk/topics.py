@@ -12,6 +12,7 @@ import logging
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .preflight import UserError
@@ -88,6 +89,23 @@ def layout_problems(settings: Settings, partitions: dict[str, int]) -> list[str]
             )
             problems.append(f"topic {topic!r} has {have} partitions, this worker needs {needed}: {fix}")
     return problems
+
+
+async def record_limit(settings: Settings, topic: str, default: int) -> int:
+    """The topic's max.message.bytes (the largest record batch the broker takes), or `default`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
+    await admin.start()
+    try:
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        for *_, configs in resp.resources:
+            for name, value, *_ in configs:
+                if name == "max.message.bytes" and value:
+                    return int(value)
+    except Exception as exc:  # a broker without DescribeConfigs: Kafka's default then
+        log.warning("could not read max.message.bytes of %s (%r); assuming %d", topic, exc, default)
+    finally:
+        await admin.close()
+    return default
 
 
 class TopicLayoutError(UserError):

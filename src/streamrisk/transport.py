@@ -130,6 +130,15 @@ class BatchHandler(Protocol):
 
 class _Consumer(faust_aiokafka.Consumer):
     _seeks = 0
+    _restored: dict[TP, int] | None = None
+
+    @property
+    def restored_positions(self) -> dict[TP, int]:
+        """Changelog partition -> position below which every record was applied or queued for recovery
+        (as of the last fetch, and since the last seek of that partition)."""
+        if self._restored is None:
+            self._restored = {}
+        return self._restored
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         threaded = getattr(self.app, "consumer_thread", True)
@@ -140,14 +149,18 @@ class _Consumer(faust_aiokafka.Consumer):
     # racing with fetches already under way) makes the records fetched before it stale.
     async def perform_seek(self) -> None:
         self._seeks += 1
+        self.restored_positions.clear()
         await super().perform_seek()
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         self._seeks += 1
+        for tp in partitions:
+            self.restored_positions.pop(tp, None)
         await super().seek_wait(partitions)
 
     async def seek(self, partition: TP, offset: int) -> None:
         self._seeks += 1
+        self.restored_positions.pop(partition, None)
         await super().seek(partition, offset)
 
     def fetch_token(self) -> FetchToken:
@@ -191,6 +204,11 @@ class _Consumer(faust_aiokafka.Consumer):
                         ours[tp] = batch
                     else:
                         await self._restore(tp, batch)
+                # Every changelog record below these positions is applied or queued for recovery:
+                # what recovery may count as read (app.py), past markers and aborted records.
+                self.restored_positions.update(
+                    self._positions(tp for tp in (active or ()) if tp.topic not in topics)
+                )
                 # Read now, before the next fetch moves them: only getmany advances positions.
                 positions = self._positions(tp for tp in (active or ()) if tp.topic in topics)
                 if ours or (positions != last_positions and self.flow_active):

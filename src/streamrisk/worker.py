@@ -6,8 +6,11 @@ import asyncio
 import io
 import logging
 import signal
+from dataclasses import replace
 
-from .settings import Settings
+from .settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
+
+log = logging.getLogger("streamrisk.worker")
 
 
 def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -16,6 +19,29 @@ def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
         print(f"--- {task.get_name()}: {task.get_coro()!r}", file=out)
         task.print_stack(limit=12, file=out)
     logging.getLogger("streamrisk.worker").warning("asyncio tasks:\n%s", out.getvalue())
+
+
+async def resolve_guarantee(settings: Settings) -> Settings:
+    """Settle `auto` by asking the broker for transactions; refuse exactly-once where it has none."""
+    from .preflight import UserError
+    from .transactions import transactions_unsupported
+
+    wanted = settings.processing_guarantee
+    if wanted == AT_LEAST_ONCE:
+        return settings
+    why_not = await transactions_unsupported(settings.bootstrap.split(","))
+    if why_not is None:
+        return replace(settings, processing_guarantee=EXACTLY_ONCE)
+    if wanted == EXACTLY_ONCE:
+        raise UserError(
+            f"STREAMRISK_PROCESSING_GUARANTEE=exactly_once, but the broker at {settings.bootstrap} "
+            f"runs no transactions ({why_not}); use at_least_once (or auto) with this broker"
+        )
+    log.warning(
+        "the broker runs no transactions (%s): processing is at-least-once (outputs can repeat "
+        "after a crash, identical; README, Guarantees)", why_not,
+    )
+    return replace(settings, processing_guarantee=AT_LEAST_ONCE)
 
 
 def run_worker(settings: Settings) -> int:
@@ -30,12 +56,16 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from .app import build_app
-    from .topics import ensure_topics
+    from .topics import ensure_topics, record_limit
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, _ = build_app(settings)
     loop = asyncio.new_event_loop()
+    settings = loop.run_until_complete(resolve_guarantee(settings))
+    app, processor = build_app(settings)
     created = loop.run_until_complete(ensure_topics(settings))
+    processor.dead_letter_limit = loop.run_until_complete(
+        record_limit(settings, processor.t_dead, processor.dead_letter_limit)
+    )
     if created:
         logging.getLogger("streamrisk.worker").info("created %d missing topics", len(created))
     # `kill -USR1 <pid>` logs where every task is waiting: the first question about a stuck worker.

@@ -160,6 +160,10 @@ def register_routes(
 
     @page("/health")
     async def health(view: View, request: Request) -> Response:
+        # A failed checkpoint stops the worker; until it is gone, this says why (one line).
+        failure = runtime_stats().get("checkpoint_failure") if runtime_stats is not None else None
+        if failure:
+            return view.json({"status": "failed", "reason": failure}, status=503)
         return view.json({"status": "ok"})
 
     @page("/ready")

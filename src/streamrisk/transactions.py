@@ -1,0 +1,217 @@
+"""Exactly-once on Apache Kafka: a worker's outputs, changelog records and input offsets commit together.
+
+One transactional producer per worker (KIP-98), one transaction per checkpoint (delivery.py): the
+decisions, alerts, adjustments, dead letters, forwarded merchant events and changelog records a batch
+produced, and the input offsets after it (`send_offsets_to_transaction`). A `read_committed` reader
+sees all of a checkpoint or none of it; a worker that dies mid-transaction leaves nothing visible, and
+its successor restores state from the committed changelog and reads the input from the committed
+offsets, so every effect happens once.
+
+Zombies. The transactional id is stable per worker (its group instance id, else its HTTP address):
+a restarted worker's first `InitProducerId` aborts its predecessor's open transaction and fences it.
+A worker paused past its session (its partitions moved) is fenced by the group coordinator (KIP-447):
+its offsets are committed with its consumer generation and member id, which the coordinator refuses
+once the group moved on, so the transaction aborts and nothing it wrote becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as Errors
+from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.producer import sender as aiokafka_sender
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.transaction import InitProducerIdRequest
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
+from aiokafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(RuntimeError):
+    """This worker's partitions moved while it was away: its transaction must not commit."""
+
+
+class GroupMetadata(NamedTuple):
+    """The consumer's place in its group when offsets are committed (KIP-447's fencing)."""
+
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None
+
+
+async def transactions_unsupported(bootstrap: list[str], timeout_s: float = 10.0) -> str | None:
+    """None if the broker runs transactions; otherwise why not, in one line.
+
+    Asked of the broker itself (a transaction coordinator, then `InitProducerId`): some
+    Kafka-compatible brokers list the API but answer it with an error. A broker that cannot be
+    reached raises: that says nothing about transactions.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    deadline = time.monotonic() + timeout_s
+    probe = f"streamrisk-probe-{uuid.uuid4().hex}"
+    try:
+        await client.bootstrap()
+        while True:
+            try:
+                node = await client.coordinator_lookup(CoordinationType.TRANSACTION, probe)
+                resp = await client.send(node, InitProducerIdRequest(probe, 1000))
+                error: Exception | None = (
+                    Errors.for_code(resp.error_code)() if resp.error_code else None
+                )
+            except Errors.KafkaError as exc:
+                error = exc
+            if error is None:
+                return None
+            # A new cluster creates its transaction log on first use: coordinators load a while.
+            if not getattr(error, "retriable", False) or time.monotonic() > deadline:
+                return f"InitProducerId: {type(error).__name__}"
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+class KafkaTransactions:
+    """`delivery.Transactions` over an aiokafka transactional producer."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, group: Callable[[], GroupMetadata | None]
+    ) -> None:
+        self._producer = producer
+        self._group = group
+        # The sender builds the offset commit of a transaction; ours carries the group metadata.
+        producer._sender.streamrisk_group = group
+
+    async def begin(self) -> None:
+        await self._producer.begin_transaction()
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        """Add `offsets` (next offset to read per partition) to the transaction, and commit it."""
+        if offsets:
+            meta = self._group()
+            if meta is None:
+                raise Fenced("the consumer has left its group (its partitions moved): transaction aborted")
+            tps = {TopicPartition(tp[0], tp[1]): offset for tp, offset in offsets.items()}
+            await self._producer.send_offsets_to_transaction(tps, meta.group_id)
+        await self._producer.commit_transaction()
+
+    async def abort(self) -> None:
+        await self._producer.abort_transaction()
+
+
+# -- KIP-447: TxnOffsetCommit v3 carries the consumer's generation, member id and instance id.
+class _TxnOffsetCommitResponse_v3(Response):
+    API_KEY = 28
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("errors", CompactArray(
+            ("topic", CompactString("utf-8")),
+            ("partition_errors", CompactArray(
+                ("partition", Int32), ("error_code", Int16), ("tags", TaggedFields),
+            )),
+            ("tags", TaggedFields),
+        )),
+        ("tags", TaggedFields),
+    )
+
+
+class _TxnOffsetCommitRequest_v3(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 28
+    API_VERSION = 3
+    RESPONSE_TYPE = _TxnOffsetCommitResponse_v3
+    SCHEMA = Schema(
+        ("transactional_id", CompactString("utf-8")),
+        ("group_id", CompactString("utf-8")),
+        ("producer_id", Int64),
+        ("producer_epoch", Int16),
+        ("generation_id", Int32),
+        ("member_id", CompactString("utf-8")),
+        ("group_instance_id", CompactString("utf-8")),
+        ("topics", CompactArray(
+            ("topic", CompactString("utf-8")),
+            ("partitions", CompactArray(
+                ("partition", Int32),
+                ("offset", Int64),
+                ("leader_epoch", Int32),
+                ("metadata", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            )),
+            ("tags", TaggedFields),
+        )),
+        ("tags", TaggedFields),
+    )
+
+
+class _FencedTxnOffsetCommitRequest(Request[_TxnOffsetCommitRequest_v3]):
+    API_KEY = 28
+
+    def __init__(self, base: Any, meta: GroupMetadata) -> None:
+        self._base = base
+        self._meta = meta
+
+    def build(self, request_struct_class: type[_TxnOffsetCommitRequest_v3]) -> _TxnOffsetCommitRequest_v3:
+        b, m = self._base, self._meta
+        topics = [
+            (topic, [(p, offset, -1, metadata, {}) for p, offset, metadata in parts], {})
+            for topic, parts in b._topics
+        ]
+        return request_struct_class(
+            b._transactional_id, b._group_id, b._producer_id, b._producer_epoch,
+            m.generation_id, m.member_id, m.group_instance_id, topics, {},
+        )
+
+
+# Refused because the group moved on: this worker is a zombie for these partitions.
+# (FENCED_INSTANCE_ID, 82, has no class in aiokafka: Errors.for_code gives UnknownError for it.)
+_FENCED = (Errors.IllegalGenerationError, Errors.UnknownMemberIdError)
+_FENCED_INSTANCE_ID = 82
+
+
+class _FencedTxnOffsetCommitHandler(aiokafka_sender.TxnOffsetCommitHandler):
+    """aiokafka's TxnOffsetCommit handler, sending v3 with the group metadata when the producer has it."""
+
+    def create_request(self) -> Any:
+        req = super().create_request()
+        group = getattr(self._sender, "streamrisk_group", None)
+        meta = group() if group is not None else None
+        return req if meta is None else _FencedTxnOffsetCommitRequest(req, meta)
+
+    def handle_response(self, resp: Any) -> Any:
+        for _topic, partitions, *_ in resp.errors:
+            for _partition, error_code, *_ in partitions:
+                error_type = Errors.for_code(error_code)
+                if error_type in _FENCED or error_code == _FENCED_INSTANCE_ID:
+                    # Fatal for this transaction: it must abort, and this worker re-join.
+                    exc = Fenced(
+                        f"offsets refused by the group coordinator (error {error_code}): the "
+                        "group moved on while this worker was away; its transaction is aborted"
+                    )
+                    self._sender._txn_manager.error_transaction(exc)
+                    return None
+        if resp.API_VERSION == 3:
+            # The base handler unpacks (partition, error_code) pairs: drop the tagged fields.
+            resp.errors = [(t, [(p, e) for p, e, *_ in parts]) for t, parts, *_ in resp.errors]
+        return super().handle_response(resp)
+
+
+def install_fencing() -> None:
+    """Make aiokafka's producers send KIP-447 offset commits (pinned in tests/test_runtime_pins.py)."""
+    aiokafka_sender.TxnOffsetCommitHandler = _FencedTxnOffsetCommitHandler  # type: ignore[misc]

@@ -1,0 +1,33 @@
+"""transactions.py without a broker: the KIP-447 offset commit carries the group's generation, member id
+and instance id (so the coordinator can refuse a zombie's), and a fenced answer aborts the transaction."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from aiokafka.protocol.transaction import TxnOffsetCommitRequest
+
+from streamrisk.transactions import GroupMetadata, _FencedTxnOffsetCommitRequest
+
+
+def _request() -> TxnOffsetCommitRequest:
+    return TxnOffsetCommitRequest("tx-w1", "app", 7, 2, [("payments", [(0, 42, ""), (3, 9, "")])])
+
+
+def test_the_offset_commit_is_sent_as_v3_with_the_consumers_place_in_its_group() -> None:
+    meta = GroupMetadata("app", 5, "member-1", "w1")
+    struct = _FencedTxnOffsetCommitRequest(_request(), meta).prepare({28: (0, 4)})
+    assert struct.API_VERSION == 3 and struct.FLEXIBLE_VERSION
+    decoded = struct.SCHEMA.decode(BytesIO(struct.encode()))
+    (tid, group, pid, epoch, generation, member, instance, topics, _tags) = decoded
+    assert (tid, group, pid, epoch) == ("tx-w1", "app", 7, 2)
+    assert (generation, member, instance) == (5, "member-1", "w1")
+    [(topic, parts, _)] = topics
+    assert topic == "payments"
+    assert [(p, o) for p, o, *_ in parts] == [(0, 42), (3, 9)]
+
+
+def test_a_worker_without_an_instance_id_sends_a_null_one() -> None:
+    meta = GroupMetadata("app", 1, "m", None)
+    struct = _FencedTxnOffsetCommitRequest(_request(), meta).prepare({28: (0, 3)})
+    assert struct.SCHEMA.decode(BytesIO(struct.encode()))[6] is None
