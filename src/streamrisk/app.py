@@ -18,7 +18,7 @@ from .records import Message
 from .runner import BatchRunner
 from .settings import Settings
 from .static_member import group_instance_id
-from .topics import STATE_TABLE
+from .topics import STATE_TABLE, changelog_topic, consumer_group
 from .transport import BatchHandler, FetchToken, broker_urls
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,11 @@ class _LazyAppender:
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     """Wire a worker: the app, the changelog-backed state table and the agent over the inputs."""
     settings.check()
+    group = consumer_group(settings)  # the app id: also names the group and the changelog (topics.py)
     app = StreamRiskApp(
-        settings.app_id,
+        group,
         broker=broker_urls(settings.bootstrap),
-        datadir=str(settings.data_dir / settings.app_id),
+        datadir=str(settings.data_dir / group),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
@@ -162,6 +163,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         key_type=bytes,
         value_type=bytes,
     )
+    if table.changelog_topic.get_topic_name() != changelog_topic(settings):
+        raise RuntimeError("Faust names the changelog otherwise than topics.changelog_topic")
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
     kv = app.kv = FaustKV(table)
@@ -198,7 +201,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     broadcast = BroadcastReader(settings, processor.broadcast_topics, on_broadcast)
     runner = BatchRunner(
-        processor, delivery, table.changelog_topic.get_topic_name(), kv.take, still_current,
+        processor, delivery, changelog_topic(settings), kv.take, still_current,
         ready=broadcast.ready, ready_timeout_s=settings.broadcast_ready_timeout_s,
     )
     app.batch_handler = runner
