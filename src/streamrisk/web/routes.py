@@ -25,7 +25,7 @@ from .lookup import merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
 from .owner import FORWARDED_HEADER, Owners, forward
-from .peer import PEER_HEADER, PEER_REPLY_HEADER, PeerAuth
+from .peer import PEER_HEADER, PEER_REPLY_HEADER, PROOF_TTL_S, PeerAuth
 
 MAX_ID_CHARS = 256
 RETRY_AFTER_S = "1"
@@ -41,7 +41,7 @@ NO_PEER_TOKEN = (
 )
 PEER_REFUSED = (
     "peer proof (X-StreamRisk-Peer) rejected: the sender's STREAMRISK_PEER_TOKEN differs from this "
-    "worker's, the proof is for another URL or path, or it is older than 30 s"
+    f"worker's, the proof is for another URL or path, or it is older than {PROOF_TTL_S} s"
 )
 
 
