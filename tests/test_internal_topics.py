@@ -66,7 +66,9 @@ HOSTILE = [
     (["pp1", M_PAYMENT, T0, 1000, "shop"], None, "message key must be the merchant_id"),
     (["cc1", M_CHARGEBACK, T0, 1000, "shop", "u1", "approve", 0.1, "v1"], b"shop", "only a payment"),
     ([*DECIDED[:6], "allow", *DECIDED[7:]], b"shop", "action must be one of"),
+    ([*DECIDED[:6], ["approve"], *DECIDED[7:]], b"shop", "action must be one of"),
     ([*DECIDED[:7], 1.5, *DECIDED[8:]], b"shop", "score must be a number in 0..1"),
+    ([*DECIDED[:7], True, *DECIDED[8:]], b"shop", "score must be a number in 0..1"),
     ([*DECIDED[:7], "0.1", *DECIDED[8:]], b"shop", "score must be a number in 0..1"),
     ([*DECIDED[:8], ""], b"shop", "rules_version must be a non-empty string"),
     ([*DECIDED, {"r": 1}], b"shop", "reason must be a non-empty string"),
@@ -120,7 +122,9 @@ def test_a_far_future_forwarded_event_leaves_the_clock_and_the_partition_state_a
 def test_a_valid_forwarded_event_is_applied_and_its_decision_kept_on_one_line() -> None:
     kv = DictKV()
     proc = Processor(SETTINGS, kv)
-    pretty = orjson.dumps(DECIDED, option=orjson.OPT_INDENT_2)  # valid, but not one line
+    # Valid (a long version too: a ruleset's version has no length limit), but not on one line.
+    decided = [*DECIDED[:8], "v" * 300, "HIGH_SCORE"]
+    pretty = orjson.dumps(decided, option=orjson.OPT_INDENT_2)
     out = proc.process([forwarded(["cc1", M_CHARGEBACK, T0, 500, "shop"], offset=1),
                         forwarded(pretty, offset=2)], now_ms=NOW)
     proc.flush_state()
@@ -128,7 +132,7 @@ def test_a_valid_forwarded_event_is_applied_and_its_decision_kept_on_one_line() 
     features = proc.merchants.get("shop").features()
     assert features["payment_count_30d"] == 1 and features["chargeback_count_30d"] == 1
     assert proc.clock.ts == {0: T0}
-    assert proc.merchant_decisions.recent("shop") == [DECIDED]
+    assert proc.merchant_decisions.recent("shop") == [decided]
 
 
 def test_a_summary_with_the_right_schema_but_not_numbers_is_counted_and_not_read() -> None:

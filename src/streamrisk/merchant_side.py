@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .events import MAX_STRING_CHARS, InvalidRecord, Order, Validator, check_id, shown
+from .events import InvalidRecord, Order, Validator, check_id, shown
 from .features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
@@ -92,16 +92,15 @@ def _check_decision(row: list[Any], series: int) -> None:
     if series != M_PAYMENT:
         raise InvalidRecord("only a payment carries a decision")
     check_id("user_id", user_id)
-    if action not in DECISION_ACTIONS or type(action) is not str:
+    if type(action) is not str or action not in DECISION_ACTIONS:
         allowed = ", ".join(sorted(DECISION_ACTIONS))
         raise InvalidRecord(f"action must be one of {allowed} (got {shown(action)})")
     if type(score) not in (int, float) or not (math.isfinite(score) and 0 <= score <= 1):
         raise InvalidRecord(f"score must be a number in 0..1 (got {shown(score)})")
+    # Not bounded here beyond the record's size: a ruleset's version has no length limit.
     for name, v in (("rules_version", rules_version), *(("reason", r) for r in reasons)):
-        if type(v) is not str or not v or len(v) > MAX_STRING_CHARS:
-            raise InvalidRecord(
-                f"{name} must be a non-empty string of at most {MAX_STRING_CHARS} characters (got {shown(v)})"
-            )
+        if type(v) is not str or not v:
+            raise InvalidRecord(f"{name} must be a non-empty string (got {shown(v)})")
 
 
 class MerchantSide:
