@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from streamrisk.backtest.shadow_report import well_formed
 from streamrisk.features.entities import M_CHARGEBACK, M_PAYMENT, M_PLACED
@@ -183,3 +185,47 @@ def test_a_shadow_record_as_workers_write_it_is_read() -> None:
     assert well_formed({"event_id": "p1", "rules_version": "s", "live_rules_version": "l",
                         "action": "decline", "live_action": "approve", "reasons": ["BIG"],
                         "live_reasons": [], "ts": T0, "user_id": "u", "shadow": True})
+
+
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20), st.sampled_from(["pp1", "cc1", "shop", "approve", "u1", "v1", "p", "c"]),
+    st.sampled_from([M_PAYMENT, M_CHARGEBACK, T0, T0 + 365 * DAY_MS, 1000]),
+)
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+@st.composite
+def near_valid_rows(draw: st.DrawFn) -> list:
+    """A worker's row with one item replaced, one cut or one added (or none: then it is applied)."""
+    row = list(draw(st.sampled_from([DECIDED, DECIDED[:5], ["cc1", M_CHARGEBACK, T0, 500, "shop"],
+                                     [*DECIDED, "HIGH_SCORE"]])))
+    change = draw(st.sampled_from(["none", "replace", "cut", "add"]))
+    i = draw(st.integers(0, len(row) - 1))
+    if change == "replace":
+        row[i] = draw(JSON_VALUES)
+    elif change == "cut":
+        del row[i]
+    elif change == "add":
+        row.insert(i, draw(JSON_VALUES))
+    return row
+
+
+@settings(max_examples=200, deadline=None)
+@given(row=st.one_of(st.lists(JSON_VALUES, max_size=12), near_valid_rows()),
+       key=st.sampled_from([b"shop", b"shop", b"other", None]))
+def test_any_json_on_the_merchant_events_topic_is_applied_or_dead_lettered_and_never_raises(
+    row: list, key: bytes | None
+) -> None:
+    proc = Processor(SETTINGS, DictKV())
+    out = proc.process([forwarded(row, key)], now_ms=NOW)
+    proc.flush_state()
+    assert proc.counters.failed_records == 0, dead_letters(out)
+    event("dead-lettered" if dead_letters(out) else "applied")
+    if dead_letters(out):
+        assert proc.counters.internal_rejected == 1 and proc.clock.ts == {}
+    else:  # applied: a well-formed forwarded event, within the skew
+        assert proc.merchants.get("shop") is not None
+        assert proc.clock.ts[0] <= NOW + SETTINGS.max_future_skew_ms
