@@ -34,7 +34,8 @@ def start_worker(bootstrap: str, work: Path, app_id: str, name: str):  # type: i
     port = free_port()
     env = {**os.environ, "STREAMRISK_BOOTSTRAP": bootstrap, "STREAMRISK_APP_ID": app_id,
            "STREAMRISK_DATA_DIR": str(work / name), "STREAMRISK_WEB_PORT": str(port),
-           "STREAMRISK_API_TOKEN": TOKEN, "STREAMRISK_SESSION_TIMEOUT_S": "6",
+           "STREAMRISK_API_TOKEN": TOKEN, "STREAMRISK_PEER_TOKEN": "bench-peer-token",
+           "STREAMRISK_SESSION_TIMEOUT_S": "6",
            "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5", "STREAMRISK_LOG_LEVEL": "warning",
            **worker_env_for(bootstrap)}
     log = work / f"{name}.log"

@@ -25,7 +25,7 @@ from streamrisk.loadgen.produce import make_producer
 from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.settings import INPUT_TOPICS
 from tests.feature_oracle import FeatureOracle, compare
-from tests.harness import WorkerProcess, committed_offsets, end_offsets, unique
+from tests.harness import WorkerProcess, committed_offsets, end_offsets, group_of, unique
 
 PARTITIONS = 4
 AROUND_KILL_S = (5.0, 30.0)  # payments sent this long before / after a kill are "around" it
@@ -323,7 +323,7 @@ class ChaosRun:
         ends = await end_offsets(self.bootstrap, [self.prefix + t for t in INPUT_TOPICS])
         for tp, end in self.ends.items():  # never below what we know we produced
             ends[tp] = max(ends.get(tp, 0), end)
-        committed = await committed_offsets(self.bootstrap, self.app_id, ends)
+        committed = await committed_offsets(self.bootstrap, group_of(self.prefix, self.app_id), ends)
         return {f"{tp.topic}-{tp.partition}": (committed.get(tp, 0), end)
                 for tp, end in ends.items() if committed.get(tp, 0) != end}
 

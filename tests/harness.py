@@ -23,6 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrisk.broker import worker_env_for
 from streamrisk.procs import free_port, log_tail, spawn, terminate
+from streamrisk.settings import Settings
+from streamrisk.topics import consumer_group
 
 # Short group timeouts: a group's first join on the embedded broker takes max(1 s, session/2).
 FAST_GROUP_ENV = {
@@ -178,6 +180,11 @@ async def wait_for(check: Callable[[], Awaitable[object]], timeout: float, what:
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"{what} not reached in {timeout} s; last: {last!r}")
+
+
+def group_of(prefix: str, app_id: str) -> str:
+    """The consumer group of the workers started with this prefix and app id."""
+    return consumer_group(Settings(topic_prefix=prefix, app_id=app_id))
 
 
 def unique(prefix: str) -> str:

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TOKEN = "compose-test-token"
+PEER_TOKEN = "compose-test-peer-token"
 
 
 def _docker_compose() -> str:
@@ -29,10 +30,13 @@ def _docker_compose() -> str:
     return exe
 
 
-def _compose(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STREAMRISK_API_TOKEN"}
+def _compose(*args: str, token: str | None = TOKEN, peer_token: str | None = PEER_TOKEN
+             ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("STREAMRISK_API_TOKEN", "STREAMRISK_PEER_TOKEN")}
     if token is not None:
         env["STREAMRISK_API_TOKEN"] = token
+    if peer_token is not None:
+        env["STREAMRISK_PEER_TOKEN"] = peer_token
     return subprocess.run(
         [_docker_compose(), "-f", str(COMPOSE_FILE), *args],
         cwd=ROOT,
@@ -76,6 +80,7 @@ def test_two_workers_configured_by_env(config: dict[str, Any]) -> None:
         assert env["STREAMRISK_BOOTSTRAP"] == "kafka:9092", name
         assert env["STREAMRISK_WEB_HOST"] == "0.0.0.0", name
         assert env["STREAMRISK_API_TOKEN"] == TOKEN, name
+        assert env["STREAMRISK_PEER_TOKEN"] == PEER_TOKEN, name
         assert env["STREAMRISK_DATA_DIR"] == "/data", name
         port = str(env["STREAMRISK_WEB_PORT"])
         web_ports.add(port)
@@ -112,3 +117,9 @@ def test_dockerfile_runs_streamrisk_worker_as_non_root() -> None:
     assert lines[-1] == 'CMD ["worker"]'
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_missing_peer_token_is_refused() -> None:
+    result = _compose("config", "-q", peer_token=None)
+    assert result.returncode != 0
+    assert "STREAMRISK_PEER_TOKEN" in result.stderr

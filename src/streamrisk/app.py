@@ -21,7 +21,7 @@ from .records import Message
 from .runner import BatchRunner
 from .settings import EXACTLY_ONCE, Settings
 from .static_member import group_instance_id
-from .topics import STATE_TABLE
+from .topics import STATE_TABLE, changelog_topic, consumer_group
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
 
@@ -168,8 +168,8 @@ def _transactional_producer(settings: Settings) -> AIOKafkaProducer:
     me = settings.group_instance_id or settings.web_url.split("://", 1)[-1]
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap.split(","),
-        client_id=f"{settings.app_id}-{me}",
-        transactional_id=f"{settings.app_id}-{me}",
+        client_id=f"{consumer_group(settings)}-{me}",
+        transactional_id=f"{consumer_group(settings)}-{me}",
         transaction_timeout_ms=int(settings.transaction_timeout_s * 1000),
         enable_idempotence=True,
         acks="all",
@@ -218,10 +218,11 @@ class _LazyTransactions:
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     """Wire a worker: the app, the changelog-backed state table and the agent over the inputs."""
     settings.check()
+    group = consumer_group(settings)  # the app id: also names the group and the changelog (topics.py)
     app = StreamRiskApp(
-        settings.app_id,
+        group,
         broker=broker_urls(settings.bootstrap),
-        datadir=str(settings.data_dir / settings.app_id),
+        datadir=str(settings.data_dir / group),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
@@ -263,6 +264,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         key_type=bytes,
         value_type=bytes,
     )
+    if table.changelog_topic.get_topic_name() != changelog_topic(settings):
+        raise RuntimeError("Faust names the changelog otherwise than topics.changelog_topic")
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
     kv = app.kv = FaustKV(table)

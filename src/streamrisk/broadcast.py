@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .records import Message
 from .settings import Settings
+from .topics import consumer_group
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class BroadcastReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            client_id=f"{self.settings.app_id}-broadcast",
+            client_id=f"{consumer_group(self.settings)}-broadcast",
         )
         await consumer.start()
         try:

@@ -37,7 +37,8 @@ def _common(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
         p.add_argument("--partitions", type=int, help="partitions of created topics (default 4)")
         p.add_argument("--web-host", help="HTTP API bind address (default 127.0.0.1)")
         p.add_argument("--web-port", type=int, help="HTTP API port (default 6066)")
-        p.add_argument("--app-id", help="consumer group / application id (default streamrisk)")
+        p.add_argument("--app-id", help="application id (default streamrisk); the consumer group is "
+                       "the topic prefix and the app id")
         p.add_argument("--data-dir", help="local state folder (env STREAMRISK_DATA_DIR)")
         p.add_argument("--rules", help="rules file (env STREAMRISK_RULES)")
     _log_level(p)

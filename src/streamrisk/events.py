@@ -126,6 +126,16 @@ def _string_problem(name: str, v: object, *, is_id: bool = False) -> None:
         )
 
 
+def check_id(name: str, v: object) -> str:
+    """`v` as an id (non-empty string, at most MAX_ID_CHARS characters, no control characters), or
+    InvalidRecord naming `name` and the rule it broke."""
+    if type(v) is not str or not v or len(v) > MAX_ID_CHARS or (
+        not v.isprintable() and _has_control(v) is not None
+    ):
+        _string_problem(name, v, is_id=True)
+    return v  # type: ignore[return-value]
+
+
 class Validator:
     """Parses one topic's records; built once per worker so the hot path only does lookups."""
 
@@ -173,8 +183,17 @@ class Validator:
             _string_problem(name, v, is_id=is_id)
         return v
 
+    @property
+    def max_amount_minor(self) -> int:
+        """The largest accepted amount in minor units (STREAMRISK_MAX_AMOUNT)."""
+        return int(self._max_amount * MINOR_PER_MAJOR)
+
     def _ts(self, d: dict, name: str, now_ms: int, *, future_ok: bool = False) -> int:
-        v = _required(d, name)
+        return self.event_time(name, _required(d, name), now_ms, future_ok=future_ok)
+
+    def event_time(self, name: str, v: object, now_ms: int, *, future_ok: bool = False) -> int:
+        """`v` as an event time: an integer >= 0, and (unless `future_ok`) at most the allowed skew
+        (STREAMRISK_MAX_FUTURE_SKEW_MS) ahead of `now_ms`; else InvalidRecord naming `name`."""
         # bool is an int subclass in Python; a JSON true is not a time.
         if type(v) is not int:
             raise InvalidRecord(f"{name} must be an integer epoch-milliseconds time (got {shown(v)})")
@@ -231,8 +250,16 @@ class Validator:
             )
 
     def _object(self, key: bytes | None, value: bytes | None) -> dict:
+        d = self.json_value(key, value, "a JSON object")
+        if type(d) is not dict:
+            raise InvalidRecord(f"value must be a JSON object (got {type(d).__name__})")
+        return d
+
+    def json_value(self, key: bytes | None, value: bytes | None, expected: str) -> Any:
+        """The record's value decoded, within the record size limit; InvalidRecord otherwise.
+        `expected` names what a tombstone stands in place of."""
         if value is None:
-            raise InvalidRecord("empty message value (tombstone) where a JSON object was expected")
+            raise InvalidRecord(f"empty message value (tombstone) where {expected} was expected")
         size = len(value) + (len(key) if key else 0)
         if size > self._max_bytes:
             raise InvalidRecord(
@@ -247,8 +274,6 @@ class Validator:
                 # Python's json.dumps writes these for float('nan'); say what the producer did wrong.
                 hint = " (NaN and Infinity are not JSON numbers: amounts must be finite)"
             raise InvalidRecord(f"value is not valid JSON{hint}: {str(exc)[:200]}") from None
-        if type(d) is not dict:
-            raise InvalidRecord(f"value must be a JSON object (got {type(d).__name__})")
         return d
 
     # -- one parser per input topic

@@ -10,13 +10,22 @@ its merchant view (merchant_view.py, broadcast.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .events import Order
-from .features.entities import M_CANCELLED, M_FULFILLED, M_PLACED, M_REFUNDED, MerchantState
+from .events import InvalidRecord, Order, Validator, check_id, shown
+from .features.entities import (
+    M_CANCELLED,
+    M_CHARGEBACK,
+    M_FULFILLED,
+    M_PAYMENT,
+    M_PLACED,
+    M_REFUNDED,
+    MerchantState,
+)
 from .merchant_view import encode_summary
 from .records import Message, Out
 from .state.chunks import HeldEvent
@@ -30,6 +39,68 @@ ORDER_SERIES = {
     "refunded": M_REFUNDED,
     "cancelled": M_CANCELLED,
 }
+
+# A forwarded event's id is its kind's letter and the input event's id (processor.py); only payments
+# and chargebacks are forwarded.
+FORWARDED_SERIES = {"p": M_PAYMENT, "c": M_CHARGEBACK}
+DECISION_ACTIONS = frozenset({"approve", "review", "decline"})
+# [id, series, ts, amount, merchant] and, for a decided payment, [user, action, score, version, *reasons].
+BARE_FIELDS, DECIDED_FIELDS = 5, 9
+
+
+def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None, now_ms: int) -> list[Any]:
+    """A record of the internal merchant-events topic as `_forward` writes it, checked like an input
+    record; InvalidRecord with the reason otherwise.
+
+    Only workers write this topic, but anyone who can write to the broker can too, and what a record
+    holds reaches state: its time moves its partition's clock (which the sweep expires state by), its
+    id is remembered as held, its decision is served by the HTTP API. So its time obeys the skew rule
+    of the inputs (a forwarded time was checked against the forwarding worker's clock already, so only
+    clock drift between workers beyond the skew could reject a worker's own record), its ids follow
+    the id rules, and its key must be its merchant.
+    """
+    row = validator.json_value(key, value, "a forwarded event")
+    if type(row) is not list or not (len(row) == BARE_FIELDS or len(row) >= DECIDED_FIELDS):
+        what = f"{len(row)} items" if type(row) is list else type(row).__name__
+        raise InvalidRecord(
+            "value must be a JSON array [event_id, series, ts, amount, merchant_id] or with "
+            f"[user_id, action, score, rules_version, *reasons] after it (got {what})"
+        )
+    eid, series, ts, amount, merchant_id = row[:BARE_FIELDS]
+    expected = FORWARDED_SERIES.get(eid[:1]) if type(eid) is str else None
+    if expected is None:
+        raise InvalidRecord(
+            f"event_id must be 'p' or 'c' and the payment's or chargeback's event id (got {shown(eid)})"
+        )
+    check_id("event_id", eid[1:])
+    if type(series) is not int or series != expected:
+        raise InvalidRecord(f"series of event {shown(eid)} must be {expected} (got {shown(series)})")
+    validator.event_time("ts", ts, now_ms)
+    if type(amount) is not int or not 0 < amount <= validator.max_amount_minor:
+        top = validator.max_amount_minor
+        raise InvalidRecord(f"amount must be an integer of minor units in 1..{top} (got {shown(amount)})")
+    check_id("merchant_id", merchant_id)
+    if key is None or key != merchant_id.encode():
+        raise InvalidRecord(f"message key must be the merchant_id {shown(merchant_id)} (got {shown(key)})")
+    if len(row) > BARE_FIELDS:
+        _check_decision(row, series)
+    return row
+
+
+def _check_decision(row: list[Any], series: int) -> None:
+    user_id, action, score, rules_version, *reasons = row[BARE_FIELDS:]
+    if series != M_PAYMENT:
+        raise InvalidRecord("only a payment carries a decision")
+    check_id("user_id", user_id)
+    if type(action) is not str or action not in DECISION_ACTIONS:
+        allowed = ", ".join(sorted(DECISION_ACTIONS))
+        raise InvalidRecord(f"action must be one of {allowed} (got {shown(action)})")
+    if type(score) not in (int, float) or not (math.isfinite(score) and 0 <= score <= 1):
+        raise InvalidRecord(f"score must be a number in 0..1 (got {shown(score)})")
+    # Not bounded here beyond the record's size: a ruleset's version has no length limit.
+    for name, v in (("rules_version", rules_version), *(("reason", r) for r in reasons)):
+        if type(v) is not str or not v:
+            raise InvalidRecord(f"{name} must be a non-empty string (got {shown(v)})")
 
 
 class MerchantSide:
@@ -56,13 +127,17 @@ class MerchantSide:
         if slot is not None and self.credit is not None:
             self.credit.on_order(m.partition, o, slot, out)
 
-    def _merchant_event(self: Processor, m: Message, out: list[Out]) -> None:
-        # Written by _forward above, so trusted: [id, series, ts, amount, merchant, *decision].
-        forwarded = orjson.loads(m.value or b"null")
-        eid, series, ts, amount, merchant_id = forwarded[:5]
+    def _merchant_event(self: Processor, m: Message, forwarded: list[Any], out: list[Out]) -> None:
+        """Apply a forwarded event (`forwarded`: the record as read_forwarded checked it)."""
+        eid, series, ts, amount, merchant_id = forwarded[:BARE_FIELDS]
         slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
-        if len(forwarded) > 5:  # also when held already: the list dedupes by event id itself
-            self.merchant_decisions.add(m.partition, merchant_id, forwarded, m.value)
+        if len(forwarded) > BARE_FIELDS:  # also when held already: the list dedupes by event id itself
+            raw = m.value or b""
+            # Kept as the bytes that came, one per line (merchant_decisions.py): ours are one line;
+            # a record written otherwise is kept as we would have written it.
+            if b"\n" in raw:
+                raw = orjson.dumps(forwarded)
+            self.merchant_decisions.add(m.partition, merchant_id, forwarded, raw)
         if slot is not None and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 

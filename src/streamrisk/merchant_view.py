@@ -71,6 +71,10 @@ class MerchantView(Mapping[str, Mapping[str, float]]):
         try:
             row = orjson.loads(raw)
             features = dict(zip(self.names, row[2:], strict=True))
+            # Rules compare features with numbers: a summary not written by a worker could hold
+            # anything (JSON numbers are finite: orjson rejects NaN and Infinity).
+            if not all(type(v) is int or type(v) is float for v in features.values()):
+                raise TypeError("a feature is not a number")
         except (orjson.JSONDecodeError, ValueError, TypeError):
             del self._raw[merchant_id]
             self.bad += 1

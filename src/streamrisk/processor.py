@@ -42,7 +42,7 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
-from .merchant_side import MerchantSide
+from .merchant_side import MerchantSide, read_forwarded
 from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
@@ -159,16 +159,21 @@ class Processor(Alerting, MerchantSide):
             # and the batch goes on (_isolate).
             try:
                 if m.topic == self.t_merchant_events:
-                    self._merchant_event(m, out)
+                    try:
+                        forwarded = read_forwarded(self.validator, m.key, m.value, now)
+                        self._check_placement(m)
+                    except InvalidRecord as exc:
+                        # Not ours, or not as we write it: it must not reach state, nor move a clock.
+                        self.counters.internal_rejected += 1
+                        where = f"partition {m.partition} offset {m.offset}"
+                        self._dead_letter(m, f"internal merchant-events record at {where}: {exc}", out)
+                        continue
+                    self._merchant_event(m, forwarded, out)
                     continue
                 name, handler = self._routes[m.topic]
                 try:
                     record = self._parsers[name](m.key, m.value, now)
-                    if self.placement is not None:
-                        misplaced = self.placement.problem(m.key, m.partition)
-                        if misplaced is not None:
-                            self.counters.mispartitioned += 1
-                            raise InvalidRecord(misplaced)
+                    self._check_placement(m)
                 except InvalidRecord as exc:
                     self._dead_letter(
                         m, f"{name} record at partition {m.partition} offset {m.offset}: {exc}", out
@@ -210,7 +215,9 @@ class Processor(Alerting, MerchantSide):
                     continue
                 # Forwarded events carry orjson bytes keyed by merchant id.
                 key = o.key if isinstance(o.key, bytes) else (o.key or "").encode()
-                pending.append(Message(forwarded, 0, 0, key, o.value))  # type: ignore[arg-type]
+                # On the partition the producer's partitioner would put it (checked when placement is).
+                partition = self.placement.expected(key) if self.placement is not None else 0
+                pending.append(Message(forwarded, partition, 0, key, o.value))  # type: ignore[arg-type]
         return out
 
     def forget(self) -> None:
@@ -236,7 +243,10 @@ class Processor(Alerting, MerchantSide):
         if m.topic == self.t_merchant_risk:
             self.merchant_view.put(key, m.value)
             return []
-        error = self.rules.publish(key, m.value)
+        try:
+            error = self.rules.publish(key, m.value)
+        except Exception as exc:  # a record no check foresaw: rejected like any invalid ruleset
+            error = self.rules.reject(key, self.faults.report(f"{m.topic} record at offset {m.offset}", exc))
         out: list[Out] = []
         if error is not None and report:
             self._dead_letter(m, error, out)
@@ -260,6 +270,14 @@ class Processor(Alerting, MerchantSide):
         return out
 
     # -- helpers
+    def _check_placement(self, m: Record) -> None:
+        """InvalidRecord when `m` is not on the partition murmur2 gives its key (worker only)."""
+        if self.placement is not None:
+            misplaced = self.placement.problem(m.key, m.partition)
+            if misplaced is not None:
+                self.counters.mispartitioned += 1
+                raise InvalidRecord(misplaced)
+
     def _dead_letter(self, m: Message, error: str, out: list[Out]) -> None:
         self.counters.dead_letters += 1
         classes, cls = self.counters.dead_letter_classes, reason_class(error, m.topic == self.t_rules)

@@ -53,6 +53,8 @@ class Counters:
     decisions_replayed: int = 0  # stored decisions sent again for a payment read again
     mispartitioned: int = 0  # dead-lettered: not on the partition murmur2 gives their key
     failed_records: int = 0  # dead-lettered: processing raised (see faults.py)
+    # Dead-lettered records of the internal merchant-events topic (not as workers write them).
+    internal_rejected: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class Counters:
             "decisions_replayed": self.decisions_replayed,
             "mispartitioned": self.mispartitioned,
             "failed_records": self.failed_records,
+            "internal_rejected": self.internal_rejected,
         }
 
 

@@ -76,6 +76,9 @@ class Settings:
     credit_policy_path: Path | None = None
     credit_enabled: bool = True
     api_token: str | None = None
+    # The secret the workers of one deployment prove requests between them with (web/peer.py); never
+    # sent. Without it a worker whose API needs a token does not forward requests.
+    peer_token: str | None = None
     currencies: frozenset[str] = frozenset({"CNY"})
     # How far in the future (vs the worker's clock) an event time may be before it is rejected.
     max_future_skew_ms: int = 5 * MINUTE_MS
@@ -285,6 +288,7 @@ class Settings:
                 raise SettingsError(f"STREAMRISK_CREDIT must be on or off (got {env['STREAMRISK_CREDIT']!r})")
             kw["credit_enabled"] = credit == "on"
         text("STREAMRISK_API_TOKEN", "api_token")
+        text("STREAMRISK_PEER_TOKEN", "peer_token")
         if env.get("STREAMRISK_CURRENCIES"):
             kw["currencies"] = frozenset(
                 c.strip().upper() for c in env["STREAMRISK_CURRENCIES"].split(",") if c.strip()

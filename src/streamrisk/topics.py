@@ -23,24 +23,35 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "state"
 
 
+def consumer_group(settings: Settings) -> str:
+    """The deployment's name on the broker, `{prefix}{app id}`: the Faust app id, so the workers'
+    consumer group, and the start of every internal topic's name.
+
+    It carries the topic prefix: two deployments on one cluster with different prefixes but the same
+    (default) app id must not join one group (each would be assigned the other's partitions and
+    forward its requests there) nor share a changelog (each would restore the other's state).
+    """
+    return settings.topic(settings.app_id)
+
+
 def changelog_topic(settings: Settings) -> str:
-    """Faust names a table's changelog `{app id}-{table}-changelog`."""
-    return f"{settings.app_id}-{STATE_TABLE}-changelog"
+    """Faust names a table's changelog `{app id}-{table}-changelog`; our app id is consumer_group's."""
+    return f"{consumer_group(settings)}-{STATE_TABLE}-changelog"
 
 
 def merchant_events_topic(settings: Settings) -> str:
     """The internal repartition topic: payments and chargebacks keyed by merchant."""
-    return settings.topic(f"{settings.app_id}-merchant-events")
+    return f"{consumer_group(settings)}-merchant-events"
 
 
 def merchant_risk_topic(settings: Settings) -> str:
     """Compacted: the newest risk summary of each merchant, read whole by every worker."""
-    return settings.topic(f"{settings.app_id}-merchant-risk")
+    return f"{consumer_group(settings)}-merchant-risk"
 
 
 def shadow_decisions_topic(settings: Settings) -> str:
     """Would-be decisions of the shadow ruleset (rules/shadow.py), read by `streamrisk shadow-report`."""
-    return settings.topic(f"{settings.app_id}-shadow-decisions")
+    return f"{consumer_group(settings)}-shadow-decisions"
 
 
 def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
@@ -108,6 +119,19 @@ async def record_limit(settings: Settings, topic: str, default: int) -> int:
     return default
 
 
+def _warn_of_unprefixed_state(settings: Settings, existing: set[str]) -> None:
+    """Before the group and changelog carried the prefix, a prefixed deployment's were named by the app
+    id alone: say so when such a changelog exists and this deployment's does not (yet)."""
+    old = f"{settings.app_id}-{STATE_TABLE}-changelog"
+    if settings.topic_prefix and old in existing and changelog_topic(settings) not in existing:
+        log.warning(
+            "topic %r exists but %r does not: the consumer group and the changelog now carry "
+            "STREAMRISK_TOPIC_PREFIX (group %r). A deployment that ran with this prefix before starts "
+            "a new group and rebuilds its state from the input topics (README, Settings)",
+            old, changelog_topic(settings), consumer_group(settings),
+        )
+
+
 class TopicLayoutError(UserError):
     """Existing topics are partitioned otherwise than the worker needs; it must not start."""
 
@@ -141,8 +165,10 @@ async def ensure_topics(
     created: list[str] = []
     await admin.start()
     try:
+        existing = set(await admin.list_topics())
+        if not contract_only:
+            _warn_of_unprefixed_state(settings, existing)
         while True:
-            existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
             if not missing:
                 # Only now: a metadata request for a missing topic could auto-create it.
@@ -164,5 +190,6 @@ async def ensure_topics(
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
             await asyncio.sleep(0.1)
+            existing = set(await admin.list_topics())
     finally:
         await admin.close()

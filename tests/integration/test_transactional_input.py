@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from streamrisk.broker import EmbeddedBroker
-from tests.harness import Client, WorkerProcess, get_json, payment, unique, wait_for
+from tests.harness import Client, WorkerProcess, get_json, group_of, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -95,7 +95,7 @@ async def test_transactional_upstream_committed_decided_once_aborted_never(
         assert all(counts[eid] == 1 for eid in committed), counts
         assert not set(counts) & set(aborted)
         await wait_for(
-            lambda: group_reached_end(bootstrap, app_id, prefix + "payments"), 30,
+            lambda: group_reached_end(bootstrap, group_of(prefix, app_id), prefix + "payments"), 30,
             "committed offsets at the end of every payments partition, past the transaction markers",
         )
         async with aiohttp.ClientSession() as http:
@@ -117,7 +117,8 @@ async def test_a_committed_offset_below_the_log_start_reads_the_rest_once(
         async with Client(bootstrap, prefix) as client:
             await client.send("payments", "u1", payment("before-1", "u1"))
             await client.read("risk-decisions", until=lambda rs: len(rs) >= 1, timeout=90)
-            await wait_for(lambda: group_reached_end(bootstrap, app_id, topic), 30, "first commit")
+            group = group_of(prefix, app_id)
+            await wait_for(lambda: group_reached_end(bootstrap, group, topic), 30, "first commit")
             worker.stop()
             # While no worker runs: more payments, then the log start moves past the committed offset.
             early = [f"gone-{i}" for i in range(5)]
@@ -147,6 +148,6 @@ async def test_a_committed_offset_below_the_log_start_reads_the_rest_once(
         decided = [d["event_id"] for d in decisions]
         assert not set(decided) & set(early)  # deleted before any worker read them
         assert all(decided.count(eid) == 1 for eid in late), (decisions, stats)
-        await wait_for(lambda: group_reached_end(bootstrap, app_id, topic), 30, "commit past the gap")
+        await wait_for(lambda: group_reached_end(bootstrap, group, topic), 30, "commit past the gap")
     finally:
         worker.stop()

@@ -1,5 +1,5 @@
 """The HTTP surface on two workers of one group: any worker answers for any key (forwarded to its
-owner, with the token), 503 until state is recovered, 400/401/404 answers, metrics, the OpenAPI
+owner, with a peer proof), 503 until state is recovered, 400/401/404 answers, metrics, the OpenAPI
 document checked by schemathesis, and the dashboard driven in headless Chromium."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.harness import Client, WorkerProcess, payment, unique, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TOKEN = "web-test-token"
+PEER_TOKEN = "web-test-peer-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PARTITIONS = 4
 USERS = [f"web-u{i}" for i in range(12)]
@@ -62,7 +63,8 @@ async def _status(session: aiohttp.ClientSession, url: str) -> tuple[int, str | 
 @pytest.fixture(scope="module")
 async def pair(bootstrap: str, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
     app_id = unique("web")
-    env = {"STREAMRISK_API_TOKEN": TOKEN, "STREAMRISK_PARTITIONS": str(PARTITIONS)}
+    env = {"STREAMRISK_API_TOKEN": TOKEN, "STREAMRISK_PEER_TOKEN": PEER_TOKEN,
+           "STREAMRISK_PARTITIONS": str(PARTITIONS)}
     a = WorkerProcess(bootstrap, prefix, app_id, tmp_path_factory.mktemp("web-a"), **env).start()
     b = WorkerProcess(bootstrap, prefix, app_id, tmp_path_factory.mktemp("web-b"), **env).start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -129,7 +131,7 @@ async def test_any_worker_answers_for_any_key_from_its_owner(pair: Pair, traffic
     await wait_for(all_answer, 30, "every user answered by both workers")
     for u in USERS:
         answers = [(await pair.get(w, f"/users/{u}"))[1] for w in pair.workers]
-        # The non-owner forwarded the request with its token (the owner refuses one without).
+        # The non-owner forwarded the request with its peer proof (the owner refuses one without).
         assert answers[0] == answers[1]
         assert answers[0]["served_by"] == f"http://127.0.0.1:{owners[u].web_port}"
         assert answers[0]["features"]["payment_count_5m"] == 1
@@ -343,7 +345,8 @@ async def test_a_worker_joining_and_leaving_never_turns_a_known_user_into_a_404(
                 assert headers.get("Retry-After") == "1"
 
     c = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "web-c",
-                      STREAMRISK_API_TOKEN=TOKEN, STREAMRISK_PARTITIONS=str(PARTITIONS)).start()
+                      STREAMRISK_API_TOKEN=TOKEN, STREAMRISK_PEER_TOKEN=PEER_TOKEN,
+                      STREAMRISK_PARTITIONS=str(PARTITIONS)).start()
     try:
         async def c_holds_partitions() -> object:
             await ask_all()

@@ -10,7 +10,7 @@ from streamrisk.web.auth import BearerAuth
 
 def test_without_a_token_every_request_is_served() -> None:
     auth = BearerAuth(None)
-    assert not auth.enabled and auth.header() == {}
+    assert not auth.enabled
     assert auth.allows("/users/u1", None)
 
 
@@ -24,10 +24,9 @@ def test_with_a_token_only_the_right_bearer_header_is_served() -> None:
     assert not auth.allows("/stats", "Bearer s3crét")  # non-ASCII is compared, not a crash
 
 
-def test_health_and_the_dashboard_shell_are_open_and_forwarded_requests_carry_the_token() -> None:
+def test_health_and_the_dashboard_shell_are_open() -> None:
     auth = BearerAuth("s3cret")
     assert auth.allows("/health", None) and auth.allows("/", None)
-    assert auth.header() == {"Authorization": "Bearer s3cret"}
 
 
 def test_denial_says_which_mistake_and_carries_the_challenge() -> None:

@@ -67,3 +67,25 @@ async def test_token_is_required_everywhere_but_health_and_the_page(
     html = await page.text()
     # Offline: nothing is loaded from another origin.
     assert "http://" not in html and "https://" not in html
+
+
+async def test_a_peer_proof_is_a_credential_only_when_made_with_this_workers_peer_token(
+    tmp_path: Path,
+) -> None:
+    from streamrisk.web.peer import PEER_HEADER, PEER_REPLY_HEADER, PeerAuth
+
+    settings = Settings(data_dir=tmp_path, api_token=TOKEN, peer_token="unit-peer")
+    app, _ = build_app(settings)
+    app.web.init_server()
+    async with TestClient(TestServer(app.web.web_app)) as c:
+        proof, nonce = PeerAuth("unit-peer").sign_request(settings.web_url, "/openapi.json", {})
+        r = await c.get("/openapi.json", headers=proof)  # no bearer token: the proof stands in for it
+        assert r.status == 200
+        assert PeerAuth("unit-peer").verify_reply(nonce, 200, await r.read(), r.headers[PEER_REPLY_HEADER])
+        for bad in (PeerAuth("guess").sign_request(settings.web_url, "/openapi.json", {})[0],
+                    PeerAuth("unit-peer").sign_request("http://elsewhere:6066", "/openapi.json", {})[0],
+                    PeerAuth("unit-peer").sign_request(settings.web_url, "/stats", {})[0],
+                    {PEER_HEADER: "garbage"}):
+            r = await c.get("/openapi.json", headers=bad)
+            assert r.status == 401 and "peer proof" in (await r.json())["error"], bad
+            assert PEER_REPLY_HEADER not in r.headers

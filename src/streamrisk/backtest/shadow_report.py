@@ -46,6 +46,20 @@ def build_comparison(shadow_records: list[dict[str, Any]], chargebacks: list[dic
     return c
 
 
+# Fields the report reads from a shadow record, and their JSON types.
+_SHADOW_FIELDS: dict[str, type] = {
+    "event_id": str, "rules_version": str, "live_rules_version": str, "action": str, "live_action": str,
+    "reasons": list, "live_reasons": list, "ts": int,
+}
+
+
+def well_formed(record: dict[str, Any]) -> bool:
+    """Whether a shadow record is as workers write it (rules/shadow.py), so the report can read it."""
+    return all(type(record.get(name)) is kind for name, kind in _SHADOW_FIELDS.items()) and all(
+        type(r) is str for r in (*record["reasons"], *record["live_reasons"])
+    )
+
+
 def _json_values(records: list[Any]) -> list[dict[str, Any]]:
     out = []
     for r in records:
@@ -76,7 +90,13 @@ def run_shadow_report(args: argparse.Namespace, settings: Settings) -> int:
         print(f"streamrisk shadow-report: {exc}; has a worker with app id {settings.app_id!r} run "
               "on this broker?", file=sys.stderr)
         return 1
-    shadow = _json_values(topics[t_shadow])
+    read = _json_values(topics[t_shadow])
+    shadow = [r for r in read if well_formed(r)]
+    # The topic is internal, but anyone who can write to the broker can write to it.
+    skipped = len(topics[t_shadow]) - len(shadow)
+    if skipped:
+        print(f"{skipped} record(s) on {t_shadow} are not shadow decisions as workers write them: "
+              "left out of the report", file=sys.stderr)
     if not shadow:
         print(f"no shadow decisions on {t_shadow}: publish a ruleset with "
               "`streamrisk publish-rules FILE --mode shadow` first")

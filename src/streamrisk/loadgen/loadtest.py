@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..settings import Settings
-from ..topics import merchant_risk_topic
+from ..topics import consumer_group, merchant_risk_topic
 from .produce import ProduceStats, produce
 from .scenarios import ScenarioTraffic, parse_mix
 from .synthetic import Record, Traffic
@@ -97,7 +97,8 @@ async def run_loadtest(
     mix = parse_mix(config.scenario_mix)
     watch = Watch()
     stop = asyncio.Event()
-    summaries = merchant_risk_topic(Settings(topic_prefix=prefix, app_id=app_id))
+    deployment = Settings(topic_prefix=prefix, app_id=app_id)
+    summaries = merchant_risk_topic(deployment)
     watcher = asyncio.create_task(watch_outputs(bootstrap, prefix, watch, stop, summary_topic=summaries))
     lagger: asyncio.Task[None] | None = None
     try:
@@ -108,7 +109,7 @@ async def run_loadtest(
                                   run_id=run_id)
         watch.started = time.time()
         load_start = round(os.getloadavg()[0], 2)
-        lagger = asyncio.create_task(sample_lag(bootstrap, prefix, app_id, watch, stop))
+        lagger = asyncio.create_task(sample_lag(bootstrap, prefix, consumer_group(deployment), watch, stop))
         bar, task = progress_bar(console, config.duration_s)
         with bar:
             ticker = asyncio.create_task(_tick(bar, task, watch, stop))

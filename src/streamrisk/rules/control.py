@@ -62,17 +62,17 @@ class RulesControl:
         try:
             raw: Any = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            return self._reject(name, f"not valid JSON: {exc}")
+            return self.reject(name, f"not valid JSON: {exc}")
         if not isinstance(raw, Mapping):
-            return self._reject(name, "a ruleset must be a JSON object with version and rules")
+            return self.reject(name, "a ruleset must be a JSON object with version and rules")
         raw = dict(raw)
         mode = raw.pop("mode", LIVE)
         if mode not in (LIVE, SHADOW):
-            return self._reject(name, f"mode must be {LIVE!r} or {SHADOW!r} (got {mode!r})")
+            return self.reject(name, f"mode must be {LIVE!r} or {SHADOW!r} (got {mode!r})")
         try:
             ruleset = load_ruleset(raw)
         except RulesetError as exc:
-            return self._reject(name, str(exc))
+            return self.reject(name, str(exc))
         self.loaded += 1
         if mode == SHADOW:
             self.shadow, self.shadow_name = ruleset, name
@@ -88,7 +88,7 @@ class RulesControl:
         )
         return None
 
-    def _reject(self, name: str, error: str) -> str:
+    def reject(self, name: str, error: str) -> str:
         self.rejected += 1
         text = f"ruleset {shown(name)} rejected: {error}"
         # Problems quote the offending values: bound the text logged, kept in /stats and dead-lettered.

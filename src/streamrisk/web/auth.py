@@ -15,7 +15,8 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="streamrisk"'}
 
 
 class BearerAuth:
-    """Says whether a request may be served; the expected header is sent on forwarded requests too."""
+    """Says whether a request may be served. The token is never sent on to another worker: requests
+    between workers carry a peer proof instead (peer.py)."""
 
     def __init__(self, token: str | None) -> None:
         self._expected = f"Bearer {token}".encode() if token else None
@@ -23,10 +24,6 @@ class BearerAuth:
     @property
     def enabled(self) -> bool:
         return self._expected is not None
-
-    def header(self) -> dict[str, str]:
-        """The Authorization header a forwarded request carries (empty without a token)."""
-        return {"Authorization": self._expected.decode()} if self._expected else {}
 
     def allows(self, path: str, authorization: str | None) -> bool:
         if self._expected is None or path in OPEN_PATHS:

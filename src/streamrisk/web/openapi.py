@@ -131,6 +131,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "malformed id or missing parameter",
         401: "missing or wrong bearer token (only when STREAMRISK_API_TOKEN is set)",
         404: "unknown id",
+        502: "the key's owner is another worker, and it cannot be asked (STREAMRISK_API_TOKEN is set "
+        "but STREAMRISK_PEER_TOKEN is not) or did not prove it belongs to this deployment",
         503: "rebalance or recovery in progress, or the key's owner did not answer; retry after "
         "Retry-After seconds",
     }
@@ -153,7 +155,7 @@ def _path_id(name: str) -> dict[str, Any]:
 
 def openapi_document(auth: bool) -> dict[str, Any]:
     """The document; with `auth`, every operation but /health and / declares the bearer scheme."""
-    state = (400, 401, 404, 503) if auth else (400, 404, 503)
+    state = (400, 401, 404, 502, 503) if auth else (400, 404, 502, 503)
     ops = (401,) if auth else ()
     paths = {
         "/users/{user_id}": _get(

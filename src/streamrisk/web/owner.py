@@ -5,7 +5,8 @@ murmur2(key) % partitions of the input topics. All input topics are co-partition
 holds partition p of every one of them. Faust's partition assignor shares every member's web URL and
 assigned partitions with the whole group at each rebalance (`external_topics_metadata()`); that map
 tells us the owner. Faust's own `app.router` does the same for tables with a source topic, but routes
-by the changelog topic's metadata and drops our token, so we look the owner up ourselves.
+by the changelog topic's metadata, so we look the owner up ourselves. What a forwarded request
+carries to prove it comes from a peer is peer.py's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from faust.types import TP
 # two workers briefly disagree about the assignment).
 FORWARDED_HEADER = "X-StreamRisk-Forwarded-By"
 FORWARD_TIMEOUT_S = 5.0
+# Headers of the owner's answer worth passing on, and its peer signature (peer.py; the caller checks
+# it and drops it).
+PASSED_HEADERS = ("Content-Type", "Retry-After", "X-StreamRisk-Peer-Reply")
 
 
 def key_partition(key: str, partitions: int) -> int:
@@ -90,7 +94,7 @@ async def forward(
     timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
     async with session.get(url + path_qs, headers=headers, timeout=timeout) as resp:
         body = await resp.read()
-        keep = {k: v for k, v in resp.headers.items() if k in ("Content-Type", "Retry-After")}
+        keep = {k: v for k, v in resp.headers.items() if k in PASSED_HEADERS}
         return resp.status, body, keep
 
 

@@ -25,11 +25,28 @@ from .lookup import merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
 from .owner import FORWARDED_HEADER, Owners, forward
+from .peer import PEER_HEADER, PEER_REPLY_HEADER, PROOF_TTL_S, PeerAuth
 
 MAX_ID_CHARS = 256
 RETRY_AFTER_S = "1"
 CLUSTER_TIMEOUT_S = 2.0
 Handler = Callable[..., Awaitable[Response]]
+
+
+NO_PEER_TOKEN = (
+    "this worker's HTTP API needs a bearer token (STREAMRISK_API_TOKEN) but it has no "
+    "STREAMRISK_PEER_TOKEN, so it does not forward requests to other workers (it would have to send "
+    "your token to whatever URL a group member advertises): set the same STREAMRISK_PEER_TOKEN on "
+    "every worker of the deployment, or ask the owner directly"
+)
+PEER_REFUSED = (
+    "peer proof (X-StreamRisk-Peer) rejected: the sender's STREAMRISK_PEER_TOKEN differs from this "
+    f"worker's, the proof is for another URL or path, or it is older than {PROOF_TTL_S} s"
+)
+
+
+class PeerRefused(Exception):
+    """Another worker is not asked, or its answer is not taken: the message says why."""
 
 
 def id_problem(what: str, value: str) -> str | None:
@@ -55,6 +72,7 @@ def register_routes(
     """
     settings = processor.settings
     auth = BearerAuth(settings.api_token)
+    peer = PeerAuth(settings.peer_token)
     topic = processor.input_topics[0]
     owners = Owners(app, topic, settings.partitions)
     metrics = WorkerMetrics(processor)
@@ -86,6 +104,15 @@ def register_routes(
             class Page(View):
                 async def get(self, request: Request, **params: str) -> Response:
                     authorization = request.headers.get("Authorization")
+                    proof = request.headers.get(PEER_HEADER)
+                    if proof is not None:  # from another worker: its proof instead of a token
+                        url = request.rel_url
+                        nonce = peer.verify_request(owners.own_url, url.path, url.query, proof)
+                        if nonce is None:
+                            return self.json({"error": PEER_REFUSED}, status=401)
+                        response = await handler(self, request, **params)
+                        response.headers.update(peer.sign_reply(nonce, response.status, response.body))
+                        return response
                     if not auth.allows(request.path, authorization):
                         body, headers = auth.denial(authorization)
                         return self.json(body, status=401, headers=headers)
@@ -95,6 +122,29 @@ def register_routes(
             app.page(path, name=handler.__name__)(Page)
 
         return register
+
+    async def ask_peer(
+        url: str, request_path: str, query: Any, path_qs: str
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """GET `path_qs` from the worker at `url` with this worker's peer proof; the answer, once it
+        proved to come from a worker of this deployment. PeerRefused when it cannot be asked or did
+        not prove it; aiohttp and OS errors as `forward` raises them."""
+        if auth.enabled and not peer.enabled:
+            raise PeerRefused(f"not asked: {NO_PEER_TOKEN}")
+        headers = {FORWARDED_HEADER: owners.own_url}
+        nonce = None
+        if peer.enabled:
+            proof, nonce = peer.sign_request(url, request_path, query)
+            headers.update(proof)
+        status, raw, passed = await forward(app, url, path_qs, headers)
+        reply = passed.pop(PEER_REPLY_HEADER, None)
+        if nonce is not None and not peer.verify_reply(nonce, status, raw, reply):
+            raise PeerRefused(
+                f"{url} did not prove it is a worker of this deployment (its answer, {status}, is not "
+                "signed with this worker's STREAMRISK_PEER_TOKEN): set the same STREAMRISK_PEER_TOKEN "
+                "on every worker, and check which processes join the consumer group"
+            )
+        return status, raw, passed
 
     async def routed(
         view: View, request: Request, what: str, key: str, answer: Callable[[int], dict[str, Any] | None]
@@ -113,10 +163,13 @@ def register_routes(
             return view.json(body)
         if route.url is None or request.headers.get(FORWARDED_HEADER):
             return unavailable(view, f"owner of partition {route.partition} not known here yet (rebalance)")
-        headers = {**auth.header(), FORWARDED_HEADER: owners.own_url}
         try:
             with metrics.forward_seconds.time():
-                status, raw, passed = await forward(app, route.url, request.path_qs, headers)
+                url = request.rel_url
+                status, raw, passed = await ask_peer(route.url, url.path, url.query, request.path_qs)
+        except PeerRefused as exc:
+            why = f"partition {route.partition} is owned by {route.url}; {exc}"
+            return view.json({"error": why}, status=502)
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             why = f"owner {route.url} of partition {route.partition} did not answer: {exc!r}"
             return unavailable(view, why)
@@ -211,7 +264,6 @@ def register_routes(
     async def cluster(view: View, request: Request) -> Response:
         """Every group member's /stats (this one's directly, the others' over HTTP)."""
         members = owners.members() or {owners.own_url: owners.owned()}
-        headers = {**auth.header(), FORWARDED_HEADER: owners.own_url}
 
         async def one(url: str, partitions: list[int]) -> dict[str, Any]:
             entry: dict[str, Any] = {"url": url, "partitions": partitions}
@@ -220,12 +272,14 @@ def register_routes(
                 return entry
             try:
                 status, raw, _ = await asyncio.wait_for(
-                    forward(app, url, "/stats", headers), CLUSTER_TIMEOUT_S
+                    ask_peer(url, "/stats", {}, "/stats"), CLUSTER_TIMEOUT_S
                 )
                 if status != 200:
                     entry["error"] = f"/stats answered {status}"
                 else:
                     entry["stats"] = orjson.loads(raw)
+            except PeerRefused as exc:
+                entry["error"] = str(exc)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 entry["error"] = f"not answering: {exc!r}"
             except ValueError as exc:  # not JSON: not one of ours, or a broken answer
