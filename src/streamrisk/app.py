@@ -43,6 +43,7 @@ class FaustKV:
         self.key_partition: dict[bytes, int] = {}
         self.pending: list[tuple[int, bytes, bytes | None]] = []
         self.dropped = 0  # keys of partitions this worker lost, dropped from memory
+        self.owned: set[int] | None = None  # partitions of the last assignment
 
     def bind(self) -> None:
         """Read and write the memory store's own dict, which Faust's recovery fills and never replaces
@@ -70,7 +71,9 @@ class FaustKV:
         """Drop from memory the keys of every other partition: after a rebalance, the keys written here
         while this worker owned partitions it has lost (their changelog keeps them for the new owner).
         Faust's store drops only the keys its recovery wrote."""
-        self.dropped += drop_partitions(self.data, partitions, self.partitions)
+        if self.owned is None or not partitions >= self.owned:  # walk the table only when one was lost
+            self.dropped += drop_partitions(self.data, partitions, self.partitions)
+        self.owned = set(partitions)
 
     def take(self) -> list[tuple[int, bytes, bytes | None]]:
         """The changelog records (partition, key, value or None) written since the last call."""

@@ -181,16 +181,19 @@ class CreditBook:
         user_id = key[len(USER_KIND) + 1 :].decode()
         if (USER_KIND, user_id) in self._changed:
             return
+        if self.clock is None:
+            return
         held = self._users.get(user_id)
         if held is not None:
             acct = held[1]
+            if acct is None or not self.clock.may_expire(acct.clock, self.idle_ms):
+                return
         else:
             raw = self.kv.get(key)
-            acct = uc.UserAccount.from_list(orjson.loads(raw)) if raw else None
-        if acct is None:
-            return
-        if self.clock is None or not self.clock.may_expire(acct.clock, self.idle_ms):
-            return  # recent (most are): no need to find its partition
+            # Recent accounts (most) are left without decoding: the clock is the list's third number.
+            if not raw or not self.clock.may_expire(int(raw.split(b",", 3)[2]), self.idle_ms):
+                return
+            acct = uc.UserAccount.from_list(orjson.loads(raw))
         horizon = self._horizon(user_id)
         if horizon is not None and self._closed(user_id, acct, horizon[1]):
             self.kv.delete(horizon[0], key)
