@@ -183,17 +183,13 @@ class CreditBook:
             return
         if self.clock is None:
             return
-        held = self._users.get(user_id)
-        if held is not None:
-            acct = held[1]
-            if acct is None or not self.clock.may_expire(acct.clock, self.idle_ms):
-                return
-        else:
-            raw = self.kv.get(key)
-            # Recent accounts (most) are left without decoding: the clock is the list's third number.
-            if not raw or not self.clock.may_expire(int(raw.split(b",", 3)[2]), self.idle_ms):
-                return
-            acct = uc.UserAccount.from_list(orjson.loads(raw))
+        # The table's record, not the cache's: the cache may hold a new account (or none) in place of
+        # a closed one the table still holds. Recent accounts (most) are left without decoding: the
+        # clock is the list's third number.
+        raw = self.kv.get(key)
+        if not raw or not self.clock.may_expire(int(raw.split(b",", 3)[2]), self.idle_ms):
+            return
+        acct = uc.UserAccount.from_list(orjson.loads(raw))
         horizon = self._horizon(user_id)
         if horizon is not None and self._closed(user_id, acct, horizon[1]):
             self.kv.delete(horizon[0], key)
