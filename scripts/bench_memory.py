@@ -4,13 +4,19 @@ Part 1 sends `--users` distinct users (one payment each, and a chargeback per 10
 a payment never seen) through `Processor.run_local` on an in-memory table, spread over `--days` of
 event time (with an empty ruleset unless `--default-rules`: memory does not depend on the rules, and
 the run is shorter), and prints RSS, users in memory, the table's keys and bytes, and what the sweep removed,
-as the run goes. The in-memory users stop growing once the budget (`STREAMRISK_MAX_CACHED_ENTITIES`)
-fills; the table stops growing once the longest retention (the payment index, 180 days) has passed
-and the sweep has walked the whole table once more. Ratios compare the end of the run with that point,
-in the same run. Part 2 measures what one user costs in memory while cached (the budget's unit), by
-tracemalloc.
+as the run goes. One user in `--credit-every` pays on its credit line and repays it in full three days
+later (one in a hundred of those never repays: its account is kept), and one in 20 also orders at a shop
+that trades for a while and goes idle (its order index and state are swept, its summary tombstoned).
+The in-memory users stop growing once the budget (`STREAMRISK_MAX_CACHED_ENTITIES`) fills; the table
+stops growing once the longest retention (the payment index, 180 days, or the credit accounts' idle
+time, `--credit-idle-days`) has passed and the sweep has walked the whole table once more. Ratios
+compare the end of the run with that point, in the same run. Part 2 measures what one user costs in
+memory while cached (the budget's unit), by tracemalloc. Part 3 runs `--rebalance-users` users on a
+worker's table (Faust's store as the worker binds it), then takes half its partitions away as a
+rebalance does: the keys of the lost partitions leave its memory.
 
 Run: .venv/bin/python scripts/bench_memory.py [--users 1000000] [--days 360] [--budget N] [--default-rules]
+     [--credit-every 4] [--credit-idle-days N] [--rebalance-users 20000]
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ import gc
 import os
 import time
 import tracemalloc
+from types import SimpleNamespace
 
 import orjson
 from _bench import report  # scripts/_bench.py
 
+from streamrisk.app import FaustKV
 from streamrisk.processor import Processor
 from streamrisk.records import Message
 from streamrisk.rules import load_ruleset
 from streamrisk.settings import DAY_MS, Settings
+from streamrisk.state import keys
 from streamrisk.state.kv import DictKV
 from streamrisk.state.sweep import key_partition
 
@@ -42,11 +51,42 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * PAGE / 2**20
 
 
-def payment(settings: Settings, user: str, eid: str, ts: int, amount: float) -> Message:
+def payment(settings: Settings, user: str, eid: str, ts: int, amount: float, method: str = "card") -> Message:
     value = {"event_id": eid, "ts": ts, "user_id": user, "merchant_id": f"m{len(eid) * ts % MERCHANTS}",
-             "amount": amount, "currency": "CNY", "method": "card", "device_id": f"d-{user}"}
+             "amount": amount, "currency": "CNY", "method": method, "device_id": f"d-{user}"}
     partition = key_partition(user, settings.partitions)
     return Message("payments", partition, 0, user.encode(), orjson.dumps(value))
+
+
+def repayment(settings: Settings, user: str, eid: str, ts: int, amount: float) -> Message:
+    value = {"event_id": eid, "ts": ts, "account_type": "user", "account_id": user, "amount": amount,
+             "currency": "CNY", "due_ts": ts + DAY_MS}
+    partition = key_partition(user, settings.partitions)
+    return Message("repayments", partition, 0, user.encode(), orjson.dumps(value))
+
+
+def order(settings: Settings, shop: str, user: str, eid: str, ts: int, status: str) -> Message:
+    value = {"event_id": f"{eid}-{status}", "ts": ts, "order_id": eid, "merchant_id": shop, "user_id": user,
+             "amount": 30.0, "currency": "CNY", "status": status}
+    return Message("orders", key_partition(shop, settings.partitions), 0, shop.encode(), orjson.dumps(value))
+
+
+def traffic(settings: Settings, i: int, ts: int, step: int, credit_every: int) -> list[Message]:
+    """User i's events at `ts` (and the repayment of a user who paid on credit three days before)."""
+    user = f"user{i}"
+    credit = credit_every > 0 and i % credit_every == 0
+    out = [payment(settings, user, f"p{i}", ts, 10.0 + i % 50, "credit_line" if credit else "card")]
+    back = i - 3 * DAY_MS // step  # a credit user of three days ago repays in full, but one in a hundred
+    if credit_every > 0 and back >= 0 and back % credit_every == 0 and back % (100 * credit_every) != 0:
+        out.append(repayment(settings, f"user{back}", f"r{back}", ts, 10.0 + back % 50))
+    if i % 20 == 7:  # an order at a shop that trades for about 2,000 users' time
+        shop = f"shop{i // 2000}"
+        out += [order(settings, shop, user, f"o{i}", ts, status) for status in ("placed", "fulfilled")]
+    if i % 100 == 99:  # a chargeback for a payment a few days back, or for one never sent
+        j = max(0, i - 5 * DAY_MS // step)
+        named = f"p{j}" if i % 200 == 99 else f"never{i}"
+        out.append(chargeback(settings, f"user{j}", named, ts))
+    return out
 
 
 def chargeback(settings: Settings, user: str, payment_id: str, ts: int) -> Message:
@@ -75,8 +115,45 @@ def cost_per_cached_user(settings: Settings, payments_each: int, n: int = 500) -
     return used / n
 
 
-def table_bytes(kv: DictKV) -> int:
+def table_bytes(kv: DictKV | FaustKV) -> int:
     return sum(len(k) + len(v) for k, v in kv.data.items())
+
+
+def rebalance(settings: Settings, users: int, credit_every: int) -> list[tuple[str, bool]]:
+    """Part 3: a worker's table (Faust's memory store, as FaustKV binds it) before and after it loses
+    half its partitions."""
+    store = SimpleNamespace(data={}, _key_partition={})
+    kv = FaustKV(SimpleNamespace(data=store), settings.partitions)  # type: ignore[arg-type]
+    kv.bind()
+    proc = Processor(settings, kv, load_ruleset({"version": "empty", "rules": []}), check_partitions=True)
+    batch: list[Message] = []
+    step = 60_000
+    for i in range(users):
+        batch += traffic(settings, i, T0 + i * step, step, credit_every)
+        if len(batch) >= BATCH or i == users - 1:
+            proc.process(batch, T0 + i * step + 60_000)
+            proc.flush_state()
+            kv.take()  # the changelog records, as the worker sends them
+            batch = []
+    gc.collect()
+    before_keys, before_mb, before_rss = len(kv.data), table_bytes(kv) / 2**20, rss_mb()
+    kept = set(range(settings.partitions // 2))
+    proc.forget()  # on revocation
+    started = time.perf_counter()
+    kv.keep_partitions(kept)  # on the new assignment
+    took = time.perf_counter() - started
+    gc.collect()
+    after_keys, after_mb, after_rss = len(kv.data), table_bytes(kv) / 2**20, rss_mb()
+    parts = settings.partitions
+    foreign = sum(1 for k in kv.data if keys.id_partition(keys.entity_of(k) or "", parts) not in kept)
+    print(f"  {users:,} users on {parts} partitions: table {before_keys:,} keys / {before_mb:.1f} MB, "
+          f"RSS {before_rss:.0f} MB")
+    print(f"  after losing partitions {sorted(set(range(parts)) - kept)}: table {after_keys:,} keys / "
+          f"{after_mb:.1f} MB, RSS {after_rss:.0f} MB; {kv.dropped:,} keys dropped in {took * 1000:.0f} ms")
+    return [
+        (f"keys of lost partitions dropped: {foreign} left, table {after_keys / before_keys:.2f}x",
+         foreign == 0 and after_keys < before_keys),
+    ]
 
 
 def main() -> int:
@@ -87,11 +164,17 @@ def main() -> int:
     ap.add_argument("--reports", type=int, default=20)
     ap.add_argument("--default-rules", action="store_true", help="decide with the default ruleset")
     ap.add_argument("--probe-users", type=int, default=500, help="users per cost-per-user measure")
+    ap.add_argument("--credit-every", type=int, default=4, help="one user in N pays on credit (0: none)")
+    ap.add_argument("--credit-idle-days", type=int, default=None,
+                    help="idle days before a settled credit account closes (default: the setting's)")
+    ap.add_argument("--rebalance-users", type=int, default=20_000, help="users of part 3 (0: skip it)")
     args = ap.parse_args()
     started = time.perf_counter()
     settings = Settings()
     if args.budget:
         settings = settings.replace(max_cached_entities=args.budget)
+    if args.credit_idle_days:
+        settings = settings.replace(credit_account_idle_ms=args.credit_idle_days * DAY_MS)
     budget = settings.max_cached_entities
 
     print(f"Part 1: {args.users:,} distinct users over {args.days} days of event time, budget {budget:,} "
@@ -102,62 +185,76 @@ def main() -> int:
     step = args.days * DAY_MS // args.users
     every = max(1, args.users // args.reports)
     index_days = settings.payment_index_ms // DAY_MS
+    if args.credit_every:
+        assert proc.credit is not None
+        index_days = max(index_days, proc.credit.idle_ms // DAY_MS)  # the longest retention
     print(f"  {'users':>9} {'day':>5} {'RSS MB':>8} {'in mem':>8} {'table keys':>11} {'table MB':>9} "
-          f"{'swept u/x/k/a':>24} {'s':>6}")
+          f"{'accounts':>8} {'swept u/x/k/a/cu/ox/tomb':>34} {'s':>6}")
     rows: list[tuple[int, float, float, int, float]] = []
     walks_at: list[float] = []  # event day at which each walk of the sweep over the table ended
+    walk_ends: list[tuple[float, int, float]] = []  # (day, table keys, table MB) as each walk ended
     batch: list[Message] = []
     for i in range(args.users):
         ts = T0 + i * step
-        user = f"user{i}"
-        batch.append(payment(settings, user, f"p{i}", ts, 10.0 + i % 50))
-        if i % 100 == 99:  # a chargeback for a payment a few days back, or for one never sent
-            j = max(0, i - 5 * DAY_MS // step)
-            named = f"p{j}" if i % 200 == 99 else f"never{i}"
-            batch.append(chargeback(settings, f"user{j}", named, ts))
+        batch += traffic(settings, i, ts, step, args.credit_every)
         if len(batch) >= BATCH or i == args.users - 1:
             proc.run_local(batch, ts + 60_000)
             batch = []
             if proc.sweeper.walks > len(walks_at):
                 walks_at.append((ts - T0) / DAY_MS)
+                walk_ends.append((walks_at[-1], len(kv.data), table_bytes(kv) / 2**20))
         if (i + 1) % every == 0:
             day = (ts - T0) / DAY_MS
             m = proc.stats()["memory"]
             tb = table_bytes(kv) / 2**20
             rows.append((i + 1, day, rss_mb(), len(kv.data), tb))
             swept = (f"{m['idle_entities_swept']}/{m['idle_payment_indexes_swept']}/"
-                     f"{m['early_chargebacks_swept']}/{m['alert_dedupe_entries_swept']}")
+                     f"{m['early_chargebacks_swept']}/{m['alert_dedupe_entries_swept']}/"
+                     f"{m.get('user_credit_accounts_swept', 0)}/{m.get('order_indexes_swept', 0)}/"
+                     f"{m['merchant_summaries_tombstoned']}")
+            accounts = sum(1 for k in kv.data if k[:3] == b"cu\x1f")
             print(f"  {i + 1:>9,} {day:>5.0f} {rows[-1][2]:>8.0f} {m['users_in_memory']:>8,} "
-                  f"{len(kv.data):>11,} {tb:>9.1f} {swept:>24} {time.perf_counter() - started:>6.0f}",
-                  flush=True)
+                  f"{len(kv.data):>11,} {tb:>9.1f} {accounts:>8,} {swept:>34} "
+                  f"{time.perf_counter() - started:>6.0f}", flush=True)
 
     # Baseline: the first report after the longest retention (index days, plus the grace) passed and
-    # the sweep then walked the whole table once (what expired is gone within one walk).
+    # the sweep then walked the whole table once (what expired is gone within one walk). The table is
+    # compared as walks end (a report between two walks also counts what expired since the last one).
     walked = [d for d in walks_at if d >= index_days + 1][1:2]
     settled = [r for r in rows if walked and r[1] >= walked[0]]
+    ends = [w for w in walk_ends if walked and w[0] >= walked[0]]
     print(f"\n  walks of the sweep over the table ended at days {', '.join(f'{d:.0f}' for d in walks_at)}")
     checks: list[tuple[str, bool]] = []
-    if len(settled) >= 2:
+    if len(settled) >= 2 and len(ends) >= 2:
         base, end = settled[0], rows[-1]
-        rss_ratio, keys_ratio, bytes_ratio = end[2] / base[2], end[3] / base[3], end[4] / base[4]
+        rss_ratio = end[2] / base[2]
+        keys_ratio, bytes_ratio = ends[-1][1] / ends[0][1], ends[-1][2] / ends[0][2]
         print(f"  end vs day {base[1]:.0f} (retention passed, table walked), "
-              f"{end[0] - base[0]:,} more users: RSS {rss_ratio:.2f}x, "
-              f"table keys {keys_ratio:.2f}x, table bytes {bytes_ratio:.2f}x")
+              f"{end[0] - base[0]:,} more users: RSS {rss_ratio:.2f}x; table at the walks' ends, day "
+              f"{ends[-1][0]:.0f} vs {ends[0][0]:.0f}: keys {ends[-1][1]:,} / {ends[0][1]:,} = "
+              f"{keys_ratio:.2f}x, bytes {bytes_ratio:.2f}x")
         checks += [
             (f"RSS flat once the budget filled and retention passed: {rss_ratio:.2f}x", rss_ratio <= 1.10),
             (f"table keys flat once retention passed: {keys_ratio:.2f}x", keys_ratio <= 1.10),
         ]
     else:
-        print(f"  too short to pass the retention ({index_days} days) and a walk: no flatness check")
+        print(f"  too short to pass the longest retention ({index_days} days) and a walk: no flatness check")
     checks.append((f"users in memory within the budget: {len(proc.users.slots):,} <= {budget:,}",
                    len(proc.users.slots) <= budget))
-    del proc, kv, batch
+    book = proc.credit
+    if args.credit_every and book is not None and args.days * DAY_MS > book.idle_ms + 60 * DAY_MS:
+        swept = book.user_accounts_swept
+        checks.append((f"settled idle credit accounts swept: {swept:,}", swept > 0))
+    del proc, kv, batch, book
     gc.collect()
 
     n = args.probe_users
     print(f"\nPart 2: memory per user while cached (tracemalloc, {n} users rebuilt from the table)")
     for k in (1, 10, 30):
         print(f"  user with {k:>2} payment(s) held: {cost_per_cached_user(settings, k, n) / 1024:6.1f} KiB")
+    if args.rebalance_users:
+        print(f"\nPart 3: a rebalance takes half the worker's partitions ({args.rebalance_users:,} users)")
+        checks += rebalance(settings, args.rebalance_users, args.credit_every)
     return report(checks, started)
 
 

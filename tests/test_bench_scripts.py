@@ -22,7 +22,8 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
         ["bench_windows.py", "--quick"],
         ["bench_merchant_side.py", "--probes", "10"],
         ["bench_merchant_decisions.py", "--events", "2000", "--repeat", "1"],
-        ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20"],
+        ["bench_memory.py", "--users", "2000", "--days", "5", "--reports", "2", "--probe-users", "20",
+         "--rebalance-users", "2000"],
         ["bench_api.py", "--users", "8", "--rounds", "1"],
         ["bench_metrics.py", "--events", "1000"],
         # Its own broker, two Faust apps and five worker starts: mostly start-up time.

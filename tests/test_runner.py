@@ -35,8 +35,9 @@ class Worker:
     """A runner as app.py wires it, over a dict table, a fake producer and a fake commit."""
 
     def __init__(self, table: dict[bytes, bytes] | None = None, transactions: object = None) -> None:
-        store = SimpleNamespace(data={} if table is None else table)  # Faust's memory store keeps a dict
-        self.kv = FaustKV(SimpleNamespace(data=store))  # type: ignore[arg-type]
+        # Faust's memory store keeps a dict, and the changelog partition of each key it recovered.
+        store = SimpleNamespace(data={} if table is None else table, _key_partition={})
+        self.kv = FaustKV(SimpleNamespace(data=store), SETTINGS.partitions)  # type: ignore[arg-type]
         self.kv.bind()
         self.processor = Processor(SETTINGS, self.kv)
         self.producer, self.commit = FakeProducer(), FakeCommit()

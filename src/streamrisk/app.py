@@ -20,6 +20,7 @@ from .processor import Processor
 from .records import Message
 from .runner import BatchRunner
 from .settings import EXACTLY_ONCE, Settings
+from .state.keys import drop_partitions
 from .static_member import group_instance_id
 from .topics import STATE_TABLE, changelog_topic, consumer_group
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
@@ -37,16 +38,23 @@ class FaustKV:
     still hold records when a commit goes ahead.)
     """
 
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: faust.Table, partitions: int) -> None:
         self.table = table
+        self.partitions = partitions
         self.data: dict[bytes, bytes] = {}  # the store's, once bound
+        # The store's key -> changelog partition of the keys its recovery wrote (Faust drops those of
+        # partitions it no longer has, after recovery; not the keys we write live: see `keep_partitions`).
+        self.key_partition: dict[bytes, int] = {}
         self.pending: list[tuple[int, bytes, bytes | None]] = []
+        self.dropped = 0  # keys of partitions this worker lost, dropped from memory
+        self.owned: set[int] | None = None  # partitions of the last assignment
 
     def bind(self) -> None:
         """Read and write the memory store's own dict, which Faust's recovery fills and never replaces
         (pinned in tests/test_runtime_pins.py): through the store, each get is three Python calls deep.
         Called as the worker starts: the store is a service, made on the loop that first asks for it."""
         self.data = self.table.data.data
+        self.key_partition = self.table.data._key_partition
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
@@ -60,7 +68,16 @@ class FaustKV:
 
     def delete(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
+        self.key_partition.pop(key, None)  # else a recovered key's entry outlives it
         self.pending.append((partition, key, None))
+
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """Drop from memory the keys of every other partition: after a rebalance, the keys written here
+        while this worker owned partitions it has lost (their changelog keeps them for the new owner).
+        Faust's store drops only the keys its recovery wrote."""
+        if self.owned is None or not partitions >= self.owned:  # walk the table only when one was lost
+            self.dropped += drop_partitions(self.data, partitions, self.partitions)
+        self.owned = set(partitions)
 
     def take(self) -> list[tuple[int, bytes, bytes | None]]:
         """The changelog records (partition, key, value or None) written since the last call."""
@@ -268,7 +285,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         raise RuntimeError("Faust names the changelog otherwise than topics.changelog_topic")
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
-    kv = app.kv = FaustKV(table)
+    kv = app.kv = FaustKV(table, settings.partitions)
     processor = Processor(settings, kv, check_partitions=True)
     raw: dict[str, Any] = {
         "key_type": bytes,
@@ -339,6 +356,12 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     async def checkpoint_before_rebalance(app: faust.App, revoked: Any, **_: Any) -> None:
         await or_stop(lambda: runner.on_revoked(set(revoked)))
 
+    @app.on_partitions_assigned.connect
+    async def drop_state_of_lost_partitions(app: faust.App, assigned: Any, **_: Any) -> None:
+        # Not on revocation: a rebalance revokes every partition first, then assigns most back, and
+        # Faust does not restore the ones a worker keeps.
+        kv.keep_partitions({tp.partition for tp in assigned if tp.topic == processor.input_topics[0]})
+
     @app.on_before_shutdown.connect
     async def last_checkpoint(app: StreamRiskApp, **_: Any) -> None:
         await or_stop(runner.close)
@@ -374,5 +397,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     from .web.routes import register_routes
 
-    register_routes(app, processor, lambda: {**runner.stats(), **collector.stats()}, broadcast)
+    def runtime_stats() -> dict[str, Any]:
+        return {**runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped}
+
+    register_routes(app, processor, runtime_stats, broadcast)
     return app, processor

@@ -149,23 +149,42 @@ class MerchantSide:
 
     def summaries(self: Processor) -> list[Out]:
         """One summary of each merchant changed since the last call (the worker calls this on an
-        interval, so a busy merchant costs one record per interval, not one per batch)."""
+        interval, so a busy merchant costs one record per interval, not one per batch), and a
+        tombstone for each merchant the sweep removed since (every worker's view then drops it)."""
         schema = self.merchant_view.schema
+        swept = self._take_swept()
         out = [
             Out(self.t_merchant_risk, merchant_id,
                 encode_summary(schema, merchant.latest, merchant.take_features()))
             for merchant_id, merchant in self._changed_merchants()
         ]
         self._unpublished.clear()
+        out.extend(Out(self.t_merchant_risk, merchant_id, None) for merchant_id in swept)
         return out
 
     def view_summaries(self: Processor) -> None:
         """`summaries()` applied to this processor's own view, with no record in between (run_local: a
         whole deployment in one process, where no other worker reads them)."""
         view = self.merchant_view
+        for merchant_id in self._take_swept():
+            view.put(merchant_id, None)
         for merchant_id, merchant in self._changed_merchants():
             view.put_features(merchant_id, merchant.take_features())
         self._unpublished.clear()
+
+    def _merchant_swept(self: Processor, merchant_id: str) -> None:
+        """The sweep removed a merchant's state (idle past the retention): its summary goes too."""
+        self._swept_merchants.add(merchant_id)
+        self._touched.pop(merchant_id, None)
+        self._unpublished.pop(merchant_id, None)
+
+    def _take_swept(self: Processor) -> list[str]:
+        """Merchants swept since the last summaries and not changed again since (those get a summary:
+        a sweep after the change takes the merchant out of `_unpublished`)."""
+        swept = [m for m in self._swept_merchants if m not in self._unpublished]
+        self._swept_merchants.clear()
+        self.summaries_tombstoned += len(swept)
+        return swept
 
     def _changed_merchants(self: Processor) -> Iterator[tuple[str, MerchantState]]:
         # A merchant evicted from memory since and touched again has a new slot: publish that one.

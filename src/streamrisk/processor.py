@@ -52,6 +52,7 @@ from .rules.control import RulesControl, initial_ruleset
 from .rules.shadow import ShadowRun
 from .settings import CONTROL_TOPIC, Settings
 from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
+from .state import keys
 from .state.alert_gate import AlertGate
 from .state.chunks import HeldEvent
 from .state.early_chargebacks import EarlyChargebacks
@@ -85,10 +86,11 @@ class Processor(Alerting, MerchantSide):
         budget = settings.max_cached_entities
         owner = partial(key_partition, partitions=settings.partitions)
         self.users: EntityStore[UserState] = EntityStore(
-            b"u", kv, lambda: UserState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
+            keys.USER, kv, lambda: UserState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
         )
         self.merchants: EntityStore[MerchantState] = EntityStore(
-            b"m", kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget, clock=clock
+            keys.MERCHANT, kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget,
+            clock=clock,
         )
         self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
         self.early_chargebacks = EarlyChargebacks(kv, settings.payment_index_ms, clock, owner)
@@ -96,14 +98,19 @@ class Processor(Alerting, MerchantSide):
         self.merchant_decisions = MerchantDecisions(
             kv, settings.merchant_recent_decisions, self.cfg.retention_ms, budget, clock, owner
         )
-        index = self.payment_index
-        self.sweeper = Sweeper(getattr(kv, "contents", None), {
-            b"u": self.users.sweep_key, b"m": self.merchants.sweep_key, b"x": index.sweep_key,
-            b"k": self.early_chargebacks.sweep_key, b"a": self.alert_gate.sweep_key,
-            b"d": self.merchant_decisions.sweep_key,
-        })
+        self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms, clock)
+        # The sweep's handler of each key kind (state/keys.py).
+        handlers = {
+            keys.USER: self.users.sweep_key, keys.MERCHANT: self.merchants.sweep_key,
+            keys.PAYMENT_INDEX: self.payment_index.sweep_key,
+            keys.EARLY_CHARGEBACK: self.early_chargebacks.sweep_key,
+            keys.ALERT_DEDUPE: self.alert_gate.sweep_key,
+            keys.MERCHANT_DECISIONS: self.merchant_decisions.sweep_key,
+        }
+        if self.credit is not None:
+            handlers.update(self.credit.sweep_handlers())
+        self.sweeper = Sweeper(getattr(kv, "contents", None), handlers)
         self._held = 0  # events held since the last flush: the sweep's work is proportional
-        self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms)
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
@@ -135,6 +142,10 @@ class Processor(Alerting, MerchantSide):
         # summaries were published.
         self._touched: dict[str, Slot[MerchantState]] = {}
         self._unpublished: dict[str, Slot[MerchantState]] = {}
+        # Merchants the sweep removed since the last summaries: their summaries are tombstoned.
+        self._swept_merchants: set[str] = set()
+        self.summaries_tombstoned = 0
+        self.merchants.on_swept = self._merchant_swept
         self._out: list[Out] = []
 
     @property
@@ -230,6 +241,7 @@ class Processor(Alerting, MerchantSide):
             self.credit.forget()
         self._touched.clear()
         self._unpublished.clear()
+        self._swept_merchants.clear()
         self.clock.reset()
         self.sweeper.restart()
 
@@ -263,6 +275,9 @@ class Processor(Alerting, MerchantSide):
         out["memory"] = memory_stats(
             self.users, self.merchants, self.payment_index, self.early_chargebacks, self.alert_gate
         )
+        out["memory"]["merchant_summaries_tombstoned"] = self.summaries_tombstoned
+        if self.credit is not None:
+            out["memory"].update(self.credit.memory_stats())
         out.update(self.rules.stats())
         out["shadow"] = self.shadow.stats()
         if self.credit is not None:

@@ -33,7 +33,7 @@ class Record(Protocol):
 class Out(NamedTuple):
     topic: str
     key: bytes | str | None
-    value: dict[str, Any] | bytes
+    value: dict[str, Any] | bytes | None  # None: a tombstone (merchant summaries of swept merchants)
 
 
 @dataclass

@@ -75,6 +75,9 @@ class Settings:
     # switch for deployments and benchmarks that run without credit.
     credit_policy_path: Path | None = None
     credit_enabled: bool = True
+    # A settled user credit account at its initial limit is closed (and swept) after this much event
+    # time without a credit event (credit/user.py `closed`; README, "Memory").
+    credit_account_idle_ms: int = 365 * DAY_MS
     api_token: str | None = None
     # The secret the workers of one deployment prove requests between them with (web/peer.py); never
     # sent. Without it a worker whose API needs a token does not forward requests.
@@ -202,6 +205,8 @@ class Settings:
             )
         if self.payment_index_ms <= 0:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
+        if self.credit_account_idle_ms <= 0:
+            raise SettingsError("STREAMRISK_CREDIT_ACCOUNT_IDLE_DAYS must be >= 1")
         if not 0 < self.max_amount <= 10**15:
             # 10**15 major units is 10**17 minor: an int64 sum of ~90 such amounts still fits.
             raise SettingsError(f"STREAMRISK_MAX_AMOUNT must be in 1..10**15 (got {self.max_amount})")
@@ -302,6 +307,7 @@ class Settings:
         number("STREAMRISK_ALLOWED_LATENESS_MS", "allowed_lateness_ms")
         number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
+        number("STREAMRISK_CREDIT_ACCOUNT_IDLE_DAYS", "credit_account_idle_ms", _days)
         number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
         number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")

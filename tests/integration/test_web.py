@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from streamrisk.web.owner import key_partition
-from tests.harness import Client, WorkerProcess, payment, unique, wait_for
+from tests.harness import Client, WorkerProcess, now_ms, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -175,6 +175,36 @@ async def test_unknown_ids_404_and_malformed_ones_400_with_a_json_error(pair: Pa
         for path in ("/payments/web-pay-x", "/users/bad%01id", "/merchants/" + "m" * 257):
             status, body, _ = await pair.get(w, path)
             assert status == 400 and body["error"], (path, body)
+
+
+async def test_a_user_whose_windows_were_swept_answers_with_the_credit_it_still_owes(
+    pair: Pair, bootstrap: str, prefix: str
+) -> None:
+    """Its only payment is 121 days old: the sweep removes its windows (30 d), not its account."""
+    user = "web-owes"
+    p = key_partition(user, PARTITIONS)
+    others = [u for u in (f"web-clock-{i}" for i in range(400)) if key_partition(u, PARTITIONS) == p]
+    now = now_ms()
+    async with Client(bootstrap, prefix) as client:
+        await client.send("payments", user, payment("web-owes-p1", user, MERCHANT, 30.0, method="credit_line",
+                                                    ts=now - 121 * 86_400_000))
+        sent = 0
+
+        async def swept_but_answered() -> object:
+            nonlocal sent
+            # Traffic on the user's partition moves its clock to now and drives the sweep's walk.
+            for u in others[sent % len(others):][:5]:
+                await client.send("payments", u, payment(f"web-clock-{sent}-{u}", u, MERCHANT, 5.0))
+            sent += 5
+            status, body, _ = await pair.get(pair.workers[0], f"/users/{user}")
+            if status != 200:
+                return status, body
+            return body["latest_ts"] == -1 or body["latest_ts"]
+
+        await wait_for(swept_but_answered, 60, "the user's windows swept, the user still answered")
+    _, body, _ = await pair.get(pair.workers[1], f"/users/{user}")  # from either worker
+    assert body["features"]["payment_count_30d"] == 0
+    assert (body["credit_outstanding"], body["credit_available"]) == (30.0, body["credit_limit"] - 30.0)
 
 
 async def test_every_endpoint_but_health_and_the_page_needs_the_bearer_token(pair: Pair) -> None:
@@ -368,3 +398,13 @@ async def test_a_worker_joining_and_leaving_never_turns_a_known_user_into_a_404(
 
     await wait_for(back_to_two, 60, "the two workers holding every partition again")
     assert seen.get(200), seen
+    # The partitions a and b lost to c left their memory, and came back from the changelog with them.
+    dropped = [(await pair.get(w, "/stats"))[1]["keys_dropped_at_rebalance"] for w in (a, b)]
+    assert sum(dropped) > 0, dropped
+
+    async def every_user_whole() -> object:
+        bodies = [await pair.get(a, f"/users/{u}") for u in USERS]
+        counts = [b["features"]["payment_count_30d"] if s == 200 else s for s, b, _ in bodies]
+        return counts == [1] * len(USERS) or counts
+
+    await wait_for(every_user_whole, 30, "every user's state back, its payment held")

@@ -95,7 +95,7 @@ def payment(eid: str, user: str, ts: int, amount: float = 10.0) -> dict:
 
 
 def keys_of(kv: DictKV, entity_id: str) -> list[bytes]:
-    # Credit accounts (b"cu"/b"cm") are not idle state: a balance owed does not expire with time.
+    # Credit accounts (b"cu"/b"cm") have a retention of their own (tests/credit/test_account_sweep.py).
     return [k for k in kv.data if entity_id.encode() in k.split(SEP) and not k.startswith(b"c")]
 
 
@@ -177,3 +177,69 @@ def test_a_growing_table_is_walked_faster_than_it_grows() -> None:
     # Three new keys per event (a stream of new users): each walk still ends, at 1 + 2 * 3 per event.
     assert walk_until(sweeper, table, 4, 3)[-1] == 700
     assert sweeper.keys_per_event == 7.0
+
+
+def order(eid: str, merchant: str, ts: int) -> dict:
+    return {"event_id": eid, "ts": ts, "order_id": eid, "merchant_id": merchant, "user_id": "buyer",
+            "amount": 20.0, "currency": "CNY", "status": "placed"}
+
+
+def test_a_swept_merchants_summary_is_tombstoned_and_leaves_every_view() -> None:
+    # As the worker runs it: process and flush each batch, publish summaries, every worker applies them.
+    kv, feed = DictKV(), Feed()
+    proc = Processor(SETTINGS, kv)
+    published: list[tuple[str, bytes | None]] = []
+
+    def batch(msgs: list[Message], now: int) -> None:
+        proc.process(msgs, now)
+        proc.flush_state()
+        for out in proc.summaries():
+            assert out.topic == proc.t_merchant_risk
+            published.append((out.key, out.value))
+            proc.on_broadcast(Message(out.topic, 0, len(published), out.key.encode(), out.value))
+
+    batch([feed("orders", "gone", order("o-gone", "gone", T0)),
+           feed("orders", "stays", order("o0", "stays", T0))], T0)
+    assert {"gone", "stays"} <= set(proc.merchant_view)
+    for day in range(1, 40):  # "stays" gets an order a day; "gone" nothing
+        batch([feed("orders", "stays", order(f"o{day}", "stays", T0 + day * DAY_MS))], T0 + day * DAY_MS)
+    assert proc.merchants.get("gone") is None
+    assert ("gone", None) in published and ("stays", None) not in published
+    assert "gone" not in proc.merchant_view and "stays" in proc.merchant_view
+    assert proc.stats()["memory"]["merchant_summaries_tombstoned"] == 1
+    # A merchant back after its sweep is summarised again, and no tombstone follows.
+    published.clear()
+    batch([feed("orders", "gone", order("o-back", "gone", T0 + 40 * DAY_MS))], T0 + 40 * DAY_MS)
+    assert [k for k, v in published if k == "gone"] == ["gone"] and ("gone", None) not in published
+    assert "gone" in proc.merchant_view
+
+
+def test_run_local_drops_a_swept_merchant_from_its_own_view() -> None:
+    kv, feed = DictKV(), Feed()
+    proc = Processor(SETTINGS, kv)
+    proc.run_local([feed("orders", "gone", order("o-gone", "gone", T0))], T0)
+    assert "gone" in proc.merchant_view
+    for day in range(1, 40):
+        ts = T0 + day * DAY_MS
+        proc.run_local([feed("orders", "stays", order(f"o{day}", "stays", ts))], ts)
+    assert "gone" not in proc.merchant_view and "stays" in proc.merchant_view
+
+
+def test_every_kind_of_key_the_processor_writes_is_registered_and_swept() -> None:
+    from streamrisk.state import keys
+    from tests.test_processor import pay
+
+    kv, feed = DictKV(), Feed()
+    proc = Processor(SETTINGS, kv)
+    credit = dict(pay("p1", "u1", T0), method="credit_line")
+    proc.run_local([  # a chargeback held for its payment, then a payment alerted on (USER_CHARGEBACKS)
+        feed("chargebacks", "u1", {"event_id": "cb1", "ts": T0, "payment_id": "never", "user_id": "u1",
+                                   "merchant_id": "m1", "amount": 1.0, "currency": "CNY", "reason": "fraud"}),
+        feed("payments", "u1", credit),
+        feed("orders", "m1", dict(order("o1", "m1", T0), status="fulfilled")),
+    ], T0)
+    written = {keys.kind_of(k) for k in kv.data}
+    assert written <= set(keys.KINDS)
+    assert written >= {keys.USER, keys.MERCHANT, keys.PAYMENT_INDEX, keys.EARLY_CHARGEBACK, keys.ALERT_DEDUPE,
+                       keys.MERCHANT_DECISIONS, keys.CREDIT_USER, keys.ORDER_INDEX}
+    assert set(proc.sweeper.handlers) == set(keys.KINDS)

@@ -94,3 +94,24 @@ def test_payment_answer_carries_the_decision_made_for_it() -> None:
     assert body["amount"] == 30.0 and body["charged_back"] is False
     assert body["decision"] == {k: decision[k] for k in ("decision_id", "action", "score", "reasons",
                                                          "rules_version")}
+
+
+def test_a_user_whose_windows_were_swept_but_whose_credit_account_is_kept_answers_with_its_credit() -> None:
+    from streamrisk.settings import Settings
+    from streamrisk.web.lookup import entity_of
+
+    pipe = Pipeline(Settings(partitions=1))
+    credit = dict(pay("p1", "u1", T0, 120.0), method="credit_line")
+    pipe.run([("payments", "u1", credit)], now=T0)
+    for day in range(1, 122):  # other users keep the clock moving: u1's only payment is 121 days old
+        ts = T0 + day * DAY_MS
+        pipe.run([("payments", f"b{day}", pay(f"b{day}", f"b{day}", ts))], now=ts)
+    proc = pipe.proc
+    assert proc.users.get("u1") is None  # its windows and payment index were swept ...
+    entity = entity_of(proc, "user", "u1")
+    assert entity is not None  # ... but it owes 120.00: its account is kept, and the API answers
+    body = user_body(proc, "u1", entity, 0)
+    assert (body["credit_outstanding"], body["credit_available"]) == (120.0, 1880.0)
+    assert body["features"]["payment_count_30d"] == 0 and body["latest_ts"] == -1
+    assert entity_of(proc, "user", "never-seen") is None  # still 404
+    assert proc.users.get("u1") is None and "u1" not in proc.users.slots  # the read kept nothing

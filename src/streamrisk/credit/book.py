@@ -7,18 +7,26 @@ once; between batches the table is the only copy, so the API and the next decisi
 numbers. Fulfilled orders are indexed by `order_id` for the settlement period (a `PaymentIndex` under
 its own key prefix), so a refund is charged to the order it refunds: a refund of an order fulfilled
 before the settlement period does not lower today's receivables.
+
+The background sweep (state/sweep.py) drops, on each partition's event-time clock: a user account once
+it is closed (settled, at its initial limit and idle for `idle_ms`: `user.closed`), a merchant account
+once its merchant's state has expired and it holds no line, no lowered advance rate and no hold
+(`merchant.settled`), and a merchant's order index once its newest order is past the settlement
+period. Each plus the allowed lateness, so no event within it could have seen the record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from ..decisions import limit_adjustment_record, line_adjustment_record
 from ..events import Chargeback, Order, Payment, Repayment, to_major
 from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
+from ..settings import DAY_MS
+from ..state import keys
 from ..state.chunks import HeldEvent
 from ..state.kv import KV, SEP
 from ..state.payment_index import PaymentIndex
@@ -27,9 +35,13 @@ from . import merchant as mc
 from . import user as uc
 from .policy import SEVERITY_RANK, CreditPolicy
 
-USER_KIND = b"cu"
-MERCHANT_KIND = b"cm"
+if TYPE_CHECKING:
+    from ..state.sweep import PartitionClock
+
+USER_KIND = keys.CREDIT_USER
+MERCHANT_KIND = keys.CREDIT_MERCHANT
 ORDERS_PREFIX = b"o"  # the order index's keys: b"o" + the PaymentIndex key
+assert ORDERS_PREFIX + keys.PAYMENT_INDEX == keys.ORDER_INDEX
 CACHE_MAX = 100_000  # accounts kept decoded between batches (~1 KB each at most)
 
 
@@ -66,6 +78,9 @@ class CreditBook:
         settlement_ms: int,
         limit_topic: str,
         line_topic: str,
+        account_idle_ms: int = 365 * DAY_MS,
+        clock: PartitionClock | None = None,
+        partition_of: Callable[[str], int] | None = None,
     ) -> None:
         self.kv = kv
         self.policy = policy
@@ -73,7 +88,12 @@ class CreditBook:
         self.settlement_ms = settlement_ms
         self.t_limits = limit_topic
         self.t_lines = line_topic
-        self.orders = PaymentIndex(_PrefixedKV(kv, ORDERS_PREFIX), retention_ms=settlement_ms)
+        # Event-time clock and entity id -> partition for the background sweep (module docstring).
+        self.account_idle_ms = account_idle_ms
+        self.clock = clock
+        self.partition_of = partition_of
+        self.orders = PaymentIndex(_PrefixedKV(kv, ORDERS_PREFIX), retention_ms=settlement_ms,
+                                   clock=clock, partition_of=partition_of)
         # Accounts the current batch touched: id -> (partition, account), written by flush().
         # Accounts read or changed lately (None: the user has none yet), so a busy user is not decoded
         # again every batch. Always equal to the table after flush(); dropped whole at CACHE_MAX.
@@ -83,6 +103,8 @@ class CreditBook:
         self.limit_adjustments: dict[str, int] = {}  # by reason, for /stats and the demo
         self.line_adjustments: dict[str, int] = {}
         self.draws_reversed = 0
+        self.user_accounts_swept = 0
+        self.merchant_accounts_swept = 0
 
     # -- accounts
     def user(self, partition: int, user_id: str, ts: int, open_at: bool) -> uc.UserAccount | None:
@@ -94,11 +116,22 @@ class CreditBook:
         if held is None:
             raw = self.kv.get(USER_KIND + SEP + user_id.encode())
             acct = uc.UserAccount.from_list(orjson.loads(raw)) if raw else None
+        if acct is not None and ts - acct.clock > self.idle_ms and self._closed(user_id, acct, ts):
+            acct = None  # closed, swept or not (the sweep is invisible to decisions)
         if acct is None and open_at:
             acct = uc.open_account(user_id, ts, self.policy.user)
         if held is None or acct is not held[1]:
             self._users[user_id] = (partition, acct)
         return acct
+
+    @property
+    def idle_ms(self) -> int:
+        """How long a settled user account must go without a credit event before it is closed: the
+        setting, or the policy's look-back if longer (a signal in it can still cut the limit)."""
+        return max(self.account_idle_ms, self.policy.user.lookback_ms)
+
+    def _closed(self, user_id: str, acct: uc.UserAccount, ts: int) -> bool:
+        return uc.closed(acct, ts, self.policy.user.initial_limit_for(user_id), self.idle_ms)
 
     def merchant(self, partition: int, merchant_id: str) -> mc.MerchantAccount:
         held = self._merchants.get(merchant_id)
@@ -125,6 +158,71 @@ class CreditBook:
             self._users.clear()
             self._merchants.clear()
         return n + self.orders.flush()
+
+    # -- background expiry (state/sweep.py)
+    def sweep_handlers(self) -> dict[bytes, Callable[[bytes], None]]:
+        """The sweep's handler of each key kind the book writes."""
+        return {USER_KIND: self.sweep_user_key, MERCHANT_KIND: self.sweep_merchant_key,
+                keys.ORDER_INDEX: self.sweep_order_key}
+
+    def _horizon(self, entity_id: str) -> tuple[int, int] | None:
+        """(partition, the earliest event time a record of `entity_id` can still be read at: its
+        partition's clock less the allowed lateness), or None while the partition has no clock."""
+        if self.clock is None or self.partition_of is None:
+            return None
+        partition = self.partition_of(entity_id)
+        now = self.clock.ts.get(partition)
+        return None if now is None else (partition, now - self.clock.grace_ms)
+
+    def sweep_user_key(self, key: bytes) -> None:
+        """Drop the user account under `key` once it is closed for every event still to come."""
+        if key.count(SEP) != 1:
+            return
+        user_id = key[len(USER_KIND) + 1 :].decode()
+        if (USER_KIND, user_id) in self._changed:
+            return
+        if self.clock is None:
+            return
+        # The table's record, not the cache's: the cache may hold a new account (or none) in place of
+        # a closed one the table still holds. Recent accounts (most) are left without decoding: the
+        # clock is the list's third number.
+        raw = self.kv.get(key)
+        if not raw or not self.clock.may_expire(int(raw.split(b",", 3)[2]), self.idle_ms):
+            return
+        acct = uc.UserAccount.from_list(orjson.loads(raw))
+        horizon = self._horizon(user_id)
+        if horizon is not None and self._closed(user_id, acct, horizon[1]):
+            self.kv.delete(horizon[0], key)
+            self._users.pop(user_id, None)
+            self.user_accounts_swept += 1
+
+    def sweep_merchant_key(self, key: bytes) -> None:
+        """Drop the merchant account under `key` once its merchant's state has expired (swept) and
+        it holds nothing a new account would not."""
+        if key.count(SEP) != 1:
+            return
+        merchant_id = key[len(MERCHANT_KIND) + 1 :].decode()
+        if (MERCHANT_KIND, merchant_id) in self._changed or merchant_id in self.merchants.slots:
+            return
+        if self.kv.get(keys.MERCHANT + SEP + merchant_id.encode()) is not None:
+            return  # the merchant has state within the retention
+        held = self._merchants.get(merchant_id)
+        if held is not None:
+            acct = held[1]
+        else:
+            raw = self.kv.get(key)
+            if raw is None:
+                return
+            acct = mc.MerchantAccount.from_list(orjson.loads(raw))
+        horizon = self._horizon(merchant_id)
+        if horizon is not None and mc.settled(acct, horizon[1], self.policy.merchant):
+            self.kv.delete(horizon[0], key)
+            self._merchants.pop(merchant_id, None)
+            self.merchant_accounts_swept += 1
+
+    def sweep_order_key(self, key: bytes) -> None:
+        """A key of the order index: the index's own sweep, under its prefix."""
+        self.orders.sweep_key(key[len(ORDERS_PREFIX) :])
 
     def forget(self) -> None:
         self._users.clear()
@@ -276,6 +374,19 @@ class CreditBook:
             "line_adjustments": dict(self.line_adjustments),
             "draws_reversed": self.draws_reversed,
         }
+
+    def memory_stats(self) -> dict[str, int]:
+        """What the sweep removed, for /stats → memory."""
+        return {
+            "user_credit_accounts_swept": self.user_accounts_swept,
+            "merchant_credit_accounts_swept": self.merchant_accounts_swept,
+            "order_indexes_swept": self.orders.swept_users,
+        }
+
+    def has_account(self, kind: str, entity_id: str) -> bool:
+        """Whether the table holds a credit account of the user (`kind` "user") or merchant."""
+        prefix = USER_KIND if kind == "user" else MERCHANT_KIND
+        return self.kv.get(prefix + SEP + entity_id.encode()) is not None
 
     def user_view(self, user_id: str) -> dict[str, Any]:
         """The credit part of `GET /users/{id}`: the same account the next decision reads."""

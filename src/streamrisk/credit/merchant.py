@@ -77,6 +77,13 @@ def open_account(p: MerchantPolicy) -> MerchantAccount:
     return MerchantAccount(advance_bp=p.advance_rate_bp)
 
 
+def settled(a: MerchantAccount, ts: int, p: MerchantPolicy) -> bool:
+    """Whether the account is a new one in all but its history at `ts`: no line published, the
+    policy's advance rate, no fraud hold running. The sweep drops such an account once its merchant's
+    state has expired (book.py): nothing it holds changes a decision."""
+    return a.line == 0 and a.advance_bp == p.advance_rate_bp and a.hold_until < ts
+
+
 def sales_trend(x: LineInputs) -> float:
     """The last day's sales over the mean day of the last 30 days (1.0 without sales history)."""
     return x.sales_day * 30 / x.sales_30d if x.sales_30d > 0 else 1.0

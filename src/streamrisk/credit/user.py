@@ -166,6 +166,21 @@ class UserAccount:
                    set(v[9]), v[10], v[11])
 
 
+def closed(a: UserAccount, ts: int, initial_limit: int, idle_ms: int) -> bool:
+    """Whether the account is closed at `ts`: settled (nothing owed, no cut pending, not frozen, no
+    cooldown or freeze running), at the user's initial limit, and without a credit event for more
+    than `idle_ms`, at least the look-back (so no signal is left). A closed account is what a new one
+    would be for every decision, so the book treats it as absent and the sweep drops it (book.py)."""
+    return (
+        ts - a.clock > idle_ms
+        and a.outstanding == 0
+        and not a.pending
+        and a.status is not Status.FROZEN
+        and a.until < ts
+        and a.limit == initial_limit
+    )
+
+
 def open_account(user_id: str, ts: int, p: UserPolicy) -> UserAccount:
     return UserAccount(limit=p.initial_limit_for(user_id), next_review=ts + p.review_period_ms, clock=ts)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from . import keys
 from .kv import KV, SEP
 from .sweep import PartitionClock
 
-KIND = b"a"
+KIND = keys.ALERT_DEDUPE
 _PREFIX = KIND + SEP
 _SEP = SEP.decode()
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 import orjson
 
+from . import keys
 from .kv import KV, SEP, packed
 from .sweep import PartitionClock
 
-KIND = b"k"
+KIND = keys.EARLY_CHARGEBACK
 
 
 class EarlyChargebacks:

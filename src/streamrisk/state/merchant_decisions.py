@@ -28,11 +28,12 @@ from typing import Any
 
 import orjson
 
+from . import keys
 from .chunks import chunk_rows
 from .kv import KV, SEP
 from .sweep import PartitionClock
 
-KIND = b"d"
+KIND = keys.MERCHANT_DECISIONS
 TS = 2  # a forwarded record's payment time
 
 

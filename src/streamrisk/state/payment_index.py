@@ -46,11 +46,12 @@ from dataclasses import dataclass
 import orjson
 
 from ..settings import DAY_MS
+from . import keys
 from .chunks import chunk_rows
 from .kv import KV, SEP, packed
 from .sweep import PartitionClock
 
-KIND = b"x"
+KIND = keys.PAYMENT_INDEX
 CHUNK_LINES = 64
 RETENTION_MS = 180 * DAY_MS
 CHUNK_SPAN_MS = 30 * DAY_MS

@@ -122,6 +122,7 @@ class EntityStore(Generic[E]):
         self.rebuilt = 0
         self.evicted = 0  # left memory for the budget (rebuilt on next touch)
         self.swept = 0  # removed from the table after being idle for the retention
+        self.on_swept: Callable[[str], None] | None = None  # told the id of each entity swept
         self.late_events = 0
         self.too_old_events = 0
 
@@ -361,6 +362,8 @@ class EntityStore(Generic[E]):
         self.kv.delete(partition, key)
         self.slots.pop(entity_id, None)
         self.swept += 1
+        if self.on_swept is not None:
+            self.on_swept(entity_id)
 
     def forget(self) -> None:
         """Drop in-memory entities (after a rebalance); they are rebuilt from the table on next use."""

@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
+from .keys import id_partition
 from .kv import SEP
 
 # Keys examined per event of the batch: one, plus twice the rate at which keys were added to the table
@@ -33,7 +32,7 @@ MIN_KEYS_PER_BATCH = 64
 
 def key_partition(entity_id: str, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner gives an entity id's key (CONTRACT.md)."""
-    return (murmur2(entity_id.encode()) & 0x7FFFFFFF) % partitions
+    return id_partition(entity_id, partitions)
 
 
 class PartitionClock:
@@ -69,8 +68,8 @@ class PartitionClock:
 class Sweeper:
     """Walks the table's keys a slice per batch, handing each to the expiry of its kind.
 
-    `handlers` maps a key's kind byte (the byte before the first separator) to a function that
-    removes what has expired under that key. A walk works on a snapshot of the key list (one
+    `handlers` maps a key's kind (the bytes before its first separator: the registry in keys.py) to
+    a function that removes what has expired under that key. A walk works on a snapshot of the key list (one
     pointer per key), so the table can change under it; a new walk starts when one ends.
     """
 
@@ -96,8 +95,9 @@ class Sweeper:
         self._pos += len(keys)
         handlers = self.handlers
         for key in keys:
-            handler = handlers.get(key[:1])
-            if handler is not None and key[1:2] == SEP:
+            end = key.find(SEP)  # keys.kind_of, inlined: once per key walked
+            handler = handlers.get(key[:end]) if end > 0 else None
+            if handler is not None:
                 handler(key)
         return len(keys)
 

@@ -53,6 +53,18 @@ def credit_of(processor: Processor, kind: str, entity_id: str, entity: Any) -> d
     return {**base, **view}
 
 
+def entity_of(processor: Processor, kind: str, entity_id: str) -> Any | None:
+    """What `GET /{kind}s/{id}` answers for: the entity's state; an empty state (features 0,
+    `latest_ts` -1) when the sweep removed its state (idle past every window) but kept its credit
+    account, whose numbers the answer then shows; None for an id with neither."""
+    store = processor.users if kind == "user" else processor.merchants
+    entity = store.get(entity_id)
+    book = getattr(processor, "credit", None)
+    if entity is None and book is not None and book.has_account(kind, entity_id):
+        entity = store.factory()  # not kept: a read loads nothing
+    return entity
+
+
 def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
     """The subject's latest rule alert time per reason code, newest first (from the alert dedupe gate).
 

@@ -21,7 +21,7 @@ from faust.web import Request, Response, View
 from ..broadcast import BroadcastReader
 from ..processor import Processor
 from .auth import BearerAuth
-from .lookup import merchant_body, payment_body, user_body
+from .lookup import entity_of, merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
 from .owner import FORWARDED_HEADER, Owners, forward
@@ -175,14 +175,14 @@ def register_routes(
             return unavailable(view, why)
         return view.bytes(raw, status=status, headers=passed)
 
-    def entity_page(kind: str, store: Any, body: Callable[..., dict[str, Any]]) -> None:
+    def entity_page(kind: str, body: Callable[..., dict[str, Any]]) -> None:
         """`GET /{kind}s/{id}`: the entity's answer from whichever worker owns it."""
 
         async def handler(view: View, request: Request, **params: str) -> Response:
             entity_id = params[f"{kind}_id"]
 
             def answer(partition: int) -> dict[str, Any] | None:
-                entity = store.get(entity_id)
+                entity = entity_of(processor, kind, entity_id)
                 return None if entity is None else body(processor, entity_id, entity, partition)
 
             return await routed(view, request, kind, entity_id, answer)
@@ -190,8 +190,8 @@ def register_routes(
         handler.__name__ = kind
         page(f"/{kind}s/{{{kind}_id}}")(handler)
 
-    entity_page("user", processor.users, user_body)
-    entity_page("merchant", processor.merchants, merchant_body)
+    entity_page("user", user_body)
+    entity_page("merchant", merchant_body)
 
     @page("/payments/{event_id}")
     async def payment(view: View, request: Request, event_id: str) -> Response:
