@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamrisk.delivery import CheckpointFailed, Delivery, DeliveryFailed
+from streamrisk.delivery import CheckpointFailed, Delivery, DeliveryFailed, TransactionAborted
 
 TP0, TP1 = ("payments", 0), ("payments", 1)
 
@@ -232,10 +232,11 @@ async def test_a_changelog_record_sent_again_carries_its_keys_current_value() ->
 
 
 class FakeTransactions:
-    def __init__(self, producer: FakeProducer, fail_commit: bool = False) -> None:
+    def __init__(self, producer: FakeProducer, fail_commit: bool = False, stuck: bool = False) -> None:
         self.producer = producer
         self.log: list[Any] = []
         self.fail_commit = fail_commit
+        self.stuck = stuck  # neither abort nor a new producer works
 
     async def begin(self) -> None:
         self.log.append("begin")
@@ -246,7 +247,14 @@ class FakeTransactions:
         self.log.append(("commit", dict(offsets)))
 
     async def abort(self) -> None:
+        if self.stuck:
+            raise ConnectionError("no coordinator")
         self.log.append("abort")
+
+    async def reset(self) -> None:
+        if self.stuck:
+            raise ConnectionError("no coordinator")
+        self.log.append("reset")
 
 
 async def test_exactly_once_commits_records_and_offsets_in_one_transaction() -> None:
@@ -275,21 +283,50 @@ async def test_exactly_once_commits_offsets_alone_past_transaction_markers() -> 
     assert txn.log == ["begin", ("commit", {TP0: 12})]
 
 
-async def test_a_transaction_that_fails_to_commit_is_aborted_and_final() -> None:
+async def test_a_transaction_that_fails_to_commit_is_aborted_and_the_next_one_commits() -> None:
     producer, commit = FakeProducer(), FakeCommit()
     txn = FakeTransactions(producer, fail_commit=True)
     delivery = Delivery(producer, commit, transactions=txn)
     producer.auto_ack = True
     await delivery.send("risk-decisions", "u1", b"1")
     delivery.processed(TP0, 4)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(TransactionAborted, match="input read again from the committed offsets"):
         await delivery.checkpoint()
-    assert txn.log == ["begin", "abort"]
-    txn.fail_commit = False
+    assert txn.log == ["begin", "abort"] and delivery.failure is None
+    txn.fail_commit = False  # the input is read again (runner.py) and its transaction commits
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 4)
+    assert await delivery.checkpoint() is True
+    assert txn.log == ["begin", "abort", "begin", ("commit", {TP0: 4})]
+
+
+async def test_transactions_that_keep_aborting_are_final() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer, fail_commit=True)
+    delivery = Delivery(producer, commit, transactions=txn, max_attempts=2)
+    producer.auto_ack = True
+    for _ in range(3):
+        await delivery.send("risk-decisions", "u1", b"1")
+        delivery.processed(TP0, 4)
+        with pytest.raises(TransactionAborted):
+            await delivery.checkpoint()
+    assert delivery.failure is not None and "3 transactions aborted in a row" in delivery.failure
+    with pytest.raises(CheckpointFailed):
+        await delivery.checkpoint()
+
+
+async def test_a_transaction_that_can_neither_commit_nor_abort_is_final() -> None:
+    producer, commit = FakeProducer(), FakeCommit()
+    txn = FakeTransactions(producer, fail_commit=True, stuck=True)
+    delivery = Delivery(producer, commit, transactions=txn)
+    producer.auto_ack = True
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 4)
+    with pytest.raises(DeliveryFailed, match="not committed and not aborted"):
+        await delivery.checkpoint()
     delivery.processed(TP0, 6)
     with pytest.raises(CheckpointFailed):
         await delivery.checkpoint()
-    assert txn.log == ["begin", "abort"]
 
 
 async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committed() -> None:
@@ -302,6 +339,6 @@ async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committe
     producer.fail = 1
     await delivery.send("risk-decisions", "u2", b"2")
     delivery.processed(TP0, 2)
-    with pytest.raises(DeliveryFailed, match="its transaction is aborted"):
+    with pytest.raises(TransactionAborted, match="not delivered"):
         await delivery.checkpoint()
     assert txn.log == ["begin", "abort"]

@@ -49,9 +49,11 @@ class Worker:
             self.failures.append(exc)
 
         delivery = Delivery(self.producer, self.commit, transactions=transactions)  # type: ignore[arg-type]
+        if transactions is not None:
+            self.kv.undo = {}  # as app.py sets it up for exactly-once
         self.runner = BatchRunner(
             self.processor, delivery, "state-changelog", self.kv.take, lambda fetched: self.current,
-            on_failure=on_failure,
+            on_failure=on_failure, state=self.kv,
         )
 
     def sent(self, topic: str) -> list[dict]:
@@ -171,11 +173,31 @@ async def test_exactly_once_commits_each_batch_in_its_own_transaction_before_the
 
 
 async def test_after_a_failed_checkpoint_the_worker_stops_and_takes_no_more_batches() -> None:
-    txn = FakeTransactions(FakeProducer(), fail_commit=True)
+    txn = FakeTransactions(FakeProducer(), fail_commit=True, stuck=True)
     w = Worker(transactions=txn)
     assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
-    assert len(w.failures) == 1 and txn.log == ["begin", "abort"]
+    assert len(w.failures) == 1 and txn.log == ["begin"]
     sent = len(w.producer.sent)
     assert await w.runner.on_batch({TP: [payment("p2", "u2", 1)]}, {}, fetched=1) is False
     assert len(w.producer.sent) == sent and w.runner.batches_dropped == 1
-    assert w.runner.stats()["checkpoint_failure"].startswith("ConnectionError")
+    assert "not committed and not aborted" in w.runner.stats()["checkpoint_failure"]
+
+
+async def test_an_aborted_transaction_undoes_its_state_and_the_input_read_again_decides_the_same() -> None:
+    txn = FakeTransactions(FakeProducer())
+    w = Worker(transactions=txn)
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    before = dict(w.kv.data)
+    txn.fail_commit = True  # the broker went away: this batch's transaction aborts
+    batch = [payment("p2", "u1", 1, amount=900.0), payment("p3", "u2", 2)]
+    assert await w.runner.on_batch({TP: batch}, {}, fetched=1) is False
+    assert w.kv.data == before and w.failures == [] and w.runner.rewinds == 1
+    txn.fail_commit = False  # read again from the committed offset
+    assert await w.runner.on_batch({TP: batch}, {}, fetched=2) is True
+    clean = Worker(transactions=FakeTransactions(FakeProducer()))
+    await clean.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    await clean.runner.on_batch({TP: batch}, {}, fetched=1)
+    assert w.kv.data == clean.kv.data  # as if the aborted transaction never happened
+    decided = [d["event_id"] for d in w.sent("risk-decisions")]
+    assert decided == ["p1", "p2", "p3", "p2", "p3"]  # the aborted ones are invisible to read_committed
+    assert txn.log[-1] == ("commit", {TP: 3})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -48,6 +50,8 @@ class FaustKV:
         self.pending: list[tuple[int, bytes, bytes | None]] = []
         self.dropped = 0  # keys of partitions this worker lost, dropped from memory
         self.owned: set[int] | None = None  # partitions of the last assignment
+        # Exactly-once: each key's value before the open transaction, so an aborted one is undone.
+        self.undo: dict[bytes, bytes | None] | None = None
 
     def bind(self) -> None:
         """Read and write the memory store's own dict, which Faust's recovery fills and never replaces
@@ -63,10 +67,16 @@ class FaustKV:
         return self.data
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
+        undo = self.undo
+        if undo is not None and key not in undo:
+            undo[key] = self.data.get(key)
         self.data[key] = value
         self.pending.append((partition, key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
+        undo = self.undo
+        if undo is not None and key not in undo:
+            undo[key] = self.data.get(key)
         self.data.pop(key, None)
         self.key_partition.pop(key, None)  # else a recovered key's entry outlives it
         self.pending.append((partition, key, None))
@@ -78,6 +88,23 @@ class FaustKV:
         if self.owned is None or not partitions >= self.owned:  # walk the table only when one was lost
             self.dropped += drop_partitions(self.data, partitions, self.partitions)
         self.owned = set(partitions)
+
+    def committed(self) -> None:
+        """The open transaction committed: what it wrote is the state to return to."""
+        if self.undo is not None:
+            self.undo = {}
+
+    def roll_back(self) -> int:
+        """The open transaction aborted: every key it wrote gets its value before it back."""
+        undo, self.undo = self.undo or {}, {} if self.undo is not None else None
+        data = self.data
+        for key, value in undo.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        self.pending = []
+        return len(undo)
 
     def take(self) -> list[tuple[int, bytes, bytes | None]]:
         """The changelog records (partition, key, value or None) written since the last call."""
@@ -168,6 +195,10 @@ class _LazyAppender:
         self._app = app
         self.send: Callable[..., Any] = self._first_send
 
+    def reset(self) -> None:
+        """The producer was replaced: take the new one at the next record."""
+        self.send = self._first_send
+
     async def _first_send(self, *args: Any) -> Any:
         own = self._app.transactional_producer
         if own is not None:
@@ -200,8 +231,9 @@ class _LazyTransactions:
     """Transactions on the producer the app starts (StreamRiskApp), fenced by the consumer's group
     generation (transactions.py)."""
 
-    def __init__(self, app: StreamRiskApp) -> None:
+    def __init__(self, app: StreamRiskApp, appender: _LazyAppender) -> None:
         self._app = app
+        self._appender = appender
         self._txn: KafkaTransactions | None = None
 
     def _group(self) -> GroupMetadata | None:
@@ -230,6 +262,21 @@ class _LazyTransactions:
 
     async def abort(self) -> None:
         await self._ready().abort()
+
+    async def reset(self) -> None:
+        """A new producer with the same transactional id, for one that cannot go on (fenced by a
+        transaction timeout while the broker was away): its InitProducerId ends the old one's."""
+        app = self._app
+        assert app.make_transactional_producer is not None
+        old, self._txn = app.transactional_producer, None
+        new = app.make_transactional_producer()
+        await new.start()
+        await asyncio.wait_for(new._txn_manager.wait_for_pid(), 60)
+        app.transactional_producer = new
+        self._appender.reset()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 5)
 
 
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
@@ -302,15 +349,17 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         return kv.data.get(key) if topic == changelog and key is not None else value
 
     transactions = None
+    appender = _LazyAppender(app)
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
         app.make_transactional_producer = lambda: _transactional_producer(settings)
-        transactions = _LazyTransactions(app)
+        transactions = _LazyTransactions(app, appender)
+        kv.undo = {}
         log.info("processing guarantee: exactly-once (Kafka transactions)")
     else:
         log.info("processing guarantee: at-least-once")
     delivery = Delivery(
-        _LazyAppender(app),
+        appender,
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
         # A batch may wait in the accumulator up to the producer's timeout, then in flight as long.
@@ -343,6 +392,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         processor, delivery, changelog, kv.take, still_current,
         ready=broadcast.ready, ready_timeout_s=settings.broadcast_ready_timeout_s,
         on_failure=stop_loudly,
+        state=kv,
     )
     app.batch_handler = runner
 

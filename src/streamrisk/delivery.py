@@ -67,6 +67,10 @@ class Transactions(Protocol):
 
     async def abort(self) -> None: ...
 
+    async def reset(self) -> None:
+        """A new producer in place of one that cannot abort (fenced, fatal error)."""
+        ...
+
 
 # (topic, key, value that failed) -> the value to send again: a changelog key's current value.
 Refresh = Callable[[str, bytes | None, bytes | None], bytes | None]
@@ -74,6 +78,11 @@ Refresh = Callable[[str, bytes | None, bytes | None], bytes | None]
 
 class DeliveryFailed(RuntimeError):
     """A record could not be delivered after every retry: the worker must stop, and its input be replayed."""
+
+
+class TransactionAborted(DeliveryFailed):
+    """Exactly-once: the checkpoint's transaction did not commit and was aborted, so nothing of it is
+    visible and no offset moved: undo its state, read its input again, go on (runner.py)."""
 
 
 class CheckpointFailed(DeliveryFailed):
@@ -99,6 +108,7 @@ class DeliveryStats:
     resends: int = 0
     behind_committed: int = 0  # processed offsets below the committed one: not committed again
     last_checkpoint_ms: float = 0.0  # wall time the last checkpoint took (acks + commit)
+    transactions_aborted: int = 0  # exactly-once: undone and read again
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +118,7 @@ class DeliveryStats:
             "resends": self.resends,
             "behind_committed": self.behind_committed,
             "last_checkpoint_ms": round(self.last_checkpoint_ms, 3),
+            "transactions_aborted": self.transactions_aborted,
         }
 
 
@@ -144,6 +155,7 @@ class Delivery:
         self.stats = DeliveryStats()
         # Why a checkpoint failed, once one has: from then on this process commits nothing.
         self.failure: str | None = None
+        self._aborted_in_row = 0  # transactions aborted since the last commit
 
     # -- while processing
     async def send(
@@ -199,10 +211,18 @@ class Delivery:
                     "the input from there on is read again after a restart"
                 )
             try:
-                return await self._checkpoint()
+                committed = await self._checkpoint()
+            except TransactionAborted as exc:
+                self._aborted_in_row += 1
+                self.stats.transactions_aborted += 1
+                if self._aborted_in_row > self.max_attempts:  # it will not get better by itself
+                    self.failure = f"{self._aborted_in_row} transactions aborted in a row: {one_line(exc)}"
+                raise
             except BaseException as exc:  # cancelled too: that epoch's records are not known delivered
                 self.failure = one_line(exc)
                 raise
+            self._aborted_in_row = 0
+            return committed
 
     async def _checkpoint(self) -> bool:
         epoch, self._epoch = self._epoch, _Epoch()  # 1
@@ -249,20 +269,39 @@ class Delivery:
                     "stopping so the input is read again"
                 )
             await self._txn.commit(offsets)
+        except Exception as exc:
+            if await self._aborted():
+                raise TransactionAborted(
+                    f"transaction aborted ({one_line(exc)}): its state is undone and its input read "
+                    "again from the committed offsets"
+                ) from exc
+            raise DeliveryFailed(
+                f"transaction not committed and not aborted ({one_line(exc)}): stopping so the input "
+                "is read again"
+            ) from exc
         except BaseException:
-            await self._abort_quietly()
+            await self._aborted()
             raise
         self._committed.update(offsets)
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
         return bool(offsets)
 
-    async def _abort_quietly(self) -> None:
+    async def _aborted(self) -> bool:
+        """Abort the open transaction, or replace a producer that cannot (its transaction then ends at
+        the new one's InitProducerId); False if neither worked (the broker aborts it at its timeout)."""
         assert self._txn is not None
         try:
             await asyncio.wait_for(self._txn.abort(), 5.0)
-        except BaseException as exc:  # the broker aborts it at its timeout anyway
-            log.warning("could not abort the failed transaction (%r); the broker will at its timeout", exc)
+            return True
+        except Exception as exc:
+            log.warning("could not abort the failed transaction (%r); replacing the producer", exc)
+        try:
+            await asyncio.wait_for(self._txn.reset(), 60.0)
+            return True
+        except Exception as exc:
+            log.warning("could not replace the producer (%r)", exc)
+            return False
 
     def _growing(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
         # Offsets only grow. Input can be read again below the committed offset (a seek to the

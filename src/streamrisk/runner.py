@@ -7,7 +7,10 @@ Exactly-once commits each batch's transaction before the lock is released (so a 
 to `read_committed` readers a round trip after it is made), and every other send does the same.
 
 After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
-read again by the restarted worker.
+read again by the restarted worker. An aborted transaction (exactly-once: the broker restarted, the
+group moved on while this worker was away) is not a failure: nothing of it is visible and no offset
+moved, so the state it wrote is undone (`state.roll_back`), the processor forgets what it holds in
+memory, and the input is read again from the committed offsets.
 """
 
 from __future__ import annotations
@@ -17,15 +20,23 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from .delivery import Delivery
+from .delivery import Delivery, TransactionAborted
 from .processor import Processor
 from .records import Out
 
 log = logging.getLogger(__name__)
 
 Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
+
+
+class State(Protocol):
+    """Exactly-once: the state table's undo of an aborted transaction (app.FaustKV)."""
+
+    def committed(self) -> None: ...
+
+    def roll_back(self) -> int: ...
 
 
 def run_queue_wait_s(native_id: int) -> float | None:
@@ -54,6 +65,7 @@ class BatchRunner:
         ready: asyncio.Event | None = None,
         ready_timeout_s: float = 30.0,
         on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
+        state: State | None = None,
     ) -> None:
         self.processor = processor
         self.delivery = delivery
@@ -65,6 +77,8 @@ class BatchRunner:
         self.ready = ready
         self.ready_timeout_s = ready_timeout_s
         self._on_failure = on_failure  # stops the worker (app.py)
+        self._state = state
+        self.rewinds = 0  # aborted transactions undone
         self.lock = asyncio.Lock()
         # Highest offset processed per partition by this process: a record at or below it is read again.
         self._high: dict[Any, int] = {}
@@ -128,11 +142,24 @@ class BatchRunner:
             return True
         try:
             await self.delivery.checkpoint()
+        except TransactionAborted as exc:
+            if self.delivery.failure is None and self._state is not None:
+                undone = self._state.roll_back()
+                self.processor.forget()
+                self.rewinds += 1
+                log.warning("%s (%d keys undone)", exc, undone)
+                return False  # the transport reads from the committed offsets again
+            if self._on_failure is None:
+                raise
+            await self._on_failure(exc)
+            return False
         except Exception as exc:
             if self._on_failure is None:
                 raise
             await self._on_failure(exc)
             return False
+        if self._state is not None:
+            self._state.committed()
         return True
 
     async def _wait_ready(self) -> None:
@@ -190,6 +217,7 @@ class BatchRunner:
             "records_read_again": self.records_read_again,
             "batches_dropped": self.batches_dropped,
             "rebalances": self.rebalances,
+            "rewinds": self.rewinds,
             "busy_s": round(self.busy_s, 3),
             "cpu_wait_s": _rounded(run_queue_wait_s(self._loop_thread)),
             "pending_records": self.delivery.pending,
