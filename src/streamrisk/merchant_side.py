@@ -52,18 +52,18 @@ class MerchantSide:
     def _order(self: Processor, m: Message, o: Order, out: list[Out]) -> None:
         cats = (o.user_id,) if o.status == "placed" else ()
         held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        slot = self._hold(self.merchants, o.merchant_id, m.partition, held)
-        if slot is not None and self.credit is not None:
-            self.credit.on_order(m.partition, o, slot, out)
+        slot, first = self._hold(self.merchants, o.merchant_id, m.partition, held)
+        if self.credit is not None:  # held already (a crash): the order index gets what it lacks
+            self.credit.on_order(m.partition, o, slot, out, again=not first, offset=m.offset)
 
     def _merchant_event(self: Processor, m: Message, out: list[Out]) -> None:
         # Written by _forward above, so trusted: [id, series, ts, amount, merchant, *decision].
         forwarded = orjson.loads(m.value or b"null")
         eid, series, ts, amount, merchant_id = forwarded[:5]
-        slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        slot, first = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
         if len(forwarded) > 5:  # also when held already: the list dedupes by event id itself
             self.merchant_decisions.add(m.partition, merchant_id, forwarded, m.value)
-        if slot is not None and self.credit is not None:
+        if first and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
     def _queue_summaries(self: Processor) -> None:
