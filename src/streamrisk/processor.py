@@ -419,9 +419,12 @@ class Processor(Alerting, MerchantSide):
     def _claim_early_chargeback(self, partition: int, p: Payment) -> None:
         """Mark a just-indexed payment as fraud if its chargeback came first (and is held)."""
         came_first = self.early_chargebacks.claim_held(partition, p.user_id, p.event_id)
-        if came_first is not None and self.payment_index.mark_fraud(
-            partition, p.user_id, p.event_id, came_first[0], offset=came_first[1]
-        ) is not None:
+        if came_first is None:
+            return
+        index = self.payment_index
+        marked = index.marked
+        index.mark_fraud(partition, p.user_id, p.event_id, came_first[0], offset=came_first[1])
+        if index.marked > marked:  # not when read again after a crash that kept the mark
             self.counters.chargebacks_matched_late += 1
 
     def _chargeback(self, m: Record, c: Chargeback, out: list[Out]) -> None:

@@ -1,6 +1,7 @@
 """Credit balances after repeated SIGKILLs: a replay never changes state.
 
-    backlog of credit_line payments ── worker ── SIGKILL ── worker ── SIGKILL ── ... ── worker drains it
+    backlog of credit_line payments (and producer retries)
+        ── worker ── SIGKILL ── worker ── SIGKILL ── ... ── worker drains it
     then chargebacks of some approved payments and repayments ── SIGKILL ── worker drains them
     then, for every user: credit_outstanding (GET /users/{id}) == the approved or reviewed credit
     payments by the FIRST decision of each on risk-decisions, less the chargebacked ones, less the
@@ -44,6 +45,8 @@ def backlog(tag: str, t0: int) -> list[Record]:
                  "merchant_id": f"{tag}-m{rng.randrange(6)}", "amount": amount,
                  "currency": "CNY", "method": "credit_line", "device_id": f"d{rng.randrange(3)}"}
         out.append(Record("payments", user, value))
+        if i % 12 == 11:  # a producer's retry of an earlier payment: no second effect
+            out.append(out[rng.randrange(len(out))])
     return out
 
 
@@ -110,7 +113,7 @@ async def test_credit_balances_and_features_after_repeated_sigkills(bootstrap: s
             # Chargebacks of some approved payments, and repayments within what is owed.
             owed: dict[str, int] = {}
             approved = []
-            for r in payments:
+            for r in {r.value["event_id"]: r for r in payments}.values():
                 if first[r.value["event_id"]] in ("approve", "review"):
                     owed[r.key] = owed.get(r.key, 0) + round(r.value["amount"] * 100)
                     approved.append(r)

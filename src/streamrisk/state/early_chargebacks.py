@@ -5,8 +5,9 @@ its payment can be processed first. It is then held under `b"k\\x1f" + user_id +
 payment_id` (the user's partition, the same KV as the payment index), as orjson `[chargeback_id, ts,
 offset]` (the chargeback's input offset; records held before offsets were kept have two fields, those
 held before times were kept hold the bare chargeback id). When the payment is indexed it
-claims the hold and is marked as fraud (processor.py); one that never comes is swept after
-`retention_ms` of event time, the payment index's retention.
+claims the hold and is marked as fraud (processor.py). A claim leaves the hold in place: a payment read
+again after a crash that lost its fraud mark (but not the claim) claims it again. Every hold is swept
+after `retention_ms` of event time, the payment index's retention.
 """
 
 from __future__ import annotations
@@ -63,20 +64,21 @@ class EarlyChargebacks:
         self.kv.put(partition, self._key(user_id, payment_id), packed(orjson.dumps(value)))
 
     def claim(self, partition: int, user_id: str, payment_id: str) -> str | None:
-        """The id of a chargeback that came before this just-indexed payment, once; None if none did
-        (or its hold has run out: then what the sweep would have done is done here)."""
+        """The id of a chargeback that came before this just-indexed payment; None if none did (or its
+        hold has run out: then what the sweep would have done is done here)."""
         held = self.claim_held(partition, user_id, payment_id)
         return None if held is None else held[0]
 
     def claim_held(self, partition: int, user_id: str, payment_id: str) -> tuple[str, int | None] | None:
-        """`claim`, with the chargeback's input offset (None when not kept)."""
+        """`claim`, with the chargeback's input offset (None when not kept). The hold stays (see the
+        module docstring): marking a payment is the same when done twice."""
         key = self._key(user_id, payment_id)
         raw = self.kv.get(key)
         if raw is None:
             return None
-        self.kv.delete(partition, key)
         chargeback_id, ts, offset = self._value(raw)
         if ts is not None and self._expired(partition, ts):
+            self.kv.delete(partition, key)
             self.swept += 1
             return None
         return chargeback_id, offset
