@@ -290,8 +290,9 @@ class Processor(Alerting, MerchantSide):
         seen, windows partly advanced), so the state is flushed and the entity dropped from memory:
         it is rebuilt from the table on its next touch, and memory equals what is persisted again.
         What the handler had persisted stays: an event already appended to its chunk is held (a
-        replay of it is a duplicate); one whose apply raised is not (a replay raises again, and is
-        dead-lettered again). Counters and alert-dedupe marks the record moved are not rolled back.
+        replay of it is a duplicate, but for a payment with no stored decision, which is decided
+        again); one whose apply raised is not (a replay raises again, and is dead-lettered again).
+        Counters and alert-dedupe marks the record moved are not rolled back.
         """
         del out[mark:]
         self.counters.failed_records += 1
