@@ -123,14 +123,14 @@ class MerchantSide:
     def _order(self: Processor, m: Message, o: Order, out: list[Out]) -> None:
         cats = (o.user_id,) if o.status == "placed" else ()
         held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        slot = self._hold(self.merchants, o.merchant_id, m.partition, held)
-        if slot is not None and self.credit is not None:
-            self.credit.on_order(m.partition, o, slot, out)
+        slot, first = self._hold(self.merchants, o.merchant_id, m.partition, held)
+        if self.credit is not None:  # held already (a crash): the order index gets what it lacks
+            self.credit.on_order(m.partition, o, slot, out, again=not first, offset=m.offset)
 
     def _merchant_event(self: Processor, m: Message, forwarded: list[Any], out: list[Out]) -> None:
         """Apply a forwarded event (`forwarded`: the record as read_forwarded checked it)."""
         eid, series, ts, amount, merchant_id = forwarded[:BARE_FIELDS]
-        slot = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        slot, first = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
         if len(forwarded) > BARE_FIELDS:  # also when held already: the list dedupes by event id itself
             raw = m.value or b""
             # Kept as the bytes that came, one per line (merchant_decisions.py): ours are one line;
@@ -138,7 +138,7 @@ class MerchantSide:
             if b"\n" in raw:
                 raw = orjson.dumps(forwarded)
             self.merchant_decisions.add(m.partition, merchant_id, forwarded, raw)
-        if slot is not None and self.credit is not None:
+        if first and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
     def _queue_summaries(self: Processor) -> None:

@@ -12,10 +12,15 @@ summary of every merchant it changed, coalesced to at most one per merchant per 
 into `merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
 summary (README, "Both sides of a payment").
 
-Processing is at-least-once: after a crash a record can be read again against state that already holds
-it. A payment read again (same offset) re-emits its stored decision, identical but for `decided_at`; a
-payment (with its stored decision) or chargeback held already is forwarded to its merchant again (the
-merchant side drops repeats).
+Processing is at-least-once: after a crash a record can be read again against state that holds any
+part of it, since a batch's state records (the user's chunks, the payment index, the credit account,
+...) reach the changelog independently. Each part is therefore changed once per event id, checked
+where it is kept: the entity's held events, the payment index (which also remembers payments for the
+dedupe horizon after the user's state forgot them), the credit accounts' draws and applied ids. A
+payment read again (same offset) re-emits its stored decision, identical but for `decided_at`, and
+completes whatever part of its state is missing; one sent again (another offset) has no second
+effect. A payment (with its stored decision) or chargeback held already is forwarded to its merchant
+again (the merchant side drops repeats).
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ class Processor(Alerting, MerchantSide):
             keys.MERCHANT, kv, lambda: MerchantState(self.cfg), self.cfg.retention_ms, max_cached=budget,
             clock=clock,
         )
-        self.payment_index = PaymentIndex(kv, settings.payment_index_ms, clock=clock, partition_of=owner)
+        # Kept for the dedupe horizon, matched by chargebacks for payment_index_ms (payment_index.py).
+        self.payment_index = PaymentIndex(
+            kv, settings.dedupe_horizon, clock=clock, partition_of=owner, match_ms=settings.payment_index_ms
+        )
         self.early_chargebacks = EarlyChargebacks(kv, settings.payment_index_ms, clock, owner)
         self.alert_gate = AlertGate(kv, settings.alert_dedupe_ms, clock, owner)
         self.merchant_decisions = MerchantDecisions(
@@ -198,11 +206,16 @@ class Processor(Alerting, MerchantSide):
         return out
 
     def flush_state(self) -> int:
+        """Write what the batch changed. The payment index goes first: the changelog keeps each
+        partition's records in the order written, so a crash that lost a payment's stored decision
+        lost the rest of its batch's records of that partition too (its features, its draw), and the
+        payment, decided again, is decided on the state it was decided on the first time."""
         self.sweeper.step(self._held)
         self._held = 0
-        credit = self.credit.flush() if self.credit is not None else 0
-        decisions = self.merchant_decisions.flush()
-        return self.users.flush() + self.merchants.flush() + self.payment_index.flush() + credit + decisions
+        n = self.payment_index.flush()
+        n += self.credit.flush() if self.credit is not None else 0
+        n += self.merchant_decisions.flush()
+        return n + self.users.flush() + self.merchants.flush()
 
     def run_local(self, batch: Iterable[Message], now_ms: int | None = None) -> list[Out]:
         """A whole deployment in this process, without Kafka (tests, benchmarks, backtests).
@@ -309,8 +322,9 @@ class Processor(Alerting, MerchantSide):
         seen, windows partly advanced), so the state is flushed and the entity dropped from memory:
         it is rebuilt from the table on its next touch, and memory equals what is persisted again.
         What the handler had persisted stays: an event already appended to its chunk is held (a
-        replay of it is a duplicate); one whose apply raised is not (a replay raises again, and is
-        dead-lettered again). Counters and alert-dedupe marks the record moved are not rolled back.
+        replay of it is a duplicate, but for a payment with no stored decision, which is decided
+        again); one whose apply raised is not (a replay raises again, and is dead-lettered again).
+        Counters and alert-dedupe marks the record moved are not rolled back.
         """
         del out[mark:]
         self.counters.failed_records += 1
@@ -337,18 +351,18 @@ class Processor(Alerting, MerchantSide):
 
     def _hold(
         self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
-    ) -> Slot[Any] | None:
-        """Apply and persist one event to its entity; its slot, or None for a duplicate."""
+    ) -> tuple[Slot[Any], bool]:
+        """Apply and persist one event to its entity; its slot, and False if it was held already."""
         self._tick(partition, held.ts)
         slot = store.slot(entity_id, partition)
         if not store.add(slot, held):
             self.counters.duplicates += 1
-            return None
+            return slot, False
         store.expire(slot, slot.entity.latest)
         if store is self.merchants:
             self._touched[entity_id] = slot
             self._merchant_alerts(entity_id, slot, held)
-        return slot
+        return slot, True
 
     def _tick(self, partition: int, ts: int) -> None:
         """An event reached state: it moves its partition's clock, and the sweep's work (sweep.py)."""
@@ -359,18 +373,28 @@ class Processor(Alerting, MerchantSide):
     def _payment(self, m: Record, p: Payment, out: list[Out]) -> None:
         eid = "p" + p.event_id
         users = self.users
+        index = self.payment_index
+        self._tick(m.partition, p.ts)
+        # The payment index is the dedupe authority for payments: it outlives the user's chunks
+        # (the dedupe horizon), and holds the decision of a payment read again after a crash.
+        stored = index.find(p.user_id, p.event_id)
+        if stored is not None:
+            outcome = stored.outcome
+            if outcome and outcome[0] == m.offset:
+                self._replayed_payment(m, p, users.slot(p.user_id, m.partition), outcome, out)
+            else:  # sent again (another offset): no second effect
+                self.counters.duplicates += 1
+            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
+            return
         slot = users.slot(p.user_id, m.partition)
         user = slot.entity
         # Whether the device is new is a question about the user's past: ask before applying.
         new_device = user.device_is_new(p.device_id, p.ts)
+        # Held already (read again after a crash that kept the user's chunks but not the decision):
+        # decided now, on the state that holds it.
         held = HeldEvent(eid, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
-        self._tick(m.partition, p.ts)
-        if not users.add(slot, held):
-            self.counters.duplicates += 1
-            stored = self._replayed_payment(m, p, out)
-            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, stored)
-            return
-        users.expire(slot, user.latest)
+        if users.add(slot, held):
+            users.expire(slot, user.latest)
         user_features = user.features()
         user_features["amount_zscore_30d"] = user.amount_zscore(p.ts, p.amount)
         user_features["new_device"] = 1.0 if new_device else 0.0
@@ -398,47 +422,79 @@ class Processor(Alerting, MerchantSide):
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if credit is not None:  # the draw happens with the decision
             fired = [(f.reason, f.severity) for f in user_fired]
-            credit.after_payment(m.partition, account, p, verdict.action, fired, out)
+            credit.after_payment(m.partition, account, p, verdict.action, fired, out, m.offset)
         if user_fired:
             self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
-        index = self.payment_index
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
-        came_first = self.early_chargebacks.claim(m.partition, p.user_id, p.event_id)
-        if came_first is not None and index.mark_fraud(m.partition, p.user_id, p.event_id,
-                                                       came_first) is not None:
-            self.counters.chargebacks_matched_late += 1
+        self._claim_early_chargeback(m.partition, p)
         self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
-    def _replayed_payment(self, m: Record, p: Payment, out: list[Out]) -> list | None:
-        """A held payment: read again after a crash (same offset) gets its stored decision again; a
-        producer's retry (another offset) has no second effect. Returns the stored outcome, if any."""
-        stored = self.payment_index.find(p.user_id, p.event_id)
-        outcome = stored.outcome if stored is not None else None
-        if not outcome or outcome[0] != m.offset:
-            return outcome
+    def _replayed_payment(self, m: Record, p: Payment, slot: Slot[UserState], outcome: list,
+                          out: list[Out]) -> None:
+        """A payment read again after a crash (same offset as its stored decision): its decision
+        again, and whatever part of its state the crash lost (each part is changed once)."""
         _, action, score, rules_version, *reasons = outcome
+        self.counters.duplicates += 1
         self.counters.decisions_replayed += 1
         record = decision_record(p, action, score, reasons, rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
-        return outcome
+        users = self.users
+        held = HeldEvent("p" + p.event_id, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))
+        if users.add(slot, held):  # the crash lost it from the user's chunks
+            users.expire(slot, slot.entity.latest)
+        credit = self.credit
+        if credit is not None:
+            account = credit.before_payment(m.partition, p, out)
+            fired = self.rules.ruleset.user_alerts_for(reasons)
+            credit.after_payment(m.partition, account, p, action, fired, out, m.offset)
+        self._claim_early_chargeback(m.partition, p)
+
+    def _claim_early_chargeback(self, partition: int, p: Payment) -> None:
+        """Mark a just-indexed payment as fraud if its chargeback came first (and is held)."""
+        came_first = self.early_chargebacks.claim_held(partition, p.user_id, p.event_id)
+        if came_first is None:
+            return
+        index = self.payment_index
+        marked = index.marked
+        index.mark_fraud(partition, p.user_id, p.event_id, came_first[0], offset=came_first[1])
+        if index.marked > marked:  # not when read again after a crash that kept the mark
+            self.counters.chargebacks_matched_late += 1
 
     def _chargeback(self, m: Record, c: Chargeback, out: list[Out]) -> None:
         eid = "c" + c.event_id
-        held = self._hold(self.users, c.user_id, m.partition, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount))
+        users, index = self.users, self.payment_index
+        self._tick(m.partition, c.ts)
+        slot = users.slot(c.user_id, m.partition)
+        first = eid not in slot.seen
+        if first:
+            # Forgotten by the user's state (expired, swept) yet marked on its payment: sent again.
+            known = index.find(c.user_id, c.payment_id)
+            if known is not None and known.chargeback_id == c.event_id and known.chargeback_offset not in (
+                None, m.offset
+            ):
+                first = False
+            else:
+                users.add(slot, HeldEvent(eid, U_CHARGEBACK, c.ts, c.amount))
+                users.expire(slot, slot.entity.latest)
+        if not first:
+            self.counters.duplicates += 1
         self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
-        if not held:
-            return
+        # Each part below is changed once per chargeback, so a chargeback read again after a crash
+        # completes what the crash lost.
         if self.credit is not None:
             self.credit.on_chargeback(m.partition, c, out)
+        original = index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts, m.offset)
+        if original is None:
+            self.early_chargebacks.hold(m.partition, c.user_id, c.payment_id, c.event_id, c.ts, m.offset)
+        if not first:
+            return
         # Each chargeback is a confirmed incident of its own: always alerted, never deduped.
-        original = self.payment_index.mark_fraud(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         if original is not None:
             self.counters.chargebacks_matched += 1
             reasons = [CHARGEBACK]
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-            self.early_chargebacks.hold(m.partition, c.user_id, c.payment_id, c.event_id, c.ts)
         self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
@@ -447,6 +503,6 @@ class Processor(Alerting, MerchantSide):
             store, held = self.users, HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
         else:
             store, held = self.merchants, HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
-        slot = self._hold(store, r.account_id, m.partition, held)
-        if slot is not None and self.credit is not None:
+        slot, _ = self._hold(store, r.account_id, m.partition, held)
+        if self.credit is not None:  # once per repayment id, also when held already (a crash)
             self.credit.on_repayment(m.partition, r, slot, out)

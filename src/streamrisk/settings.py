@@ -105,6 +105,10 @@ class Settings:
     alert_dedupe_ms: int = HOUR_MS
     # How long a payment can still be found by a late chargeback that names it.
     payment_index_ms: int = 180 * DAY_MS
+    # How long a payment sent again is still recognised by its event_id (no second effect), even after
+    # its user's state expired or was swept: the payment index keeps payments this long. None: the
+    # payment index's retention, which is also the least it may be (README, "Guarantees").
+    dedupe_horizon_ms: int | None = None
     # Users (and, separately, merchants) kept in memory; the least recently used leave first and
     # are rebuilt from the state table when next touched (README, "Memory").
     max_cached_entities: int = 20_000
@@ -165,6 +169,12 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
+    def dedupe_horizon(self) -> int:
+        """How long (ms of event time) a payment's event_id is remembered: the setting, else the
+        payment index's retention."""
+        return self.payment_index_ms if self.dedupe_horizon_ms is None else self.dedupe_horizon_ms
+
+    @property
     def web_is_loopback(self) -> bool:
         if self.web_host == "localhost":
             return True
@@ -207,6 +217,11 @@ class Settings:
             raise SettingsError("STREAMRISK_PAYMENT_INDEX_DAYS must be >= 1")
         if self.credit_account_idle_ms <= 0:
             raise SettingsError("STREAMRISK_CREDIT_ACCOUNT_IDLE_DAYS must be >= 1")
+        if self.dedupe_horizon_ms is not None and self.dedupe_horizon_ms < self.payment_index_ms:
+            raise SettingsError(
+                f"STREAMRISK_DEDUPE_HORIZON_DAYS must be at least STREAMRISK_PAYMENT_INDEX_DAYS "
+                f"({self.payment_index_ms // DAY_MS}; got {self.dedupe_horizon_ms // DAY_MS})"
+            )
         if not 0 < self.max_amount <= 10**15:
             # 10**15 major units is 10**17 minor: an int64 sum of ~90 such amounts still fits.
             raise SettingsError(f"STREAMRISK_MAX_AMOUNT must be in 1..10**15 (got {self.max_amount})")
@@ -308,6 +323,7 @@ class Settings:
         number("STREAMRISK_ALERT_DEDUPE_MS", "alert_dedupe_ms")
         number("STREAMRISK_PAYMENT_INDEX_DAYS", "payment_index_ms", _days)
         number("STREAMRISK_CREDIT_ACCOUNT_IDLE_DAYS", "credit_account_idle_ms", _days)
+        number("STREAMRISK_DEDUPE_HORIZON_DAYS", "dedupe_horizon_ms", _days)
         number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
         number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")

@@ -120,6 +120,9 @@ class CreditBook:
             acct = None  # closed, swept or not (the sweep is invisible to decisions)
         if acct is None and open_at:
             acct = uc.open_account(user_id, ts, self.policy.user)
+            # Written even if nothing else changes it (a declined first credit payment): otherwise a
+            # restart would open it again at a later event, with another review date.
+            self._changed.add((USER_KIND, user_id))
         if held is None or acct is not held[1]:
             self._users[user_id] = (partition, acct)
         return acct
@@ -266,47 +269,72 @@ class CreditBook:
         features["credit_utilization"] = acct.utilization()
 
     def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
-                      fired: Iterable[tuple[str, str]], out: list[Any]) -> None:
+                      fired: Iterable[tuple[str, str]], out: list[Any], offset: int | None = None) -> None:
         """The decision is made: an approved or reviewed credit_line payment draws; its user alerts
-        (reason, severity) may freeze the limit at once or count against the next review."""
+        (reason, severity) may freeze the limit at once or count against the next review.
+
+        Once per payment, whichever of the batch's state records survived a crash: it draws once per
+        payment id, and its alerts count once per input `offset` (None: always). Its draw follows
+        `action`: a payment decided again after a crash lost its stored decision draws if it did not,
+        and gives its draw back if it is declined now."""
         pol = self.policy.user
-        if acct is not None and p.method == "credit_line" and action != "decline":
-            uc.draw(acct, p.event_id, p.ts, p.amount, pol)
-            self._changed.add((USER_KIND, p.user_id))
+        if acct is not None and p.method == "credit_line":
+            if action != "decline":
+                if uc.draw(acct, p.event_id, p.ts, p.amount, pol):
+                    self._changed.add((USER_KIND, p.user_id))
+            elif uc.undraw(acct, p.event_id):
+                self._changed.add((USER_KIND, p.user_id))
+        if acct is not None and offset is not None and acct.alerts_counted(partition, offset):
+            return
         ranked = [(r, SEVERITY_RANK[s]) for r, s in fired if r not in pol.ignore_alert_reasons]
         if ranked and max(s for _, s in ranked) >= min(pol.cut_alert_rank, pol.freeze_alert_rank):
             if acct is None:
                 acct = self._credit_event(partition, p.user_id, p.event_id, p.ts, out)
             self._changed.add((USER_KIND, p.user_id))
+            if offset is not None:
+                acct.alerted = [partition, offset]
             adj = uc.alerts(acct, p.ts, ranked, pol)
             if adj is not None:
                 self._emit_limit(out, p.user_id, p.event_id, adj)
 
     def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
         """A user repayment pays the balance down; a merchant one moves the advance rate."""
+        """A user repayment pays the balance down; a merchant one moves the advance rate. Once per
+        repayment id (the accounts remember the ids they applied)."""
         if r.account_type == "user":
             acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
-            uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user)
+            uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user, r.event_id)
         else:
-            mc.repayment(self.merchant(partition, r.account_id), r.on_time, self.policy.merchant)
-            self._changed.add((MERCHANT_KIND, r.account_id))
+            if mc.repayment(self.merchant(partition, r.account_id), r.on_time, self.policy.merchant,
+                            r.event_id):
+                self._changed.add((MERCHANT_KIND, r.account_id))
             self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
 
     def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
+        """Reverse the payment's draw and count a cut signal, once per chargeback id."""
         acct = self._credit_event(partition, c.user_id, c.event_id, c.ts, out)
-        if uc.chargeback(acct, c.payment_id, c.ts, self.policy.user):
+        if uc.chargeback(acct, c.payment_id, c.ts, self.policy.user, c.event_id):
             self.draws_reversed += 1
 
     # -- merchant side
-    def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any]) -> None:
+    def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any],
+                 again: bool = False, offset: int | None = None) -> None:
         """Index a fulfilled order; charge a refund to its order, if that was fulfilled in the period.
+        `again`: the merchant holds the order event already (read again after a crash): whatever of it
+        is missing from the state is added, nothing twice. `offset` is the event's input offset: a
+        fulfilment is indexed with its own, so a refund read again after a crash is charged only to a
+        fulfilment read before it, not to one the state holds from later in the stream.
 
         Placed and cancelled orders do not reprice the line on their own (they move neither the
         receivables nor, much, the refund rate); the next reprice includes them."""
         if o.status == "fulfilled":
-            self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount)
+            if not again or self.orders.find(o.merchant_id, o.order_id) is None:  # indexed once
+                self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount,
+                                None if offset is None else [offset])
         elif o.status == "refunded":
             order = self.orders.find(o.merchant_id, o.order_id)
+            if order is not None and order.outcome and offset is not None and order.outcome[0] > offset:
+                order = None  # fulfilled later in the stream
             if order is not None and order.ts > slot.entity.latest - self.settlement_ms:
                 # Held at the order's fulfilment time, it leaves the settlement window with the order.
                 settled = HeldEvent("s" + o.event_id, M_SETTLED_REFUND, order.ts, min(o.amount, order.amount))

@@ -29,6 +29,8 @@ LATE_REPAYMENTS = "LATE_REPAYMENTS"
 MERCHANT_FRAUD_ALERT = "MERCHANT_FRAUD_ALERT"
 
 HISTORY = 5
+# Merchant repayment ids kept to apply each once (a replay after a crash, a producer's retry).
+APPLIED_KEPT = 256
 
 
 class LineInputs(NamedTuple):
@@ -54,23 +56,27 @@ class MerchantAccount:
     line: int = 0  # the last published line
     hold_until: int = -1  # a merchant fraud alert holds the line cut until then
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
+    # The last APPLIED_KEPT repayment ids applied, oldest first: each moves the advance rate once.
+    applied: list[str] = field(default_factory=list)
     # The JSON of history until it changes (reprice): a merchant whose fraud rule keeps firing is
     # written after every batch, with only its hold's end changed.
     _history_json: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_list(self) -> list[Any]:
-        return [self.advance_bp, self.line, self.hold_until, self.history]
+        return [self.advance_bp, self.line, self.hold_until, self.history, self.applied]
 
     def encode(self) -> bytes:
         """orjson.dumps(self.to_list()), byte for byte, with the history's JSON as kept."""
         hist = self._history_json
         if hist is None:
             hist = self._history_json = orjson.dumps(self.history)
-        return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b"]"))
+        return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b",",
+                         orjson.dumps(self.applied), b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MerchantAccount:
-        return cls(v[0], v[1], v[2], v[3])
+        # Accounts written before `applied` existed have 4 fields.
+        return cls(v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else [])
 
 
 def open_account(p: MerchantPolicy) -> MerchantAccount:
@@ -136,12 +142,19 @@ def reprice(
     return change
 
 
-def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy) -> None:
-    """A `merchant` repayment of an advance: late ones lower the advance rate, on-time ones restore it."""
+def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy, event_id: str = "") -> bool:
+    """A `merchant` repayment of an advance: late ones lower the advance rate, on-time ones restore it.
+    False (and no change) if repayment `event_id` was applied already."""
+    if event_id:
+        if event_id in a.applied:
+            return False
+        a.applied.append(event_id)
+        del a.applied[:-APPLIED_KEPT]
     if on_time:
         a.advance_bp = min(p.advance_rate_bp, a.advance_bp + p.on_time_repayment_step_bp)
     else:
         a.advance_bp = max(p.min_advance_rate_bp, a.advance_bp - p.late_repayment_step_bp)
+    return True
 
 
 def held_at_zero(a: MerchantAccount, ts: int, p: MerchantPolicy) -> bool:

@@ -8,6 +8,14 @@
 Every change happens at an event's time, in the order the user's events are processed, so a
 replay of the same events gives the same limits and the same adjustments. Amounts are integer
 minor units.
+
+Each event changes the account at most once, whatever part of a batch's state survived a crash
+(README, "Guarantees"): a payment draws once per payment id (`draws`, which keeps reversed draws
+marked rather than dropping them); a repayment or a chargeback is applied once per event id
+(`applied`, bounded like the draws: kept for the policy's reversal window, at most
+`max_tracked_draws`); a payment's alerts count once per input offset (`alerted`: the user's
+payments are read in offset order from one partition, so an account that holds the alerts of the
+payment at offset o holds those of every payment before it).
 """
 
 from __future__ import annotations
@@ -127,11 +135,16 @@ class UserAccount:
     on_time: SignalTimes = field(default_factory=SignalTimes)
     negatives: SignalTimes = field(default_factory=SignalTimes)
     pending: set[str] = field(default_factory=set)  # cut reasons that arrived since the last review
-    draws: dict[str, list[int]] = field(default_factory=dict)  # payment id -> [ts, amount]
+    # payment id -> [ts, amount], or [ts, amount, 1] once its chargeback reversed (or voided) it
+    draws: dict[str, list[int]] = field(default_factory=dict)
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
-    # The JSON of [pending, draws, history] as encode() writes it (without its `[`), until one of them
-    # changes: a frozen user's account is written after every batch that touches it, and only its
-    # clock, freeze end and cut signals change. Every change to the three clears it (this module).
+    # Event keys applied ("r"/"c" + event id) -> event ts.
+    applied: dict[str, int] = field(default_factory=dict)
+    # [partition, offset] of the newest payment whose alerts counted here ([] for none).
+    alerted: list[int] = field(default_factory=list)
+    # The JSON of [pending, draws, history, applied] as encode() writes it (without its `[`), until one
+    # of them changes: a frozen user's account is written after every batch that touches it, and only
+    # its clock, freeze end and cut signals change. Every change to the four clears it (this module).
     _tail: bytes | None = field(default=None, repr=False, compare=False)
 
     # -- reads
@@ -147,7 +160,8 @@ class UserAccount:
     # -- persistence (one small orjson-able list; bounded by the look-back and max_tracked_draws)
     def to_list(self) -> list[Any]:
         return [self.limit, self.next_review, self.clock, self.outstanding, self.status.value, self.until,
-                self.last_cut, self.on_time, self.negatives, sorted(self.pending), self.draws, self.history]
+                self.last_cut, self.on_time, self.negatives, sorted(self.pending), self.draws, self.history,
+                self.applied, self.alerted]
 
     def encode(self) -> bytes:
         """orjson.dumps(self.to_list()), byte for byte, with the signal times' JSON as kept."""
@@ -155,15 +169,22 @@ class UserAccount:
                              self.until, self.last_cut])
         tail = self._tail
         if tail is None:
-            tail = self._tail = orjson.dumps([sorted(self.pending), self.draws, self.history])[1:]
+            tail = orjson.dumps([sorted(self.pending), self.draws, self.history, self.applied])[1:]
+            self._tail = tail
         # Compact JSON lists concatenate: `[a,b` + `,[..],[..],` + `c]` is the dump of [a, b, [..], [..], c].
         return b"".join((head[:-1], b",[", self.on_time.json_items(), b"],[", self.negatives.json_items(),
-                         b"],", tail))
+                         b"],", tail[:-1], b",", orjson.dumps(self.alerted), b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> UserAccount:
+        # Accounts written before `applied` existed have 12 fields.
         return cls(v[0], v[1], v[2], v[3], Status(v[4]), v[5], v[6], SignalTimes(v[7]), SignalTimes(v[8]),
-                   set(v[9]), v[10], v[11])
+                   set(v[9]), v[10], v[11], v[12] if len(v) > 12 else {}, v[13] if len(v) > 13 else [])
+
+    def alerts_counted(self, partition: int, offset: int) -> bool:
+        """Whether the alerts of the payment read at `offset` of `partition` counted here already."""
+        alerted = self.alerted
+        return bool(alerted) and alerted[0] == partition and offset <= alerted[1]
 
 
 def closed(a: UserAccount, ts: int, initial_limit: int, idle_ms: int) -> bool:
@@ -199,9 +220,27 @@ def _advance(a: UserAccount, ts: int, p: UserPolicy) -> None:
     a.negatives.prune(horizon)
     old = ts - p.reversal_window_ms
     if a.draws and next(iter(a.draws.values()))[0] <= old:
-        for pid in [pid for pid, (t, _) in a.draws.items() if t <= old]:
+        for pid in [pid for pid, d in a.draws.items() if d[0] <= old]:
             del a.draws[pid]
         a._tail = None
+    if a.applied and next(iter(a.applied.values())) <= old:
+        for key in [key for key, t in a.applied.items() if t <= old]:
+            del a.applied[key]
+        a._tail = None
+
+
+def once(a: UserAccount, key: str, ts: int, p: UserPolicy) -> bool:
+    """Record event key `key` as applied at `ts`; False if it was applied already (change nothing then).
+    An empty key is never recorded (callers without event ids: the policy's own tests)."""
+    if not key:
+        return True
+    if key in a.applied:
+        return False
+    a.applied[key] = ts
+    if len(a.applied) > p.max_tracked_draws:
+        del a.applied[next(iter(a.applied))]
+    a._tail = None
+    return True
 
 
 def _record(a: UserAccount, adj: Adjustment) -> Adjustment:
@@ -275,38 +314,62 @@ def _negative(a: UserAccount, reason: str, ts: int, p: UserPolicy) -> None:
         a._tail = None
 
 
-def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -> None:
-    """An approved (or review) credit_line payment: it is owed, and can be reversed by its chargeback."""
+def draw(a: UserAccount, payment_id: str, ts: int, amount: int, p: UserPolicy) -> bool:
+    """An approved (or review) credit_line payment: it is owed, and can be reversed by its chargeback.
+    False (and no change) if this payment drew already."""
+    if payment_id in a.draws:
+        return False
     _advance(a, ts, p)
     a.outstanding += amount
     a.draws[payment_id] = [ts, amount]
     if len(a.draws) > p.max_tracked_draws:
         del a.draws[next(iter(a.draws))]
     a._tail = None
+    return True
 
 
-def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy) -> None:
-    """A `user` repayment pays the balance down (never below zero); its timeliness is a signal."""
+def undraw(a: UserAccount, payment_id: str) -> bool:
+    """Give back a draw not reversed yet: the payment it was for is declined after all (decided again
+    after a crash lost its decision). False if there was none."""
+    drawn = a.draws.get(payment_id)
+    if drawn is None or len(drawn) > 2:
+        return False
+    del a.draws[payment_id]
+    a.outstanding = max(0, a.outstanding - drawn[1])
+    a._tail = None
+    return True
+
+
+def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy, event_id: str = "") -> bool:
+    """A `user` repayment pays the balance down (never below zero); its timeliness is a signal.
+    False (and no change) if repayment `event_id` was applied already."""
+    if not once(a, "r" + event_id if event_id else "", ts, p):
+        return False
     _advance(a, ts, p)
     a.outstanding = max(0, a.outstanding - amount)
     if on_time:
         _keep(a.on_time, ts, p)
     else:
         _negative(a, LATE_REPAYMENT, ts, p)
+    return True
 
 
-def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy) -> int:
+def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy, chargeback_id: str = "") -> int:
     """A chargeback: reverses its payment's draw, if it drew; a cut signal either way. Returns the
-    amount reversed."""
+    amount reversed (0 also when chargeback `chargeback_id` was applied already: no change then)."""
+    if not once(a, "c" + chargeback_id if chargeback_id else "", ts, p):
+        return 0
     _advance(a, ts, p)
-    drawn = a.draws.pop(payment_id, None)
-    if drawn is not None:
-        a._tail = None
+    drawn = a.draws.get(payment_id)
     reversed_amount = 0
-    # Pruning in _advance is memory hygiene only; the window is decided here.
-    if drawn is not None and drawn[0] > a.clock - p.reversal_window_ms:
-        reversed_amount = min(drawn[1], a.outstanding)
-        a.outstanding -= reversed_amount
+    if drawn is not None and len(drawn) == 2:
+        # Kept, marked, not dropped: a replay of the payment must still find that it drew.
+        drawn.append(1)
+        a._tail = None
+        # Pruning in _advance is memory hygiene only; the window is decided here.
+        if drawn[0] > a.clock - p.reversal_window_ms:
+            reversed_amount = min(drawn[1], a.outstanding)
+            a.outstanding -= reversed_amount
     _negative(a, CHARGEBACK_RECEIVED, ts, p)
     return reversed_amount
 

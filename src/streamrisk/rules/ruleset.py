@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -170,6 +170,12 @@ class Ruleset:
         self._last_errors: dict[str, str] = {}
 
     # -- evaluation ---------------------------------------------------------------
+
+    def user_alerts_for(self, reasons: Iterable[str]) -> list[tuple[str, str]]:
+        """(reason, severity) of the enabled user rules carrying one of `reasons`: what a stored
+        decision's reasons fired, for a payment read again after a crash (processor.py)."""
+        wanted = set(reasons)
+        return [(f.reason, f.severity) for f in self._all.fired if f.subject == "user" and f.reason in wanted]
 
     def evaluate(self, ctx: Context) -> list[FiredRule]:
         """The enabled rules whose condition holds, in ruleset order; never raises.

@@ -9,7 +9,8 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
 - A line is the orjson array `[payment_id, merchant_id, ts, amount, outcome]` and a newline, where
   `outcome` is what the payment was decided (`[offset, action, score, rules_version, *reasons]`, so a
   payment read again after a crash gets the same decision) or null; a fraud mark appends the
-  chargeback's event id: `[payment_id, merchant_id, ts, amount, outcome, chargeback_id]`.
+  chargeback's event id and input offset (null when unknown):
+  `[payment_id, merchant_id, ts, amount, outcome, chargeback_id, chargeback_offset]`.
 - Keys: `b"x\\x1f" + user_id` (meta) and `b"x\\x1f" + user_id + b"\\x1f" + str(seq)` (chunks). User ids
   must not contain `\\x1f` (as for every key of the table).
 - Meta is orjson of `{"first": seq of the oldest live chunk, "next": seq of the open chunk,
@@ -31,8 +32,10 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
   to count its lines). Expiry runs on
   `add`, and the background sweep (sweep.py) removes the whole index of a user whose newest payment
   is `retention_ms` (plus the allowed lateness) behind the partition's event-time clock.
-- A chargeback finds a payment only if it is less than `retention_ms` after it, so whether the
-  sweep has reached an idle user's index yet does not change what a chargeback finds.
+- A chargeback finds a payment only if it is less than `match_ms` (at most `retention_ms`) after it,
+  so whether the sweep has reached an idle user's index yet does not change what a chargeback finds.
+  The index may keep payments longer than it matches them: it is also the dedupe authority for
+  payments (a payment sent again is recognised while it is indexed; README, "Guarantees").
 
 A lookup reads chunks newest first and only decodes the lines that contain the id's JSON prefix, so a
 miss costs one KV read and one substring search per live chunk of the user.
@@ -70,6 +73,7 @@ class IndexedPayment:
     chargeback_id: str | None
     # [input offset, action, score, rules_version, *reasons] of its decision, when it was decided
     outcome: list | None = None
+    chargeback_offset: int | None = None  # input offset of the chargeback that marked it, if known
 
 
 @dataclass(slots=True)
@@ -101,7 +105,9 @@ class _Hit:
 
 
 def _record(row: list) -> IndexedPayment:
-    return IndexedPayment(row[0], row[1], row[2], row[3], row[5] if len(row) > 5 else None, row[4])
+    n = len(row)
+    return IndexedPayment(row[0], row[1], row[2], row[3], row[5] if n > 5 else None, row[4],
+                          row[6] if n > 6 else None)
 
 
 def _max_ts(blob: bytes | bytearray | None) -> int:
@@ -139,10 +145,15 @@ class PaymentIndex:
         chunk_span_ms: int = CHUNK_SPAN_MS,
         clock: PartitionClock | None = None,
         partition_of: Callable[[str], int] | None = None,
+        match_ms: int | None = None,
     ) -> None:
         if retention_ms <= 0 or chunk_lines <= 0 or chunk_span_ms < 0:
             raise ValueError("retention_ms and chunk_lines must be positive, chunk_span_ms not negative")
+        if match_ms is not None and not 0 < match_ms <= retention_ms:
+            raise ValueError("match_ms must be positive and at most retention_ms")
         self.kv = kv
+        # How long after a payment a chargeback still finds it (the retention when not given).
+        self.match_ms = retention_ms if match_ms is None else match_ms
         # Event-time clock and key -> partition for expiring idle users (sweep.py).
         self.clock = clock
         self.partition_of = partition_of
@@ -269,20 +280,23 @@ class PaymentIndex:
         u.meta_dirty = True
 
     def mark_fraud(
-        self, partition: int, user_id: str, payment_id: str, chargeback_id: str, ts: int | None = None
+        self, partition: int, user_id: str, payment_id: str, chargeback_id: str, ts: int | None = None,
+        offset: int | None = None,
     ) -> IndexedPayment | None:
         """Mark a payment as charged back (fraud), in whichever chunk holds it; None if it is not indexed
-        (or, given the chargeback's time `ts`, the payment is `retention_ms` or more older than it).
+        (or, given the chargeback's time `ts`, the payment is `match_ms` or more older than it).
 
         A payment already marked keeps its first chargeback id. A mark in the open chunk of a user this
-        batch added to is written by `flush()`; any other mark rewrites its chunk at once.
+        batch added to is written by `flush()`; any other mark rewrites its chunk at once. `offset` is
+        the chargeback's input offset, kept to tell it read again (same offset) from sent again.
         """
         hit = self._locate(user_id, payment_id)
-        if hit is None or (ts is not None and ts - hit.row[2] >= self.retention_ms):
+        if hit is None or (ts is not None and ts - hit.row[2] >= self.match_ms):
             return None
         if len(hit.row) > 5:
             return _record(hit.row)
         hit.row.append(chargeback_id)
+        hit.row.append(offset)
         line = orjson.dumps(hit.row)
         u = self._open.get(user_id)
         if u is not None and hit.seq == u.next:

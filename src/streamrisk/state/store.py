@@ -199,7 +199,12 @@ class EntityStore(Generic[E]):
             series_events = None
             series_code = None
             for row in rows:
+                # After two crashes a chunk can repeat an event another chunk holds (one written
+                # before the first crash, beyond the meta that survived it): it counts once.
+                n = len(seen)
                 seen.add(row[0])
+                if len(seen) == n:
+                    continue
                 ts = row[2]
                 if ts > max_ts:
                     max_ts = ts
