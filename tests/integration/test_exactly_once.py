@@ -125,7 +125,7 @@ async def test_a_dead_letter_larger_than_its_topic_takes_is_cut_to_fit_and_the_w
         worker.stop()
 
 
-async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigkills(
+async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigkills_and_rebalances(
     broker_kind: str, bootstrap: str, tmp_path: Path
 ) -> None:
     if broker_kind == "tansu":
@@ -133,6 +133,7 @@ async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigk
     prefix, app_id = unique("eos") + ".", unique("app")
     port_env = {"STREAMRISK_GROUP_INSTANCE_ID": "w1"}
     worker = WorkerProcess(bootstrap, prefix, app_id, tmp_path, **port_env).start()
+    other: WorkerProcess | None = None
     n = 6000
     try:
         async with Client(bootstrap, prefix) as client:
@@ -151,6 +152,12 @@ async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigk
                     worker = WorkerProcess(
                         bootstrap, prefix, app_id, tmp_path, web_port=worker.web_port, **port_env
                     ).start()
+                    if kill == 0:
+                        # A second worker joins mid-backlog (the first commits its open transaction as
+                        # its partitions are revoked) and leaves again after the next kill.
+                        other = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "other").start()
+                    elif kill == 1 and other is not None:
+                        other.stop()
             decisions = await client.read(
                 "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
                 timeout=180, settle=1.0, committed=True,
@@ -159,6 +166,8 @@ async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigk
         assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
     finally:
         worker.stop()
+        if other is not None:
+            other.stop()
 
 
 async def test_a_worker_paused_past_its_session_cannot_commit_after_its_partitions_moved(
@@ -207,6 +216,8 @@ async def test_a_worker_paused_past_its_session_cannot_commit_after_its_partitio
 async def test_the_broker_killed_and_restarted_under_traffic_loses_nothing_and_stops_no_worker(
     broker_kind: str, tmp_path: Path
 ) -> None:
+    if broker_kind == "tansu":
+        pytest.skip("the embedded Tansu keeps its log in memory: a restarted one starts empty")
     # A broker of its own, restarted on the same port and data directory.
     data = tmp_path / "broker"
     data.mkdir()
@@ -233,8 +244,7 @@ async def test_the_broker_killed_and_restarted_under_traffic_loses_nothing_and_s
                 timeout=180, settle=1.0, committed=True,
             )
         counts = _once_each(decisions, sent)
-        if broker_kind == "kafka":  # exactly-once there; Tansu repeats are identical (at-least-once)
-            assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+        assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
         for w in workers:
             assert w.proc.poll() is None, f"a worker stopped on a broker restart:\n{w.log()}"
     finally:
