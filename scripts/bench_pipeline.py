@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -535,9 +536,9 @@ async def guarantees(args: argparse.Namespace, bootstrap: str, broker_pid: int, 
         for r in rows:
             rec = f"{r.produced / r.decided:.2f}" if r.produced is not None and r.decided else "-"
             print(f"{r.what:<36} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {rec:>8}")
-    alo = sorted(r.rate for r in rates["at-least-once"])
-    eos = sorted(r.rate for r in rates["exactly-once"])
-    ratio = (eos[len(eos) // 2] / alo[len(alo) // 2]) if alo and alo[len(alo) // 2] else 0.0
+    alo = statistics.median(r.rate for r in rates["at-least-once"])
+    eos = statistics.median(r.rate for r in rates["exactly-once"])
+    ratio = eos / alo if alo else 0.0
     pairs = [f"{e.rate / a.rate:.2f}" for a, e in zip(rates["at-least-once"], rates["exactly-once"],
                                                        strict=True) if a.rate]
     print(f"  exactly-once / at-least-once, medians: {ratio:.2f}x (run by run: {', '.join(pairs)})")

@@ -237,14 +237,19 @@ class FakeTransactions:
         self.log: list[Any] = []
         self.fail_commit = fail_commit
         self.stuck = stuck  # neither abort nor a new producer works
+        self.offsets: dict[Any, int] = {}
 
     async def begin(self) -> None:
         self.log.append("begin")
 
-    async def commit(self, offsets: Mapping[Any, int]) -> None:
+    async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
+        self.offsets = dict(offsets)
+
+    async def commit(self) -> None:
         if self.fail_commit:
             raise ConnectionError("coordinator went away")
-        self.log.append(("commit", dict(offsets)))
+        self.log.append(("commit", self.offsets))
+        self.offsets = {}
 
     async def abort(self) -> None:
         if self.stuck:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -257,8 +258,11 @@ class _LazyTransactions:
     async def begin(self) -> None:
         await self._ready().begin()
 
-    async def commit(self, offsets: Any) -> None:
-        await self._ready().commit(offsets)
+    async def add_offsets(self, offsets: Any) -> None:
+        await self._ready().add_offsets(offsets)
+
+    async def commit(self) -> None:
+        await self._ready().commit()
 
     async def abort(self) -> None:
         await self._ready().abort()
@@ -269,14 +273,24 @@ class _LazyTransactions:
         app = self._app
         assert app.make_transactional_producer is not None
         old, self._txn = app.transactional_producer, None
-        new = app.make_transactional_producer()
-        await new.start()
-        await asyncio.wait_for(new._txn_manager.wait_for_pid(), 60)
-        app.transactional_producer = new
-        self._appender.reset()
         if old is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.stop(), 5)
+        deadline = time.monotonic() + 60
+        while True:  # the broker may be restarting: it comes back, or the worker stops
+            new = app.make_transactional_producer()
+            try:
+                await new.start()
+                await asyncio.wait_for(new._txn_manager.wait_for_pid(), 30)
+                break
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await new.stop()
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+        app.transactional_producer = new
+        self._appender.reset()
 
 
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:

@@ -28,6 +28,7 @@ sending and checkpointing (runner.py), since a transaction holds exactly one epo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -61,8 +62,12 @@ class Transactions(Protocol):
 
     async def begin(self) -> None: ...
 
-    async def commit(self, offsets: Mapping[Any, int]) -> None:
-        """Add `offsets` to the open transaction and commit it; raises if it did not commit."""
+    async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
+        """Add `offsets` (next offset to read per partition) to the open transaction."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit the open transaction; raises if it did not commit."""
         ...
 
     async def abort(self) -> None: ...
@@ -258,6 +263,9 @@ class Delivery:
                 return False
             await self._begin()  # offsets alone (input past transaction markers)
         self._in_txn = False  # whatever happens next, this transaction is over
+        # The offsets join the transaction while its records are still on their way (one round trip
+        # less per commit); they count only if it commits.
+        adding = asyncio.ensure_future(self._txn.add_offsets(offsets)) if offsets else None
         try:
             # Every record written first: aiokafka commits a transaction even when one of its batches
             # failed for good (a record too large for its topic), and its offsets would skip the input.
@@ -268,8 +276,11 @@ class Delivery:
                     f"a record was not delivered ({_failure(failed)!r}): its transaction is aborted; "
                     "stopping so the input is read again"
                 )
-            await self._txn.commit(offsets)
+            if adding is not None:
+                await adding
+            await self._txn.commit()
         except Exception as exc:
+            await _settle(adding)
             if await self._aborted():
                 raise TransactionAborted(
                     f"transaction aborted ({one_line(exc)}): its state is undone and its input read "
@@ -280,6 +291,7 @@ class Delivery:
                 "is read again"
             ) from exc
         except BaseException:
+            await _settle(adding)
             await self._aborted()
             raise
         self._committed.update(offsets)
@@ -297,7 +309,7 @@ class Delivery:
         except Exception as exc:
             log.warning("could not abort the failed transaction (%r); replacing the producer", exc)
         try:
-            await asyncio.wait_for(self._txn.reset(), 60.0)
+            await asyncio.wait_for(self._txn.reset(), 90.0)
             return True
         except Exception as exc:
             log.warning("could not replace the producer (%r)", exc)
@@ -373,6 +385,15 @@ def _failure(fut: Any) -> BaseException | None:
     if not fut.done():
         return TimeoutError("no acknowledgement before the attempt's deadline")
     return fut.exception()
+
+
+async def _settle(task: asyncio.Future[Any] | None) -> None:
+    """Let an offsets request finish (or fail) before the transaction it belongs to is aborted."""
+    if task is not None:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), 5.0)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: its failure is the transaction's, reported already
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:

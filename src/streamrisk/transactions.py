@@ -101,14 +101,15 @@ class KafkaTransactions:
     async def begin(self) -> None:
         await self._producer.begin_transaction()
 
-    async def commit(self, offsets: Mapping[Any, int]) -> None:
-        """Add `offsets` (next offset to read per partition) to the transaction, and commit it."""
-        if offsets:
-            meta = self._group()
-            if meta is None:
-                raise Fenced("the consumer has left its group (its partitions moved): transaction aborted")
-            tps = {TopicPartition(tp[0], tp[1]): offset for tp, offset in offsets.items()}
-            await self._producer.send_offsets_to_transaction(tps, meta.group_id)
+    async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
+        """Add `offsets` (next offset to read per partition) to the transaction, fenced by the group."""
+        meta = self._group()
+        if meta is None:
+            raise Fenced("the consumer has left its group (its partitions moved): transaction aborted")
+        tps = {TopicPartition(tp[0], tp[1]): offset for tp, offset in offsets.items()}
+        await self._producer.send_offsets_to_transaction(tps, meta.group_id)
+
+    async def commit(self) -> None:
         await self._producer.commit_transaction()
 
     async def abort(self) -> None:
