@@ -81,6 +81,9 @@ def main() -> int:
         broker = restartable.broker
         plan.static_members = broker.supports("static_membership")
         plan.exactly_once = runs_exactly_once(broker)
+        if args.broker_kills and not broker.supports("durable_log"):
+            say(f"NOTE: the embedded {kind} keeps its log in memory: a killed one comes back empty (every "
+                "topic, record and committed offset gone), so the checks after a broker kill cannot hold")
         env = {"STREAMRISK_SESSION_TIMEOUT_S": str(args.session_timeout or broker.shortest_session_timeout_s),
                "STREAMRISK_HEARTBEAT_INTERVAL_S": str(args.heartbeat)}
         say(f"{kind} broker at {broker.bootstrap}; worker logs in {work}; static group members: "

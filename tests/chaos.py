@@ -107,7 +107,7 @@ class Kill:
     at: float  # wall clock, s
     victim: str
     partitions: list[int]
-    recovery_s: float | None = math.inf  # None: it owned no partition
+    recovery_s: float | None = math.inf  # None: no payment on its partitions was sent after it
     worst_latency_s: float = 0.0
     broker_down: bool = False  # the broker was down around it (see _result)
 
@@ -172,7 +172,7 @@ class ChaosResult:
     def report(self) -> str:
         lines = [f"{k:<34} {v}" for k, v in self.figures.items()]
         for i, k in enumerate(self.kills, 1):
-            rec = ("n/a (it owned no partition)" if k.recovery_s is None
+            rec = ("n/a (no payment on its partitions after it)" if k.recovery_s is None
                    else "never" if math.isinf(k.recovery_s) else f"{k.recovery_s:.1f} s")
             worst = "undecided" if math.isinf(k.worst_latency_s) else f"{k.worst_latency_s:.1f} s"
             lines.append(f"kill {i}: {k.victim} (partitions {k.partitions}): first decision on them "
@@ -531,7 +531,9 @@ class ChaosRun:
         for k in self.kills:
             after = (at - k.at for eid, (_, part) in self.sent.items() if part in k.partitions
                      for at, v in outputs.get(eid, ()) if v["decided_at"] > k.at * 1000)
-            k.recovery_s = min(after, default=math.inf) if k.partitions else None
+            # None: nothing to recover (no partition, or no payment on them sent after the kill).
+            paid_after = any(part in k.partitions and sent > k.at for sent, part in self.sent.values())
+            k.recovery_s = min(after, default=math.inf) if paid_after else None
             near = [eid for eid, (sent, _) in self.sent.items()
                     if k.at - AROUND_KILL_S[0] <= sent <= k.at + AROUND_KILL_S[1]]
             k.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
