@@ -1,5 +1,6 @@
 """A chaos run: steady traffic into a group of workers while workers are SIGKILLed and restarted, a
-worker joins and one stops gracefully; then the checks every user of StreamRisk relies on.
+worker joins and one stops gracefully, and (optionally) the broker itself is SIGKILLed and restarted on
+its port and data directory; then the checks every user of StreamRisk relies on.
 
 Shared by the bounded test (tests/integration/test_chaos.py) and scripts/chaos.py (longer, figures).
 Workers are black boxes: `streamrisk worker` processes, an outside producer, an outside consumer of
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +22,11 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from streamrisk.broker import EmbeddedBroker, start_broker
+from streamrisk.events import to_minor
 from streamrisk.loadgen.produce import make_producer
 from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.settings import INPUT_TOPICS
@@ -29,6 +35,10 @@ from tests.harness import WorkerProcess, committed_offsets, end_offsets, group_o
 
 PARTITIONS = 4
 AROUND_KILL_S = (5.0, 30.0)  # payments sent this long before / after a kill are "around" it
+# The outside producer's patience for one record: longer than a broker restart (a JVM start and log
+# recovery on a loaded box), so a broker kill pauses the traffic instead of failing its records.
+SEND_TIMEOUT_MS = 120_000
+DRAWING = ("approve", "review")  # a credit_line payment decided so draws on the user's credit
 
 
 @dataclass
@@ -46,17 +56,28 @@ class ChaosPlan:
     # Each worker a static group member (STREAMRISK_GROUP_INSTANCE_ID), restarted under its old id,
     # as a pod keeps its name. Only on brokers that support it (EmbeddedBroker.supports).
     static_members: bool = False
+    # SIGKILLs of the broker (a RestartableBroker given to ChaosRun), each restarted on its port and
+    # data directory, spread between the worker faults.
+    broker_kills: int = 0
+    # The workers run exactly-once (Kafka transactions, the default where the broker has them): a
+    # read_committed reader of risk-decisions must see exactly one decision per payment.
+    exactly_once: bool = False
     say: Callable[[str], None] = lambda _msg: None
 
     def faults(self) -> list[tuple[float, str]]:
-        """(seconds into the traffic, "kill" | "join" | "stop"), evenly spread, ending 5 s before the end:
-        the kills, a third worker joining after the second kill, one stopping before the last kill.
-        No kills: no fault at all (a calm run, which counts the rebalances no fault caused)."""
-        if not self.kills:
-            return []
+        """(seconds into the traffic, "kill" | "join" | "stop" | "broker"), evenly spread, ending 5 s
+        before the end: the kills, a third worker joining after the second kill, one stopping before the
+        last kill, and the broker kills spread among them. No kills: no worker fault at all (a calm
+        run, which counts the rebalances no fault caused), only the broker kills if any."""
         kinds = ["kill"] * self.kills
-        kinds.insert(min(2, len(kinds)), "join")
-        kinds.insert(len(kinds) - 1 if self.kills >= 3 else len(kinds), "stop")
+        if self.kills:
+            kinds.insert(min(2, len(kinds)), "join")
+            kinds.insert(len(kinds) - 1 if self.kills >= 3 else len(kinds), "stop")
+        total = len(kinds) + self.broker_kills
+        for j in range(self.broker_kills):  # in the middle of each of broker_kills equal stretches
+            kinds.insert(min(len(kinds), int((j + 0.5) * total / self.broker_kills)), "broker")
+        if not kinds:
+            return []
         step = (self.duration_s - 5.0) / (len(kinds) + 1)
         return [(step * (i + 1), kind) for i, kind in enumerate(kinds)]
 
@@ -86,8 +107,55 @@ class Kill:
     at: float  # wall clock, s
     victim: str
     partitions: list[int]
-    recovery_s: float | None = math.inf  # None: it owned no partition
+    recovery_s: float | None = math.inf  # None: no payment on its partitions was sent after it
     worst_latency_s: float = 0.0
+    broker_down: bool = False  # the broker was down around it (see _result)
+
+
+@dataclass
+class BrokerKill:
+    at: float  # wall clock, s
+    down_s: float = math.inf  # from the SIGKILL to the restarted broker answering
+    recovery_s: float = math.inf  # from the broker answering again to the next decision
+    worst_latency_s: float = 0.0
+
+
+def runs_exactly_once(broker: EmbeddedBroker) -> bool:
+    """Whether workers on `broker` run exactly-once: STREAMRISK_PROCESSING_GUARANTEE (here, as the
+    workers inherit it) exactly_once, or auto (the default) on a broker with transactions."""
+    guarantee = os.environ.get("STREAMRISK_PROCESSING_GUARANTEE", "auto")
+    return guarantee == "exactly_once" or (guarantee == "auto" and broker.supports("transactions"))
+
+
+class RestartableBroker:
+    """An embedded broker of its own that the chaos run SIGKILLs (its whole process group: no
+    shutdown, the log as the crash left it) and restarts on the same port and data directory."""
+
+    def __init__(self, kind: str, data_dir: Path) -> None:
+        self.kind, self.data_dir = kind, data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker: EmbeddedBroker = start_broker(kind, data_dir=data_dir)
+        self.port = int(self.broker.bootstrap.rsplit(":", 1)[1])
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def kill(self) -> None:
+        os.killpg(self.broker.pid, signal.SIGKILL)
+        self.broker.stop()  # reaps it
+
+    def restart(self) -> None:
+        self.broker = start_broker(self.kind, self.port, data_dir=self.data_dir)
+
+    def stop(self) -> None:
+        self.broker.stop()
+
+    def __enter__(self) -> RestartableBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
@@ -96,6 +164,7 @@ class ChaosResult:
     figures: dict[str, Any]
     kills: list[Kill]
     members: list[Member]
+    broker_kills: list[BrokerKill] = field(default_factory=list)
 
     def failures(self) -> list[str]:
         return [label for label, ok in self.checks if not ok]
@@ -103,11 +172,18 @@ class ChaosResult:
     def report(self) -> str:
         lines = [f"{k:<34} {v}" for k, v in self.figures.items()]
         for i, k in enumerate(self.kills, 1):
-            rec = ("n/a (it owned no partition)" if k.recovery_s is None
+            rec = ("n/a (no payment on its partitions after it)" if k.recovery_s is None
                    else "never" if math.isinf(k.recovery_s) else f"{k.recovery_s:.1f} s")
             worst = "undecided" if math.isinf(k.worst_latency_s) else f"{k.worst_latency_s:.1f} s"
             lines.append(f"kill {i}: {k.victim} (partitions {k.partitions}): first decision on them "
-                         f"after {rec}; worst produce->decision around it {worst}")
+                         f"after {rec}; worst produce->decision around it {worst}"
+                         + (" (the broker was down around it)" if k.broker_down else ""))
+        for i, b in enumerate(self.broker_kills, 1):
+            down = "never back" if math.isinf(b.down_s) else f"{b.down_s:.1f} s"
+            rec = "never" if math.isinf(b.recovery_s) else f"{b.recovery_s:.1f} s"
+            worst = "undecided" if math.isinf(b.worst_latency_s) else f"{b.worst_latency_s:.1f} s"
+            lines.append(f"broker kill {i}: down {down}; first decision {rec} after it answered again; "
+                         f"worst produce->decision around it {worst}")
         for m in self.members:
             life = f"{(m.ended or time.time()) - m.started:.0f} s"
             lines.append(f"worker {m.name}: {m.how or 'running'} after {life}, longest /stats silence "
@@ -116,8 +192,14 @@ class ChaosResult:
 
 
 class ChaosRun:
-    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, **worker_env: str) -> None:
+    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, broker: RestartableBroker | None = None,
+                 **worker_env: str) -> None:
+        """`broker`: the broker at `bootstrap`, to kill and restart (plan.broker_kills needs one)."""
+        if plan.broker_kills and broker is None:
+            raise ValueError("broker kills need the RestartableBroker at the bootstrap address")
         self.bootstrap, self.work, self.plan, self.env = bootstrap, work, plan, worker_env
+        self.broker = broker
+        self.broker_kills: list[BrokerKill] = []
         self.prefix = unique("chaos") + "."
         self.app_id = unique("chaos-app")
         self.rng = random.Random(plan.seed)
@@ -127,9 +209,12 @@ class ChaosRun:
         self.records: list[Record] = []
         self.ends: dict[TopicPartition, int] = {}  # input partition -> offset after our last record
         self.decisions: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        # The same as a read_committed reader sees them (exactly-once runs only).
+        self.committed_decisions: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.send_errors = 0
         self.rebalances_before: dict[str, int] = {}  # worker -> its /stats rebalances when traffic began
         self._http: aiohttp.ClientSession | None = None
+        self.outstanding: dict[str, float] = {}  # user -> credit_outstanding in its last GET /users/{id}
 
     # -- workers
     def _spawn(self, replaces: Member | None = None) -> Member:
@@ -194,9 +279,24 @@ class ChaosRun:
             await asyncio.sleep(0.5)
 
     # -- traffic and outputs
-    async def _read_decisions(self) -> None:
+    async def _broker_kill(self) -> None:
+        assert self.broker is not None
+        bk = BrokerKill(time.time())
+        self.broker_kills.append(bk)
+        self.plan.say(f"SIGKILL the broker (pid {self.broker.broker.pid})")
+        await asyncio.to_thread(self.broker.kill)
+        await asyncio.sleep(self.plan.restart_after_s)
+        await asyncio.to_thread(self.broker.restart)
+        bk.down_s = time.time() - bk.at
+        self.plan.say(f"broker back on {self.broker.bootstrap} after {bk.down_s:.1f} s")
+
+    async def _read_decisions(self, committed: bool = False) -> None:
+        """Every decision on risk-decisions with when it was read: as read_uncommitted (self.decisions)
+        or, `committed`, as read_committed (self.committed_decisions)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10,
-                                    enable_auto_commit=False)
+                                    enable_auto_commit=False,
+                                    isolation_level="read_committed" if committed else "read_uncommitted")
+        seen = self.committed_decisions if committed else self.decisions
         await consumer.start()
         try:
             name = self.prefix + "risk-decisions"
@@ -209,15 +309,30 @@ class ChaosRun:
                 for records in batch.values():
                     for r in records:
                         v = orjson.loads(r.value)
-                        self.decisions.setdefault(v["event_id"], []).append((now, v))
+                        seen.setdefault(v["event_id"], []).append((now, v))
         finally:
             await consumer.stop()
+
+    async def _producer(self) -> AIOKafkaProducer:
+        """Patient: a broker restart pauses the sends, it does not fail them. Idempotent where the broker
+        has it (not Tansu): a batch the broker wrote but did not acknowledge before it was killed is
+        retried without a second copy. Elsewhere a second copy is a producer's duplicate (same event
+        id), which the workers and the oracles ignore."""
+        producer = make_producer(self.bootstrap, enable_idempotence=True, request_timeout_ms=SEND_TIMEOUT_MS)
+        try:
+            await producer.start()
+            return producer
+        except KafkaError as exc:
+            await producer.stop()
+            self.plan.say(f"no idempotent producer on this broker ({exc!r}): a plain one")
+        producer = make_producer(self.bootstrap, request_timeout_ms=SEND_TIMEOUT_MS)
+        await producer.start()
+        return producer
 
     async def _traffic(self) -> None:
         plan = self.plan
         traffic = Traffic(users=plan.users, merchants=plan.merchants, seed=plan.seed, run_id=self.prefix)
-        producer = make_producer(self.bootstrap)
-        await producer.start()
+        producer = await self._producer()
         tick, start, due = 0.02, time.monotonic(), 0.0
         try:
             while (elapsed := time.monotonic() - start) < plan.duration_s:
@@ -244,14 +359,27 @@ class ChaosRun:
             await producer.stop()
 
     async def _faults(self, t0: float) -> None:
-        for at, kind in self.plan.faults():
+        """The plan's faults in turn. One that took longer than the gap to the next (a broker restart,
+        ~20 s for Apache Kafka on a loaded box) spreads the rest evenly over what is left of the
+        traffic, instead of firing them at once."""
+        faults = self.plan.faults()
+        last = self.plan.duration_s - 5.0
+        for i, (_, kind) in enumerate(faults):
+            at = faults[i][0]
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             if kind == "kill":
                 await self._kill()
+            elif kind == "broker":
+                await self._broker_kill()
             elif kind == "join":
                 self._spawn()
             else:
                 await self._stop()
+            now, rest = time.monotonic() - t0, len(faults) - i - 1
+            if rest and faults[i + 1][0] < now:
+                step = max(self.plan.restart_after_s, (last - now) / (rest + 1))
+                faults[i + 1:] = [(now + step * (j + 1), k) for j, (_, k) in enumerate(faults[i + 1:])]
+                self.plan.say(f"behind the plan: the {rest} faults left re-spread {step:.1f} s apart")
 
     # -- the run
     async def run(self) -> ChaosResult:
@@ -262,10 +390,13 @@ class ChaosRun:
             self._spawn()
             poller = asyncio.create_task(self._poll_stats())
             reader: asyncio.Task | None = None
+            committed_reader: asyncio.Task | None = None
             try:
                 await self._until(lambda: self._owned() == set(range(PARTITIONS)) or self._owned(),
                                   plan.startup_s, "two workers own every partition")
                 reader = asyncio.create_task(self._read_decisions())
+                if plan.exactly_once:
+                    committed_reader = asyncio.create_task(self._read_decisions(committed=True))
                 plan.say(f"traffic: {plan.rate:.0f} events/s for {plan.duration_s:.0f} s; "
                          f"faults at {plan.faults()}")
                 self.rebalances_before = {m.name: m.stats.get("rebalances", 0) for m in self.members}
@@ -279,16 +410,20 @@ class ChaosRun:
                 drained_s = time.time() - traffic_end
                 await self._until(self._offsets_done, max(1.0, drain - time.monotonic()),
                                   "committed offsets at the end", fail=False)
+                if plan.exactly_once:
+                    await self._until(lambda: not self._uncommitted() or len(self._uncommitted()),
+                                      max(1.0, drain - time.monotonic()),
+                                      "every payment's decision committed", fail=False)
                 oracle = FeatureOracle()
                 oracle.add_all(self.records)
                 await self._until(lambda: self._features_equal(oracle), max(1.0, drain - time.monotonic()),
                                   "features equal the oracle", fail=False)
                 result = await self._result(oracle, drained_s)
             finally:
-                if reader is not None:
-                    reader.cancel()
-                poller.cancel()
-                await asyncio.gather(*(t for t in (reader, poller) if t), return_exceptions=True)
+                tasks = [t for t in (reader, committed_reader, poller) if t is not None]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 ending = self.live()
                 for m in ending:
                     self._end(m, "stopped at the end")
@@ -318,6 +453,17 @@ class ChaosRun:
     def _undecided(self) -> list[str]:
         return [eid for eid in self.sent if eid not in self.decisions]
 
+    @property
+    def outputs(self) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+        """The decisions as the workers' guarantee presents them downstream: read_committed under
+        exactly-once (a read_uncommitted reader also sees those of aborted transactions, made again
+        after a kill, from a newer merchant summary), else read_uncommitted."""
+        return self.committed_decisions if self.plan.exactly_once else self.decisions
+
+    def _uncommitted(self) -> list[str]:
+        """Payments without a decision a read_committed reader has seen."""
+        return [eid for eid in self.sent if eid not in self.committed_decisions]
+
     async def _offsets_behind(self) -> dict[str, tuple[int, int]]:
         """Input partitions whose committed offset is not at the end: name -> (committed, end)."""
         ends = await end_offsets(self.bootstrap, [self.prefix + t for t in INPUT_TOPICS])
@@ -342,7 +488,10 @@ class ChaosRun:
                     try:
                         async with self._http.get(m.proc.url(f"/{kind}/{entity}")) as resp:
                             if resp.status == 200:
-                                got = (await resp.json())["features"]
+                                body = await resp.json()
+                                got = body["features"]
+                                if kind == "users":
+                                    self.outstanding[entity] = body["credit_outstanding"]
                                 break
                     except (aiohttp.ClientError, TimeoutError):
                         continue
@@ -355,26 +504,57 @@ class ChaosRun:
         diffs = await self._features_diff(oracle)
         return not diffs or f"{len(diffs)} differ, e.g. {dict(list(diffs.items())[:2])}"
 
+    def _credit_diff(self) -> tuple[int, int, dict[str, str]]:
+        """(users checked exactly, users checked within bounds, users whose credit_outstanding on the
+        workers' API is off): see credit_bounds."""
+        first = {eid: got[0][1]["action"] for eid, got in self.outputs.items()}
+        bounds = credit_bounds(self.records, first)
+        off: dict[str, str] = {}
+        for user, (low, high) in bounds.items():
+            got = self.outstanding.get(user)
+            if got is None:
+                off[user] = "not answered"
+            elif not low <= to_minor(got) <= high:
+                want = f"{low / 100:.2f}" if low == high else f"in [{low / 100:.2f}, {high / 100:.2f}]"
+                off[user] = f"{got:.2f}, want {want}"
+        exact = sum(1 for low, high in bounds.values() if low == high)
+        return exact, len(bounds) - exact, off
+
     # -- verdict
     async def _result(self, oracle: FeatureOracle, drained_s: float) -> ChaosResult:
         plan = self.plan
         undecided = self._undecided()
-        repeats, differing = repeat_differences({e: [v for _, v in got] for e, got in self.decisions.items()
+        outputs = self.outputs
+        repeats, differing = repeat_differences({e: [v for _, v in got] for e, got in outputs.items()
                                                  if e in self.sent})
         disagree = len(differing)
         for k in self.kills:
             after = (at - k.at for eid, (_, part) in self.sent.items() if part in k.partitions
-                     for at, v in self.decisions.get(eid, ()) if v["decided_at"] > k.at * 1000)
-            k.recovery_s = min(after, default=math.inf) if k.partitions else None
+                     for at, v in outputs.get(eid, ()) if v["decided_at"] > k.at * 1000)
+            # None: nothing to recover (no partition, or no payment on them sent after the kill).
+            paid_after = any(part in k.partitions and sent > k.at for sent, part in self.sent.values())
+            k.recovery_s = min(after, default=math.inf) if paid_after else None
             near = [eid for eid, (sent, _) in self.sent.items()
                     if k.at - AROUND_KILL_S[0] <= sent <= k.at + AROUND_KILL_S[1]]
             k.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
+            # Its window [at - 5 s, at + 30 s] holds a broker outage: the broker's, not the kill's.
+            k.broker_down = any(b.at <= k.at + AROUND_KILL_S[1] and k.at - AROUND_KILL_S[0] <= b.at + b.down_s
+                                for b in self.broker_kills)
+        for b in self.broker_kills:
+            near = [eid for eid, (sent, _) in self.sent.items()
+                    if b.at - AROUND_KILL_S[0] <= sent <= b.at + AROUND_KILL_S[1]]
+            b.worst_latency_s = max((self._latency(eid) for eid in near), default=0.0)
+            back = b.at + b.down_s
+            b.recovery_s = min((at - back for got in outputs.values() for at, _ in got if at > back),
+                               default=math.inf)
         latencies = sorted(self._latency(eid) for eid in self.sent)
-        # The group's pace without faults: payments sent well before the first kill.
-        calm_until = min((k.at for k in self.kills), default=math.inf) - AROUND_KILL_S[0]
+        # The group's pace without faults: payments sent well before the first kill (of either kind).
+        first_fault = min((k.at for k in [*self.kills, *self.broker_kills]), default=math.inf)
+        calm_until = first_fault - AROUND_KILL_S[0]
         calm = sorted(self._latency(eid) for eid, (sent, _) in self.sent.items() if sent < calm_until)
         behind = await self._offsets_behind()
         feature_diffs = await self._features_diff(oracle)
+        credit_exact, credit_bounded, credit_off = self._credit_diff()
         crashed = [m.name for m in self.members if m.alive() and m.proc.proc.poll() is not None]
         crash_logs = [f"{m.name}: {why}" for m in self.members if (why := _crash_reason(m.proc.log_path))]
         hard_stops = [m.name for m in self.members if m.how == "stopped" and m.proc.proc.returncode == -9]
@@ -391,16 +571,30 @@ class ChaosRun:
             "send errors": self.send_errors,
             "decided": len(self.sent) - len(undecided),
             "lost": len(undecided),
-            "repeated (of which disagreeing)": f"{repeats} ({disagree})",
+            "repeated (of which disagreeing)": f"{repeats} ({disagree})"
+            + (", read_committed" if plan.exactly_once else ""),
             "drain after traffic": f"{drained_s:.1f} s",
             "produce->decision p50 / p99 / max": _quantiles(latencies),
             "same, sent before the first kill": _quantiles(calm),
             "worst latency around a kill": _fmt(max((k.worst_latency_s for k in self.kills), default=0.0)),
+            "credit balances checked (exact / bounded)": f"{credit_exact} / {credit_bounded}",
             # Each revocation a worker went through after the traffic began (a joining worker's first
             # included): on a calm run, every one is a rebalance no fault caused.
             "rebalances seen by workers": sum(
                 m.stats.get("rebalances", 0) - self.rebalances_before.get(m.name, 0) for m in self.members),
         }
+        if self.broker_kills:
+            figures["broker kills (longest down)"] = (
+                f"{len(self.broker_kills)} ({max(b.down_s for b in self.broker_kills):.1f} s)")
+            figures["worst latency around a broker kill"] = _fmt(
+                max(b.worst_latency_s for b in self.broker_kills))
+        uncommitted = self._uncommitted() if plan.exactly_once else []
+        if plan.exactly_once:
+            raw_repeats, raw_differing = repeat_differences(
+                {e: [v for _, v in got] for e, got in self.decisions.items() if e in self.sent})
+            figures["repeated, read_uncommitted"] = (
+                f"{raw_repeats} ({len(raw_differing)} disagreeing; aborted transactions' decisions)")
+            figures["undecided, read_committed"] = len(uncommitted)
         checks = [
             (f"every payment decided ({len(undecided)} of {len(self.sent)} lost: {undecided[:5]})",
              not undecided and bool(self.sent)),
@@ -415,16 +609,66 @@ class ChaosRun:
             (f"live workers own every input partition once ({sorted(owners)})",
              sorted(owners) == list(range(PARTITIONS))),
             (f"committed offsets at the end of every input partition (behind: {behind})", not behind),
+            (f"credit_outstanding of every user equals the brute force from what was sent and decided "
+             f"({credit_exact} exactly, {credit_bounded} within bounds; {len(credit_off)} off: "
+             f"{dict(list(credit_off.items())[:5])})", not credit_off),
             (f"at least {plan.kills} SIGKILLs with restarts, a join and a graceful stop",
              len(self.kills) >= plan.kills and len(self.members) >= 3 + plan.kills
              and any(m.how == "stopped" for m in self.members)) if plan.kills else
-            ("no fault (a calm run)", not self.kills and len(self.members) == 2),
+            ("no worker fault (a calm run)", not self.kills and len(self.members) == 2),
         ]
-        return ChaosResult(checks, figures, self.kills, self.members)
+        if plan.broker_kills:
+            checks.append((f"{plan.broker_kills} broker SIGKILLs, each restarted (down: "
+                           f"{[round(b.down_s, 1) for b in self.broker_kills]} s)",
+                           len(self.broker_kills) >= plan.broker_kills
+                           and all(math.isfinite(b.down_s) for b in self.broker_kills)))
+        if plan.exactly_once:
+            twice = [(eid, len(got)) for eid, got in self.committed_decisions.items()
+                     if len(got) > 1 and eid in self.sent]
+            checks.append((f"exactly-once: a read_committed reader sees one decision per payment "
+                           f"({len(uncommitted)} without one: {uncommitted[:5]}; {len(twice)} with more: "
+                           f"{twice[:5]})", not uncommitted and not twice and bool(self.sent)))
+        return ChaosResult(checks, figures, self.kills, self.members, self.broker_kills)
 
     def _latency(self, eid: str) -> float:
-        got = self.decisions.get(eid)
+        got = self.outputs.get(eid)
         return got[0][0] - self.sent[eid][0] if got else math.inf
+
+
+def credit_bounds(records: list[Record], first_action: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """What each user's `credit_outstanding` must be (minor units, low <= it <= high), recomputed from
+    the records sent and each payment's first decision, under the credit policy (credit/user.py):
+
+    - a credit_line payment first decided approve or review draws its amount; nothing else draws;
+    - a user repayment pays the balance down, but never below zero (so the result depends on the order
+      the user's payments and repayments were processed in, across topics);
+    - a chargeback reverses its payment's draw if the draw came first (order again).
+
+    A user with only payments (no repayment, no chargeback) gets an exact figure: the sum of the draws.
+    Any other gets bounds that hold in every order: at most the draws, at least the draws less the
+    repayments and the charged-back draws (and zero). Every user with a credit_line payment is included;
+    none of the default policy's reviews, cuts or freezes moves the balance.
+    """
+    drawn: dict[str, int] = {}  # user -> sum of draws
+    draw_of: dict[str, tuple[str, int]] = {}  # payment id -> (user, amount drawn)
+    paid_down: dict[str, int] = {}  # user -> repayments and charged-back draws
+    for rec in records:
+        v = rec.value
+        if rec.topic == "payments" and v["method"] == "credit_line":
+            user = v["user_id"]
+            amount = to_minor(v["amount"]) if first_action.get(v["event_id"]) in DRAWING else 0
+            drawn[user] = drawn.get(user, 0) + amount
+            if amount:
+                draw_of[v["event_id"]] = (user, amount)
+    for rec in records:
+        v = rec.value
+        if rec.topic == "repayments" and v["account_type"] == "user":
+            paid_down[v["account_id"]] = paid_down.get(v["account_id"], 0) + to_minor(v["amount"])
+        elif rec.topic == "chargebacks":
+            user, amount = draw_of.get(v["payment_id"], (v["user_id"], 0))
+            paid_down[user] = paid_down.get(user, 0) + amount
+            paid_down.setdefault(v["user_id"], 0)
+    return {user: (max(0, d - paid_down[user]) if user in paid_down else d, d) for user, d in drawn.items()}
 
 
 def repeat_differences(decisions: dict[str, list[dict[str, Any]]]) -> tuple[int, list[str]]:

@@ -1,5 +1,5 @@
-"""The chaos test's brute-force feature oracle agrees with the worker's core on the same records, and
-its fault plan and repeat comparison hold what the chaos test promises."""
+"""The chaos test's brute-force feature oracle and credit balances agree with the worker's core on the
+same records, and its fault plan and repeat comparison hold what the chaos test promises."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.processor import Message, Processor
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
-from tests.chaos import ChaosPlan, repeat_differences
+from tests.chaos import DRAWING, ChaosPlan, credit_bounds, repeat_differences
 from tests.feature_oracle import FeatureOracle, compare
 
 
@@ -33,6 +33,32 @@ def test_oracle_equals_the_core_over_synthetic_traffic() -> None:
         assert compare(oracle.merchant(m), proc.merchants.get(m).features()) == {}, m
 
 
+def test_credit_bounds_hold_the_core_s_balances_exact_for_users_who_only_pay() -> None:
+    traffic = Traffic(users=400, merchants=5, seed=11)
+    t0 = 1_700_000_000_000
+    records = [traffic.next(t0 + i * 1_000) for i in range(3000)]
+    proc = Processor(Settings(), DictKV())
+    msgs = [Message(r.topic, 0, i, r.key.encode(), orjson.dumps(r.value)) for i, r in enumerate(records)]
+    first: dict[str, str] = {}
+    for i in range(0, len(msgs), 100):
+        for out in proc.run_local(msgs[i:i + 100], now_ms=t0 + 3_600_000):
+            if out.topic.endswith("risk-decisions"):
+                first.setdefault(out.value["event_id"], out.value["action"])
+    bounds = credit_bounds(records, first)
+    exact = [u for u, (low, high) in bounds.items() if low == high]
+    assert exact and len(exact) < len(bounds)  # both kinds of user are checked
+    assert any(high for _, high in bounds.values())
+    assert proc.credit is not None
+    for user, (low, high) in bounds.items():
+        got = proc.credit.user_view(user)["credit_outstanding"]
+        assert low <= round(got * 100) <= high, (user, got, low, high)
+    # A draw counted twice (a replayed payment applied again) is outside every user's bounds.
+    user = next(u for u, (_, high) in bounds.items() if high)
+    twice = [r for r in records if r.topic == "payments" and r.value["user_id"] == user
+             and r.value["method"] == "credit_line" and first.get(r.value["event_id"]) in DRAWING]
+    assert credit_bounds([*records, twice[0]], first)[user][1] > bounds[user][1]
+
+
 def test_oracle_reports_a_wrong_or_missing_feature() -> None:
     oracle = FeatureOracle()
     oracle.add(Traffic(users=1, merchants=1, seed=1).payment(1_000, amount=12.5))
@@ -51,6 +77,14 @@ def test_fault_plan_kills_joins_and_stops_within_the_traffic() -> None:
         assert kinds.index("join") < kinds.index("stop")
         times = [t for t, _ in faults]
         assert times == sorted(times) and times[0] > 0 and times[-1] <= 35
+
+
+def test_broker_kills_are_spread_among_the_worker_faults() -> None:
+    kinds = [k for _, k in ChaosPlan(duration_s=90, kills=6, broker_kills=2).faults()]
+    assert kinds.count("broker") == 2 and kinds.count("kill") == 6
+    first, second = (i for i, k in enumerate(kinds) if k == "broker")
+    assert 0 < first < second < len(kinds) - 1 and second - first > 2
+    assert [k for _, k in ChaosPlan(kills=0, broker_kills=1).faults()] == ["broker"]
 
 
 def test_a_repeat_may_differ_only_in_decided_at() -> None:

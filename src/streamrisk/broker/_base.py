@@ -104,8 +104,10 @@ def _stop_all() -> None:
 # What each embedded broker can do beyond produce, fetch and consumer groups; tests that need more ask
 # `EmbeddedBroker.supports` rather than which broker runs.
 FEATURES: dict[str, frozenset[str]] = {
-    "kafka": frozenset({"transactions", "delete_records", "static_membership"}),
-    # No transactions through aiokafka or librdkafka, no DeleteRecords. Static members
+    # durable_log: a broker killed and restarted on its data directory has every record it acknowledged.
+    "kafka": frozenset({"transactions", "delete_records", "static_membership", "durable_log"}),
+    # No transactions through aiokafka or librdkafka, no DeleteRecords, no durable log (the embedded
+    # binary stores in memory only: a restarted Tansu starts empty). Static members
     # (group.instance.id): Tansu 0.6 never expels one whose session has lapsed (it checks sessions
     # only on requests from dynamic members) and holds each of their joins and syncs for 3 s.
     "tansu": frozenset(),
