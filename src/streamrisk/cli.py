@@ -143,7 +143,7 @@ def _load_args(p: argparse.ArgumentParser, rate: float, duration: float) -> None
     p.add_argument("--days", type=float, default=7.0,
                    help="days of event time the run's traffic covers, ending now (default 7)")
     p.add_argument("--scenario-mix", help='per scenario, the share of events that start one: '
-                   '"card_testing=0.002,bust_out=0", or "none" (defaults: see README)')
+                   '"card_testing=0.002,bust_out=0", or "none" (defaults: docs/loadtest-and-backtest.md)')
     p.add_argument("--malformed", type=float, default=0.002, help="share of malformed records")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--tansu", action="store_true",

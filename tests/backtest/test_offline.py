@@ -103,7 +103,7 @@ def test_rulesets_published_during_the_recording_apply_to_the_current_side_only(
 
 
 def test_the_readme_candidate_is_the_default_ruleset_with_only_a_tighter_velocity_limit() -> None:
-    # The README's backtest and shadow examples read as "one change": keep them so as the default grows.
+    # The backtest and shadow examples (docs/loadtest-and-backtest.md) read as "one change": keep them so.
     root = Path(__file__).resolve().parents[2]
     candidate = load_ruleset(root / "docs" / "backtest" / "candidate.yaml").to_mapping()
     current = default_ruleset().to_mapping()

@@ -1,4 +1,4 @@
-"""The README's worked example (README.md, "Credit" > "A worked example"), number for number, through
+"""The worked example of docs/credit.md ("A worked example"), number for number, through
 the processor with the shipped policy and ruleset."""
 
 from __future__ import annotations

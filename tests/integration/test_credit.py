@@ -1,8 +1,8 @@
-"""Credit on a running worker: the README's worked example read back from both adjustment topics and
+"""Credit on a running worker: the worked example of docs/credit.md read back from both adjustment topics and
 the HTTP API, and no second adjustment after a SIGKILL and restart.
 
     worked example ── one record at a time (each waits until the worker has applied it, since the
-                      story spans topics) ── adjustments on both topics == the README's, API agrees
+                      story spans topics) ── adjustments on both topics == the docs', API agrees
     kill test      ── stories, worker A ── SIGKILL ── A' (same app id) ── more stories
                       adjustments de-duplicated by id == what one process computes from the same input
 """

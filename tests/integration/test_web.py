@@ -345,7 +345,7 @@ async def test_dashboard_numbers_move_with_traffic_and_a_lookup_shows_features_a
                     "the user's features in the lookup")
         result = await asyncio.to_thread(text, "lookup-result")
         assert "credit_limit" in result and "credit_available" in result, result
-        # The README's picture comes from here, but a test run leaves the checkout as it found it:
+        # docs/http-api.md's dashboard picture comes from here, but a test leaves the checkout as it was:
         # STREAMRISK_UPDATE_SCREENSHOT=1 writes docs/dashboard.png.
         shot = tmp_path / "dashboard.png"
         await asyncio.to_thread(driver.save_screenshot, str(shot))

@@ -86,7 +86,7 @@ def test_score_is_always_within_zero_and_one(bias: float, weight: float, value: 
 
 
 def reference_values(m: ScoreModel, ctx: dict) -> list[float]:
-    """The feature vector as the README defines it, one feature at a time."""
+    """The feature vector as docs/rules.md defines it, one feature at a time."""
     out = []
     for f in m.features:
         src = ctx.get(f.namespace)
