@@ -76,6 +76,7 @@ ATTRIBUTES = [
     (TableManager, "_recovery", "app.py: our recovery, done once the position passes the end"),
     (Recovery, "active_remaining", "app.py: overridden, position past transaction markers"),
     (aiokafka_sender, "TxnOffsetCommitHandler", "transactions.py: replaced by the fenced handler"),
+    (aiokafka_sender, "BACKOFF_OVERRIDE", "transactions.py: the CONCURRENT_TRANSACTIONS retry, shortened"),
     (aiokafka_sender.TxnOffsetCommitHandler, "create_request", "transactions.py: wrapped to send v3"),
     (aiokafka_sender.TxnOffsetCommitHandler, "handle_response", "transactions.py: fenced errors abort"),
     (TransactionManager, "error_transaction", "transactions.py: a fenced commit makes the txn abortable"),
@@ -137,6 +138,8 @@ SOURCES = [
     (GroupCoordinator.__init__, "self.member_id = ", "transactions.py: KIP-447 fencing"),
     (GroupCoordinator.__init__, "self._group_instance_id = group_instance_id", "transactions.py"),
     (aiokafka.AIOKafkaProducer.__init__, "self._sender = Sender(", "transactions.py: the group for v3"),
+    (aiokafka_sender.AddPartitionsToTxnHandler.handle_response, "return BACKOFF_OVERRIDE",
+     "transactions.py: the module global is read when a transaction's first partitions are retried"),
     (aiokafka.AIOKafkaProducer.send_offsets_to_transaction, "add_offsets_to_txn",
      "transactions.py: offsets join the transaction"),
 ]
