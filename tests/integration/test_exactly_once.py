@@ -55,6 +55,16 @@ async def _send_payments(client: Client, ids: list[str], users: int) -> None:
     await client.producer.flush()
 
 
+async def _decided_once_each(client: Client, sent: list[str], timeout: float, settle: float) -> None:
+    """A read_committed reader sees one decision for every payment sent, and no second one."""
+    decisions = await client.read(
+        "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
+        timeout=timeout, settle=settle, committed=True,
+    )
+    counts = _once_each(decisions, sent)
+    assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+
+
 def _once_each(decisions: list[dict], sent: list[str]) -> Counter:
     counts = Counter(d["event_id"] for d in decisions)
     assert set(counts) == set(sent), f"undecided: {sorted(set(sent) - set(counts))[:10]}"
@@ -90,12 +100,7 @@ async def test_an_output_topic_that_refuses_a_record_stops_the_worker_and_the_in
 
             await _set_limit(bootstrap, prefix + "risk-decisions", 1024 * 1024)
             second = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "b").start()
-            decisions = await client.read(
-                "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                timeout=120, settle=1.0, committed=True,
-            )
-        counts = _once_each(decisions, sent)
-        assert max(counts.values()) == 1, counts.most_common(3)
+            await _decided_once_each(client, sent, 120, 1.0)
     finally:
         first.stop()
         if second is not None:
@@ -162,12 +167,7 @@ async def test_a_read_committed_reader_sees_one_decision_per_payment_across_sigk
                         other = WorkerProcess(bootstrap, prefix, app_id, tmp_path / "other").start()
                     elif kill == 1 and other is not None:
                         other.stop()
-            decisions = await client.read(
-                "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                timeout=180, settle=1.0, committed=True,
-            )
-        counts = _once_each(decisions, sent)
-        assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+            await _decided_once_each(client, sent, 180, 1.0)
     finally:
         worker.stop()
         if other is not None:
@@ -205,12 +205,7 @@ async def test_a_worker_paused_past_its_session_cannot_commit_after_its_partitio
             after = [f"y{i}" for i in range(200)]
             sent += after
             await _send_payments(client, after, 100)
-            decisions = await client.read(
-                "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                timeout=120, settle=8.0, committed=True,
-            )
-        counts = _once_each(decisions, sent)
-        assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+            await _decided_once_each(client, sent, 120, 8.0)
     finally:
         a.stop()
         if b is not None:
@@ -243,12 +238,7 @@ async def test_the_broker_killed_and_restarted_under_traffic_loses_nothing_and_s
             broker.stop()  # reaps it
             broker = start_broker(broker_kind, port, data_dir=data)
         async with Client(broker.bootstrap, prefix) as client:
-            decisions = await client.read(
-                "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                timeout=180, settle=1.0, committed=True,
-            )
-        counts = _once_each(decisions, sent)
-        assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+            await _decided_once_each(client, sent, 180, 1.0)
         for w in workers:
             assert w.proc.poll() is None, f"a worker stopped on a broker restart:\n{w.log()}"
     finally:
