@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..features.entities import MerchantState
+from ..rules import FiredRule
+from ..state.chunks import HeldEvent
+from ..state.store import EntityStore, Slot
 from .decisions import alert_record
-from .features.entities import MerchantState
 from .records import Out
-from .rules import FiredRule
-from .state.chunks import HeldEvent
-from .state.store import EntityStore, Slot
 
 if TYPE_CHECKING:
     from .processor import Processor

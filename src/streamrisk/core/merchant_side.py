@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .events import InvalidRecord, Order, Validator, check_id, shown
-from .features.entities import (
+from ..features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
     M_FULFILLED,
@@ -26,9 +25,10 @@ from .features.entities import (
     M_REFUNDED,
     MerchantState,
 )
+from ..state.chunks import HeldEvent
+from .events import InvalidRecord, Order, Validator, check_id, shown
 from .merchant_view import encode_summary
 from .records import Message, Out
-from .state.chunks import HeldEvent
 
 if TYPE_CHECKING:
     from .processor import Processor

@@ -31,12 +31,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from .alerting import Alerting
-from .credit import credit_book
-from .decisions import decision_record
-from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
-from .faults import RecordFaults
-from .features.entities import (
+from ..credit import credit_book
+from ..features.entities import (
     M_CHARGEBACK,
     M_PAYMENT,
     M_REPAYMENT,
@@ -47,26 +43,30 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
+from ..rules import UNKNOWN_MERCHANT, Ruleset, decide
+from ..rules.control import RulesControl, initial_ruleset
+from ..rules.shadow import ShadowRun
+from ..settings import CONTROL_TOPIC, Settings
+from ..state import keys
+from ..state.alert_gate import AlertGate
+from ..state.chunks import HeldEvent
+from ..state.early_chargebacks import EarlyChargebacks
+from ..state.kv import KV
+from ..state.merchant_decisions import MerchantDecisions
+from ..state.payment_index import PaymentIndex
+from ..state.store import EntityStore, Slot
+from ..state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
+from .alerting import Alerting
+from .decisions import decision_record
+from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
+from .faults import RecordFaults
 from .merchant_side import MerchantSide, read_forwarded
 from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .records import Counters, Message, Out, Record, payment_fields
-from .rules import UNKNOWN_MERCHANT, Ruleset, decide
-from .rules.control import RulesControl, initial_ruleset
-from .rules.shadow import ShadowRun
-from .settings import CONTROL_TOPIC, Settings
 from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
-from .state import keys
-from .state.alert_gate import AlertGate
-from .state.chunks import HeldEvent
-from .state.early_chargebacks import EarlyChargebacks
-from .state.kv import KV
-from .state.merchant_decisions import MerchantDecisions
-from .state.payment_index import PaymentIndex
-from .state.store import EntityStore, Slot
-from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
-from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
+from .topic_names import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 
 log = logging.getLogger(__name__)
 
