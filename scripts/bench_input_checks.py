@@ -17,11 +17,11 @@ import timeit
 import orjson
 from _bench import report  # scripts/_bench.py
 
-from streamrisk.events import Validator
+from streamrisk.core.events import Validator
+from streamrisk.core.partitioning import KeyPlacement, kafka_partition
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.loadgen.synthetic import Mix, Traffic
-from streamrisk.partitioning import KeyPlacement, kafka_partition
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 

@@ -31,10 +31,10 @@ from types import SimpleNamespace
 import orjson
 from _bench import report  # scripts/_bench.py
 
-from streamrisk.app import FaustKV
-from streamrisk.processor import Processor
-from streamrisk.records import Message
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.rules import load_ruleset
+from streamrisk.runtime.faust.app import FaustKV
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state import keys
 from streamrisk.state.kv import DictKV

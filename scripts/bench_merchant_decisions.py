@@ -19,7 +19,7 @@ import time
 from _bench import report  # scripts/_bench.py
 from bench_processor import BATCH, make_messages
 
-from streamrisk.processor import Processor
+from streamrisk.core.processor import Processor
 from streamrisk.rules import default_ruleset
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV

@@ -28,11 +28,11 @@ from _bench import report  # scripts/_bench.py
 from aiokafka import AIOKafkaConsumer
 
 from streamrisk.broker import start_broker
+from streamrisk.core.topic_names import merchant_risk_topic
 from streamrisk.demo import Stack
 from streamrisk.loadgen.patterns import order, payment
 from streamrisk.loadgen.produce import make_producer
 from streamrisk.settings import Settings
-from streamrisk.topics import merchant_risk_topic
 
 
 async def probe(bootstrap: str, n: int) -> dict[str, list[float]]:

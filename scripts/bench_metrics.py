@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 from bench_processor import BATCH, make_messages  # scripts/bench_processor.py
 
-from streamrisk.processor import Processor
-from streamrisk.records import Message
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 from streamrisk.web.metrics import WorkerMetrics

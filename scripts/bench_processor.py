@@ -24,9 +24,9 @@ import time
 import orjson
 from _bench import report  # scripts/_bench.py
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.loadgen.synthetic import CREDIT_STORIES, Mix, Traffic
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.rules import Ruleset, default_ruleset, load_ruleset
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV

@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrisk.broker import worker_env_for
+from streamrisk.core.topic_names import consumer_group
 from streamrisk.procs import free_port, log_tail, spawn, terminate
 from streamrisk.settings import Settings
-from streamrisk.topics import consumer_group
 
 # Short group timeouts: a group's first join on the embedded broker takes max(1 s, session/2).
 FAST_GROUP_ENV = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streamrisk.partitioning import kafka_partition
+from streamrisk.core.partitioning import kafka_partition
 
 # Odd but valid ids: emoji, CJK, right-to-left, combining marks, zero-width joiners, the longest allowed.
 ODD_IDS = [

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message, Out
 from streamrisk.loadgen.patterns import Record
-from streamrisk.processor import Processor
-from streamrisk.records import Message, Out
 from streamrisk.rules import Ruleset
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV

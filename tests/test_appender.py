@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamrisk.appender import Appender
-from streamrisk.delivery import DeliveryFailed
+from streamrisk.runtime.delivery import DeliveryFailed
+from streamrisk.runtime.faust.appender import Appender
 
 
 async def test_no_room_in_the_producer_for_its_request_timeout_fails_the_delivery() -> None:

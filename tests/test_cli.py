@@ -141,8 +141,9 @@ def test_mispartitioned_topics_stop_the_worker_in_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # ensure_topics raising it is tested on the brokers (tests/integration/test_hostile_input.py).
-    from streamrisk import cli, worker
-    from streamrisk.topics import TopicLayoutError
+    from streamrisk import cli
+    from streamrisk.runtime import worker
+    from streamrisk.runtime.topics import TopicLayoutError
 
     async def reachable(*_: object) -> None:
         return None

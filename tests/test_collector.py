@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamrisk.collector import Collector
+from streamrisk.runtime.collector import Collector
 from streamrisk.settings import Settings, SettingsError
 
 
@@ -64,7 +64,7 @@ def test_gc_settings_are_read_and_checked() -> None:
 
 
 def test_building_an_app_leaves_the_process_gc_thresholds_alone(tmp_path) -> None:
-    from streamrisk.app import build_app
+    from streamrisk.runtime.faust.app import build_app
 
     before = gc.get_threshold()
     build_app(Settings(data_dir=tmp_path))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamrisk.delivery import CheckpointFailed, Delivery, DeliveryFailed, TransactionAborted
+from streamrisk.runtime.delivery import CheckpointFailed, Delivery, DeliveryFailed, TransactionAborted
 
 TP0, TP1 = ("payments", 0), ("payments", 1)
 

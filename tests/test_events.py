@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrisk.events import MAX_AMOUNT, MAX_ID_CHARS, InvalidRecord, Payment, Validator
+from streamrisk.core.events import MAX_AMOUNT, MAX_ID_CHARS, InvalidRecord, Payment, Validator
 
 NOW = 1_800_000_000_000
 V = Validator(frozenset({"CNY"}), max_future_skew_ms=300_000)

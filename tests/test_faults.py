@@ -6,9 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.features.entities import UserState
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import PaymentIndex
@@ -105,7 +105,7 @@ def test_inputs_that_crashed_the_worker_are_dead_lettered(record: dict) -> None:
 
 
 def test_record_on_the_wrong_partition_is_dead_lettered_when_checked() -> None:
-    from streamrisk.partitioning import kafka_partition
+    from streamrisk.core.partitioning import kafka_partition
 
     proc = Processor(SETTINGS, DictKV(), check_partitions=True)
     right = kafka_partition(b"u", SETTINGS.partitions)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
+from streamrisk.core.processor import Message, Processor
 from streamrisk.loadgen.synthetic import Record, Traffic
-from streamrisk.processor import Message, Processor
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 from tests.chaos import DRAWING, ChaosPlan, credit_bounds, repeat_differences

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streamrisk.partitioning import kafka_partition
-from streamrisk.processor import Processor
-from streamrisk.records import Message
+from streamrisk.core.partitioning import kafka_partition
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 from tests.hostile import Hostile

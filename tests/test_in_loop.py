@@ -9,7 +9,7 @@ import threading
 from mode import Service
 from mode.threads import QueueServiceThread
 
-from streamrisk.in_loop import InLoop
+from streamrisk.runtime.faust.in_loop import InLoop
 
 
 class _Child(Service):

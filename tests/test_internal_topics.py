@@ -10,10 +10,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streamrisk.backtest.shadow_report import well_formed
+from streamrisk.core.merchant_view import MerchantView, encode_summary
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.features.entities import M_CHARGEBACK, M_PAYMENT, M_PLACED
-from streamrisk.merchant_view import MerchantView, encode_summary
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.kv import SEP, DictKV
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streamrisk.partitioning import MEMO_KEYS, KeyPlacement, kafka_partition
+from streamrisk.core.partitioning import MEMO_KEYS, KeyPlacement, kafka_partition, murmur2
 
 # Apache Kafka's own UtilsTest.testMurmur2 vectors (Java ints).
 JAVA_MURMUR2 = {
@@ -21,6 +23,19 @@ JAVA_MURMUR2 = {
 def test_partition_is_the_java_clients(key: bytes, java: int) -> None:
     for n in (1, 3, 4, 12):
         assert kafka_partition(key, n) == (java & 0x7FFFFFFF) % n
+
+
+@pytest.mark.parametrize(("key", "java"), JAVA_MURMUR2.items())
+def test_murmur2_is_the_java_clients_as_unsigned(key: bytes, java: int) -> None:
+    assert murmur2(key) == java & 0xFFFFFFFF
+
+
+@given(st.binary(max_size=300))
+def test_murmur2_equals_the_producers(key: bytes) -> None:
+    # The core keeps its own copy (it imports no Kafka client); aiokafka's producer partitions with its.
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    assert murmur2(key) == aiokafka_murmur2(key)
 
 
 def test_a_record_off_its_keys_partition_is_named_with_the_fix() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streamrisk.processor import Processor
-from streamrisk.records import Message
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.settings import DAY_MS, MINUTE_MS, Settings
 from streamrisk.state.kv import DictKV
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message, Out
 from streamrisk.loadgen import patterns
 from streamrisk.loadgen.patterns import DAY, MINUTE
 from streamrisk.loadgen.synthetic import Mix, Traffic
-from streamrisk.processor import Processor
-from streamrisk.records import Message, Out
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 

@@ -25,12 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.credit import user as uc
 from streamrisk.credit.book import MERCHANT_KIND, USER_KIND
 from streamrisk.credit.merchant import MerchantAccount
 from streamrisk.loadgen.synthetic import Record
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.rules import load_ruleset
 from streamrisk.settings import DAY_MS, MINUTE_MS, Settings, SettingsError
 from streamrisk.state.kv import SEP, DictKV

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from faust.types import TP
 
-from streamrisk.app import build_app
-from streamrisk.restore import apply_in_bulk
+from streamrisk.runtime.faust.app import build_app
+from streamrisk.runtime.faust.restore import apply_in_bulk
 from streamrisk.settings import Settings
 
 

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import orjson
 
-from streamrisk.app import FaustKV
-from streamrisk.delivery import Delivery
-from streamrisk.processor import Processor
-from streamrisk.records import Message
-from streamrisk.runner import BatchRunner, run_queue_wait_s
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
+from streamrisk.runtime.delivery import Delivery
+from streamrisk.runtime.faust.app import FaustKV
+from streamrisk.runtime.runner import BatchRunner, run_queue_wait_s
 from streamrisk.settings import Settings
 from tests.test_delivery import FakeCommit, FakeProducer, FakeTransactions
 

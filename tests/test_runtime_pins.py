@@ -1,8 +1,10 @@
 """The faust-streaming and aiokafka internals the worker relies on, checked by name.
 
-The runtime bypasses Faust's per-event streams (transport.py) and commits offsets itself (delivery.py),
-so it reaches past both libraries' public APIs. The versions are pinned in constraints.txt; an upgrade
-that renames or drops one of these fails here, naming it, instead of silently changing the runtime.
+The runtime bypasses Faust's per-event streams (runtime/faust/transport.py) and commits offsets itself
+(runtime/delivery.py), so it reaches past both libraries' public APIs. The versions are pinned in
+constraints.txt; an upgrade that renames or drops one of these fails here, naming it, instead of
+silently changing the runtime. The modules named below are those of src/streamrisk/runtime/faust/, the
+one package that touches these internals (tests/test_architecture.py keeps the core free of them).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import hashlib
 import orjson
 import pytest
 
-from streamrisk.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value, fitted_dead_letter
+from streamrisk.core.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value, fitted_dead_letter
 
 MAX_REQUEST = 1_000_000  # Faust's producer_max_request_size default
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from io import BytesIO
 from types import SimpleNamespace
 
+from streamrisk.runtime.faust.static_member import StaticLeaveGroupRequest, group_instance_id, leave_error
 from streamrisk.settings import Settings
-from streamrisk.static_member import StaticLeaveGroupRequest, group_instance_id, leave_error
 
 
 def test_the_instance_id_carries_the_url_so_a_worker_moved_elsewhere_joins_as_a_new_member() -> None:

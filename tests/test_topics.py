@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from streamrisk.runtime.topics import worker_topics
 from streamrisk.settings import Settings
-from streamrisk.topics import worker_topics
 
 
 def test_control_topic_has_one_partition_so_every_worker_applies_rulesets_in_one_order() -> None:
@@ -15,7 +15,7 @@ def test_control_topic_has_one_partition_so_every_worker_applies_rulesets_in_one
 
 
 def test_existing_topics_partitioned_otherwise_are_named_with_the_fix() -> None:
-    from streamrisk.topics import layout_problems
+    from streamrisk.runtime.topics import layout_problems
 
     settings = Settings(topic_prefix="p.", partitions=4)
     existing = {
@@ -32,7 +32,7 @@ def test_existing_topics_partitioned_otherwise_are_named_with_the_fix() -> None:
 
 
 def test_tools_that_produce_first_create_only_the_contract_topics() -> None:
-    from streamrisk.topics import contract_topics
+    from streamrisk.runtime.topics import contract_topics
 
     topics = contract_topics(Settings(topic_prefix="p.", partitions=6))
     assert topics["p.risk-rules"] == (1, {"cleanup.policy": "compact"})  # not the broker's auto-create
@@ -42,7 +42,7 @@ def test_tools_that_produce_first_create_only_the_contract_topics() -> None:
 
 def test_the_prefix_names_the_consumer_group_and_every_internal_topic() -> None:
     """Two deployments with different prefixes and the default app id share nothing on the broker."""
-    from streamrisk.topics import changelog_topic, consumer_group
+    from streamrisk.core.topic_names import changelog_topic, consumer_group
 
     a, b = Settings(topic_prefix="a."), Settings(topic_prefix="b.")
     assert (consumer_group(a), changelog_topic(a)) == ("a.streamrisk", "a.streamrisk-state-changelog")
@@ -56,8 +56,8 @@ def test_the_prefix_names_the_consumer_group_and_every_internal_topic() -> None:
 def test_the_worker_uses_the_group_and_changelog_topics_names(tmp_path: object) -> None:
     from pathlib import Path
 
-    from streamrisk.app import build_app
-    from streamrisk.topics import changelog_topic, consumer_group
+    from streamrisk.core.topic_names import changelog_topic, consumer_group
+    from streamrisk.runtime.faust.app import build_app
 
     settings = Settings(topic_prefix="dep-a.", app_id="risk", data_dir=Path(str(tmp_path)))
     app, _ = build_app(settings)
@@ -72,9 +72,9 @@ def test_a_prefixed_worker_finding_only_the_unprefixed_changelog_warns_that_its_
 ) -> None:
     import logging
 
-    from streamrisk.topics import _warn_of_unprefixed_state
+    from streamrisk.runtime.topics import _warn_of_unprefixed_state
 
-    caplog.set_level(logging.WARNING, "streamrisk.topics")  # type: ignore[attr-defined]
+    caplog.set_level(logging.WARNING, "streamrisk.runtime.topics")  # type: ignore[attr-defined]
     settings = Settings(topic_prefix="p.")
     _warn_of_unprefixed_state(settings, {"streamrisk-state-changelog", "p.payments"})
     assert "'p.streamrisk-state-changelog' does not" in caplog.text  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from io import BytesIO
 
 from aiokafka.protocol.transaction import TxnOffsetCommitRequest
 
-from streamrisk.transactions import GroupMetadata, _FencedTxnOffsetCommitRequest
+from streamrisk.runtime.faust.transactions import GroupMetadata, _FencedTxnOffsetCommitRequest
 
 
 def _request() -> TxnOffsetCommitRequest:

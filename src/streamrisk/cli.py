@@ -11,8 +11,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from .preflight import UserError, check_port, wait_for_broker
 from .rules.ruleset import RulesetError
+from .runtime.preflight import UserError, check_port, wait_for_broker
 from .settings import Settings, SettingsError
 
 
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.command == "worker":
         from .rules.control import initial_ruleset
-        from .worker import run_worker
+        from .runtime.worker import run_worker
 
         settings.check()
         initial_ruleset(settings.rules_path)  # a broken rules file is reported before any waiting
@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _prepare(settings: Settings) -> None:
     """Before a tool produces: a broker answers, and the contract topics exist as workers need them."""
-    from .topics import ensure_topics
+    from .runtime.topics import ensure_topics
 
     await wait_for_broker(settings.bootstrap, settings.connect_timeout_s)
     await ensure_topics(settings, contract_only=True)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamrisk.appender import Appender
+from streamrisk.runtime.faust.appender import Appender
 from tests.harness import create_topic, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -16,9 +16,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streamrisk.partitioning import kafka_partition
+from streamrisk.core.partitioning import kafka_partition
+from streamrisk.runtime.topics import TopicLayoutError, ensure_topics
 from streamrisk.settings import Settings
-from streamrisk.topics import TopicLayoutError, ensure_topics
 from tests.harness import Client, WorkerProcess, get_json, now_ms, payment, unique, wait_for
 from tests.hostile import Hostile, Sent
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from streamrisk.core.topic_names import changelog_topic, merchant_events_topic
 from streamrisk.features.entities import M_PAYMENT
 from streamrisk.settings import DAY_MS, Settings
-from streamrisk.topics import changelog_topic, merchant_events_topic
 from tests.harness import Client, WorkerProcess, end_offsets, get_json, now_ms, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -35,8 +35,8 @@ def local_features(kind: str, entity: str) -> dict | None:
     """What a worker that saw every record exactly once computes, without Kafka."""
     import orjson
 
-    from streamrisk.processor import Processor
-    from streamrisk.records import Message
+    from streamrisk.core.processor import Processor
+    from streamrisk.core.records import Message
     from streamrisk.settings import Settings
     from streamrisk.state.kv import DictKV
 

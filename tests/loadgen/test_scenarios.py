@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from streamrisk.events import InvalidRecord, Validator
+from streamrisk.core.events import InvalidRecord, Validator
 from streamrisk.loadgen import credit_scenarios
 from streamrisk.loadgen.credit_scenarios import WEEK
 from streamrisk.loadgen.patterns import DAY, HOUR

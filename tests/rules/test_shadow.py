@@ -7,8 +7,8 @@ import math
 
 from tests.pipeline import Pipeline
 
+from streamrisk.core.topic_names import shadow_decisions_topic
 from streamrisk.loadgen import patterns
-from streamrisk.topics import shadow_decisions_topic
 
 NOW = 1_800_000_000_000
 LIVE = {"version": "live-1", "rules": []}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
+from streamrisk.core.processor import Processor
+from streamrisk.core.records import Message
 from streamrisk.features.entities import U_PAYMENT, UserState, WindowConfig
-from streamrisk.processor import Processor
-from streamrisk.records import Message
 from streamrisk.settings import DAY_MS, HOUR_MS, Settings
 from streamrisk.state.chunks import HeldEvent
 from streamrisk.state.kv import SEP, DictKV

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamrisk.decisions import stable_id
+from streamrisk.core.decisions import stable_id
 from streamrisk.settings import DAY_MS
 from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex

@@ -7,8 +7,8 @@ import time
 from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrisk.reason_class import reason_class
-from streamrisk.records import Message
+from streamrisk.core.reason_class import reason_class
+from streamrisk.core.records import Message
 from streamrisk.settings import DAY_MS
 from streamrisk.web.metrics import WorkerMetrics, count, quantile
 from tests.pipeline import Pipeline

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from streamrisk.app import build_app
+from streamrisk.runtime.faust.app import build_app
 from streamrisk.settings import Settings
 
 TOKEN = "unit-token"

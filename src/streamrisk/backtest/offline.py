@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka.partitioner import murmur2
 
-from ..events import Payment
-from ..processor import Processor
+from ..core.events import Payment
+from ..core.partitioning import kafka_partition
+from ..core.processor import Processor
+from ..core.records import Message, Out
 from ..recording.jsonl import Recorded
-from ..records import Message, Out
 from ..rules import Ruleset
 from ..rules.ruleset import Context
 from ..rules.shadow import ShadowRun
@@ -101,7 +101,7 @@ class Feeder:
             return 0
         p = self._partition_of.get(key)
         if p is None:
-            p = (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions
+            p = kafka_partition(key, self.settings.partitions)
             self._partition_of[key] = p
         return p
 

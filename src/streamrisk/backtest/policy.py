@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..processor import Processor
+from ..core.processor import Processor
 
 NOT_BUILT = (
     "credit policy: not built in this version (no streamrisk.credit package); "

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from ..core.topic_names import shadow_decisions_topic
 from ..recording.record import read_to_end
 from ..settings import Settings, SettingsError, _parse_windows
-from ..topics import shadow_decisions_topic
 from .compare import Comparison, Tally
 from .report import format_report, report_json
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from ..decisions import limit_adjustment_record, line_adjustment_record
-from ..events import Chargeback, Order, Payment, Repayment, to_major
+from ..core.decisions import limit_adjustment_record, line_adjustment_record
+from ..core.events import Chargeback, Order, Payment, Repayment, to_major
 from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
 from ..settings import DAY_MS
 from ..state import keys

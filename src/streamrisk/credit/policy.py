@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..events import to_minor
+from ..core.events import to_minor
 from ..settings import DAY_MS
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}

@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from ..core.topic_names import consumer_group, merchant_risk_topic
 from ..settings import Settings
-from ..topics import consumer_group, merchant_risk_topic
 from .produce import ProduceStats, produce
 from .scenarios import ScenarioTraffic, parse_mix
 from .synthetic import Record, Traffic

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamrisk.events import shown
+from streamrisk.core.events import shown
 from streamrisk.rules.loading import default_ruleset, load_ruleset
 from streamrisk.rules.ruleset import Ruleset, RulesetError
 

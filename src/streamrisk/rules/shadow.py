@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..decisions import decision_record
-from ..events import Payment
+from ..core.decisions import decision_record
+from ..core.events import Payment
 from .ruleset import Context, Ruleset
 from .verdict import Verdict, decide
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..partitioning import kafka_partition
+from ..core.partitioning import kafka_partition
 from .kv import SEP
 
 

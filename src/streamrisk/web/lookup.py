@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..decisions import stable_id
-from ..events import to_major
-from ..processor import Processor
+from ..core.decisions import stable_id
+from ..core.events import to_major
+from ..core.processor import Processor
 from ..state.payment_index import IndexedPayment
 
 RECENT_PAYMENTS = 10

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import TP
+
+from ..core.partitioning import kafka_partition
 
 # Set on a forwarded request: its receiver answers 503 rather than forward again (no loops when
 # two workers briefly disagree about the assignment).
@@ -29,7 +30,7 @@ PASSED_HEADERS = ("Content-Type", "Retry-After", "X-StreamRisk-Peer-Reply")
 
 def key_partition(key: str, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner gives a UTF-8 key."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return kafka_partition(key.encode(), partitions)
 
 
 @dataclass(frozen=True, slots=True)

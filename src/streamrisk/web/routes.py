@@ -18,8 +18,8 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from ..broadcast import BroadcastReader
-from ..processor import Processor
+from ..core.processor import Processor
+from ..runtime.broadcast import BroadcastReader
 from .auth import BearerAuth
 from .lookup import entity_of, merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile

@@ -8,11 +8,10 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Iterator, Sequence
-from operator import mul
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from operator import itemgetter, mul
 
-from streamrisk.windows.compaction import compact
-from streamrisk.windows.rebuild import from_events
+from streamrisk.windows.compaction import reintern
 from streamrisk.windows.spec import NEVER, NO_EXPIRY, AddPath, Event, WindowSpec
 
 __all__ = ["SlidingWindows"]
@@ -410,8 +409,96 @@ class SlidingWindows:
         if head >= self.trim_min and 2 * head >= n:
             self._compact(head)
 
-    _compact = compact  # the memory housekeeping lives in windows/compaction.py
+    def _compact(self, head: int) -> None:
+        """Drop the first ``head`` events (already outside every window) and rebase what indexes them."""
+        del self._ts[:head]
+        del self._val[:head]
+        if self._eid is not None:
+            del self._eid[:head]
+        start = self._start
+        for i in range(len(start)):
+            start[i] -= head
+        # Rebase the running totals so they stay the size of the window's content.
+        wi = self.spec.widest_index
+        out = self._out
+        outsq = self._outsq
+        m, msq = out[wi], outsq[wi]
+        self._tot -= m
+        self._totsq -= msq
+        for i in range(len(out)):
+            out[i] -= m
+            outsq[i] -= msq
+        stair = self._stair
+        if stair is not None:
+            stair[:] = [j - head for j in stair[bisect_left(stair, head) :]]
+        for dim in self._dims:
+            del dim[3][:head]
+            if len(dim[1]) > 2 * dim[4][wi] + self.reintern_slack:
+                reintern(dim)
 
     # ------------------------------------------------------------------ rebuild
 
-    from_events = classmethod(from_events)  # windows/rebuild.py
+    @classmethod
+    def from_events(
+        cls,
+        spec: WindowSpec,
+        events: Iterable[Sequence],
+        end: int | None = None,
+    ) -> SlidingWindows:
+        """Rebuild a window from events (ts, value, cats[, eid]) in any order.
+
+        Equal to adding them one by one in (ts, input) order and then ``advance(end)``.
+        Events already outside the widest window are dropped (their ids, with ids=True,
+        go to ``pop_expired`` so their records can be tombstoned). Path counters start at 0.
+        """
+        w = cls(spec)
+        evs = sorted(events, key=itemgetter(0))
+        if not evs:
+            if end is not None:
+                w._set_end(end)
+            return w
+        tsl = [e[0] for e in evs]
+        if end is None or end < tsl[-1]:
+            end = tsl[-1]
+        lo = bisect_right(tsl, end - spec.widest)
+        w._set_end(end)
+        if spec.ids:
+            w._expired.extend([e[3] if len(e) > 3 else 0 for e in evs[:lo]])
+            w._eid = array("q", [e[3] if len(e) > 3 else 0 for e in evs[lo:]])
+        del evs[:lo]
+        tsa = w._ts = array("q", tsl[lo:])
+        del tsl
+        val = w._val = array("q", [e[1] for e in evs])
+        n = len(tsa)
+
+        for d, (ids, names, last, col, dist) in enumerate(w._dims):
+            intern = ids.setdefault
+            col.extend(array("i", [intern(e[2][d], len(ids)) for e in evs]))
+            names.extend(ids)
+            last.extend([NEVER] * len(names))
+            # ts ascending, so the final write per category is its latest occurrence.
+            for c, t in zip(col, tsa, strict=True):
+                last[c] = t
+            for i, b in enumerate(w._bounds):
+                dist[i] = sum(1 for x in last if x > b)
+        del evs
+
+        w._tot = sum(val)
+        w._totsq = sum(map(mul, val, val))
+        for i, b in enumerate(w._bounds):
+            s = bisect_right(tsa, b)
+            seg = val[:s]
+            w._start[i] = s
+            w._out[i] = sum(seg)
+            w._outsq[i] = sum(map(mul, seg, seg))
+
+        if spec.track_max:
+            stair = w._stair
+            best = None
+            for j in range(n - 1, -1, -1):
+                v = val[j]
+                if best is None or v > best:
+                    stair.append(j)
+                    best = v
+            stair.reverse()
+        return w

@@ -8,9 +8,9 @@ import logging
 import signal
 from dataclasses import replace
 
-from .settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
+from ..settings import AT_LEAST_ONCE, EXACTLY_ONCE, Settings
 
-log = logging.getLogger("streamrisk.worker")
+log = logging.getLogger("streamrisk.runtime.worker")
 
 
 def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -18,13 +18,13 @@ def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
     for task in asyncio.all_tasks(loop):
         print(f"--- {task.get_name()}: {task.get_coro()!r}", file=out)
         task.print_stack(limit=12, file=out)
-    logging.getLogger("streamrisk.worker").warning("asyncio tasks:\n%s", out.getvalue())
+    logging.getLogger("streamrisk.runtime.worker").warning("asyncio tasks:\n%s", out.getvalue())
 
 
 async def resolve_guarantee(settings: Settings) -> Settings:
     """Settle `auto` by asking the broker for transactions; refuse exactly-once where it has none."""
+    from .faust.transactions import transactions_unsupported
     from .preflight import UserError
-    from .transactions import transactions_unsupported
 
     wanted = settings.processing_guarantee
     if wanted == AT_LEAST_ONCE:
@@ -55,7 +55,7 @@ def run_worker(settings: Settings) -> int:
         pass
     import faust
 
-    from .app import build_app
+    from .faust.app import build_app
     from .topics import ensure_topics, record_limit
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def run_worker(settings: Settings) -> int:
         record_limit(settings, processor.t_dead, processor.dead_letter_limit)
     )
     if created:
-        logging.getLogger("streamrisk.worker").info("created %d missing topics", len(created))
+        logging.getLogger("streamrisk.runtime.worker").info("created %d missing topics", len(created))
     # `kill -USR1 <pid>` logs where every task is waiting: the first question about a stuck worker.
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks, loop)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, loop=loop)

@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from ..core.processor import Processor
+from ..core.records import Out
 from .delivery import Delivery, TransactionAborted
-from .processor import Processor
-from .records import Out
 
 log = logging.getLogger(__name__)
 

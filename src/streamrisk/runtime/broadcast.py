@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .records import Message
-from .settings import Settings
-from .topics import consumer_group
+from ..core.records import Message
+from ..core.topic_names import consumer_group
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

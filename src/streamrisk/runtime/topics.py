@@ -15,44 +15,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from ..core.topic_names import (
+    STATE_TABLE,
+    changelog_topic,
+    consumer_group,
+    merchant_events_topic,
+    merchant_risk_topic,
+    shadow_decisions_topic,
+)
+from ..settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .preflight import UserError
-from .settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 
 log = logging.getLogger(__name__)
-
-STATE_TABLE = "state"
-
-
-def consumer_group(settings: Settings) -> str:
-    """The deployment's name on the broker, `{prefix}{app id}`: the Faust app id, so the workers'
-    consumer group, and the start of every internal topic's name.
-
-    It carries the topic prefix: two deployments on one cluster with different prefixes but the same
-    (default) app id must not join one group (each would be assigned the other's partitions and
-    forward its requests there) nor share a changelog (each would restore the other's state).
-    """
-    return settings.topic(settings.app_id)
-
-
-def changelog_topic(settings: Settings) -> str:
-    """Faust names a table's changelog `{app id}-{table}-changelog`; our app id is consumer_group's."""
-    return f"{consumer_group(settings)}-{STATE_TABLE}-changelog"
-
-
-def merchant_events_topic(settings: Settings) -> str:
-    """The internal repartition topic: payments and chargebacks keyed by merchant."""
-    return f"{consumer_group(settings)}-merchant-events"
-
-
-def merchant_risk_topic(settings: Settings) -> str:
-    """Compacted: the newest risk summary of each merchant, read whole by every worker."""
-    return f"{consumer_group(settings)}-merchant-risk"
-
-
-def shadow_decisions_topic(settings: Settings) -> str:
-    """Would-be decisions of the shadow ruleset (rules/shadow.py), read by `streamrisk shadow-report`."""
-    return f"{consumer_group(settings)}-shadow-decisions"
-
 
 def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Topic name -> (partitions, topic config), for everything a worker touches."""

@@ -1,24 +1,24 @@
 """Fraud alerts: which fired rules become an alert, about whom, naming which events.
 
 User rules are alerted with the payment that fired them; merchant-only rules by the merchant's owner
-after every merchant event (`_merchant_alerts`), so no alert depends on where batches split. Dedupe per
-subject and reason is the AlertGate's (state/alert_gate.py).
+after every merchant event (`Alerting.merchant_event`), so no alert depends on where batches split.
+Dedupe per subject and reason is the AlertGate's (state/alert_gate.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..credit.book import CreditBook
+from ..features.entities import MerchantState
+from ..rules import FiredRule
+from ..rules.control import RulesControl
+from ..state.alert_gate import AlertGate
+from ..state.chunks import HeldEvent
+from ..state.store import EntityStore, Slot
 from .decisions import alert_record
-from .features.entities import MerchantState
 from .records import Out
-from .rules import FiredRule
-from .state.chunks import HeldEvent
-from .state.store import EntityStore, Slot
-
-if TYPE_CHECKING:
-    from .processor import Processor
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 # An alert names its triggering event and the subject's other events shortly before it.
@@ -36,10 +36,23 @@ def _strictest(fired: Iterable[FiredRule]) -> dict[str, str]:
 
 
 class Alerting:
-    """The Processor's alerting half (a mixin: it reads the processor's state and counters)."""
+    """Raises the processor's fraud alerts into the `out` it is given; its state is the alert gate."""
 
-    def _alert(
-        self: Processor,
+    def __init__(
+        self, gate: AlertGate, alerts: dict[str, int], topic: str, rules: RulesControl,
+        merchants: EntityStore[MerchantState], credit: CreditBook | None,
+    ) -> None:
+        """`alerts`: the counters' alerts per reason (counted here); `topic`: the fraud-alerts topic;
+        `rules`, `merchants` and `credit` are the processor's (read for merchant-only rules)."""
+        self.gate = gate
+        self.counts = alerts
+        self.topic = topic
+        self.rules = rules
+        self.merchants = merchants
+        self.credit = credit
+
+    def alert(
+        self,
         out: list[Out],
         subject: tuple[str, str, int],
         fired: Iterable[FiredRule],
@@ -54,15 +67,15 @@ class Alerting:
         """
         subject_type, subject_id, partition = subject
         severity = _strictest(fired)
-        reasons = self.alert_gate.admit(partition, subject_type, subject_id, severity, ts)
+        reasons = self.gate.admit(partition, subject_type, subject_id, severity, ts)
         if reasons:
             worst = max((severity[r] for r in reasons), key=SEVERITY_RANK.__getitem__)
             store, slot, ev = trigger
-            event_ids = self._event_ids(store, slot, ev, ts)
-            self._emit_alert(out, subject_type, subject_id, worst, reasons, event_ids, ts)
+            event_ids = _event_ids(store, slot, ev, ts)
+            self.emit(out, subject_type, subject_id, worst, reasons, event_ids, ts)
 
-    def _emit_alert(
-        self: Processor,
+    def emit(
+        self,
         out: list[Out],
         subject_type: str,
         subject_id: str,
@@ -71,24 +84,16 @@ class Alerting:
         event_ids: list[str],
         ts: int,
     ) -> None:
-        counts = self.counters.alerts
+        """An alert, not deduped (a chargeback is an incident of its own)."""
+        counts = self.counts
         for r in reasons:
             counts[r] = counts.get(r, 0) + 1
         record = alert_record(subject_type, subject_id, severity, reasons, event_ids, ts)
-        out.append(Out(self.t_alerts, subject_id, record))
+        out.append(Out(self.topic, subject_id, record))
 
-    def _event_ids(
-        self: Processor, store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int
-    ) -> list[str]:
-        """The triggering event, then the subject's other events in the lookback before `at` (the
-        alert's time)."""
-        # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
-        held = store.recent_event_ids(
-            slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id
-        )
-        return [trigger.event_id[1:], *(eid[1:] for eid in held)]
-
-    def _merchant_alerts(self: Processor, merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent) -> None:
+    def merchant_event(
+        self, out: list[Out], merchant_id: str, slot: Slot[MerchantState], ev: HeldEvent
+    ) -> None:
         """Alert on the merchant-only rules that hold right after `ev`, named after `ev`.
 
         Evaluated per merchant event, not per batch, so an alert's id, ts and event ids depend on
@@ -111,6 +116,14 @@ class Alerting:
             slot.memo = (inputs, fired)
         if fired:
             subject = ("merchant", merchant_id, slot.partition)
-            self._alert(self._out, subject, fired, slot.entity.latest, (self.merchants, slot, ev))
+            self.alert(out, subject, fired, slot.entity.latest, (self.merchants, slot, ev))
             if self.credit is not None:  # a merchant fraud alert cuts its credit line at once
-                self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], self._out, ev)
+                self.credit.on_merchant_alert(merchant_id, slot, [f.severity for f in fired], out, ev)
+
+
+def _event_ids(store: EntityStore[Any], slot: Slot[Any], trigger: HeldEvent, at: int) -> list[str]:
+    """The triggering event, then the subject's other events in the lookback before `at` (the
+    alert's time)."""
+    # Held ids carry a one-letter topic prefix (see the handlers); alerts name contract ids.
+    held = store.recent_event_ids(slot, at - ALERT_LOOKBACK_MS, at, ALERT_MAX_EVENTS - 1, trigger.event_id)
+    return [trigger.event_id[1:], *(eid[1:] for eid in held)]

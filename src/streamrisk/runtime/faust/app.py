@@ -15,17 +15,17 @@ from aiokafka import AIOKafkaProducer
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 
+from ...core.processor import Processor
+from ...core.records import Message
+from ...core.topic_names import STATE_TABLE, changelog_topic, consumer_group
+from ...settings import EXACTLY_ONCE, Settings
+from ...state.keys import drop_partitions
+from ..broadcast import BroadcastReader
+from ..collector import Collector
+from ..delivery import Delivery, one_line
+from ..runner import BatchRunner
 from .appender import Appender
-from .broadcast import BroadcastReader
-from .collector import Collector
-from .delivery import Delivery, one_line
-from .processor import Processor
-from .records import Message
-from .runner import BatchRunner
-from .settings import EXACTLY_ONCE, Settings
-from .state.keys import drop_partitions
 from .static_member import group_instance_id
-from .topics import STATE_TABLE, changelog_topic, consumer_group
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
 
@@ -459,7 +459,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         async def hide_survivors_from_gc() -> None:
             collector.tick()
 
-    from .web.routes import register_routes
+    from ...web.routes import register_routes
 
     def runtime_stats() -> dict[str, Any]:
         return {**runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped}

@@ -8,9 +8,9 @@ the worker that owns the merchant.
 A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
 (owned by whichever worker owns the merchant's partition). The merchant's owner publishes a risk
 summary of every merchant it changed, coalesced to at most one per merchant per interval
-(`summaries()`, merchant_side.py), on a compacted topic that every worker reads whole (broadcast.py)
-into `merchant_view`. Deciding never waits for another worker; the merchant side is as fresh as the last
-summary (README, "Both sides of a payment").
+(`MerchantSide.summaries`, merchant_side.py), on a compacted topic that every worker reads whole
+(broadcast.py) into `merchant_view`. Deciding never waits for another worker; the merchant side is as
+fresh as the last summary (README, "Both sides of a payment").
 
 Processing is at-least-once: after a crash a record can be read again against state that holds any
 part of it, since a batch's state records (the user's chunks, the payment index, the credit account,
@@ -25,18 +25,13 @@ again (the merchant side drops repeats).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from .alerting import Alerting
-from .credit import credit_book
-from .decisions import decision_record
-from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
-from .faults import RecordFaults
-from .features.entities import (
+from ..credit import credit_book
+from ..features.entities import (
     M_CHARGEBACK,
     M_PAYMENT,
     M_REPAYMENT,
@@ -47,34 +42,37 @@ from .features.entities import (
     UserState,
     WindowConfig,
 )
+from ..rules import UNKNOWN_MERCHANT, Ruleset, decide
+from ..rules.control import RulesControl, initial_ruleset
+from ..rules.shadow import ShadowRun
+from ..settings import CONTROL_TOPIC, Settings
+from ..state import keys
+from ..state.alert_gate import AlertGate
+from ..state.chunks import HeldEvent
+from ..state.early_chargebacks import EarlyChargebacks
+from ..state.kv import KV
+from ..state.merchant_decisions import MerchantDecisions
+from ..state.payment_index import PaymentIndex
+from ..state.store import EntityStore, Slot
+from ..state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
+from .alerting import Alerting
+from .decisions import decision_record
+from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
+from .faults import RecordFaults
 from .merchant_side import MerchantSide, read_forwarded
 from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .records import Counters, Message, Out, Record, payment_fields
-from .rules import UNKNOWN_MERCHANT, Ruleset, decide
-from .rules.control import RulesControl, initial_ruleset
-from .rules.shadow import ShadowRun
-from .settings import CONTROL_TOPIC, Settings
 from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
-from .state import keys
-from .state.alert_gate import AlertGate
-from .state.chunks import HeldEvent
-from .state.early_chargebacks import EarlyChargebacks
-from .state.kv import KV
-from .state.merchant_decisions import MerchantDecisions
-from .state.payment_index import PaymentIndex
-from .state.store import EntityStore, Slot
-from .state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
-from .topics import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
-
-log = logging.getLogger(__name__)
+from .topic_names import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 
 # Reason codes the processor raises itself (the rules' codes live in the ruleset).
 CHARGEBACK = "CHARGEBACK"
 UNMATCHED_CHARGEBACK = "UNMATCHED_CHARGEBACK"
 
-class Processor(Alerting, MerchantSide):
+
+class Processor:
     """Turns batches of input messages into state changes and outgoing records."""
 
     def __init__(
@@ -138,23 +136,22 @@ class Processor(Alerting, MerchantSide):
         self.t_rules = t(CONTROL_TOPIC)
         self.t_merchant_events = merchant_events_topic(settings)
         self.t_merchant_risk = merchant_risk_topic(settings)
+        # Its parts, with their own state; their outputs go to the `out` they are given.
+        self.alerting = Alerting(
+            self.alert_gate, self.counters.alerts, self.t_alerts, self.rules, self.merchants, self.credit
+        )
+        self.merchant_side = MerchantSide(
+            self.merchants, self.merchant_decisions, self.merchant_view, self.alerting, self.credit,
+            self.counters, self._tick, self.t_merchant_events, self.t_merchant_risk,
+        )
         # Deployed topic name -> (contract name, handler).
         self._routes: dict[str, tuple[str, Callable[[Message, Any, list[Out]], None]]] = {
             t("payments"): ("payments", self._payment),
-            t("orders"): ("orders", self._order),
+            t("orders"): ("orders", self.merchant_side.order),
             t("repayments"): ("repayments", self._repayment),
             t("chargebacks"): ("chargebacks", self._chargeback),
         }
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
-        # Merchants the current batch changed (alerted at its end), and those changed since the last
-        # summaries were published.
-        self._touched: dict[str, Slot[MerchantState]] = {}
-        self._unpublished: dict[str, Slot[MerchantState]] = {}
-        # Merchants the sweep removed since the last summaries: their summaries are tombstoned.
-        self._swept_merchants: set[str] = set()
-        self.summaries_tombstoned = 0
-        self.merchants.on_swept = self._merchant_swept
-        self._out: list[Out] = []
 
     @property
     def input_topics(self) -> list[str]:
@@ -169,7 +166,7 @@ class Processor(Alerting, MerchantSide):
         """Apply a batch; return what to send. Call `flush_state()` after the outputs are queued."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out: list[Out] = []
-        self._out = out  # where merchant alerts raised inside _hold go (see _merchant_alerts)
+        merchant_event = self.merchant_side.event
         consumed = self.counters.consumed
         for m in batch:
             consumed[m.topic] = consumed.get(m.topic, 0) + 1
@@ -187,7 +184,7 @@ class Processor(Alerting, MerchantSide):
                         where = f"partition {m.partition} offset {m.offset}"
                         self._dead_letter(m, f"internal merchant-events record at {where}: {exc}", out)
                         continue
-                    self._merchant_event(m, forwarded, out)
+                    merchant_event(m, forwarded, out)
                     continue
                 name, handler = self._routes[m.topic]
                 try:
@@ -201,9 +198,12 @@ class Processor(Alerting, MerchantSide):
                 handler(m, record, out)
             except Exception as exc:
                 self._isolate(m, exc, out, mark)
-        if self._touched:
-            self._queue_summaries()
+        self.merchant_side.end_batch()
         return out
+
+    def summaries(self) -> list[Out]:
+        """The merchant summaries due, and tombstones of swept merchants (MerchantSide.summaries)."""
+        return self.merchant_side.summaries()
 
     def flush_state(self) -> int:
         """Write what the batch changed. The payment index goes first: the changelog keeps each
@@ -231,7 +231,7 @@ class Processor(Alerting, MerchantSide):
         while pending:
             outs = self.process(pending, now_ms)
             self.flush_state()
-            self.view_summaries()
+            self.merchant_side.view_summaries()
             pending = []
             for o in outs:
                 if o.topic != forwarded:
@@ -252,9 +252,7 @@ class Processor(Alerting, MerchantSide):
         self.merchant_decisions.forget()
         if self.credit is not None:
             self.credit.forget()
-        self._touched.clear()
-        self._unpublished.clear()
-        self._swept_merchants.clear()
+        self.merchant_side.forget()
         self.clock.reset()
         self.sweeper.restart()
 
@@ -288,7 +286,7 @@ class Processor(Alerting, MerchantSide):
         out["memory"] = memory_stats(
             self.users, self.merchants, self.payment_index, self.early_chargebacks, self.alert_gate
         )
-        out["memory"]["merchant_summaries_tombstoned"] = self.summaries_tombstoned
+        out["memory"]["merchant_summaries_tombstoned"] = self.merchant_side.tombstoned
         if self.credit is not None:
             out["memory"].update(self.credit.memory_stats())
         out.update(self.rules.stats())
@@ -335,34 +333,18 @@ class Processor(Alerting, MerchantSide):
         entity_id = (m.key or b"").decode("utf-8", "replace")
         self.users.discard(entity_id)
         self.merchants.discard(entity_id)
-        # Merchants waiting to be alerted on or summarised point at the dropped slot: reload it, so
-        # what they publish is the persisted state.
-        waiting = [d for d in (self._touched, self._unpublished) if entity_id in d]
-        if waiting:
-            try:
-                slot = self.merchants.slot(entity_id, m.partition)
-            except Exception:
-                log.exception("merchant %r could not be rebuilt from the table", entity_id[:100])
-                for d in waiting:
-                    del d[entity_id]
-                return
-            for d in waiting:
-                d[entity_id] = slot
+        self.merchant_side.reload(entity_id, m.partition)
 
-    def _hold(
-        self, store: EntityStore[Any], entity_id: str, partition: int, held: HeldEvent
-    ) -> tuple[Slot[Any], bool]:
-        """Apply and persist one event to its entity; its slot, and False if it was held already."""
+    def _hold_user(self, user_id: str, partition: int, held: HeldEvent) -> Slot[UserState]:
+        """Apply and persist one event to its user (merchants: MerchantSide.hold); its slot."""
         self._tick(partition, held.ts)
-        slot = store.slot(entity_id, partition)
-        if not store.add(slot, held):
+        users = self.users
+        slot = users.slot(user_id, partition)
+        if not users.add(slot, held):
             self.counters.duplicates += 1
-            return slot, False
-        store.expire(slot, slot.entity.latest)
-        if store is self.merchants:
-            self._touched[entity_id] = slot
-            self._merchant_alerts(entity_id, slot, held)
-        return slot, True
+        else:
+            users.expire(slot, slot.entity.latest)
+        return slot
 
     def _tick(self, partition: int, ts: int) -> None:
         """An event reached state: it moves its partition's clock, and the sweep's work (sweep.py)."""
@@ -384,7 +366,7 @@ class Processor(Alerting, MerchantSide):
                 self._replayed_payment(m, p, users.slot(p.user_id, m.partition), outcome, out)
             else:  # sent again (another offset): no second effect
                 self.counters.duplicates += 1
-            self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
+            self.merchant_side.forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
             return
         slot = users.slot(p.user_id, m.partition)
         user = slot.entity
@@ -418,16 +400,16 @@ class Processor(Alerting, MerchantSide):
         if verdict.explanation is not None:
             record["explanation"] = verdict.explanation
         out.append(Out(self.t_decisions, p.user_id, record))
-        # Merchant-only rules are alerted by the merchant's owner (_merchant_alerts).
+        # Merchant-only rules are alerted by the merchant's owner (Alerting.merchant_event).
         user_fired = [f for f in verdict.alerts if f.subject == "user"]
         if credit is not None:  # the draw happens with the decision
             fired = [(f.reason, f.severity) for f in user_fired]
             credit.after_payment(m.partition, account, p, verdict.action, fired, out, m.offset)
         if user_fired:
-            self._alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
+            self.alerting.alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
         self._claim_early_chargeback(m.partition, p)
-        self._forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
+        self.merchant_side.forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
     def _replayed_payment(self, m: Record, p: Payment, slot: Slot[UserState], outcome: list,
                           out: list[Out]) -> None:
@@ -478,7 +460,7 @@ class Processor(Alerting, MerchantSide):
                 users.expire(slot, slot.entity.latest)
         if not first:
             self.counters.duplicates += 1
-        self._forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
+        self.merchant_side.forward(out, eid, M_CHARGEBACK, c.ts, c.amount, c.merchant_id)
         # Each part below is changed once per chargeback, so a chargeback read again after a crash
         # completes what the crash lost.
         if self.credit is not None:
@@ -495,14 +477,16 @@ class Processor(Alerting, MerchantSide):
         else:
             self.counters.chargebacks_unmatched += 1
             reasons = [CHARGEBACK, UNMATCHED_CHARGEBACK]
-        self._emit_alert(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
+        self.alerting.emit(out, "user", c.user_id, "high", reasons, [c.event_id, c.payment_id], c.ts)
 
     def _repayment(self, m: Message, r: Repayment, out: list[Out]) -> None:
         eid = "r" + r.event_id
+        slot: Slot[Any]
         if r.account_type == "user":
-            store, held = self.users, HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
+            held = HeldEvent(eid, U_REPAYMENT, r.ts, int(r.on_time))
+            slot = self._hold_user(r.account_id, m.partition, held)
         else:
-            store, held = self.merchants, HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
-        slot, _ = self._hold(store, r.account_id, m.partition, held)
+            held = HeldEvent(eid, M_REPAYMENT, r.ts, r.amount)
+            slot, _ = self.merchant_side.hold(out, r.account_id, m.partition, held)
         if self.credit is not None:  # once per repayment id, also when held already (a crash)
             self.credit.on_repayment(m.partition, r, slot, out)

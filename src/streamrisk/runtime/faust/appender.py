@@ -17,18 +17,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from .delivery import DeliveryFailed
+from ...core.partitioning import kafka_partition
+from ..delivery import DeliveryFailed
 
 _NO_HEADERS: list[Any] = []
 _KEYS_REMEMBERED = 200_000  # partitions of recent keys; cleared when full (users and merchants repeat)
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (Java client and aiokafka alike)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Appender:
@@ -97,6 +92,6 @@ class Appender:
             return known[1]
         if len(remembered) >= _KEYS_REMEMBERED:
             remembered.clear()
-        p = partition_for(key, count)
+        p = kafka_partition(key, count)
         remembered[(topic, key)] = (count, p)
         return p

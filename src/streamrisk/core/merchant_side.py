@@ -1,23 +1,24 @@
 """The merchant side of the processor: what reaches a merchant's owner, and what it publishes.
 
 Payments and chargebacks are keyed by user, but matter to their merchant too: the user side forwards
-them (`_forward`), keyed by merchant, on an internal topic that comes back through the processor on the
-worker that owns the merchant (`_merchant_event`), with a decided payment's outcome for the merchant's
-last decisions. Orders arrive keyed by merchant. The merchant's owner publishes a risk summary of every
-merchant it changed, at most one per merchant per interval (`summaries`), which every worker reads into
-its merchant view (merchant_view.py, broadcast.py).
+them (`MerchantSide.forward`), keyed by merchant, on an internal topic that comes back through the
+processor on the worker that owns the merchant (`MerchantSide.event`), with a decided payment's outcome
+for the merchant's last decisions. Orders arrive keyed by merchant. The merchant's owner publishes a
+risk summary of every merchant it changed, at most one per merchant per interval (`summaries`), which
+every worker reads into its merchant view (merchant_view.py, broadcast.py).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 
-from .events import InvalidRecord, Order, Validator, check_id, shown
-from .features.entities import (
+from ..credit.book import CreditBook
+from ..features.entities import (
     M_CANCELLED,
     M_CHARGEBACK,
     M_FULFILLED,
@@ -26,12 +27,15 @@ from .features.entities import (
     M_REFUNDED,
     MerchantState,
 )
-from .merchant_view import encode_summary
-from .records import Message, Out
-from .state.chunks import HeldEvent
+from ..state.chunks import HeldEvent
+from ..state.merchant_decisions import MerchantDecisions
+from ..state.store import EntityStore, Slot
+from .alerting import Alerting
+from .events import InvalidRecord, Order, Validator, check_id, shown
+from .merchant_view import MerchantView, encode_summary
+from .records import Counters, Message, Out
 
-if TYPE_CHECKING:
-    from .processor import Processor
+log = logging.getLogger(__name__)
 
 ORDER_SERIES = {
     "placed": M_PLACED,
@@ -49,8 +53,8 @@ BARE_FIELDS, DECIDED_FIELDS = 5, 9
 
 
 def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None, now_ms: int) -> list[Any]:
-    """A record of the internal merchant-events topic as `_forward` writes it, checked like an input
-    record; InvalidRecord with the reason otherwise.
+    """A record of the internal merchant-events topic as `MerchantSide.forward` writes it, checked like
+    an input record; InvalidRecord with the reason otherwise.
 
     Only workers write this topic, but anyone who can write to the broker can too, and what a record
     holds reaches state: its time moves its partition's clock (which the sweep expires state by), its
@@ -104,90 +108,164 @@ def _check_decision(row: list[Any], series: int) -> None:
 
 
 class MerchantSide:
-    """The Processor's merchant half (a mixin, like alerting.Alerting: it reads the processor's state)."""
+    """The processor's merchant half: forwards the user side's events to the merchant's owner, holds
+    what reaches it, and publishes the risk summaries of the merchants it changed. Every output goes
+    to the `out` it is given."""
 
-    def _forward(
-        self: Processor, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str,
+    def __init__(
+        self,
+        merchants: EntityStore[MerchantState],
+        decisions: MerchantDecisions,
+        view: MerchantView,
+        alerting: Alerting,
+        credit: CreditBook | None,
+        counters: Counters,
+        tick: Callable[[int, int], None],
+        events_topic: str,
+        risk_topic: str,
+    ) -> None:
+        """`tick(partition, ts)`: the processor's, called for every merchant event that reaches
+        state; `events_topic` and `risk_topic` are the internal merchant-events and merchant-risk."""
+        self.merchants = merchants
+        self.decisions = decisions
+        self.view = view
+        self.alerting = alerting
+        self.credit = credit
+        self.counters = counters
+        self.tick = tick
+        self.events_topic = events_topic
+        self.risk_topic = risk_topic
+        # Merchants the current batch changed, and those changed since the last summaries were
+        # published.
+        self.touched: dict[str, Slot[MerchantState]] = {}
+        self.unpublished: dict[str, Slot[MerchantState]] = {}
+        # Merchants the sweep removed since the last summaries: their summaries are tombstoned.
+        self.swept: set[str] = set()
+        self.tombstoned = 0
+        merchants.on_swept = self._merchant_swept
+
+    def forward(
+        self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str,
         user_id: str = "", outcome: list | None = None,
     ) -> None:
-        """Send an event of the user side to the worker that owns its merchant (see _merchant_event).
+        """Send an event of the user side to the worker that owns its merchant (see `event`).
 
         A decided payment carries its decision for the merchant's last decisions (merchant_decisions.py):
         `outcome` as the payment index stores it, `[offset, action, score, rules_version, *reasons]`."""
-        if outcome and self.merchant_decisions.keep:
+        if outcome and self.decisions.keep:
             row = [eid, series, ts, amount, merchant, user_id, *outcome[1:]]
         else:
             row = [eid, series, ts, amount, merchant]
-        out.append(Out(self.t_merchant_events, merchant, orjson.dumps(row)))
+        out.append(Out(self.events_topic, merchant, orjson.dumps(row)))
 
-    def _order(self: Processor, m: Message, o: Order, out: list[Out]) -> None:
+    def hold(
+        self, out: list[Out], merchant_id: str, partition: int, held: HeldEvent
+    ) -> tuple[Slot[MerchantState], bool]:
+        """Apply and persist one event to its merchant, and alert on the merchant-only rules; its slot,
+        and False if it was held already."""
+        self.tick(partition, held.ts)
+        merchants = self.merchants
+        slot = merchants.slot(merchant_id, partition)
+        if not merchants.add(slot, held):
+            self.counters.duplicates += 1
+            return slot, False
+        merchants.expire(slot, slot.entity.latest)
+        self.touched[merchant_id] = slot
+        self.alerting.merchant_event(out, merchant_id, slot, held)
+        return slot, True
+
+    def order(self, m: Message, o: Order, out: list[Out]) -> None:
         cats = (o.user_id,) if o.status == "placed" else ()
         held = HeldEvent("o" + o.event_id, ORDER_SERIES[o.status], o.ts, o.amount, cats)
-        slot, first = self._hold(self.merchants, o.merchant_id, m.partition, held)
+        slot, first = self.hold(out, o.merchant_id, m.partition, held)
         if self.credit is not None:  # held already (a crash): the order index gets what it lacks
             self.credit.on_order(m.partition, o, slot, out, again=not first, offset=m.offset)
 
-    def _merchant_event(self: Processor, m: Message, forwarded: list[Any], out: list[Out]) -> None:
+    def event(self, m: Message, forwarded: list[Any], out: list[Out]) -> None:
         """Apply a forwarded event (`forwarded`: the record as read_forwarded checked it)."""
         eid, series, ts, amount, merchant_id = forwarded[:BARE_FIELDS]
-        slot, first = self._hold(self.merchants, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
+        slot, first = self.hold(out, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
         if len(forwarded) > BARE_FIELDS:  # also when held already: the list dedupes by event id itself
             raw = m.value or b""
             # Kept as the bytes that came, one per line (merchant_decisions.py): ours are one line;
             # a record written otherwise is kept as we would have written it.
             if b"\n" in raw:
                 raw = orjson.dumps(forwarded)
-            self.merchant_decisions.add(m.partition, merchant_id, forwarded, raw)
+            self.decisions.add(m.partition, merchant_id, forwarded, raw)
         if first and self.credit is not None:
             self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
 
-    def _queue_summaries(self: Processor) -> None:
+    def end_batch(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per
-        event, in _merchant_alerts)."""
-        self._unpublished.update(self._touched)
-        self._touched.clear()
+        event, in `hold`)."""
+        if self.touched:
+            self.unpublished.update(self.touched)
+            self.touched.clear()
 
-    def summaries(self: Processor) -> list[Out]:
+    def summaries(self) -> list[Out]:
         """One summary of each merchant changed since the last call (the worker calls this on an
         interval, so a busy merchant costs one record per interval, not one per batch), and a
         tombstone for each merchant the sweep removed since (every worker's view then drops it)."""
-        schema = self.merchant_view.schema
+        schema = self.view.schema
         swept = self._take_swept()
         out = [
-            Out(self.t_merchant_risk, merchant_id,
+            Out(self.risk_topic, merchant_id,
                 encode_summary(schema, merchant.latest, merchant.take_features()))
             for merchant_id, merchant in self._changed_merchants()
         ]
-        self._unpublished.clear()
-        out.extend(Out(self.t_merchant_risk, merchant_id, None) for merchant_id in swept)
+        self.unpublished.clear()
+        out.extend(Out(self.risk_topic, merchant_id, None) for merchant_id in swept)
         return out
 
-    def view_summaries(self: Processor) -> None:
+    def view_summaries(self) -> None:
         """`summaries()` applied to this processor's own view, with no record in between (run_local: a
         whole deployment in one process, where no other worker reads them)."""
-        view = self.merchant_view
+        view = self.view
         for merchant_id in self._take_swept():
             view.put(merchant_id, None)
         for merchant_id, merchant in self._changed_merchants():
             view.put_features(merchant_id, merchant.take_features())
-        self._unpublished.clear()
+        self.unpublished.clear()
 
-    def _merchant_swept(self: Processor, merchant_id: str) -> None:
+    def reload(self, merchant_id: str, partition: int) -> None:
+        """The processor dropped a merchant from memory (a record whose processing raised): one
+        waiting to be summarised points at the dropped slot, so reload it, and what it publishes is
+        the persisted state."""
+        waiting = [d for d in (self.touched, self.unpublished) if merchant_id in d]
+        if not waiting:
+            return
+        try:
+            slot = self.merchants.slot(merchant_id, partition)
+        except Exception:
+            log.exception("merchant %r could not be rebuilt from the table", merchant_id[:100])
+            for d in waiting:
+                del d[merchant_id]
+            return
+        for d in waiting:
+            d[merchant_id] = slot
+
+    def forget(self) -> None:
+        """After a rebalance (the processor's `forget`)."""
+        self.touched.clear()
+        self.unpublished.clear()
+        self.swept.clear()
+
+    def _merchant_swept(self, merchant_id: str) -> None:
         """The sweep removed a merchant's state (idle past the retention): its summary goes too."""
-        self._swept_merchants.add(merchant_id)
-        self._touched.pop(merchant_id, None)
-        self._unpublished.pop(merchant_id, None)
+        self.swept.add(merchant_id)
+        self.touched.pop(merchant_id, None)
+        self.unpublished.pop(merchant_id, None)
 
-    def _take_swept(self: Processor) -> list[str]:
+    def _take_swept(self) -> list[str]:
         """Merchants swept since the last summaries and not changed again since (those get a summary:
-        a sweep after the change takes the merchant out of `_unpublished`)."""
-        swept = [m for m in self._swept_merchants if m not in self._unpublished]
-        self._swept_merchants.clear()
-        self.summaries_tombstoned += len(swept)
+        a sweep after the change takes the merchant out of `unpublished`)."""
+        swept = [m for m in self.swept if m not in self.unpublished]
+        self.swept.clear()
+        self.tombstoned += len(swept)
         return swept
 
-    def _changed_merchants(self: Processor) -> Iterator[tuple[str, MerchantState]]:
+    def _changed_merchants(self) -> Iterator[tuple[str, MerchantState]]:
         # A merchant evicted from memory since and touched again has a new slot: publish that one.
         current = self.merchants.slots
-        for merchant_id, old in self._unpublished.items():
+        for merchant_id, old in self.unpublished.items():
             yield merchant_id, current.get(merchant_id, old).entity

@@ -1,0 +1,1 @@
+"""The processor and its parts: pure Python over plain data, no Faust, no aiokafka."""

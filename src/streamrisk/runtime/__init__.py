@@ -1,0 +1,2 @@
+"""The worker around the core: the batch loop, delivery and checkpoints, the broadcast reader, the
+collector and topic admin."""
