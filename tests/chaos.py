@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamrisk.broker import EmbeddedBroker, start_broker
-from streamrisk.events import to_minor
+from streamrisk.core.events import to_minor
 from streamrisk.loadgen.produce import make_producer
 from streamrisk.loadgen.synthetic import Record, Traffic
 from streamrisk.settings import INPUT_TOPICS
