@@ -57,7 +57,7 @@ PROCESSING_GUARANTEES = ("auto", EXACTLY_ONCE, AT_LEAST_ONCE)
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a worker, the CLI and the tools need to know; see the README's settings table."""
+    """Everything a worker, the CLI and the tools need to know; the table in docs/operations.md."""
 
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
@@ -76,7 +76,7 @@ class Settings:
     credit_policy_path: Path | None = None
     credit_enabled: bool = True
     # A settled user credit account at its initial limit is closed (and swept) after this much event
-    # time without a credit event (credit/user.py `closed`; README, "Memory").
+    # time without a credit event (credit/user.py `closed`; docs/operations.md, "Memory").
     credit_account_idle_ms: int = 365 * DAY_MS
     api_token: str | None = None
     # The secret the workers of one deployment prove requests between them with (web/peer.py); never
@@ -110,7 +110,7 @@ class Settings:
     # payment index's retention, which is also the least it may be (README, "Guarantees").
     dedupe_horizon_ms: int | None = None
     # Users (and, separately, merchants) kept in memory; the least recently used leave first and
-    # are rebuilt from the state table when next touched (README, "Memory").
+    # are rebuilt from the state table when next touched (docs/operations.md, "Memory").
     max_cached_entities: int = 20_000
     # Decisions kept per merchant for GET /merchants/{id} (state/merchant_decisions.py); 0 keeps none.
     merchant_recent_decisions: int = 10

@@ -134,7 +134,7 @@ def worker_env_for(bootstrap: str) -> dict[str, str]:
 # The shortest consumer-group session timeout to give workers on each broker, in seconds. Apache Kafka
 # refuses less than its group.min.session.timeout.ms (6 s by default). Tansu has no minimum; at 3 s
 # (0.5 s heartbeats) calm runs expelled no live worker, and a killed worker's partitions, which Tansu
-# keeps assigning to it until its session lapses, move sooner (scripts/chaos.py --kills 0, README).
+# keeps assigning to it until its session lapses, move sooner (scripts/chaos.py; docs/benchmarks.md).
 SHORTEST_SESSION_TIMEOUT_S: dict[str, float] = {"kafka": 6.0, "tansu": 3.0}
 
 

@@ -10,7 +10,7 @@ A payment's decision needs both sides: its user's features (here, same partition
 summary of every merchant it changed, coalesced to at most one per merchant per interval
 (`MerchantSide.summaries`, merchant_side.py), on a compacted topic that every worker reads whole
 (broadcast.py) into `merchant_view`. Deciding never waits for another worker; the merchant side is as
-fresh as the last summary (README, "Both sides of a payment").
+fresh as the last summary (docs/architecture.md, "Both sides of a payment").
 
 Processing is at-least-once: after a crash a record can be read again against state that holds any
 part of it, since a batch's state records (the user's chunks, the payment index, the credit account,

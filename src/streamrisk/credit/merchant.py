@@ -20,7 +20,7 @@ import orjson
 
 from .policy import MerchantPolicy
 
-# Reason codes of line adjustments (README, "Credit").
+# Reason codes of line adjustments (docs/credit.md).
 RECEIVABLES = "RECEIVABLES"
 REFUND_RATE = "REFUND_RATE"
 CHARGEBACK_RATE = "CHARGEBACK_RATE"

@@ -30,7 +30,7 @@ import orjson
 
 from .policy import UserPolicy
 
-# Reason codes of limit adjustments (README, "Credit").
+# Reason codes of limit adjustments (docs/credit.md).
 ON_TIME_REPAYMENTS = "ON_TIME_REPAYMENTS"
 LATE_REPAYMENT = "LATE_REPAYMENT"
 CHARGEBACK_RECEIVED = "CHARGEBACK_RECEIVED"

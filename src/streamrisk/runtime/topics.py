@@ -101,7 +101,7 @@ def _warn_of_unprefixed_state(settings: Settings, existing: set[str]) -> None:
         log.warning(
             "topic %r exists but %r does not: the consumer group and the changelog now carry "
             "STREAMRISK_TOPIC_PREFIX (group %r). A deployment that ran with this prefix before starts "
-            "a new group and rebuilds its state from the input topics (README, Settings)",
+            "a new group and rebuilds its state from the input topics (docs/operations.md)",
             old, changelog_topic(settings), consumer_group(settings),
         )
 

@@ -17,7 +17,7 @@ from .kv import SEP
 
 class KeyKind(NamedTuple):
     kind: bytes  # the bytes before the first separator
-    what: str  # for /stats and the README
+    what: str  # for /stats and docs/operations.md
     id_field: int  # which separated field is the entity id (murmur2 of it gives the key's partition)
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .sweep import PartitionClock
 
 CHUNK_EVENTS = 32
-# Entities of one kind kept in memory (Settings.max_cached_entities); see the README's measured cost.
+# Entities of one kind kept in memory (Settings.max_cached_entities); cost: docs/benchmarks.md.
 MAX_CACHED = 20_000
 
 
