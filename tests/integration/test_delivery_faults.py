@@ -26,7 +26,10 @@ async def test_a_broker_stall_longer_than_every_retry_stops_the_worker_and_loses
     # A broker of its own: this test freezes it.
     with start_broker(broker_kind) as broker:
         prefix, app_id = unique("faults") + ".", unique("app")
-        fragile = {"STREAMRISK_DELIVERY_TIMEOUT_S": "1", "STREAMRISK_DELIVERY_ATTEMPTS": "2"}
+        # The at-least-once path: records re-sent, then the worker stops. (Under exactly-once a stall
+        # aborts the transaction, which is undone in place: test_exactly_once.py's broker kills.)
+        fragile = {"STREAMRISK_DELIVERY_TIMEOUT_S": "1", "STREAMRISK_DELIVERY_ATTEMPTS": "2",
+                   "STREAMRISK_PROCESSING_GUARANTEE": "at_least_once"}
         first = WorkerProcess(broker.bootstrap, prefix, app_id, tmp_path / "a", **fragile).start()
         second = None
         try:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -124,20 +121,16 @@ class StreamRiskApp(faust.App):
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
     kv: FaustKV | None = None
-    # Exactly-once: made on the worker's loop at start, initialised (which aborts a predecessor's
-    # open transaction) before recovery reads the changelog, which such a transaction would hold up.
-    make_transactional_producer: Callable[[], AIOKafkaProducer] | None = None
-    transactional_producer: AIOKafkaProducer | None = None
+    # Exactly-once: its producer is started on the worker's loop and initialised (which aborts a
+    # predecessor's open transaction) before recovery reads the changelog, which that would hold up.
+    transactions: KafkaTransactions | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.kv is not None:
             self.kv.bind()
-        if self.make_transactional_producer is not None:
-            producer = self.make_transactional_producer()
-            await producer.start()
-            await producer._txn_manager.wait_for_pid()
-            self.transactional_producer = producer
+        if self.transactions is not None:
+            await self.transactions.start()
         # Subscribing is all the topic is for: the batch handler, not a Faust agent, takes its
         # records. (Not at build time: the conductor would bind to a loop that is not the worker's.)
         if self.input_topic is not None:
@@ -195,19 +188,13 @@ class _LazyAppender:
     def __init__(self, app: StreamRiskApp) -> None:
         self._app = app
         self.send: Callable[..., Any] = self._first_send
-
-    def reset(self) -> None:
-        """The producer was replaced: take the new one at the next record."""
-        self.send = self._first_send
+        if app.transactions is not None:  # each producer it starts (or replaces) is sent through
+            app.transactions.on_producer = lambda producer: setattr(self, "send", Appender(producer).send)
 
     async def _first_send(self, *args: Any) -> Any:
-        own = self._app.transactional_producer
-        if own is not None:
-            self.send = Appender(own).send
-        else:
-            producer = self._app.producer
-            await producer.maybe_start()
-            self.send = Appender(producer._ensure_producer()).send
+        producer = self._app.producer
+        await producer.maybe_start()
+        self.send = Appender(producer._ensure_producer()).send
         return await self.send(*args)
 
 
@@ -228,69 +215,14 @@ def _transactional_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-class _LazyTransactions:
-    """Transactions on the producer the app starts (StreamRiskApp), fenced by the consumer's group
-    generation (transactions.py)."""
-
-    def __init__(self, app: StreamRiskApp, appender: _LazyAppender) -> None:
-        self._app = app
-        self._appender = appender
-        self._txn: KafkaTransactions | None = None
-
-    def _group(self) -> GroupMetadata | None:
-        consumer = self._app.consumer._thread._consumer
-        coordinator = getattr(consumer, "_coordinator", None)
-        if coordinator is None or coordinator.generation < 0:
-            return None
-        return GroupMetadata(
-            self._app.conf.id, coordinator.generation, coordinator.member_id,
-            coordinator._group_instance_id,
-        )
-
-    def _ready(self) -> KafkaTransactions:
-        if self._txn is None:
-            producer = self._app.transactional_producer
-            if producer is None:
-                raise RuntimeError("the transactional producer is not started")
-            self._txn = KafkaTransactions(producer, self._group)
-        return self._txn
-
-    async def begin(self) -> None:
-        await self._ready().begin()
-
-    async def add_offsets(self, offsets: Any) -> None:
-        await self._ready().add_offsets(offsets)
-
-    async def commit(self) -> None:
-        await self._ready().commit()
-
-    async def abort(self) -> None:
-        await self._ready().abort()
-
-    async def reset(self) -> None:
-        """A new producer with the same transactional id, for one that cannot go on (fenced by a
-        transaction timeout while the broker was away): its InitProducerId ends the old one's."""
-        app = self._app
-        assert app.make_transactional_producer is not None
-        old, self._txn = app.transactional_producer, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.stop(), 5)
-        deadline = time.monotonic() + 60
-        while True:  # the broker may be restarting: it comes back, or the worker stops
-            new = app.make_transactional_producer()
-            try:
-                await new.start()
-                await asyncio.wait_for(new._txn_manager.wait_for_pid(), 30)
-                break
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await new.stop()
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1.0)
-        app.transactional_producer = new
-        self._appender.reset()
+def _group_metadata(app: StreamRiskApp) -> GroupMetadata | None:
+    """The consumer's place in its group, for the offsets of a transaction (transactions.py)."""
+    coordinator = getattr(app.consumer._thread._consumer, "_coordinator", None)
+    if coordinator is None or coordinator.generation < 0:
+        return None
+    return GroupMetadata(
+        app.conf.id, coordinator.generation, coordinator.member_id, coordinator._group_instance_id
+    )
 
 
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
@@ -362,23 +294,22 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         # A changelog record sent again carries its key's newest value (delivery.py).
         return kv.data.get(key) if topic == changelog and key is not None else value
 
-    transactions = None
-    appender = _LazyAppender(app)
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
-        app.make_transactional_producer = lambda: _transactional_producer(settings)
-        transactions = _LazyTransactions(app, appender)
+        app.transactions = KafkaTransactions(
+            lambda: _transactional_producer(settings), lambda: _group_metadata(app)
+        )
         kv.undo = {}
         log.info("processing guarantee: exactly-once (Kafka transactions)")
     else:
         log.info("processing guarantee: at-least-once")
     delivery = Delivery(
-        appender,
+        _LazyAppender(app),
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
         # A batch may wait in the accumulator up to the producer's timeout, then in flight as long.
         attempt_timeout_s=2 * settings.delivery_timeout_s + 1,
-        transactions=transactions,
+        transactions=app.transactions,
         refresh=current_value,
     )
 
@@ -429,8 +360,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     @app.on_before_shutdown.connect
     async def last_checkpoint(app: StreamRiskApp, **_: Any) -> None:
         await or_stop(runner.close)
-        if app.transactional_producer is not None:
-            await app.transactional_producer.stop()
+        if app.transactions is not None:
+            await app.transactions.stop()
 
     @app.timer(interval=settings.commit_interval_ms / 1000)
     async def checkpoint() -> None:

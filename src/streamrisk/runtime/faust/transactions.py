@@ -17,6 +17,7 @@ once the group moved on, so the transaction aborts and nothing it wrote becomes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -88,15 +89,56 @@ async def transactions_unsupported(bootstrap: list[str], timeout_s: float = 10.0
 
 
 class KafkaTransactions:
-    """`delivery.Transactions` over an aiokafka transactional producer."""
+    """`delivery.Transactions` over the worker's transactional producer, which it starts, replaces
+    and stops (`make` builds one, always with the same transactional id)."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, group: Callable[[], GroupMetadata | None]
+        self, make: Callable[[], AIOKafkaProducer], group: Callable[[], GroupMetadata | None]
     ) -> None:
-        self._producer = producer
+        self._make = make
         self._group = group
+        self.producer: AIOKafkaProducer | None = None
+        # Told of every producer started (the appender sends through the newest).
+        self.on_producer: Callable[[AIOKafkaProducer], None] | None = None
+
+    async def start(self, retry_for_s: float = 0.0) -> None:
+        """Start a producer and initialise it (InitProducerId ends its predecessor's open transaction),
+        trying again for `retry_for_s` while the broker cannot be reached."""
+        deadline = time.monotonic() + retry_for_s
+        while True:
+            producer = self._make()
+            try:
+                await producer.start()
+                await asyncio.wait_for(producer._txn_manager.wait_for_pid(), 30)
+                break
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
         # The sender builds the offset commit of a transaction; ours carries the group metadata.
-        producer._sender.streamrisk_group = group
+        producer._sender.streamrisk_group = self._group
+        self.producer = producer
+        if self.on_producer is not None:
+            self.on_producer(producer)
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 5)
+
+    async def reset(self) -> None:
+        """A new producer with the same transactional id, for one that cannot go on (fenced by a
+        transaction timeout while the broker was away); the broker may be restarting meanwhile."""
+        await self.stop()
+        await self.start(retry_for_s=60.0)
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            raise RuntimeError("the transactional producer is not started")
+        return self.producer
 
     async def begin(self) -> None:
         await self._producer.begin_transaction()
