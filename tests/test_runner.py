@@ -201,3 +201,18 @@ async def test_an_aborted_transaction_undoes_its_state_and_the_input_read_again_
     decided = [d["event_id"] for d in w.sent("risk-decisions")]
     assert decided == ["p1", "p2", "p3", "p2", "p3"]  # the aborted ones are invisible to read_committed
     assert txn.log[-1] == ("commit", {TP: 3})
+
+
+async def test_exactly_once_records_sent_between_batches_ride_in_the_next_transaction() -> None:
+    # Merchant summaries go out ten times a second: a transaction each would hold batches back.
+    txn = FakeTransactions(FakeProducer())
+    w = Worker(transactions=txn)
+    out = SimpleNamespace(topic="merchant-summaries", key="m1", value={"merchant_id": "m1"})
+    await w.runner.send_now(lambda: [out])
+    assert txn.log == ["begin"]  # open, not committed on its own
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    assert txn.log == ["begin", ("commit", {TP: 1})]
+    await w.runner.send_now(lambda: [out])
+    assert await w.runner.checkpoint() is True  # no batch came: the interval checkpoint commits them
+    assert txn.log == ["begin", ("commit", {TP: 1}), "begin", ("commit", {})]
+    assert len(w.sent("merchant-summaries")) == 2

@@ -22,7 +22,10 @@ a value older than one written after it.
 
 Exactly-once (`transactions`, transactions.py) replaces steps 2 and 3: the epoch's records are one
 producer transaction, and the offsets are committed in it. The caller then holds one lock around
-sending and checkpointing (runner.py), since a transaction holds exactly one epoch.
+sending and checkpointing (runner.py), since a transaction holds exactly one epoch. The next
+transaction begins as soon as one commits (`ahead_idle_s`), so adding its partitions, which the broker
+refuses until the last one's markers are written, happens while the next batch is fetched and
+processed rather than in front of its records.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ class Committer(Protocol):
 class Transactions(Protocol):
     """Exactly-once: the producer's transactions (transactions.KafkaTransactions)."""
 
-    async def begin(self) -> None: ...
+    async def begin(self, ahead: bool = False) -> None:
+        """Begin a transaction; `ahead` of its records (the module docstring)."""
+        ...
 
     async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
         """Add `offsets` (next offset to read per partition) to the open transaction."""
@@ -114,6 +119,11 @@ class DeliveryStats:
     behind_committed: int = 0  # processed offsets below the committed one: not committed again
     last_checkpoint_ms: float = 0.0  # wall time the last checkpoint took (acks + commit)
     transactions_aborted: int = 0  # exactly-once: undone and read again
+    # Exactly-once: wall time of the committed transactions' phases, summed (ms): from the checkpoint
+    # until every record was acknowledged, then until the offsets were in, then until it committed.
+    transaction_ms: dict[str, float] = field(
+        default_factory=lambda: {"acks": 0.0, "offsets": 0.0, "commit": 0.0}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +134,7 @@ class DeliveryStats:
             "behind_committed": self.behind_committed,
             "last_checkpoint_ms": round(self.last_checkpoint_ms, 3),
             "transactions_aborted": self.transactions_aborted,
+            "transaction_ms": {k: round(v, 3) for k, v in self.transaction_ms.items()},
         }
 
 
@@ -141,11 +152,17 @@ class Delivery:
         attempt_timeout_s: float = math.inf,
         transactions: Transactions | None = None,
         refresh: Refresh | None = None,
+        ahead_idle_s: float | None = None,
     ) -> None:
         self._producer = producer
         self._commit = commit
         self._txn = transactions
         self._in_txn = False
+        # Exactly-once: the next transaction begins as soon as one commits, its partitions added while
+        # the next batch is fetched and processed (`Transactions.begin(ahead=True)`); one still empty
+        # after this long is ended, before the broker's transaction timeout can.
+        self.ahead_idle_s = ahead_idle_s
+        self._ahead_since: float | None = None
         self._refresh = refresh
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
@@ -203,8 +220,9 @@ class Delivery:
             self._epoch.offsets.pop(tp, None)
 
     # -- checkpoints
-    async def checkpoint(self) -> bool:
-        """Steps 1-3 of the module docstring; True if offsets were committed.
+    async def checkpoint(self, last: bool = False) -> bool:
+        """Steps 1-3 of the module docstring; True if offsets were committed. `last`: at shutdown,
+        so no transaction begins after it.
 
         Raises `DeliveryFailed` if the epoch's records were not all delivered, and `CheckpointFailed`
         for every checkpoint after a failed (or cancelled) one.
@@ -216,7 +234,7 @@ class Delivery:
                     "the input from there on is read again after a restart"
                 )
             try:
-                committed = await self._checkpoint()
+                committed = await self._checkpoint(last)
             except TransactionAborted as exc:
                 self._aborted_in_row += 1
                 self.stats.transactions_aborted += 1
@@ -229,13 +247,17 @@ class Delivery:
             self._aborted_in_row = 0
             return committed
 
-    async def _checkpoint(self) -> bool:
+    async def _checkpoint(self, last: bool) -> bool:
         epoch, self._epoch = self._epoch, _Epoch()  # 1
         if not epoch.sent and not epoch.offsets:
+            if self._ahead_since is not None and (
+                last or time.monotonic() - self._ahead_since > (self.ahead_idle_s or 0.0)
+            ):
+                await self._end_ahead()
             return False
         started = time.monotonic()
         if self._txn is not None:
-            return await self._commit_transaction(epoch, started)
+            return await self._commit_transaction(epoch, started, last)
         await self._acknowledged(epoch)  # 2
         offsets = self._growing(epoch.offsets)
         committed = False
@@ -253,8 +275,31 @@ class Delivery:
         assert self._txn is not None
         await self._txn.begin()
         self._in_txn = True
+        self._ahead_since = None
 
-    async def _commit_transaction(self, epoch: _Epoch, started: float) -> bool:
+    async def _begin_ahead(self) -> None:
+        assert self._txn is not None
+        try:
+            await self._txn.begin(ahead=True)
+        except Exception as exc:  # the next batch begins its own, and meets the cause there
+            log.debug("could not begin a transaction ahead: %r", exc)
+            return
+        self._in_txn = True
+        self._ahead_since = time.monotonic()
+
+    async def _end_ahead(self) -> None:
+        """End a transaction begun ahead that nothing was written in (an abort: there is nothing to
+        commit); it failing is the next checkpoint's business, as any transaction's is."""
+        assert self._txn is not None
+        self._in_txn = False
+        self._ahead_since = None
+        try:
+            await self._txn.abort()
+        except Exception as exc:
+            log.warning("could not end an idle transaction (%r); the next one replaces it", exc)
+            await self._aborted()
+
+    async def _commit_transaction(self, epoch: _Epoch, started: float, last: bool) -> bool:
         """Exactly-once steps 2-3: the epoch's records and its offsets commit as one transaction."""
         assert self._txn is not None
         offsets = self._growing(epoch.offsets)
@@ -263,6 +308,7 @@ class Delivery:
                 return False
             await self._begin()  # offsets alone (input past transaction markers)
         self._in_txn = False  # whatever happens next, this transaction is over
+        self._ahead_since = None
         # The offsets join the transaction while its records are still on their way (one round trip
         # less per commit); they count only if it commits.
         adding = asyncio.ensure_future(self._txn.add_offsets(offsets)) if offsets else None
@@ -276,8 +322,10 @@ class Delivery:
                     f"a record was not delivered ({_failure(failed)!r}): its transaction is aborted; "
                     "stopping so the input is read again"
                 )
+            acked = time.monotonic()
             if adding is not None:
                 await adding
+            added = time.monotonic()
             await self._txn.commit()
         except Exception as exc:
             await _settle(adding)
@@ -295,8 +343,15 @@ class Delivery:
             await self._aborted()
             raise
         self._committed.update(offsets)
+        done = time.monotonic()
+        phases = self.stats.transaction_ms
+        phases["acks"] += (acked - started) * 1000
+        phases["offsets"] += (added - acked) * 1000
+        phases["commit"] += (done - added) * 1000
         self.stats.checkpoints += 1
-        self.stats.last_checkpoint_ms = (time.monotonic() - started) * 1000
+        self.stats.last_checkpoint_ms = (done - started) * 1000
+        if self.ahead_idle_s is not None and not last:
+            await self._begin_ahead()
         return bool(offsets)
 
     async def _aborted(self) -> bool:

@@ -4,7 +4,8 @@ The consumer hands over one fetch at a time (transport.py). A batch is processed
 to the producer under `lock`; a rebalance takes the same lock, so it never sees half a batch. Offsets
 are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
 Exactly-once commits each batch's transaction before the lock is released (so a decision is visible
-to `read_committed` readers a round trip after it is made), and every other send does the same.
+to `read_committed` readers a round trip after it is made); records sent between batches join the
+open transaction, committed with the next batch or at the next interval checkpoint.
 
 After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
 read again by the restarted worker. An aborted transaction (exactly-once: the broker restarted, the
@@ -179,19 +180,21 @@ class BatchRunner:
         await self.send_now(self.processor.summaries)
 
     async def send_now(self, outs: Callable[[], Iterable[Out]]) -> None:
-        """Send records made outside a batch (summaries, dead letters of rejected rulesets)."""
+        """Send records made outside a batch (summaries, dead letters of rejected rulesets).
+
+        Exactly-once: they join the open transaction, committed with the next batch or at the next
+        interval checkpoint; a transaction of their own, ten times a second, held batches back."""
         async with self.lock:
             if self.delivery.failure is not None:
                 return
             for out in outs():
                 await self.delivery.send(out.topic, out.key, out.value)
-            await self._settled()
 
     async def checkpoint(self) -> bool:
         if not self.delivery.transactional:
             return await self.delivery.checkpoint()  # acks are awaited while batches go on
         async with self.lock:
-            return await self.delivery.checkpoint()
+            return await self._settled()
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Before a rebalance completes: commit what was processed, then drop in-memory state."""
@@ -200,13 +203,15 @@ class BatchRunner:
 
     async def close(self) -> None:
         """At shutdown: the last checkpoint."""
-        await self._hand_back(set())
+        await self._hand_back(set(), last=True)
 
-    async def _hand_back(self, revoked: set[Any]) -> None:
+    async def _hand_back(self, revoked: set[Any], last: bool = False) -> None:
         async with self.lock:
             for out in self.processor.summaries():
                 await self.delivery.send(out.topic, out.key, out.value)
-            await self.delivery.checkpoint()
+            await self.delivery.checkpoint(last)
+            if self.delivery.transactional and self._state is not None:
+                self._state.committed()
             self.processor.forget()
             self.delivery.forget(revoked)
 

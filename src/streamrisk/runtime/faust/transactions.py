@@ -98,6 +98,8 @@ class KafkaTransactions:
         self._make = make
         self._group = group
         self.producer: AIOKafkaProducer | None = None
+        # The partitions of the last transaction committed: the next one adds them as it begins.
+        self._partitions: set[TopicPartition] = set()
         # Told of every producer started (the appender sends through the newest).
         self.on_producer: Callable[[AIOKafkaProducer], None] | None = None
 
@@ -140,8 +142,16 @@ class KafkaTransactions:
             raise RuntimeError("the transactional producer is not started")
         return self.producer
 
-    async def begin(self) -> None:
-        await self._producer.begin_transaction()
+    async def begin(self, ahead: bool = False) -> None:
+        """Begin a transaction; `ahead`: before its records exist, so the partitions the last one
+        wrote are added now (AddPartitionsToTxn, retried while the broker still writes the last
+        one's markers) instead of in front of the next batch's records."""
+        producer = self._producer
+        await producer.begin_transaction()
+        if ahead:
+            txn = producer._txn_manager
+            for tp in self._partitions:
+                txn.maybe_add_partition_to_txn(tp)
 
     async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
         """Add `offsets` (next offset to read per partition) to the transaction, fenced by the group."""
@@ -152,7 +162,10 @@ class KafkaTransactions:
         await self._producer.send_offsets_to_transaction(tps, meta.group_id)
 
     async def commit(self) -> None:
-        await self._producer.commit_transaction()
+        producer = self._producer
+        partitions = set(producer._txn_manager.txn_partitions)  # cleared as it commits
+        await producer.commit_transaction()
+        self._partitions = partitions
 
     async def abort(self) -> None:
         await self._producer.abort_transaction()
@@ -252,13 +265,18 @@ class _FencedTxnOffsetCommitHandler(aiokafka_sender.TxnOffsetCommitHandler):
         if resp.API_VERSION == 3:
             # The base handler unpacks (partition, error_code) pairs: drop the tagged fields.
             resp.errors = [(t, [(p, e) for p, e, *_ in parts]) for t, parts, *_ in resp.errors]
-        return super().handle_response(resp)
+        backoff = super().handle_response(resp)
+        # Asked again after the producer's retry backoff (100 ms) otherwise: Apache Kafka 4 answers a
+        # few commits in a thousand with COORDINATOR_NOT_AVAILABLE or _LOAD_IN_PROGRESS in steady
+        # state, and each cost a decision 100 ms.
+        return backoff if backoff is None else min(backoff, _TXN_RETRY_BACKOFF_S)
 
 
 # A transaction begun just after the previous one committed finds the broker still writing that one's
 # markers (CONCURRENT_TRANSACTIONS, KAFKA-5477) and asks again after this long; aiokafka waits 20 ms,
 # which with one transaction per batch was most of a decision's latency (bench_pipeline --guarantees).
 _CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
+_TXN_RETRY_BACKOFF_S = 0.005
 
 
 def install_fencing() -> None:
