@@ -312,11 +312,18 @@ async def merchant_side_done(http: aiohttp.ClientSession, procs: list[WorkerProc
     raise RuntimeError(f"the merchant side did not catch up in {limit:.0f} s")
 
 
-async def waited_for_core(worker: WorkerProcess) -> float | None:
-    """The worker's `cpu_wait_s`: seconds its batch loop was runnable but had no core."""
+async def worker_stats(worker: WorkerProcess) -> dict:
     async with aiohttp.ClientSession() as http:
-        stats = await get_json(http, worker, "/stats") or {}
-    return stats.get("cpu_wait_s")
+        return await get_json(http, worker, "/stats") or {}
+
+
+def transaction_phases(before: dict, after: dict) -> dict[str, float] | None:
+    """Mean ms per checkpoint of each exactly-once phase between two /stats (None if none ran)."""
+    n = after.get("checkpoints", 0) - before.get("checkpoints", 0)
+    b, a = before.get("transaction_ms"), after.get("transaction_ms")
+    if not n or not a or not b or not any(a.values()):
+        return None
+    return {k: (a[k] - b[k]) / n for k in a}
 
 
 class Floor:
@@ -370,7 +377,7 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, 
             for rate, span, warmup in [(rates[0], warmup_s, True)] * (warmup_s > 0) + [
                     (r, seconds, False) for r in rates]:
                 sent.clear()
-                w0 = None if floor else await waited_for_core(worker)
+                s0 = {} if floor else await worker_stats(worker)
                 c0 = cpu_seconds(worker.proc.pid)
                 stream = (traffic.payment(int(time.time() * 1000)) for _ in iter(int, 1))
                 job = asyncio.create_task(produce(bootstrap, stream, rate=rate, duration_s=span,
@@ -379,7 +386,8 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, 
                     await out.poll(20)
                 stats = job.result()
                 await wait_decided(60)
-                w1 = None if floor else await waited_for_core(worker)
+                s1 = {} if floor else await worker_stats(worker)
+                w0, w1 = s0.get("cpu_wait_s"), s1.get("cpu_wait_s")
                 hist = HdrHistogram(1, 600_000_000, 3)
                 for eid, at in sent.items():
                     if eid in out.first:
@@ -391,6 +399,8 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, 
                     "cpu_us": (cpu_seconds(worker.proc.pid) - c0) / max(1, decided) * 1e6,
                     # ms per second of traffic the batch loop was ready to run but had no core
                     "waited_ms_s": None if w0 is None or w1 is None else (w1 - w0) * 1000 / stats.elapsed_s,
+                    "checkpoints_s": (s1.get("checkpoints", 0) - s0.get("checkpoints", 0)) / stats.elapsed_s,
+                    "transaction_ms": transaction_phases(s0, s1),
                     **{p: hist.get_value_at_percentile(q) / 1000 for p, q in
                        (("p50", 50), ("p99", 99), ("p99.9", 99.9), ("max", 100))},
                 }))
@@ -548,10 +558,14 @@ async def guarantees(args: argparse.Namespace, bootstrap: str, broker_pid: int, 
         lat[name] = next(r for _, r in runs if not r["warmup"])
     print(f"\nproduce -> decision at 1,000 payments/s, read committed, {args.seconds:.0f} s after "
           f"{args.warmup:.0f} s of warm-up (ms)")
-    print(f"  {'':<16} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} {'CPU us/pay':>10} {'undecided':>9}")
+    print(f"  {'':<16} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} {'CPU us/pay':>10} {'undecided':>9} "
+          f"{'no core ms/s':>12} {'commits/s':>9}  transaction phases (mean ms)")
     for name, s in lat.items():
+        waited = "n/a" if s["waited_ms_s"] is None else f"{s['waited_ms_s']:.1f}"
+        phases = s["transaction_ms"]
+        txn = "-" if not phases else " / ".join(f"{k} {v:.1f}" for k, v in phases.items())
         print(f"  {name:<16} {s['p50']:>8.1f} {s['p99']:>8.1f} {s['p99.9']:>8.1f} {s['max']:>8.1f} "
-              f"{s['cpu_us']:>10.0f} {s['undecided']:>9}")
+              f"{s['cpu_us']:>10.0f} {s['undecided']:>9} {waited:>12} {s['checkpoints_s']:>9.0f}  {txn}")
     e = lat["exactly-once"]
     return [
         (f"exactly-once backlog throughput >= 85% of at-least-once ({ratio:.0%})", ratio >= 0.85),
