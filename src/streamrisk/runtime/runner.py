@@ -118,9 +118,8 @@ class BatchRunner:
             outs = self.processor.process(batch)
             self.processor.flush_state()
             delivery = self.delivery
+            await self._send_all(outs)
             send = delivery.send
-            for out in outs:
-                await send(out.topic, out.key, out.value)
             for partition, key, value in self._take_changelog():
                 await send(self._changelog_topic, key, value, partition)
             for tp, recs in records.items():
@@ -135,6 +134,12 @@ class BatchRunner:
             self.batches += 1
             self.busy_s += time.perf_counter() - started
             return await self._settled()
+
+    async def _send_all(self, outs: Iterable[Out]) -> None:
+        """Hand records to the producer, in order: a batch's outputs, summaries, dead letters."""
+        send = self.delivery.send
+        for topic, key, value in outs:
+            await send(topic, key, value)
 
     async def _settled(self) -> bool:
         """Exactly-once: commit what was just sent, under the lock (the module docstring)."""
@@ -183,8 +188,7 @@ class BatchRunner:
         async with self.lock:
             if self.delivery.failure is not None:
                 return
-            for out in outs():
-                await self.delivery.send(out.topic, out.key, out.value)
+            await self._send_all(outs())
             await self._settled()
 
     async def checkpoint(self) -> bool:
@@ -204,8 +208,7 @@ class BatchRunner:
 
     async def _hand_back(self, revoked: set[Any]) -> None:
         async with self.lock:
-            for out in self.processor.summaries():
-                await self.delivery.send(out.topic, out.key, out.value)
+            await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint()
             self.processor.forget()
             self.delivery.forget(revoked)
