@@ -6,6 +6,9 @@ are committed by `Delivery.checkpoint`: on an interval, when partitions are revo
 Exactly-once commits each batch's transaction before the lock is released (so a decision is visible
 to `read_committed` readers a round trip after it is made), and every other send does the same.
 
+After each batch its observers (`batch_observers`: the /metrics histograms) are told of it, with the
+seconds the processor took on it.
+
 After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
 read again by the restarted worker. An aborted transaction (exactly-once: the broker restarted, the
 group moved on while this worker was away) is not a failure: nothing of it is visible and no offset
@@ -19,7 +22,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..core.processor import Processor
@@ -29,6 +32,8 @@ from .delivery import Delivery, TransactionAborted
 log = logging.getLogger(__name__)
 
 Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
+# Told of each processed batch: its records, and the seconds the processor took on it (web/metrics.py).
+BatchObserver = Callable[[Sequence[Any], float], None]
 
 
 class State(Protocol):
@@ -88,6 +93,7 @@ class BatchRunner:
         self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
         self.rebalances = 0  # revocations of this worker's partitions, its first join's included
         self.busy_s = 0.0
+        self.batch_observers: list[BatchObserver] = []
         self._loop_thread = threading.get_native_id()  # built on the thread that runs the batch loop
 
     async def on_batch(
@@ -116,6 +122,7 @@ class BatchRunner:
                     self.records_read_again += sum(1 for r in recs if r.offset <= seen)
                 batch.extend(recs)
             outs = self.processor.process(batch)
+            processing_s = time.perf_counter() - started
             self.processor.flush_state()
             delivery = self.delivery
             await self._send_all(outs)
@@ -133,6 +140,8 @@ class BatchRunner:
             self.records += len(batch)
             self.batches += 1
             self.busy_s += time.perf_counter() - started
+            if self.batch_observers:
+                self._observe(batch, processing_s)
             return await self._settled()
 
     async def _send_all(self, outs: Iterable[Out]) -> None:
@@ -140,6 +149,16 @@ class BatchRunner:
         send = self.delivery.send
         for topic, key, value in outs:
             await send(topic, key, value)
+
+    def _observe(self, batch: list[Any], processing_s: float) -> None:
+        for observe in list(self.batch_observers):
+            try:
+                observe(batch, processing_s)
+            except Exception:
+                # A metric must not fail a batch whose records are sent already, nor log a traceback
+                # per batch: a broken observer is told no more.
+                log.exception("batch observer %r failed; it is called no more", observe)
+                self.batch_observers.remove(observe)
 
     async def _settled(self) -> bool:
         """Exactly-once: commit what was just sent, under the lock (the module docstring)."""
