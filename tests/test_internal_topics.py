@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from streamrisk.backtest.shadow_report import well_formed
 from streamrisk.core.merchant_view import MerchantView, encode_summary
 from streamrisk.core.processor import Processor
-from streamrisk.core.records import Message
+from streamrisk.core.records import Forwarded, Message
 from streamrisk.features.entities import M_CHARGEBACK, M_PAYMENT, M_PLACED
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state.kv import SEP, DictKV
@@ -134,7 +134,7 @@ def test_a_valid_forwarded_event_is_applied_and_its_decision_kept_on_one_line() 
     features = proc.merchants.get("shop").features()
     assert features["payment_count_30d"] == 1 and features["chargeback_count_30d"] == 1
     assert proc.clock.ts == {0: T0}
-    assert proc.merchant_decisions.recent("shop") == [decided]
+    assert [f.row() for f in proc.merchant_decisions.recent("shop")] == [decided]
 
 
 def test_a_summary_with_the_right_schema_but_not_numbers_is_counted_and_not_read() -> None:
@@ -229,3 +229,21 @@ def test_any_json_on_the_merchant_events_topic_is_applied_or_dead_lettered_and_n
     else:  # applied: a well-formed forwarded event, within the skew
         assert proc.merchants.get("shop") is not None
         assert proc.clock.ts[0] <= NOW + SETTINGS.max_future_skew_ms
+
+
+def test_forwarded_events_keep_their_array_format_on_the_internal_topic() -> None:
+    # The merchant-events wire format is unchanged by the named record: a rolling upgrade has workers
+    # of both versions reading each other's records.
+    proc = Processor(SETTINGS, DictKV())
+    pay = Message("payments", 0, 41, b"u1", payment("e1", "u1", T0))
+    out = proc.process([pay], now_ms=NOW)
+    decision = next(o.value for o in out if o.topic == "risk-decisions")
+    sent = [orjson.loads(o.value) for o in out if o.topic == EVENTS]
+    assert sent == [["pe1", M_PAYMENT, T0, 1000, "shop", "u1", decision["action"], decision["score"],
+                     decision["rules_version"], *decision["reasons"]]]
+    bare = ["cc1", M_CHARGEBACK, T0, 500, "shop"]
+    for row in (bare, sent[0], DECIDED):
+        assert Forwarded.of(row).row() == row
+    assert Forwarded.of(bare).outcome is None
+    f = Forwarded.of(DECIDED)
+    assert f.outcome is not None and (f.user_id, f.outcome.action) == (DECIDED[5], DECIDED[6])

@@ -167,7 +167,8 @@ def test_late_and_too_old_events_are_counted_and_late_ones_still_decided() -> No
 
 def _merchant_decisions(proc: Processor, merchant: str) -> list[tuple]:
     """(payment event id, user, action, score, reasons) of the merchant's kept decisions, newest first."""
-    return [(r[0][1:], r[5], r[6], r[7], r[9:]) for r in proc.merchant_decisions.recent(merchant)]
+    return [(f.event_id[1:], f.user_id, o.action, o.score, list(o.reasons))
+            for f in proc.merchant_decisions.recent(merchant) if (o := f.outcome) is not None]
 
 
 def _decided(out: list) -> list[tuple]:

@@ -287,7 +287,7 @@ def test_outstanding_is_the_sum_of_the_approved_credit_payments_after_any_crash(
                 continue
             stored = got.proc.payment_index.find(u, pid)
             assert stored is not None and stored.outcome is not None, pid
-            if stored.outcome[1] in ("approve", "review"):
+            if stored.outcome.action in ("approve", "review"):
                 owed += round(r.value["amount"] * 100)
         a = user_account(got, u)
         assert (a.outstanding if a else 0) == owed, u
@@ -302,7 +302,8 @@ def test_outstanding_is_the_sum_of_the_approved_credit_payments_after_any_crash(
     for pid in crashed_decided:  # decided before the crash, not read again (committed)
         assert got.proc.payment_index.find(unique[pid].key, pid) is not None
     for pid, action in last.items():
-        assert got.proc.payment_index.find(unique[pid].key, pid).outcome[1] == action, pid
+        stored = got.proc.payment_index.find(unique[pid].key, pid)
+        assert stored is not None and stored.outcome is not None and stored.outcome.action == action, pid
 
 
 def _one_batch() -> list[Record]:

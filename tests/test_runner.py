@@ -13,11 +13,12 @@ from types import SimpleNamespace
 import orjson
 
 from streamrisk.core.processor import Processor
-from streamrisk.core.records import Message
+from streamrisk.core.records import Message, Out
 from streamrisk.runtime.delivery import Delivery
 from streamrisk.runtime.faust.app import FaustKV
 from streamrisk.runtime.runner import BatchRunner, run_queue_wait_s
 from streamrisk.settings import Settings
+from streamrisk.web.metrics import WorkerMetrics, count
 from tests.test_delivery import FakeCommit, FakeProducer, FakeTransactions
 
 NOW = int(time.time() * 1000)
@@ -207,7 +208,7 @@ async def test_exactly_once_records_sent_between_batches_ride_in_the_next_transa
     # Merchant summaries go out ten times a second: a transaction each would hold batches back.
     txn = FakeTransactions(FakeProducer())
     w = Worker(transactions=txn)
-    out = SimpleNamespace(topic="merchant-summaries", key="m1", value={"merchant_id": "m1"})
+    out = Out("merchant-summaries", "m1", {"merchant_id": "m1"})
     await w.runner.send_now(lambda: [out])
     assert txn.log == ["begin"]  # open, not committed on its own
     await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
@@ -216,3 +217,38 @@ async def test_exactly_once_records_sent_between_batches_ride_in_the_next_transa
     assert await w.runner.checkpoint() is True  # no batch came: the interval checkpoint commits them
     assert txn.log == ["begin", ("commit", {TP: 1}), "begin", ("commit", {})]
     assert len(w.sent("merchant-summaries")) == 2
+
+
+async def test_observers_see_each_batch_with_its_processing_time_and_one_that_fails_costs_nothing() -> None:
+    w = Worker()
+    metrics = WorkerMetrics(w.processor)
+    seen: list[tuple[list[str], float]] = []
+    failed = []
+
+    def broken(batch: object, seconds: float) -> None:
+        failed.append(batch)
+        raise RuntimeError("a metric's bug")
+
+    w.runner.batch_observers.extend([broken, lambda batch, s: seen.append(([m.key for m in batch], s)),
+                                     metrics.observe_batch])
+    sent = NOW - 2000
+    first = [payment("p1", "u1", 0)._replace(timestamp_ms=sent), payment("p2", "u2", 1)]
+    assert await w.runner.on_batch({TP: first}, {}, fetched=1) is True
+    assert await w.runner.on_batch({TP: [payment("p3", "u1", 2)]}, {}, fetched=1) is True
+    assert [keys for keys, _ in seen] == [[b"u1", b"u2"], [b"u1"]]
+    assert len(failed) == 1 and broken not in w.runner.batch_observers  # logged once, then told no more
+    assert all(0 < s <= w.runner.busy_s for _, s in seen)
+    # The failing observer cost the batches nothing: decided, and committed at the checkpoint.
+    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1", "p2", "p3"]
+    assert await w.runner.checkpoint() is True and w.commit.commits == [{TP: 3}]
+    assert count(metrics.batch_size) == 2 and count(metrics.latency) == 1  # p1 alone has a timestamp
+    assert metrics.processed == {("payments", 0): 2}
+
+
+async def test_a_batch_dropped_at_a_rebalance_is_not_observed() -> None:
+    w = Worker()
+    seen: list[object] = []
+    w.runner.batch_observers.append(lambda batch, s: seen.append(batch))
+    w.current = False
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
+    assert seen == []

@@ -21,11 +21,11 @@ def forwarded(i: int, ts: int, merchant: str = "m1") -> bytes:
 
 def add(kept: MerchantDecisions, raw: bytes) -> None:
     record = orjson.loads(raw)
-    kept.add(0, record[4], record, raw)
+    kept.add(0, record[4], record[0], record[2], raw)
 
 
 def ids(kept: MerchantDecisions, merchant: str = "m1") -> list[str]:
-    return [r[0] for r in kept.recent(merchant)]
+    return [f.event_id for f in kept.recent(merchant)]
 
 
 def test_the_newest_payments_are_kept_newest_first_and_at_most_keep() -> None:
@@ -33,7 +33,7 @@ def test_the_newest_payments_are_kept_newest_first_and_at_most_keep() -> None:
     for i in range(5):
         add(kept, forwarded(i, T0 + i))
     assert ids(kept) == ["pp4", "pp3", "pp2"]
-    assert kept.recent("m1")[0] == orjson.loads(forwarded(4, T0 + 4))  # the record as forwarded
+    assert kept.recent("m1")[0].row() == orjson.loads(forwarded(4, T0 + 4))  # the record as forwarded
     assert kept.recent("nobody") == []
 
 

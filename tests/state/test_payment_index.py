@@ -6,6 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamrisk.core.records import Outcome
 from streamrisk.settings import DAY_MS
 from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
@@ -485,3 +486,33 @@ def test_remembered_chunk_shapes_write_what_decoding_would(ops: list[tuple]) -> 
             clock += o[2] * DAY_MS
             paid.append((o[1], f"p{len(paid)}"))
         assert kvs[0].writes == kvs[1].writes
+
+
+def test_lines_keep_their_array_format_and_lines_written_before_the_named_records_read_the_same() -> None:
+    # A decision's outcome is a named record in memory and the same array on disk as before it was:
+    # [payment_id, merchant_id, ts, amount, [offset, action, score, rules_version, *reasons]], with
+    # [offset] for an entry indexed with its offset only (the credit book's orders), null for neither.
+    kv = DictKV()
+    idx = PaymentIndex(kv)
+    decided = Outcome("review", 0.7, "v1", ("VELOCITY_5M", "NEW_DEVICE"))
+    idx.add(P, "u1", "p1", "m1", T0, 500, 41, decided)
+    idx.add(P, "u1", "p2", "m1", T0 + 1, 600, 42)
+    idx.add(P, "u1", "p3", "m1", T0 + 2, 700)
+    idx.flush()
+    assert kv.get(chunk_key("u1", 0)) == (
+        b'["p1","m1",1800000000000,500,[41,"review",0.7,"v1","VELOCITY_5M","NEW_DEVICE"]]\n'
+        b'["p2","m1",1800000000001,600,[42]]\n'
+        b'["p3","m1",1800000000002,700,null]\n'
+    )
+    # As an earlier version wrote them (one marked as fraud), read by this one.
+    old = DictKV()
+    old.put(P, chunk_key("u2", 0), b'["q1","m",1,5,[7,"decline",1.0,"v2"],"cb-1",9]\n["q2","m",2,6,[8]]\n')
+    again = PaymentIndex(old)
+    declined = Outcome("decline", 1.0, "v2", [])
+    marked = IndexedPayment("q1", "m", 1, 5, "cb-1", declined, chargeback_offset=9, offset=7)
+    assert again.find("u2", "q1") == marked
+    assert again.find("u2", "q2") == IndexedPayment("q2", "m", 2, 6, None, offset=8)
+    found = PaymentIndex(kv).find("u1", "p1")
+    assert found is not None and found.offset == 41 and found.outcome is not None
+    assert (found.outcome.action, found.outcome.score, found.outcome.rules_version) == ("review", 0.7, "v1")
+    assert list(found.outcome.reasons) == ["VELOCITY_5M", "NEW_DEVICE"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streamrisk.core.decisions import stable_id
+from streamrisk.core.records import Outcome
 from streamrisk.settings import DAY_MS
 from streamrisk.state.kv import DictKV
 from streamrisk.state.payment_index import IndexedPayment, PaymentIndex
@@ -77,7 +78,8 @@ def test_recent_reads_newest_first_across_chunks_with_late_payments() -> None:
 
 def test_decision_of_reads_the_stored_outcome_or_says_none() -> None:
     assert decision_of(IndexedPayment("p1", "m1", T0, 100, None)) is None
-    stored = IndexedPayment("p1", "m1", T0, 100, None, [41, "review", 0.7, "v1", "VELOCITY_5M", "NEW_DEVICE"])
+    decided = Outcome("review", 0.7, "v1", ["VELOCITY_5M", "NEW_DEVICE"])
+    stored = IndexedPayment("p1", "m1", T0, 100, None, decided, offset=41)
     assert decision_of(stored) == {
         "decision_id": stable_id("decision", "p1", "v1"),  # the id risk-decisions carries
         "action": "review", "score": 0.7, "reasons": ["VELOCITY_5M", "NEW_DEVICE"], "rules_version": "v1",

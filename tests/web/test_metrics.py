@@ -32,7 +32,6 @@ def samples(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ..
 def test_scrape_reads_the_processor_counters_and_batches_are_observed() -> None:
     pipe = Pipeline()
     metrics = WorkerMetrics(pipe.proc)
-    metrics.instrument(pipe.proc)
     topic = pipe.settings.topic("payments")
     # Record timestamps 2 s before the wall clock: the decision latency as the worker sees it.
     now = T0 + DAY_MS
@@ -42,6 +41,7 @@ def test_scrape_reads_the_processor_counters_and_batches_are_observed() -> None:
     msgs.append(pipe.message("payments", "u1", b"{not json"))
     msgs.append(pipe.message("payments", "u1", pay("p0", "u1", T0)))  # duplicate
     pipe.proc.run_local(msgs, now)
+    metrics.observe_batch(msgs, 0.25)  # as the batch runner does after each batch
     s = samples(metrics)
     assert s["streamrisk_events_consumed_total", (("topic", topic),)] == 5
     assert sum(v for (n, _), v in s.items() if n == "streamrisk_decisions_total") == 3
@@ -49,8 +49,8 @@ def test_scrape_reads_the_processor_counters_and_batches_are_observed() -> None:
     dups = pipe.proc.counters.duplicates
     assert dups >= 1 and s["streamrisk_duplicates_total", ()] == dups
     assert s["streamrisk_entities_in_memory", (("kind", "user"),)] == 1
-    # run_local also processed the forwarded merchant events: two batches.
-    assert s["streamrisk_batch_size_count", ()] == 2
+    assert s["streamrisk_batch_size_count", ()] == 1 and s["streamrisk_batch_size_sum", ()] == 5
+    assert s["streamrisk_batch_processing_seconds_sum", ()] == 0.25
     # Only records with a timestamp are timed (the bad one and the repeat here have none).
     assert s["streamrisk_decision_latency_seconds_count", ()] == 3
     assert count(metrics.latency) == 3

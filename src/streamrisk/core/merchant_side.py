@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import orjson
 
@@ -33,7 +32,7 @@ from ..state.store import EntityStore, Slot
 from .alerting import Alerting
 from .events import InvalidRecord, Order, Validator, check_id, shown
 from .merchant_view import MerchantView, encode_summary
-from .records import Counters, Message, Out
+from .records import FORWARDED_BARE, FORWARDED_DECIDED, Counters, Forwarded, Message, Out, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,9 @@ ORDER_SERIES = {
 # and chargebacks are forwarded.
 FORWARDED_SERIES = {"p": M_PAYMENT, "c": M_CHARGEBACK}
 DECISION_ACTIONS = frozenset({"approve", "review", "decline"})
-# [id, series, ts, amount, merchant] and, for a decided payment, [user, action, score, version, *reasons].
-BARE_FIELDS, DECIDED_FIELDS = 5, 9
 
 
-def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None, now_ms: int) -> list[Any]:
+def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None, now_ms: int) -> Forwarded:
     """A record of the internal merchant-events topic as `MerchantSide.forward` writes it, checked like
     an input record; InvalidRecord with the reason otherwise.
 
@@ -64,13 +61,14 @@ def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None,
     the id rules, and its key must be its merchant.
     """
     row = validator.json_value(key, value, "a forwarded event")
-    if type(row) is not list or not (len(row) == BARE_FIELDS or len(row) >= DECIDED_FIELDS):
+    if type(row) is not list or not (len(row) == FORWARDED_BARE or len(row) >= FORWARDED_DECIDED):
         what = f"{len(row)} items" if type(row) is list else type(row).__name__
         raise InvalidRecord(
             "value must be a JSON array [event_id, series, ts, amount, merchant_id] or with "
             f"[user_id, action, score, rules_version, *reasons] after it (got {what})"
         )
-    eid, series, ts, amount, merchant_id = row[:BARE_FIELDS]
+    f = Forwarded.of(row)
+    eid, series, ts, amount, merchant_id = f.event_id, f.series, f.ts, f.amount, f.merchant_id
     expected = FORWARDED_SERIES.get(eid[:1]) if type(eid) is str else None
     if expected is None:
         raise InvalidRecord(
@@ -86,13 +84,13 @@ def read_forwarded(validator: Validator, key: bytes | None, value: bytes | None,
     check_id("merchant_id", merchant_id)
     if key is None or key != merchant_id.encode():
         raise InvalidRecord(f"message key must be the merchant_id {shown(merchant_id)} (got {shown(key)})")
-    if len(row) > BARE_FIELDS:
-        _check_decision(row, series)
-    return row
+    if f.outcome is not None:
+        _check_decision(f.user_id, f.outcome, series)
+    return f
 
 
-def _check_decision(row: list[Any], series: int) -> None:
-    user_id, action, score, rules_version, *reasons = row[BARE_FIELDS:]
+def _check_decision(user_id: str, outcome: Outcome, series: int) -> None:
+    action, score = outcome.action, outcome.score
     if series != M_PAYMENT:
         raise InvalidRecord("only a payment carries a decision")
     check_id("user_id", user_id)
@@ -102,7 +100,7 @@ def _check_decision(row: list[Any], series: int) -> None:
     if type(score) not in (int, float) or not (math.isfinite(score) and 0 <= score <= 1):
         raise InvalidRecord(f"score must be a number in 0..1 (got {shown(score)})")
     # Not bounded here beyond the record's size: a ruleset's version has no length limit.
-    for name, v in (("rules_version", rules_version), *(("reason", r) for r in reasons)):
+    for name, v in (("rules_version", outcome.rules_version), *(("reason", r) for r in outcome.reasons)):
         if type(v) is not str or not v:
             raise InvalidRecord(f"{name} must be a non-empty string (got {shown(v)})")
 
@@ -146,17 +144,17 @@ class MerchantSide:
 
     def forward(
         self, out: list[Out], eid: str, series: int, ts: int, amount: int, merchant: str,
-        user_id: str = "", outcome: list | None = None,
+        user_id: str = "", outcome: Outcome | None = None,
     ) -> None:
         """Send an event of the user side to the worker that owns its merchant (see `event`).
 
-        A decided payment carries its decision for the merchant's last decisions (merchant_decisions.py):
-        `outcome` as the payment index stores it, `[offset, action, score, rules_version, *reasons]`."""
-        if outcome and self.decisions.keep:
-            row = [eid, series, ts, amount, merchant, user_id, *outcome[1:]]
+        A decided payment carries its user and `outcome` for the merchant's last decisions
+        (merchant_decisions.py), unless the merchant side keeps none."""
+        if outcome is not None and self.decisions.keep:
+            f = Forwarded(eid, series, ts, amount, merchant, user_id, outcome)
         else:
-            row = [eid, series, ts, amount, merchant]
-        out.append(Out(self.events_topic, merchant, orjson.dumps(row)))
+            f = Forwarded(eid, series, ts, amount, merchant)
+        out.append(Out(self.events_topic, merchant, orjson.dumps(f.row())))
 
     def hold(
         self, out: list[Out], merchant_id: str, partition: int, held: HeldEvent
@@ -181,19 +179,19 @@ class MerchantSide:
         if self.credit is not None:  # held already (a crash): the order index gets what it lacks
             self.credit.on_order(m.partition, o, slot, out, again=not first, offset=m.offset)
 
-    def event(self, m: Message, forwarded: list[Any], out: list[Out]) -> None:
-        """Apply a forwarded event (`forwarded`: the record as read_forwarded checked it)."""
-        eid, series, ts, amount, merchant_id = forwarded[:BARE_FIELDS]
-        slot, first = self.hold(out, merchant_id, m.partition, HeldEvent(eid, series, ts, amount))
-        if len(forwarded) > BARE_FIELDS:  # also when held already: the list dedupes by event id itself
+    def event(self, m: Message, f: Forwarded, out: list[Out]) -> None:
+        """Apply a forwarded event (`f`: the record as read_forwarded checked it)."""
+        eid, merchant_id = f.event_id, f.merchant_id
+        slot, first = self.hold(out, merchant_id, m.partition, HeldEvent(eid, f.series, f.ts, f.amount))
+        if f.outcome is not None:  # also when held already: the list dedupes by event id itself
             raw = m.value or b""
             # Kept as the bytes that came, one per line (merchant_decisions.py): ours are one line;
             # a record written otherwise is kept as we would have written it.
             if b"\n" in raw:
-                raw = orjson.dumps(forwarded)
-            self.decisions.add(m.partition, merchant_id, forwarded, raw)
+                raw = orjson.dumps(f.row())
+            self.decisions.add(m.partition, merchant_id, eid, f.ts, raw)
         if first and self.credit is not None:
-            self.credit.on_forwarded(m.partition, merchant_id, eid, series, slot, out)
+            self.credit.on_forwarded(m.partition, merchant_id, eid, f.series, slot, out)
 
     def end_batch(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per

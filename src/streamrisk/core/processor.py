@@ -63,7 +63,7 @@ from .merchant_side import MerchantSide, read_forwarded
 from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
-from .records import Counters, Message, Out, Record, payment_fields
+from .records import Counters, Message, Out, Outcome, Record, payment_fields
 from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
 from .topic_names import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
 
@@ -362,7 +362,7 @@ class Processor:
         stored = index.find(p.user_id, p.event_id)
         if stored is not None:
             outcome = stored.outcome
-            if outcome and outcome[0] == m.offset:
+            if outcome is not None and stored.offset == m.offset:
                 self._replayed_payment(m, p, users.slot(p.user_id, m.partition), outcome, out)
             else:  # sent again (another offset): no second effect
                 self.counters.duplicates += 1
@@ -393,7 +393,7 @@ class Processor:
             would_be = self.shadow.observe(self.rules.shadow, p, ctx, verdict, explain, ruleset)
             if would_be is not None:
                 out.append(Out(self.shadow.topic, p.user_id, would_be))
-        outcome = [m.offset, verdict.action, verdict.score, verdict.rules_version, *verdict.reasons]
+        outcome = Outcome(verdict.action, verdict.score, verdict.rules_version, verdict.reasons)
         d = self.counters.decisions
         d[verdict.action] = d.get(verdict.action, 0) + 1
         record = decision_record(p, verdict.action, verdict.score, verdict.reasons, verdict.rules_version)
@@ -407,18 +407,18 @@ class Processor:
             credit.after_payment(m.partition, account, p, verdict.action, fired, out, m.offset)
         if user_fired:
             self.alerting.alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
-        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, outcome)
+        index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, m.offset, outcome)
         self._claim_early_chargeback(m.partition, p)
         self.merchant_side.forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
-    def _replayed_payment(self, m: Record, p: Payment, slot: Slot[UserState], outcome: list,
+    def _replayed_payment(self, m: Record, p: Payment, slot: Slot[UserState], outcome: Outcome,
                           out: list[Out]) -> None:
         """A payment read again after a crash (same offset as its stored decision): its decision
         again, and whatever part of its state the crash lost (each part is changed once)."""
-        _, action, score, rules_version, *reasons = outcome
+        action, reasons = outcome.action, outcome.reasons
         self.counters.duplicates += 1
         self.counters.decisions_replayed += 1
-        record = decision_record(p, action, score, reasons, rules_version)
+        record = decision_record(p, action, outcome.score, reasons, outcome.rules_version)
         out.append(Out(self.t_decisions, p.user_id, record))
         users = self.users
         held = HeldEvent("p" + p.event_id, U_PAYMENT, p.ts, p.amount, (p.merchant_id, p.device_id))

@@ -329,11 +329,11 @@ class CreditBook:
         receivables nor, much, the refund rate); the next reprice includes them."""
         if o.status == "fulfilled":
             if not again or self.orders.find(o.merchant_id, o.order_id) is None:  # indexed once
-                self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount,
-                                None if offset is None else [offset])
+                self.orders.add(partition, o.merchant_id, o.order_id, "", o.ts, o.amount, offset)
         elif o.status == "refunded":
             order = self.orders.find(o.merchant_id, o.order_id)
-            if order is not None and order.outcome and offset is not None and order.outcome[0] > offset:
+            fulfilled_at = order.offset if order is not None else None
+            if fulfilled_at is not None and offset is not None and fulfilled_at > offset:
                 order = None  # fulfilled later in the stream
             if order is not None and order.ts > slot.entity.latest - self.settlement_ms:
                 # Held at the order's fulfilment time, it leaves the settlement window with the order.

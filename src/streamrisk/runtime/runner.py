@@ -7,6 +7,9 @@ Exactly-once commits each batch's transaction before the lock is released (so a 
 to `read_committed` readers a round trip after it is made); records sent between batches join the
 open transaction, committed with the next batch or at the next interval checkpoint.
 
+After each batch its observers (`batch_observers`: the /metrics histograms) are told of it, with the
+seconds the processor took on it.
+
 After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
 read again by the restarted worker. An aborted transaction (exactly-once: the broker restarted, the
 group moved on while this worker was away) is not a failure: nothing of it is visible and no offset
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..core.processor import Processor
@@ -30,6 +33,8 @@ from .delivery import Delivery, TransactionAborted
 log = logging.getLogger(__name__)
 
 Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
+# Told of each processed batch: its records, and the seconds the processor took on it (web/metrics.py).
+BatchObserver = Callable[[Sequence[Any], float], None]
 
 
 class State(Protocol):
@@ -89,6 +94,7 @@ class BatchRunner:
         self.batches_dropped = 0  # fetched before a rebalance; read again from the committed offsets
         self.rebalances = 0  # revocations of this worker's partitions, its first join's included
         self.busy_s = 0.0
+        self.batch_observers: list[BatchObserver] = []
         self._loop_thread = threading.get_native_id()  # built on the thread that runs the batch loop
 
     async def on_batch(
@@ -117,11 +123,11 @@ class BatchRunner:
                     self.records_read_again += sum(1 for r in recs if r.offset <= seen)
                 batch.extend(recs)
             outs = self.processor.process(batch)
+            processing_s = time.perf_counter() - started
             self.processor.flush_state()
             delivery = self.delivery
+            await self._send_all(outs)
             send = delivery.send
-            for out in outs:
-                await send(out.topic, out.key, out.value)
             for partition, key, value in self._take_changelog():
                 await send(self._changelog_topic, key, value, partition)
             for tp, recs in records.items():
@@ -135,7 +141,25 @@ class BatchRunner:
             self.records += len(batch)
             self.batches += 1
             self.busy_s += time.perf_counter() - started
+            if self.batch_observers:
+                self._observe(batch, processing_s)
             return await self._settled()
+
+    async def _send_all(self, outs: Iterable[Out]) -> None:
+        """Hand records to the producer, in order: a batch's outputs, summaries, dead letters."""
+        send = self.delivery.send
+        for topic, key, value in outs:
+            await send(topic, key, value)
+
+    def _observe(self, batch: list[Any], processing_s: float) -> None:
+        for observe in list(self.batch_observers):
+            try:
+                observe(batch, processing_s)
+            except Exception:
+                # A metric must not fail a batch whose records are sent already, nor log a traceback
+                # per batch: a broken observer is told no more.
+                log.exception("batch observer %r failed; it is called no more", observe)
+                self.batch_observers.remove(observe)
 
     async def _settled(self) -> bool:
         """Exactly-once: commit what was just sent, under the lock (the module docstring)."""
@@ -187,8 +211,7 @@ class BatchRunner:
         async with self.lock:
             if self.delivery.failure is not None:
                 return
-            for out in outs():
-                await self.delivery.send(out.topic, out.key, out.value)
+            await self._send_all(outs())
 
     async def checkpoint(self) -> bool:
         if not self.delivery.transactional:
@@ -207,8 +230,7 @@ class BatchRunner:
 
     async def _hand_back(self, revoked: set[Any], last: bool = False) -> None:
         async with self.lock:
-            for out in self.processor.summaries():
-                await self.delivery.send(out.topic, out.key, out.value)
+            await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint(last)
             if self.delivery.transactional and self._state is not None:
                 self._state.committed()

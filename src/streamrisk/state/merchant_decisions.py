@@ -1,9 +1,9 @@
 """Each merchant's last decisions, kept by the worker that owns the merchant's partition.
 
 A payment is decided on its user's partition; the merchant event forwarded to the merchant's owner
-carries the decision (processor._forward), and lands here. Per merchant the table holds one record,
-`b"d\\x1f" + merchant_id` -> at most `keep` of those forwarded records as they came, one per line
-(as state chunks are), oldest payment first:
+carries the decision (MerchantSide.forward), and lands here. Per merchant the table holds one
+record, `b"d\\x1f" + merchant_id` -> at most `keep` of those forwarded records as they came, one per
+line (as state chunks are), oldest payment first, each a `Forwarded` (core/records.py) as its `row`:
 
     ["p" + payment event_id, series, ts, amount (minor units), merchant_id,
      user_id, action, score, rules_version, *reasons]
@@ -24,17 +24,16 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
+from ..core.records import Forwarded
 from . import keys
 from .chunks import chunk_rows
 from .kv import KV, SEP
 from .sweep import PartitionClock
 
 KIND = keys.MERCHANT_DECISIONS
-TS = 2  # a forwarded record's payment time
 
 
 @dataclass(slots=True)
@@ -76,17 +75,17 @@ class MerchantDecisions:
         blob = self.kv.get(self._key(merchant_id))
         if not blob:
             return _Kept()
-        rows = chunk_rows(blob)
-        return _Kept([r[0] for r in rows], [r[TS] for r in rows], blob.split(b"\n"))
+        kept = [Forwarded.of(row) for row in chunk_rows(blob)]
+        return _Kept([f.event_id for f in kept], [f.ts for f in kept], blob.split(b"\n"))
 
-    def add(self, partition: int, merchant_id: str, forwarded: list[Any], raw: bytes) -> None:
-        """Keep a forwarded payment's decision: `forwarded` is the record decoded, `raw` its bytes."""
+    def add(self, partition: int, merchant_id: str, eid: str, ts: int, raw: bytes) -> None:
+        """Keep a forwarded payment's decision: `eid` and `ts` are the forwarded event's id and time,
+        `raw` its bytes."""
         if not self.keep:
             return
         kept = self._kept.get(merchant_id)
         if kept is None:
             kept = self._kept[merchant_id] = self._read(merchant_id)
-        eid, ts = forwarded[0], forwarded[TS]
         ids, times, raws = kept.ids, kept.times, kept.raws
         if times and ts <= times[-1]:  # not the newest: maybe kept already, maybe late
             if eid in ids:
@@ -105,11 +104,11 @@ class MerchantDecisions:
             del ids[0], times[0], raws[0]
         self._changed[merchant_id] = partition
 
-    def recent(self, merchant_id: str) -> list[list[Any]]:
+    def recent(self, merchant_id: str) -> list[Forwarded]:
         """The merchant's kept records, decoded, newest payment first."""
         kept = self._kept.get(merchant_id)
         blob = self.kv.get(self._key(merchant_id)) if kept is None else b"\n".join(kept.raws)
-        return chunk_rows(blob)[::-1] if blob else []
+        return [Forwarded.of(row) for row in reversed(chunk_rows(blob))] if blob else []
 
     def flush(self) -> int:
         """Write each list the batch changed, once; returns the records written."""
@@ -143,7 +142,7 @@ class MerchantDecisions:
             blob = self.kv.get(key)
             if not blob:
                 return
-            newest = orjson.loads(blob[blob.rfind(b"\n") + 1 :])[TS]
+            newest = Forwarded.of(orjson.loads(blob[blob.rfind(b"\n") + 1 :])).ts
         if not self.clock.may_expire(newest, self.retention_ms):
             return
         partition = self.partition_of(merchant_id)

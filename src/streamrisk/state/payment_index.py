@@ -7,10 +7,12 @@ changelog) as the entity state, and is persisted in the `EntityStore` style:
 - Each user's payments are appended to numbered chunks. A chunk closes when the next payment would
   give it more than `chunk_lines` lines or make it span more than `chunk_span_ms` of event time.
 - A line is the orjson array `[payment_id, merchant_id, ts, amount, outcome]` and a newline, where
-  `outcome` is what the payment was decided (`[offset, action, score, rules_version, *reasons]`, so a
-  payment read again after a crash gets the same decision) or null; a fraud mark appends the
-  chargeback's event id and input offset (null when unknown):
-  `[payment_id, merchant_id, ts, amount, outcome, chargeback_id, chargeback_offset]`.
+  `outcome` is the input offset the payment was decided at and what it was decided,
+  `[offset, action, score, rules_version, *reasons]` (so a payment read again after a crash gets the
+  same decision), `[offset]` for an entry indexed with an offset only (the credit book's orders), or
+  null; a fraud mark appends the chargeback's event id and input offset (null when unknown):
+  `[payment_id, merchant_id, ts, amount, outcome, chargeback_id, chargeback_offset]`. In memory an
+  entry is an `IndexedPayment`, its decision an `Outcome` (core/records.py).
 - Keys: `b"x\\x1f" + user_id` (meta) and `b"x\\x1f" + user_id + b"\\x1f" + str(seq)` (chunks). User ids
   must not contain `\\x1f` (as for every key of the table).
 - Meta is orjson of `{"first": seq of the oldest live chunk, "next": seq of the open chunk,
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from ..core.records import Outcome
 from ..settings import DAY_MS
 from . import keys
 from .chunks import chunk_rows
@@ -71,9 +74,9 @@ class IndexedPayment:
     ts: int
     amount: int  # minor units
     chargeback_id: str | None
-    # [input offset, action, score, rules_version, *reasons] of its decision, when it was decided
-    outcome: list | None = None
+    outcome: Outcome | None = None  # its decision, when it was decided
     chargeback_offset: int | None = None  # input offset of the chargeback that marked it, if known
+    offset: int | None = None  # the input offset it was indexed (decided) at, if known
 
 
 @dataclass(slots=True)
@@ -106,8 +109,21 @@ class _Hit:
 
 def _record(row: list) -> IndexedPayment:
     n = len(row)
-    return IndexedPayment(row[0], row[1], row[2], row[3], row[5] if n > 5 else None, row[4],
-                          row[6] if n > 6 else None)
+    stored = row[4]  # [offset, action, score, rules_version, *reasons], [offset] or null
+    offset = outcome = None
+    if stored:
+        offset = stored[0]
+        if len(stored) > 3:
+            outcome = Outcome(stored[1], stored[2], stored[3], stored[4:])
+    return IndexedPayment(row[0], row[1], row[2], row[3], row[5] if n > 5 else None, outcome,
+                          row[6] if n > 6 else None, offset)
+
+
+def _stored(offset: int | None, outcome: Outcome | None) -> list | None:
+    """The line's outcome item (module docstring)."""
+    if outcome is not None:
+        return [offset, outcome.action, outcome.score, outcome.rules_version, *outcome.reasons]
+    return None if offset is None else [offset]
 
 
 def _max_ts(blob: bytes | bytearray | None) -> int:
@@ -225,9 +241,12 @@ class PaymentIndex:
         merchant_id: str,
         ts: int,
         amount: int,
-        outcome: list | None = None,
+        offset: int | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
         """Append a payment to the user's open chunk, then expire the user's chunks past the retention.
+        `offset` is its input offset, `outcome` its decision (kept to answer it again when it is read
+        again at that offset).
 
         The caller adds each payment id once; adding one again only makes `find` return one of the two.
         """
@@ -240,7 +259,8 @@ class PaymentIndex:
             u.count >= self.chunk_lines or max(u.open_max, ts) - min(u.open_min, ts) > self.chunk_span_ms
         ):
             self._roll(u, user_id)
-        line = orjson.dumps([payment_id, merchant_id, ts, amount, outcome], option=orjson.OPT_APPEND_NEWLINE)
+        line = orjson.dumps([payment_id, merchant_id, ts, amount, _stored(offset, outcome)],
+                            option=orjson.OPT_APPEND_NEWLINE)
         buf = u.buf
         if u.dirty:  # a later line of this batch: append in place
             if type(buf) is bytes:

@@ -24,19 +24,17 @@ CREDIT_FIELDS = {
 def decision_of(p: IndexedPayment) -> dict[str, Any] | None:
     """The decision stored with an indexed payment, or None where the index has none for it.
 
-    The index keeps `outcome = [input offset, action, score, rules_version, *reasons]`; the decision
-    id is derived from the payment and the rules version, as on `risk-decisions`.
+    The decision id is derived from the payment and the rules version, as on `risk-decisions`.
     """
-    outcome = getattr(p, "outcome", None)
-    if not outcome:
+    o = p.outcome
+    if o is None:
         return None
-    _, action, score, rules_version, *reasons = outcome
     return {
-        "decision_id": stable_id("decision", p.payment_id, rules_version),
-        "action": action,
-        "score": score,
-        "reasons": reasons,
-        "rules_version": rules_version,
+        "decision_id": stable_id("decision", p.payment_id, o.rules_version),
+        "action": o.action,
+        "score": o.score,
+        "reasons": list(o.reasons),
+        "rules_version": o.rules_version,
     }
 
 
@@ -83,24 +81,24 @@ def alerts_of(processor: Processor, subject_type: str, subject_id: str) -> list[
 def merchant_decisions_of(processor: Processor, merchant_id: str) -> list[dict[str, Any]]:
     """The merchant's last decisions, newest payment first, as on `risk-decisions` (but `decided_at`).
 
-    Kept by the merchant's owner as the payments were forwarded to it (state/merchant_decisions.py):
-    `["p" + event_id, series, ts, amount, merchant_id, user_id, action, score, rules_version, *reasons]`.
+    Kept by the merchant's owner as the payments were forwarded to it, with their decisions
+    (state/merchant_decisions.py).
     """
     return [
         {
-            "decision_id": stable_id("decision", eid[1:], rules_version),
-            "event_id": eid[1:],
-            "user_id": user_id,
+            "decision_id": stable_id("decision", f.event_id[1:], o.rules_version),
+            "event_id": f.event_id[1:],
+            "user_id": f.user_id,
             "merchant_id": merchant_id,
-            "ts": ts,
-            "amount": to_major(amount),
-            "action": action,
-            "score": score,
-            "reasons": reasons,
-            "rules_version": rules_version,
+            "ts": f.ts,
+            "amount": to_major(f.amount),
+            "action": o.action,
+            "score": o.score,
+            "reasons": list(o.reasons),
+            "rules_version": o.rules_version,
         }
-        for eid, _, ts, amount, _, user_id, action, score, rules_version, *reasons
-        in processor.merchant_decisions.recent(merchant_id)
+        for f in processor.merchant_decisions.recent(merchant_id)
+        if (o := f.outcome) is not None  # every kept record carries one
     ]
 
 

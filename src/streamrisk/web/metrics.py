@@ -1,16 +1,17 @@
 """Prometheus metrics of a worker, through prometheus-client.
 
 The processor's counters are read at scrape time by a collector (no extra work per event). What only
-exists per batch is observed once per batch by a wrapper around `Processor.process`: batch size and
-processing time, and for each payment the time from its record's timestamp (set by the producer or the
-broker, unlike the event time `ts`) to its decision. Lag, recovery time and in-memory entities are read
+exists per batch is observed once per batch, by an observer the batch runner calls after each batch
+(`observe_batch`, runner.BatchRunner.batch_observers): batch size and processing time, and for each
+payment the time from its record's timestamp (set by the producer or the broker, unlike the event time
+`ts`) to its decision, handed to the producer. Lag, recovery time and in-memory entities are read
 from the consumer and the stores when scraped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -19,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from ..core.processor import Processor
-from ..core.records import Message, Out
+from ..core.records import Message
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
@@ -137,32 +138,22 @@ class WorkerMetrics:
         self.ready = Gauge("streamrisk_ready", "1 when /ready answers 200", registry=r)
         # (topic, partition) -> offset of the last record processed, for the lag.
         self.processed: dict[tuple[str, int], int] = {}
+        self._payments = processor.settings.topic("payments")
 
-    def instrument(self, processor: Processor) -> None:
-        """Wrap `processor.process` to observe each batch (replaces the bound method on this instance)."""
-        inner = processor.process
-        payments = processor.settings.topic("payments")
-        size, seconds, latency = self.batch_size.observe, self.batch_seconds.observe, self.latency.observe
-        processed = self.processed
-
-        def process(batch: Iterable[Any], now_ms: int | None = None) -> list[Out]:
-            batch = batch if isinstance(batch, list) else list(batch)
-            started = time.perf_counter()
-            out = inner(batch, now_ms)
-            decided = time.time() * 1000
-            seconds(time.perf_counter() - started)
-            size(len(batch))
-            # The worker hands aiokafka records (`timestamp`, ms); tests and tools hand Messages.
-            stamp = "timestamp_ms" if batch and isinstance(batch[0], Message) else "timestamp"
-            for m in batch:
-                processed[m.topic, m.partition] = m.offset
-                if m.topic == payments:
-                    sent = getattr(m, stamp)
-                    if sent:
-                        latency(max(0.0, decided - sent) / 1000)
-            return out
-
-        processor.process = process  # type: ignore[method-assign]
+    def observe_batch(self, batch: Sequence[Any], processing_s: float) -> None:
+        """A batch the processor processed, in `processing_s` seconds (the batch runner's observer)."""
+        decided = time.time() * 1000
+        self.batch_seconds.observe(processing_s)
+        self.batch_size.observe(len(batch))
+        payments, latency, processed = self._payments, self.latency.observe, self.processed
+        # The worker hands aiokafka records (`timestamp`, ms); tests and tools hand Messages.
+        stamp = "timestamp_ms" if batch and isinstance(batch[0], Message) else "timestamp"
+        for m in batch:
+            processed[m.topic, m.partition] = m.offset
+            if m.topic == payments:
+                sent = getattr(m, stamp)
+                if sent:
+                    latency(max(0.0, decided - sent) / 1000)
 
     async def refresh(self, app: faust.App, input_topics: set[str], ready: Callable[[], bool]) -> None:
         """Update what is read from the consumer when scraped: lag per partition, recovery, state."""

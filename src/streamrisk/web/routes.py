@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 
 from ..core.processor import Processor
 from ..runtime.broadcast import BroadcastReader
+from ..runtime.runner import BatchObserver
 from .auth import BearerAuth
 from .lookup import entity_of, merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
@@ -65,10 +66,12 @@ def register_routes(
     processor: Processor,
     runtime_stats: Callable[[], dict[str, Any]] | None = None,
     broadcast: BroadcastReader | None = None,
+    batch_observers: list[BatchObserver] | None = None,
 ) -> None:
-    """Add every endpoint to the app's web server; also instruments the processor for /metrics.
+    """Add every endpoint to the app's web server.
 
-    `runtime_stats()` adds the batch runner's figures to /stats; `broadcast` is waited for by /ready.
+    `runtime_stats()` adds the batch runner's figures to /stats; `broadcast` is waited for by /ready;
+    /metrics observes each batch through `batch_observers` (the batch runner's).
     """
     settings = processor.settings
     auth = BearerAuth(settings.api_token)
@@ -76,7 +79,8 @@ def register_routes(
     topic = processor.input_topics[0]
     owners = Owners(app, topic, settings.partitions)
     metrics = WorkerMetrics(processor)
-    metrics.instrument(processor)
+    if batch_observers is not None:
+        batch_observers.append(metrics.observe_batch)
     inputs = set(processor.input_topics)
     dashboard = resources.files(__package__).joinpath("static/dashboard.html").read_bytes()
     # Faust's production index also mounts "/" (a bare status page); the dashboard takes its place.

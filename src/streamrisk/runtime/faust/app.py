@@ -399,5 +399,5 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     def runtime_stats() -> dict[str, Any]:
         return {**runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped}
 
-    register_routes(app, processor, runtime_stats, broadcast)
+    register_routes(app, processor, runtime_stats, broadcast, runner.batch_observers)
     return app, processor
