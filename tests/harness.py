@@ -112,10 +112,12 @@ class Client:
         timeout: float = 30.0,
         settle: float = 0.0,
         committed: bool = False,
+        with_key: bool = False,
     ) -> list[dict[str, Any]]:
         """All records on `topic` from the start, once `until(records)` holds (plus `settle` seconds,
         to catch records that should NOT arrive); raises TimeoutError with what was read.
-        `committed`: as a `read_committed` consumer (records of aborted transactions never seen)."""
+        `committed`: as a `read_committed` consumer (records of aborted transactions never seen).
+        `with_key`: each value also holds its message key (bytes or None) as `"_key"`."""
         name = self.prefix + topic
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10,
@@ -140,7 +142,8 @@ class Client:
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
                 for records in batch.values():
-                    out.extend(orjson.loads(r.value) for r in records)
+                    out.extend({**orjson.loads(r.value), "_key": r.key} if with_key else orjson.loads(r.value)
+                               for r in records)
                 now = time.monotonic()
                 if done_at is None and until(out):
                     done_at = now + settle

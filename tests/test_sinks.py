@@ -8,7 +8,7 @@ import hashlib
 import orjson
 import pytest
 
-from streamrisk.core.sinks import DEAD_LETTER_KEY_MAX, dead_letter_key, dead_letter_value, fitted_dead_letter
+from streamrisk.core.sinks import PRODUCER_REQUEST_MAX, dead_letter_value, fitted_dead_letter
 
 MAX_REQUEST = 1_000_000  # Faust's producer_max_request_size default
 
@@ -33,11 +33,31 @@ def test_large_value_is_cut_with_its_size_and_sha256() -> None:
 def test_worst_case_dead_letter_fits_the_producers_request_size() -> None:
     # Control characters grow six-fold as JSON escapes; a 5 MB error text is bounded too.
     raw = b"\x01" * 5_000_000
-    letter = dead_letter_value("payments", 0, 7, "x" * 5_000_000, raw)
-    key = dead_letter_key(b"k" * 5_000_000)
-    assert key is not None and len(key) == DEAD_LETTER_KEY_MAX
-    assert len(orjson.dumps(letter)) + len(key) < MAX_REQUEST
+    key, letter = fitted_dead_letter("payments", 0, 7, "x" * 5_000_000, raw, b"k" * 5_000_000, 10_000_000)
+    assert len(orjson.dumps(letter)) + len(key or b"") < MAX_REQUEST
     assert len(letter["error"]) <= 1000
+    assert letter["key_truncated"] is True and letter["key_size"] == 5_000_000
+    assert letter["key_sha256"] == hashlib.sha256(b"k" * 5_000_000).hexdigest()
+
+
+@pytest.mark.parametrize("size", [257, 70_000, 900_000])
+def test_the_original_key_is_kept_whole_when_it_fits(size: int) -> None:
+    original = "🦊".encode() * (size // 4) + b"\xff"  # an id over 256 characters, not even UTF-8
+    key, letter = fitted_dead_letter("payments", 2, 9, "user_id must be at most 256 characters", b"{}",
+                                     original)
+    assert key == original and "key_truncated" not in letter
+    assert len(orjson.dumps(letter)) + len(key) <= PRODUCER_REQUEST_MAX - 200
+
+
+def test_a_key_too_large_for_the_topic_is_cut_and_says_so_with_the_reason_kept() -> None:
+    original = b"u" * 50_000
+    error = "payments record at partition 0 offset 3: user_id must be at most 256 characters (got 50000)"
+    key, letter = fitted_dead_letter("payments", 0, 3, error, b"v" * 60_000, original, 20_000)
+    assert key is not None and original.startswith(key) and len(key) > 15_000
+    assert letter["key_truncated"] is True and letter["key_size"] == 50_000
+    assert letter["key_sha256"] == hashlib.sha256(original).hexdigest()
+    assert letter["error"] == error and letter["value_truncated"] is True
+    assert len(orjson.dumps(letter)) + len(key) <= 20_000 - 200
 
 
 @pytest.mark.parametrize("value", [b"\x01" * 70_000, "é".encode() * 35_000, bytes(range(256)) * 300])

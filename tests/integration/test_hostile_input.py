@@ -1,5 +1,5 @@
 """Hostile input through a worker on the broker, as outside clients would send it: the worker stays up,
-every invalid record is dead-lettered once with a reason and its original bytes, every valid payment
+every invalid record is dead-lettered once with a reason, its original key and bytes, every valid payment
 is decided once, and a librdkafka producer on its default partitioner is told what to fix."""
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def check_letter(letter: dict[str, Any], sent: Sent) -> None:
     else:
         assert original(letter) == raw, sent.kind
     assert letter["error"], sent.kind
+    assert letter["_key"] == sent.key, (sent.kind, letter["_key"] and letter["_key"][:60])  # whole
 
 
 async def test_fuzzed_stream_is_sorted_into_decisions_and_dead_letters(
@@ -81,7 +82,7 @@ async def test_fuzzed_stream_is_sorted_into_decisions_and_dead_letters(
     assert sum(invalid.values()) >= 3500
 
     letters = await client.read(
-        "dead-letters", until=lambda rs: len(rs) >= len(invalid), timeout=90, settle=2
+        "dead-letters", until=lambda rs: len(rs) >= len(invalid), timeout=90, settle=2, with_key=True
     )
     # Processing is at-least-once: a record read again after a rebalance repeats its dead letter (the
     # same source partition and offset) or its decision (the same decision_id); consumers drop repeats.

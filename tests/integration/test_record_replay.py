@@ -3,14 +3,21 @@ and recorded again holds the same records (keys, values, malformed ones too) in 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 
-from streamrisk.recording.jsonl import read_recording
-from tests.harness import Client, now_ms, payment, unique
+from streamrisk.recording.jsonl import parse_line, read_recording
+from tests.harness import Client, now_ms, payment, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -64,3 +71,69 @@ def test_replay_names_a_bad_line(tmp_path: Path, bootstrap: str) -> None:
     bad.write_text('{"topic": "payments", "key": "u1"}\n')
     done = cli("replay", str(bad), "--bootstrap", bootstrap)
     assert done.returncode == 1 and "bad.jsonl:1" in done.stderr and 'no "value"' in done.stderr
+
+
+def _ignore_sigint() -> None:
+    # What a shell does to a job it starts in the background (`streamrisk record --follow ... &`).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("sig", "started"),
+    [(signal.SIGINT, "in the foreground"), (signal.SIGINT, "in the background"), (signal.SIGTERM, "")],
+    ids=["sigint", "sigint-background-job", "sigterm"],
+)
+async def test_follow_stops_on_a_signal_to_its_group_with_whole_lines_and_says_what_it_recorded(
+    bootstrap: str, tmp_path: Path, sig: signal.Signals, started: str
+) -> None:
+    prefix, out = unique("follow") + ".", tmp_path / "follow.jsonl"
+    t0 = now_ms() - 60_000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrisk", "record", "payments", "--follow", "--out", str(out),
+         "--bootstrap", bootstrap, "--topic-prefix", prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
+        preexec_fn=_ignore_sigint if started == "in the background" else None,
+    )
+    sent = 0
+    try:
+        async with Client(bootstrap, prefix) as client:
+
+            async def traffic() -> None:  # one user, one partition: the recording is a prefix of it
+                nonlocal sent
+                while True:
+                    await client.send("payments", "u1", payment(f"p{sent}", "u1", ts=t0 + sent))
+                    sent += 1
+                    await asyncio.sleep(0.005)
+
+            producing = asyncio.create_task(traffic())
+            try:
+
+                async def recorded_some() -> object:
+                    assert proc.poll() is None, proc.communicate()
+                    lines = out.read_bytes().count(b"\n") if out.exists() else 0
+                    return lines >= 50 or lines
+
+                await wait_for(recorded_some, 60, "records written to the recording")
+                os.killpg(proc.pid, sig)  # still producing: the signal lands mid-stream
+                signalled = time.monotonic()
+                stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=10)
+                took = time.monotonic() - signalled
+            finally:
+                producing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producing
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    assert proc.returncode == 0, stderr
+    assert took < 2.0, f"exited {took:.1f} s after {sig.name}"
+    raw = out.read_bytes()
+    assert raw.endswith(b"\n"), raw[-200:]
+    lines = raw.splitlines()
+    records = [parse_line(line, f"{out}:{n}") for n, line in enumerate(lines, 1)]
+    ids = [orjson.loads(r.value or b"null")["event_id"] for r in records]
+    assert ids == [f"p{i}" for i in range(len(ids))] and 50 <= len(ids) <= sent
+    said = re.search(r"recorded (\d+) records to", stdout)
+    assert said is not None and int(said.group(1)) == len(ids), stdout

@@ -36,3 +36,22 @@ def test_recovery_keeps_the_times_the_recovery_metric_reads() -> None:
     source = inspect.getsource(Recovery)
     for name in ("_recovery_started_at", "_recovery_ended_at", "self.completed"):
         assert name in source, f"faust Recovery no longer sets {name} (metrics.recovery_seconds, /ready)"
+
+
+def test_the_aiohttp_internals_http_errors_py_uses_are_there() -> None:
+    """http_errors.py serves Faust's web server with its own aiohttp protocol class."""
+    import inspect
+
+    from aiohttp.web_protocol import RequestHandler
+    from aiohttp.web_runner import AppRunner
+    from aiohttp.web_server import Server
+    from faust.web.drivers.aiohttp import Web
+
+    assert "self._runner: AppRunner = AppRunner(self.web_app, access_log=None)" in inspect.getsource(Web), \
+        "faust's aiohttp Web no longer builds its runner as http_errors.serve_json_errors does"
+    assert hasattr(AppRunner, "_make_server"), "aiohttp AppRunner._make_server is gone"
+    assert "RequestHandler(self, loop=self._loop, **self._kwargs)" in inspect.getsource(Server.__call__), \
+        "aiohttp Server no longer makes its protocol as http_errors._Server does"
+    assert list(inspect.signature(RequestHandler.handle_error).parameters) == [
+        "self", "request", "status", "exc", "message"
+    ], "aiohttp RequestHandler.handle_error changed"

@@ -19,10 +19,11 @@ log = logging.getLogger(__name__)
 # original value are forwarded (JSON escaping can grow text up to 6x), and the error text is bounded.
 DEAD_LETTER_VALUE_MAX = 64 * 1024
 DEAD_LETTER_ERROR_MAX = 1000
-# Valid keys are ids (at most 256 characters); a longer key is cut in the dead letter.
-DEAD_LETTER_KEY_MAX = 1024
 # Kafka's default max.message.bytes; the worker reads the dead-letters topic's own at start.
 DEFAULT_RECORD_LIMIT = 1024 * 1024
+# The worker's producers refuse a record above their max request size: Faust's producer_max_request_size
+# (1,000,000 by default; aiokafka's own, of the exactly-once producer, is 1 MiB). A dead letter fits both.
+PRODUCER_REQUEST_MAX = 1_000_000
 # Bytes of a record batch that are not the key or value (batch and record headers, with room).
 _RECORD_OVERHEAD = 256
 
@@ -78,26 +79,31 @@ def fitted_dead_letter(
     record_limit: int = DEFAULT_RECORD_LIMIT,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """(key, value) of the dead letter, cut until the record fits `record_limit` bytes (the topic's
-    max.message.bytes): a large invalid record is dead-lettered, never a reason to stop."""
-    key = dead_letter_key(key)
-    if key is not None and len(key) > record_limit // 4:
-        key = key[: record_limit // 4]
-    room = record_limit - _RECORD_OVERHEAD - len(key or b"")
+    max.message.bytes) and the producer's request size: a large invalid record is dead-lettered, never
+    a reason to stop.
+
+    The message key is the original key, whole. What gives way is the forwarded value first (the record
+    keeps its size and SHA-256), then the key, only when it alone would not fit beside the position and
+    the reason (a key near the record limit, or a dead-letters topic with a smaller limit than the
+    input's); the record then says so with `key_truncated`, `key_size` and `key_sha256`.
+    """
+    room = min(record_limit, PRODUCER_REQUEST_MAX) - _RECORD_OVERHEAD
+    # The smallest dead letter: position, reason, and of the value only its size and hash.
+    bare = len(orjson.dumps(dead_letter_value(source_topic, partition, offset, error, value, 0)))
+    key_cut: dict[str, Any] = {}
+    if key is not None and len(key) > room - bare:
+        key_cut = {"key_truncated": True, "key_size": len(key), "key_sha256": hashlib.sha256(key).hexdigest()}
+        key = key[: max(0, room - bare - len(orjson.dumps(key_cut)))]
+    room -= len(key or b"")
     max_value = DEAD_LETTER_VALUE_MAX
     while True:
         out = dead_letter_value(source_topic, partition, offset, error, value, max_value)
+        out.update(key_cut)
         size = len(orjson.dumps(out))
         if size <= room or max_value == 0:
             break
         # JSON escaping makes a value byte cost up to 6 (base64: 4/3): shrink by the excess, at least half.
         max_value = max(0, min(max_value // 2, max_value - (size - room)))
-    if size > room:  # even without the value: the error text goes too, the position stays
+    if size > room:  # a limit below even the bare record: the error text goes too, the position stays
         out["error"] = out["error"][: max(0, room - size + len(out["error"]) - 40)] + "... (cut)"
     return key, out
-
-
-def dead_letter_key(key: bytes | None) -> bytes | None:
-    """The original key, cut to DEAD_LETTER_KEY_MAX bytes (no valid key is that long)."""
-    if key is not None and len(key) > DEAD_LETTER_KEY_MAX:
-        return key[:DEAD_LETTER_KEY_MAX]
-    return key

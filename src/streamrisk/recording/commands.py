@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -53,18 +54,37 @@ async def _record(args: argparse.Namespace, settings: Settings) -> int:
 
     topics = args.topics or list(DEFAULT_TOPICS)
     stop = asyncio.Event()
+    signals = _stop_on_signals(stop)
     try:
         stats = await record(settings.bootstrap, topics, args.out, prefix=settings.topic_prefix,
                              follow=args.follow, duration_s=args.duration, stop=stop)
-    except asyncio.CancelledError:  # Ctrl-C while following: what was written stays
-        print(f"stopped; {args.out} holds what was recorded", file=sys.stderr)
-        return 130
+    finally:
+        for sig in signals:
+            asyncio.get_running_loop().remove_signal_handler(sig)
     per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.per_topic.items())) or "nothing"
     span = ""
     if stats.first_ts is not None and stats.last_ts is not None:
         span = f", {(stats.last_ts - stats.first_ts) / 1000:.1f} s of record time"
-    print(f"recorded {stats.total} records to {args.out} ({per_topic}{span})")
+    stopped = "stopped; " if stop.is_set() else ""
+    print(f"{stopped}recorded {stats.total} records to {args.out} ({per_topic}{span})", flush=True)
     return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> list[signal.Signals]:
+    """SIGINT and SIGTERM set `stop`: the recording ends after the fetch in hand, file closed whole.
+
+    Set explicitly, not left to asyncio.run's KeyboardInterrupt: a process started in the background
+    by a shell inherits SIGINT ignored, and SIGTERM's default would end it with its last fetch unwritten.
+    """
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # no signal handlers here (not the main thread)
+            continue
+        installed.append(sig)
+    return installed
 
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,7 +1,9 @@
 """`streamrisk record`: copy topics to a JSON Lines recording, without joining any consumer group.
 
 By default it takes what the topics hold now, from their first offset to their end, and stops.
-`--follow` keeps recording new records until Ctrl-C or `--duration`. Records of different partitions
+`--follow` keeps recording new records until SIGINT (Ctrl-C), SIGTERM or `--duration`; each fetch is
+written whole and flushed, so a recording stopped, or even killed, between fetches holds only whole
+lines. Records of different partitions
 are merged by record time (when they were produced), each partition's own order kept, so a backtest
 processes a chargeback after the payment it names, as the records were produced.
 """
@@ -103,7 +105,9 @@ async def _write_as_fetched(batches: AsyncIterator[dict[TopicPartition, list[Rec
     with out.open("wb") as fh:
         async for batch in batches:
             merged = merge_by_time(list(batch.values()))
-            write_records(fh, merged)
+            if merged:
+                write_records(fh, merged)
+                fh.flush()  # whole lines on disk at every fetch: a kill between fetches cuts none
             for rec in merged:
                 stats.add(rec)
     return stats

@@ -22,6 +22,7 @@ from ..core.processor import Processor
 from ..runtime.broadcast import BroadcastReader
 from ..runtime.runner import BatchObserver
 from .auth import BearerAuth
+from .http_errors import serve_json_errors
 from .lookup import entity_of, merchant_body, payment_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
@@ -86,6 +87,7 @@ def register_routes(
     # Faust's production index also mounts "/" (a bare status page); the dashboard takes its place.
     blueprints = app.web.blueprints
     blueprints._enabled = [(p, bp) for p, bp in blueprints._enabled if "production_index" not in str(bp)]
+    serve_json_errors(app.web)  # a request too long to read answers JSON too, without a traceback
 
     def waiting_for() -> list[str]:
         """What /ready still waits for; empty when ready."""
