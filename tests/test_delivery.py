@@ -239,8 +239,8 @@ class FakeTransactions:
         self.stuck = stuck  # neither abort nor a new producer works
         self.offsets: dict[Any, int] = {}
 
-    async def begin(self, ahead: bool = False) -> None:
-        self.log.append("begin ahead" if ahead else "begin")
+    async def begin(self) -> None:
+        self.log.append("begin")
 
     async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
         self.offsets = dict(offsets)
@@ -348,55 +348,3 @@ async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committe
         await delivery.checkpoint()
     assert txn.log == ["begin", "abort"]
 
-
-async def test_the_next_transaction_begins_as_soon_as_one_commits() -> None:
-    # Its partitions are added while the next batch is fetched and processed, not in front of it.
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn, ahead_idle_s=60.0)
-    producer.auto_ack = True
-    await delivery.send("risk-decisions", "u1", b"1")
-    delivery.processed(TP0, 4)
-    assert await delivery.checkpoint() is True
-    await delivery.send("risk-decisions", "u2", b"2")  # into the transaction begun ahead
-    delivery.processed(TP0, 5)
-    assert await delivery.checkpoint() is True
-    assert txn.log == [
-        "begin", ("commit", {TP0: 4}), "begin ahead", ("commit", {TP0: 5}), "begin ahead",
-    ]
-
-
-async def test_a_transaction_begun_ahead_and_left_empty_is_ended_before_the_broker_times_it_out() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn, ahead_idle_s=0.05)
-    producer.auto_ack = True
-    await delivery.send("risk-decisions", "u1", b"1")
-    delivery.processed(TP0, 4)
-    assert await delivery.checkpoint() is True
-    assert await delivery.checkpoint() is False  # idle, but not for long yet
-    assert txn.log[-1] == "begin ahead"
-    await asyncio.sleep(0.06)
-    assert await delivery.checkpoint() is False
-    assert txn.log[-1] == "abort" and delivery.stats.transactions_aborted == 0
-    await delivery.send("risk-decisions", "u2", b"2")  # begins its own again
-    delivery.processed(TP0, 5)
-    assert await delivery.checkpoint() is True
-    assert txn.log[-3:] == ["begin", ("commit", {TP0: 5}), "begin ahead"]
-
-
-async def test_no_transaction_begins_after_the_last_checkpoint() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn, ahead_idle_s=60.0)
-    producer.auto_ack = True
-    await delivery.send("risk-decisions", "u1", b"1")
-    delivery.processed(TP0, 4)
-    assert await delivery.checkpoint(last=True) is True
-    assert txn.log == ["begin", ("commit", {TP0: 4})]
-    # One begun ahead earlier is ended by the last checkpoint even when nothing came since.
-    await delivery.send("risk-decisions", "u2", b"2")
-    delivery.processed(TP0, 5)
-    assert await delivery.checkpoint() is True
-    assert await delivery.checkpoint(last=True) is False
-    assert txn.log[-2:] == ["begin ahead", "abort"]

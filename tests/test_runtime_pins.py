@@ -82,7 +82,6 @@ ATTRIBUTES = [
     (aiokafka_sender.TxnOffsetCommitHandler, "create_request", "transactions.py: wrapped to send v3"),
     (aiokafka_sender.TxnOffsetCommitHandler, "handle_response", "transactions.py: fenced errors abort"),
     (TransactionManager, "error_transaction", "transactions.py: a fenced commit makes the txn abortable"),
-    (TransactionManager, "txn_partitions", "transactions.py: the partitions a transaction wrote"),
     (TransactionManager, "wait_for_pid", "app.py: InitProducerId before recovery"),
 ]
 
@@ -145,18 +144,6 @@ SOURCES = [
      "transactions.py: the module global is read when a transaction's first partitions are retried"),
     (aiokafka.AIOKafkaProducer.send_offsets_to_transaction, "add_offsets_to_txn",
      "transactions.py: offsets join the transaction"),
-    (TransactionManager.complete_transaction, "self._txn_partitions.clear()",
-     "transactions.py: a transaction's partitions are read before it commits"),
-    (TransactionManager.maybe_add_partition_to_txn, "self._pending_txn_partitions.add(tp)",
-     "transactions.py: a transaction begun ahead adds the last one's partitions"),
-    (aiokafka_sender.Sender._maybe_do_transactional_request, "txn_manager.partitions_to_add()",
-     "transactions.py: the sender adds pending partitions before anything else of the transaction"),
-    (GroupCoordinator.fetch_committed_offsets, "offsets = await self._do_fetch_commit_offsets(partitions)",
-     "stable_offsets.py: committed offsets are fetched through the method it replaces"),
-    (GroupCoordinator._maybe_refresh_commit_offsets, "await self._do_fetch_commit_offsets(need_update)",
-     "stable_offsets.py: and refreshed through it"),
-    (GroupCoordinator.fetch_committed_offsets, "if not err.retriable:",
-     "stable_offsets.py: UNSTABLE_OFFSET_COMMIT is raised as a retriable error, asked again"),
     (aiokafka_sender.BaseHandler.do, "await asyncio.sleep(retry_backoff)",
      "transactions.py: the backoff handle_response returns is what the sender waits"),
 ]

@@ -22,10 +22,7 @@ a value older than one written after it.
 
 Exactly-once (`transactions`, transactions.py) replaces steps 2 and 3: the epoch's records are one
 producer transaction, and the offsets are committed in it. The caller then holds one lock around
-sending and checkpointing (runner.py), since a transaction holds exactly one epoch. The next
-transaction begins as soon as one commits (`ahead_idle_s`), so adding its partitions, which the broker
-refuses until the last one's markers are written, happens while the next batch is fetched and
-processed rather than in front of its records.
+sending and checkpointing (runner.py), since a transaction holds exactly one epoch.
 """
 
 from __future__ import annotations
@@ -63,9 +60,7 @@ class Committer(Protocol):
 class Transactions(Protocol):
     """Exactly-once: the producer's transactions (transactions.KafkaTransactions)."""
 
-    async def begin(self, ahead: bool = False) -> None:
-        """Begin a transaction; `ahead` of its records (the module docstring)."""
-        ...
+    async def begin(self) -> None: ...
 
     async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
         """Add `offsets` (next offset to read per partition) to the open transaction."""
@@ -152,17 +147,11 @@ class Delivery:
         attempt_timeout_s: float = math.inf,
         transactions: Transactions | None = None,
         refresh: Refresh | None = None,
-        ahead_idle_s: float | None = None,
     ) -> None:
         self._producer = producer
         self._commit = commit
         self._txn = transactions
         self._in_txn = False
-        # Exactly-once: the next transaction begins as soon as one commits, its partitions added while
-        # the next batch is fetched and processed (`Transactions.begin(ahead=True)`); one still empty
-        # after this long is ended, before the broker's transaction timeout can.
-        self.ahead_idle_s = ahead_idle_s
-        self._ahead_since: float | None = None
         self._refresh = refresh
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
@@ -220,9 +209,8 @@ class Delivery:
             self._epoch.offsets.pop(tp, None)
 
     # -- checkpoints
-    async def checkpoint(self, last: bool = False) -> bool:
-        """Steps 1-3 of the module docstring; True if offsets were committed. `last`: at shutdown,
-        so no transaction begins after it.
+    async def checkpoint(self) -> bool:
+        """Steps 1-3 of the module docstring; True if offsets were committed.
 
         Raises `DeliveryFailed` if the epoch's records were not all delivered, and `CheckpointFailed`
         for every checkpoint after a failed (or cancelled) one.
@@ -234,7 +222,7 @@ class Delivery:
                     "the input from there on is read again after a restart"
                 )
             try:
-                committed = await self._checkpoint(last)
+                committed = await self._checkpoint()
             except TransactionAborted as exc:
                 self._aborted_in_row += 1
                 self.stats.transactions_aborted += 1
@@ -247,17 +235,13 @@ class Delivery:
             self._aborted_in_row = 0
             return committed
 
-    async def _checkpoint(self, last: bool) -> bool:
+    async def _checkpoint(self) -> bool:
         epoch, self._epoch = self._epoch, _Epoch()  # 1
         if not epoch.sent and not epoch.offsets:
-            if self._ahead_since is not None and (
-                last or time.monotonic() - self._ahead_since > (self.ahead_idle_s or 0.0)
-            ):
-                await self._end_ahead()
             return False
         started = time.monotonic()
         if self._txn is not None:
-            return await self._commit_transaction(epoch, started, last)
+            return await self._commit_transaction(epoch, started)
         await self._acknowledged(epoch)  # 2
         offsets = self._growing(epoch.offsets)
         committed = False
@@ -275,31 +259,8 @@ class Delivery:
         assert self._txn is not None
         await self._txn.begin()
         self._in_txn = True
-        self._ahead_since = None
 
-    async def _begin_ahead(self) -> None:
-        assert self._txn is not None
-        try:
-            await self._txn.begin(ahead=True)
-        except Exception as exc:  # the next batch begins its own, and meets the cause there
-            log.debug("could not begin a transaction ahead: %r", exc)
-            return
-        self._in_txn = True
-        self._ahead_since = time.monotonic()
-
-    async def _end_ahead(self) -> None:
-        """End a transaction begun ahead that nothing was written in (an abort: there is nothing to
-        commit); it failing is the next checkpoint's business, as any transaction's is."""
-        assert self._txn is not None
-        self._in_txn = False
-        self._ahead_since = None
-        try:
-            await self._txn.abort()
-        except Exception as exc:
-            log.warning("could not end an idle transaction (%r); the next one replaces it", exc)
-            await self._aborted()
-
-    async def _commit_transaction(self, epoch: _Epoch, started: float, last: bool) -> bool:
+    async def _commit_transaction(self, epoch: _Epoch, started: float) -> bool:
         """Exactly-once steps 2-3: the epoch's records and its offsets commit as one transaction."""
         assert self._txn is not None
         offsets = self._growing(epoch.offsets)
@@ -308,7 +269,6 @@ class Delivery:
                 return False
             await self._begin()  # offsets alone (input past transaction markers)
         self._in_txn = False  # whatever happens next, this transaction is over
-        self._ahead_since = None
         # The offsets join the transaction while its records are still on their way (one round trip
         # less per commit); they count only if it commits.
         adding = asyncio.ensure_future(self._txn.add_offsets(offsets)) if offsets else None
@@ -350,8 +310,6 @@ class Delivery:
         phases["commit"] += (done - added) * 1000
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_ms = (done - started) * 1000
-        if self.ahead_idle_s is not None and not last:
-            await self._begin_ahead()
         return bool(offsets)
 
     async def _aborted(self) -> bool:

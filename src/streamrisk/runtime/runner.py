@@ -226,12 +226,12 @@ class BatchRunner:
 
     async def close(self) -> None:
         """At shutdown: the last checkpoint."""
-        await self._hand_back(set(), last=True)
+        await self._hand_back(set())
 
-    async def _hand_back(self, revoked: set[Any], last: bool = False) -> None:
+    async def _hand_back(self, revoked: set[Any]) -> None:
         async with self.lock:
             await self._send_all(self.processor.summaries())
-            await self.delivery.checkpoint(last)
+            await self.delivery.checkpoint()
             if self.delivery.transactional and self._state is not None:
                 self._state.committed()
             self.processor.forget()

@@ -22,7 +22,6 @@ from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
 from .appender import Appender
-from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
@@ -297,7 +296,6 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
-        install_stable_offsets()
         app.transactions = KafkaTransactions(
             lambda: _transactional_producer(settings), lambda: _group_metadata(app)
         )
@@ -313,8 +311,6 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         attempt_timeout_s=2 * settings.delivery_timeout_s + 1,
         transactions=app.transactions,
         refresh=current_value,
-        # A transaction begun ahead and left empty ends well before the broker's timeout would.
-        ahead_idle_s=min(1.0, settings.transaction_timeout_s / 4),
     )
 
     async def on_broadcast(m: Message, caught_up: bool) -> None:

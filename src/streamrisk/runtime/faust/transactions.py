@@ -98,8 +98,6 @@ class KafkaTransactions:
         self._make = make
         self._group = group
         self.producer: AIOKafkaProducer | None = None
-        # The partitions of the last transaction committed: the next one adds them as it begins.
-        self._partitions: set[TopicPartition] = set()
         # Told of every producer started (the appender sends through the newest).
         self.on_producer: Callable[[AIOKafkaProducer], None] | None = None
 
@@ -142,16 +140,8 @@ class KafkaTransactions:
             raise RuntimeError("the transactional producer is not started")
         return self.producer
 
-    async def begin(self, ahead: bool = False) -> None:
-        """Begin a transaction; `ahead`: before its records exist, so the partitions the last one
-        wrote are added now (AddPartitionsToTxn, retried while the broker still writes the last
-        one's markers) instead of in front of the next batch's records."""
-        producer = self._producer
-        await producer.begin_transaction()
-        if ahead:
-            txn = producer._txn_manager
-            for tp in self._partitions:
-                txn.maybe_add_partition_to_txn(tp)
+    async def begin(self) -> None:
+        await self._producer.begin_transaction()
 
     async def add_offsets(self, offsets: Mapping[Any, int]) -> None:
         """Add `offsets` (next offset to read per partition) to the transaction, fenced by the group."""
@@ -162,10 +152,7 @@ class KafkaTransactions:
         await self._producer.send_offsets_to_transaction(tps, meta.group_id)
 
     async def commit(self) -> None:
-        producer = self._producer
-        partitions = set(producer._txn_manager.txn_partitions)  # cleared as it commits
-        await producer.commit_transaction()
-        self._partitions = partitions
+        await self._producer.commit_transaction()
 
     async def abort(self) -> None:
         await self._producer.abort_transaction()
