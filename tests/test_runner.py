@@ -252,3 +252,37 @@ async def test_a_batch_dropped_at_a_rebalance_is_not_observed() -> None:
     w.current = False
     assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
     assert seen == []
+
+
+async def test_exactly_once_records_sent_between_batches_are_sent_again_if_their_transaction_aborts() -> None:
+    # No input is read again for a summary or a rejected ruleset's dead letter: an abort must not lose it.
+    txn = FakeTransactions(FakeProducer())
+    w = Worker(transactions=txn)
+    dead = Out("dead-letters", "rules", {"reason": "rules_invalid"})
+    await w.runner.send_now(lambda: [dead])
+    txn.fail_commit = True  # the batch's transaction, with the dead letter in it, aborts
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
+    txn.fail_commit = False
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=2) is True
+    assert txn.log == ["begin", "abort", "begin", ("commit", {TP: 1})]
+    sent = [t for t, *_ in w.producer.sent]
+    # Sent into the aborted transaction, then again into the one that committed, before the batch.
+    assert sent.count("dead-letters") == 2
+    assert sent.index("dead-letters", 1) < sent.index("risk-decisions", sent.index("dead-letters", 1))
+    assert await w.runner.checkpoint() is True  # and not again after that commit
+    assert [t for t, *_ in w.producer.sent].count("dead-letters") == 2
+
+
+async def test_exactly_once_a_record_refused_mid_batch_undoes_the_batch_and_reads_it_again() -> None:
+    txn = FakeTransactions(FakeProducer())
+    w = Worker(transactions=txn)
+    before = dict(w.kv.data)
+    summary = Out("merchant-summaries", "m1", {"merchant_id": "m1"})
+    await w.runner.send_now(lambda: [summary])
+    w.producer.refuse = RuntimeError("ProducerFenced: transaction timeout occurred")
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
+    assert w.kv.data == before and w.failures == [] and w.runner.rewinds == 1
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=2) is True
+    assert txn.log == ["begin", "abort", "begin", ("commit", {TP: 1})]
+    assert len(w.sent("merchant-summaries")) == 2  # sent again into the transaction that committed
+    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1"]

@@ -85,6 +85,9 @@ class BatchRunner:
         self._on_failure = on_failure  # stops the worker (app.py)
         self._state = state
         self.rewinds = 0  # aborted transactions undone
+        # Exactly-once: records sent between batches into the open transaction (send_now). No input
+        # is read again for them, so an aborted transaction sends them again into the next one.
+        self._riding: list[Out] = []
         self.lock = asyncio.Lock()
         # Highest offset processed per partition by this process: a record at or below it is read again.
         self._high: dict[Any, int] = {}
@@ -126,10 +129,13 @@ class BatchRunner:
             processing_s = time.perf_counter() - started
             self.processor.flush_state()
             delivery = self.delivery
-            await self._send_all(outs)
-            send = delivery.send
-            for partition, key, value in self._take_changelog():
-                await send(self._changelog_topic, key, value, partition)
+            try:
+                await self._send_all(outs)
+                send = delivery.send
+                for partition, key, value in self._take_changelog():
+                    await send(self._changelog_topic, key, value, partition)
+            except TransactionAborted as exc:
+                return await self._rewound(exc)
             for tp, recs in records.items():
                 last = recs[-1].offset
                 delivery.processed(tp, max(last + 1, positions.get(tp, 0)))
@@ -168,24 +174,35 @@ class BatchRunner:
         try:
             await self.delivery.checkpoint()
         except TransactionAborted as exc:
-            if self.delivery.failure is None and self._state is not None:
-                undone = self._state.roll_back()
-                self.processor.forget()
-                self.rewinds += 1
-                log.warning("%s (%d keys undone)", exc, undone)
-                return False  # the transport reads from the committed offsets again
-            if self._on_failure is None:
-                raise
-            await self._on_failure(exc)
-            return False
+            return await self._rewound(exc)
         except Exception as exc:
             if self._on_failure is None:
                 raise
             await self._on_failure(exc)
             return False
+        self._riding.clear()
         if self._state is not None:
             self._state.committed()
         return True
+
+    async def _rewound(self, exc: TransactionAborted) -> bool:
+        """An aborted transaction: undo its state, send again what rode in it from between batches;
+        False, so the transport reads the input from the committed offsets again."""
+        if self.delivery.failure is None and self._state is not None:
+            undone = self._state.roll_back()
+            self.processor.forget()
+            self.rewinds += 1
+            log.warning("%s (%d keys undone)", exc, undone)
+            try:
+                await self._send_all(self._riding)
+            except TransactionAborted as again:
+                exc = again  # twice in a row: stop, the successor reads it all again
+            else:
+                return False
+        if self._on_failure is None:
+            raise exc
+        await self._on_failure(exc)
+        return False
 
     async def _wait_ready(self) -> None:
         # Decide with the rules in force, not the ones a worker starts with.
@@ -207,11 +224,18 @@ class BatchRunner:
         """Send records made outside a batch (summaries, dead letters of rejected rulesets).
 
         Exactly-once: they join the open transaction, committed with the next batch or at the next
-        interval checkpoint; a transaction of their own, ten times a second, held batches back."""
+        interval checkpoint (a transaction of their own, ten times a second, held batches back), and
+        are sent again if it aborts."""
         async with self.lock:
             if self.delivery.failure is not None:
                 return
-            await self._send_all(outs())
+            records = list(outs())
+            if self.delivery.transactional:
+                self._riding.extend(records)
+            try:
+                await self._send_all(records)
+            except TransactionAborted as exc:
+                await self._rewound(exc)
 
     async def checkpoint(self) -> bool:
         if not self.delivery.transactional:
@@ -232,6 +256,7 @@ class BatchRunner:
         async with self.lock:
             await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint()
+            self._riding.clear()
             if self.delivery.transactional and self._state is not None:
                 self._state.committed()
             self.processor.forget()
