@@ -266,6 +266,14 @@ class FakeTransactions:
         self.log.append("reset")
 
 
+async def _the_input_read_again_commits(delivery: Delivery, txn: FakeTransactions) -> None:
+    """After an abort the input is read again (runner.py): its records are one new transaction."""
+    await delivery.send("risk-decisions", "u1", b"1")
+    delivery.processed(TP0, 4)
+    assert await delivery.checkpoint() is True
+    assert txn.log == ["begin", "abort", "begin", ("commit", {TP0: 4})]
+
+
 async def test_exactly_once_commits_records_and_offsets_in_one_transaction() -> None:
     producer, commit = FakeProducer(), FakeCommit()
     txn = FakeTransactions(producer)
@@ -302,11 +310,8 @@ async def test_a_transaction_that_fails_to_commit_is_aborted_and_the_next_one_co
     with pytest.raises(TransactionAborted, match="input read again from the committed offsets"):
         await delivery.checkpoint()
     assert txn.log == ["begin", "abort"] and delivery.failure is None
-    txn.fail_commit = False  # the input is read again (runner.py) and its transaction commits
-    await delivery.send("risk-decisions", "u1", b"1")
-    delivery.processed(TP0, 4)
-    assert await delivery.checkpoint() is True
-    assert txn.log == ["begin", "abort", "begin", ("commit", {TP0: 4})]
+    txn.fail_commit = False
+    await _the_input_read_again_commits(delivery, txn)
 
 
 async def test_transactions_that_keep_aborting_are_final() -> None:
@@ -366,10 +371,7 @@ async def test_a_record_the_producer_refuses_aborts_the_open_transaction_and_the
     with pytest.raises(TransactionAborted, match="a record was refused"):
         await delivery.send("risk-decisions", "u1", b"1")
     assert txn.log == ["begin", "abort"] and delivery.failure is None and delivery.pending == 0
-    await delivery.send("risk-decisions", "u1", b"1")
-    delivery.processed(TP0, 4)
-    assert await delivery.checkpoint() is True
-    assert txn.log == ["begin", "abort", "begin", ("commit", {TP0: 4})]
+    await _the_input_read_again_commits(delivery, txn)
 
 
 async def test_a_refused_record_whose_transaction_cannot_be_ended_is_final() -> None:
