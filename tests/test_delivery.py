@@ -266,6 +266,17 @@ class FakeTransactions:
         self.log.append("reset")
 
 
+def _exactly_once(
+    max_attempts: int = 5, commit: FakeCommit | None = None, **faults: bool
+) -> tuple[FakeProducer, FakeTransactions, Delivery]:
+    """A delivery under exactly-once over fakes whose records are acknowledged at once."""
+    producer = FakeProducer()
+    producer.auto_ack = True
+    txn = FakeTransactions(producer, **faults)
+    delivery = Delivery(producer, commit or FakeCommit(), transactions=txn, max_attempts=max_attempts)
+    return producer, txn, delivery
+
+
 async def _the_input_read_again_commits(delivery: Delivery, txn: FakeTransactions) -> None:
     """After an abort the input is read again (runner.py): its records are one new transaction."""
     await delivery.send("risk-decisions", "u1", b"1")
@@ -275,10 +286,8 @@ async def _the_input_read_again_commits(delivery: Delivery, txn: FakeTransaction
 
 
 async def test_exactly_once_commits_records_and_offsets_in_one_transaction() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn)
-    producer.auto_ack = True
+    commit = FakeCommit()
+    _, txn, delivery = _exactly_once(commit=commit)
     await delivery.send("risk-decisions", "u1", b"1")
     await delivery.send("changelog", "u1", b"s", 0)
     delivery.processed(TP0, 4)
@@ -291,9 +300,7 @@ async def test_exactly_once_commits_records_and_offsets_in_one_transaction() -> 
 
 
 async def test_exactly_once_commits_offsets_alone_past_transaction_markers() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn)
+    _, txn, delivery = _exactly_once()
     delivery.processed(TP0, 12)  # nothing produced: only markers were read
     assert await delivery.checkpoint() is True
     assert await delivery.checkpoint() is False  # nothing new: no empty transaction
@@ -301,10 +308,7 @@ async def test_exactly_once_commits_offsets_alone_past_transaction_markers() -> 
 
 
 async def test_a_transaction_that_fails_to_commit_is_aborted_and_the_next_one_commits() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer, fail_commit=True)
-    delivery = Delivery(producer, commit, transactions=txn)
-    producer.auto_ack = True
+    _, txn, delivery = _exactly_once(fail_commit=True)
     await delivery.send("risk-decisions", "u1", b"1")
     delivery.processed(TP0, 4)
     with pytest.raises(TransactionAborted, match="input read again from the committed offsets"):
@@ -315,10 +319,7 @@ async def test_a_transaction_that_fails_to_commit_is_aborted_and_the_next_one_co
 
 
 async def test_transactions_that_keep_aborting_are_final() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer, fail_commit=True)
-    delivery = Delivery(producer, commit, transactions=txn, max_attempts=2)
-    producer.auto_ack = True
+    _, _, delivery = _exactly_once(fail_commit=True, max_attempts=2)
     for _ in range(3):
         await delivery.send("risk-decisions", "u1", b"1")
         delivery.processed(TP0, 4)
@@ -330,10 +331,7 @@ async def test_transactions_that_keep_aborting_are_final() -> None:
 
 
 async def test_a_transaction_that_can_neither_commit_nor_abort_is_final() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer, fail_commit=True, stuck=True)
-    delivery = Delivery(producer, commit, transactions=txn)
-    producer.auto_ack = True
+    _, _, delivery = _exactly_once(fail_commit=True, stuck=True)
     await delivery.send("risk-decisions", "u1", b"1")
     delivery.processed(TP0, 4)
     with pytest.raises(DeliveryFailed, match="not committed and not aborted"):
@@ -345,10 +343,7 @@ async def test_a_transaction_that_can_neither_commit_nor_abort_is_final() -> Non
 
 async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committed() -> None:
     # aiokafka would commit it: a batch refused for good (too large) does not fail the transaction.
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn)
-    producer.auto_ack = True
+    producer, txn, delivery = _exactly_once()
     await delivery.send("risk-decisions", "u1", b"1")
     producer.fail = 1
     await delivery.send("risk-decisions", "u2", b"2")
@@ -362,10 +357,7 @@ async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committe
 async def test_a_record_the_producer_refuses_aborts_the_open_transaction_and_the_next_one_commits() -> None:
     # aiokafka raises ProducerFenced from send once the broker timed the transaction out (a broker away
     # longer than the transaction timeout): that ends the transaction as a failed commit does.
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer)
-    delivery = Delivery(producer, commit, transactions=txn)
-    producer.auto_ack = True
+    producer, txn, delivery = _exactly_once()
     await delivery.send("merchant-summaries", "m1", b"s")  # rides in the open transaction
     producer.refuse = RuntimeError("ProducerFenced: transaction timeout occurred")
     with pytest.raises(TransactionAborted, match="a record was refused"):
@@ -375,9 +367,7 @@ async def test_a_record_the_producer_refuses_aborts_the_open_transaction_and_the
 
 
 async def test_a_refused_record_whose_transaction_cannot_be_ended_is_final() -> None:
-    producer, commit = FakeProducer(), FakeCommit()
-    txn = FakeTransactions(producer, stuck=True)
-    delivery = Delivery(producer, commit, transactions=txn)
+    producer, _, delivery = _exactly_once(stuck=True)
     producer.refuse = RuntimeError("ProducerFenced")
     with pytest.raises(DeliveryFailed, match="could not be ended"):
         await delivery.send("risk-decisions", "u1", b"1")

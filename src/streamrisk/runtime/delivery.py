@@ -232,10 +232,7 @@ class Delivery:
             try:
                 committed = await self._checkpoint()
             except TransactionAborted as exc:
-                self._aborted_in_row += 1
-                self.stats.transactions_aborted += 1
-                if self._aborted_in_row > self.max_attempts:  # it will not get better by itself
-                    self.failure = f"{self._aborted_in_row} transactions aborted in a row: {one_line(exc)}"
+                self._counted(exc)
                 raise
             except BaseException as exc:  # cancelled too: that epoch's records are not known delivered
                 self.failure = one_line(exc)
@@ -341,15 +338,22 @@ class Delivery:
         broker was away) ends the open transaction as a failed commit does: aborted, or final."""
         self._in_txn = False
         self._epoch = _Epoch()  # its records were in the transaction; no offsets are (batches commit theirs)
-        self._aborted_in_row += 1
-        self.stats.transactions_aborted += 1
-        if self._aborted_in_row <= self.max_attempts and await self._aborted():
-            return TransactionAborted(
+        if await self._aborted():
+            return self._counted(TransactionAborted(
                 f"transaction aborted (a record was refused: {one_line(exc)}): its state is undone and "
                 "its input read again from the committed offsets"
-            )
+            ))
         self.failure = f"a record was refused and its transaction could not be ended: {one_line(exc)}"
         return DeliveryFailed(self.failure)
+
+    def _counted(self, exc: TransactionAborted) -> TransactionAborted:
+        """One more transaction aborted in a row; past `max_attempts` it will not get better by itself,
+        so this process commits nothing more."""
+        self._aborted_in_row += 1
+        self.stats.transactions_aborted += 1
+        if self._aborted_in_row > self.max_attempts:
+            self.failure = f"{self._aborted_in_row} transactions aborted in a row: {one_line(exc)}"
+        return exc
 
     def _growing(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
         # Offsets only grow. Input can be read again below the committed offset (a seek to the

@@ -180,10 +180,15 @@ class BatchRunner:
                 raise
             await self._on_failure(exc)
             return False
+        self._committed()
+        return True
+
+    def _committed(self) -> None:
+        """A transaction committed: what rode in it is delivered, and the state it wrote is the state
+        an abort returns to."""
         self._riding.clear()
         if self._state is not None:
             self._state.committed()
-        return True
 
     async def _rewound(self, exc: TransactionAborted) -> bool:
         """An aborted transaction: undo its state, send again what rode in it from between batches;
@@ -256,9 +261,7 @@ class BatchRunner:
         async with self.lock:
             await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint()
-            self._riding.clear()
-            if self.delivery.transactional and self._state is not None:
-                self._state.committed()
+            self._committed()
             self.processor.forget()
             self.delivery.forget(revoked)
 
