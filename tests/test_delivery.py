@@ -22,12 +22,8 @@ class FakeProducer:
         self.futures: list[asyncio.Future] = []
         self.fail = 0
         self.auto_ack = False
-        self.refuse: BaseException | None = None  # raised by the next send (a fenced producer)
 
     async def send(self, topic: str, key: Any, value: Any, partition: Any):
-        if self.refuse is not None:
-            exc, self.refuse = self.refuse, None
-            raise exc
         fut = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, value, partition))
         self.futures.append(fut)
@@ -353,23 +349,3 @@ async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committe
     assert txn.log == ["begin", "abort"]
 
 
-
-async def test_a_record_the_producer_refuses_aborts_the_open_transaction_and_the_next_one_commits() -> None:
-    # aiokafka raises ProducerFenced from send once the broker timed the transaction out (a broker away
-    # longer than the transaction timeout): that ends the transaction as a failed commit does.
-    producer, txn, delivery = _exactly_once()
-    await delivery.send("merchant-summaries", "m1", b"s")  # rides in the open transaction
-    producer.refuse = RuntimeError("ProducerFenced: transaction timeout occurred")
-    with pytest.raises(TransactionAborted, match="a record was refused"):
-        await delivery.send("risk-decisions", "u1", b"1")
-    assert txn.log == ["begin", "abort"] and delivery.failure is None and delivery.pending == 0
-    await _the_input_read_again_commits(delivery, txn)
-
-
-async def test_a_refused_record_whose_transaction_cannot_be_ended_is_final() -> None:
-    producer, _, delivery = _exactly_once(stuck=True)
-    producer.refuse = RuntimeError("ProducerFenced")
-    with pytest.raises(DeliveryFailed, match="could not be ended"):
-        await delivery.send("risk-decisions", "u1", b"1")
-    with pytest.raises(CheckpointFailed):
-        await delivery.checkpoint()

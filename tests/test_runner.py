@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import orjson
 
 from streamrisk.core.processor import Processor
-from streamrisk.core.records import Message, Out
+from streamrisk.core.records import Message
 from streamrisk.runtime.delivery import Delivery
 from streamrisk.runtime.faust.app import FaustKV
 from streamrisk.runtime.runner import BatchRunner, run_queue_wait_s
@@ -204,21 +204,6 @@ async def test_an_aborted_transaction_undoes_its_state_and_the_input_read_again_
     assert txn.log[-1] == ("commit", {TP: 3})
 
 
-async def test_exactly_once_records_sent_between_batches_ride_in_the_next_transaction() -> None:
-    # Merchant summaries go out ten times a second: a transaction each would hold batches back.
-    txn = FakeTransactions(FakeProducer())
-    w = Worker(transactions=txn)
-    out = Out("merchant-summaries", "m1", {"merchant_id": "m1"})
-    await w.runner.send_now(lambda: [out])
-    assert txn.log == ["begin"]  # open, not committed on its own
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
-    assert txn.log == ["begin", ("commit", {TP: 1})]
-    await w.runner.send_now(lambda: [out])
-    assert await w.runner.checkpoint() is True  # no batch came: the interval checkpoint commits them
-    assert txn.log == ["begin", ("commit", {TP: 1}), "begin", ("commit", {})]
-    assert len(w.sent("merchant-summaries")) == 2
-
-
 async def test_observers_see_each_batch_with_its_processing_time_and_one_that_fails_costs_nothing() -> None:
     w = Worker()
     metrics = WorkerMetrics(w.processor)
@@ -253,36 +238,3 @@ async def test_a_batch_dropped_at_a_rebalance_is_not_observed() -> None:
     assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
     assert seen == []
 
-
-async def test_exactly_once_records_sent_between_batches_are_sent_again_if_their_transaction_aborts() -> None:
-    # No input is read again for a summary or a rejected ruleset's dead letter: an abort must not lose it.
-    txn = FakeTransactions(FakeProducer())
-    w = Worker(transactions=txn)
-    dead = Out("dead-letters", "rules", {"reason": "rules_invalid"})
-    await w.runner.send_now(lambda: [dead])
-    txn.fail_commit = True  # the batch's transaction, with the dead letter in it, aborts
-    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
-    txn.fail_commit = False
-    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=2) is True
-    assert txn.log == ["begin", "abort", "begin", ("commit", {TP: 1})]
-    sent = [t for t, *_ in w.producer.sent]
-    # Sent into the aborted transaction, then again into the one that committed, before the batch.
-    assert sent.count("dead-letters") == 2
-    assert sent.index("dead-letters", 1) < sent.index("risk-decisions", sent.index("dead-letters", 1))
-    assert await w.runner.checkpoint() is True  # and not again after that commit
-    assert [t for t, *_ in w.producer.sent].count("dead-letters") == 2
-
-
-async def test_exactly_once_a_record_refused_mid_batch_undoes_the_batch_and_reads_it_again() -> None:
-    txn = FakeTransactions(FakeProducer())
-    w = Worker(transactions=txn)
-    before = dict(w.kv.data)
-    summary = Out("merchant-summaries", "m1", {"merchant_id": "m1"})
-    await w.runner.send_now(lambda: [summary])
-    w.producer.refuse = RuntimeError("ProducerFenced: transaction timeout occurred")
-    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
-    assert w.kv.data == before and w.failures == [] and w.runner.rewinds == 1
-    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=2) is True
-    assert txn.log == ["begin", "abort", "begin", ("commit", {TP: 1})]
-    assert len(w.sent("merchant-summaries")) == 2  # sent again into the transaction that committed
-    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1"]

@@ -181,17 +181,9 @@ class Delivery:
             key = key.encode()
         if value is not None and not isinstance(value, bytes):
             value = orjson.dumps(value)
-        if self._txn is None:
-            fut = await self._producer.send(topic, key, value, partition)
-        else:
-            try:
-                if not self._in_txn:
-                    await self._begin()
-                fut = await self._producer.send(topic, key, value, partition)
-            except DeliveryFailed:
-                raise
-            except Exception as exc:  # the producer cannot go on: fenced by the transaction timeout
-                raise await self._send_failed(exc) from exc
+        if self._txn is not None and not self._in_txn:
+            await self._begin()
+        fut = await self._producer.send(topic, key, value, partition)
         self._epoch.sent.append((fut, topic, key, value, partition))
         produced = self.stats.produced
         produced[topic] = produced.get(topic, 0) + 1
@@ -232,7 +224,10 @@ class Delivery:
             try:
                 committed = await self._checkpoint()
             except TransactionAborted as exc:
-                self._counted(exc)
+                self._aborted_in_row += 1
+                self.stats.transactions_aborted += 1
+                if self._aborted_in_row > self.max_attempts:  # it will not get better by itself
+                    self.failure = f"{self._aborted_in_row} transactions aborted in a row: {one_line(exc)}"
                 raise
             except BaseException as exc:  # cancelled too: that epoch's records are not known delivered
                 self.failure = one_line(exc)
@@ -332,28 +327,6 @@ class Delivery:
         except Exception as exc:
             log.warning("could not replace the producer (%r)", exc)
             return False
-
-    async def _send_failed(self, exc: BaseException) -> DeliveryFailed:
-        """Exactly-once: a record the producer refused (fenced by the transaction timeout while the
-        broker was away) ends the open transaction as a failed commit does: aborted, or final."""
-        self._in_txn = False
-        self._epoch = _Epoch()  # its records were in the transaction; no offsets are (batches commit theirs)
-        if await self._aborted():
-            return self._counted(TransactionAborted(
-                f"transaction aborted (a record was refused: {one_line(exc)}): its state is undone and "
-                "its input read again from the committed offsets"
-            ))
-        self.failure = f"a record was refused and its transaction could not be ended: {one_line(exc)}"
-        return DeliveryFailed(self.failure)
-
-    def _counted(self, exc: TransactionAborted) -> TransactionAborted:
-        """One more transaction aborted in a row; past `max_attempts` it will not get better by itself,
-        so this process commits nothing more."""
-        self._aborted_in_row += 1
-        self.stats.transactions_aborted += 1
-        if self._aborted_in_row > self.max_attempts:
-            self.failure = f"{self._aborted_in_row} transactions aborted in a row: {one_line(exc)}"
-        return exc
 
     def _growing(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
         # Offsets only grow. Input can be read again below the committed offset (a seek to the

@@ -4,8 +4,7 @@ The consumer hands over one fetch at a time (transport.py). A batch is processed
 to the producer under `lock`; a rebalance takes the same lock, so it never sees half a batch. Offsets
 are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
 Exactly-once commits each batch's transaction before the lock is released (so a decision is visible
-to `read_committed` readers a round trip after it is made); records sent between batches join the
-open transaction, committed with the next batch or at the next interval checkpoint.
+to `read_committed` readers a round trip after it is made), and every other send does the same.
 
 After each batch its observers (`batch_observers`: the /metrics histograms) are told of it, with the
 seconds the processor took on it.
@@ -85,9 +84,6 @@ class BatchRunner:
         self._on_failure = on_failure  # stops the worker (app.py)
         self._state = state
         self.rewinds = 0  # aborted transactions undone
-        # Exactly-once: records sent between batches into the open transaction (send_now). No input
-        # is read again for them, so an aborted transaction sends them again into the next one.
-        self._riding: list[Out] = []
         self.lock = asyncio.Lock()
         # Highest offset processed per partition by this process: a record at or below it is read again.
         self._high: dict[Any, int] = {}
@@ -129,13 +125,10 @@ class BatchRunner:
             processing_s = time.perf_counter() - started
             self.processor.flush_state()
             delivery = self.delivery
-            try:
-                await self._send_all(outs)
-                send = delivery.send
-                for partition, key, value in self._take_changelog():
-                    await send(self._changelog_topic, key, value, partition)
-            except TransactionAborted as exc:
-                return await self._rewound(exc)
+            await self._send_all(outs)
+            send = delivery.send
+            for partition, key, value in self._take_changelog():
+                await send(self._changelog_topic, key, value, partition)
             for tp, recs in records.items():
                 last = recs[-1].offset
                 delivery.processed(tp, max(last + 1, positions.get(tp, 0)))
@@ -174,40 +167,24 @@ class BatchRunner:
         try:
             await self.delivery.checkpoint()
         except TransactionAborted as exc:
-            return await self._rewound(exc)
+            if self.delivery.failure is None and self._state is not None:
+                undone = self._state.roll_back()
+                self.processor.forget()
+                self.rewinds += 1
+                log.warning("%s (%d keys undone)", exc, undone)
+                return False  # the transport reads from the committed offsets again
+            if self._on_failure is None:
+                raise
+            await self._on_failure(exc)
+            return False
         except Exception as exc:
             if self._on_failure is None:
                 raise
             await self._on_failure(exc)
             return False
-        self._committed()
-        return True
-
-    def _committed(self) -> None:
-        """A transaction committed: what rode in it is delivered, and the state it wrote is the state
-        an abort returns to."""
-        self._riding.clear()
         if self._state is not None:
             self._state.committed()
-
-    async def _rewound(self, exc: TransactionAborted) -> bool:
-        """An aborted transaction: undo its state, send again what rode in it from between batches;
-        False, so the transport reads the input from the committed offsets again."""
-        if self.delivery.failure is None and self._state is not None:
-            undone = self._state.roll_back()
-            self.processor.forget()
-            self.rewinds += 1
-            log.warning("%s (%d keys undone)", exc, undone)
-            try:
-                await self._send_all(self._riding)
-            except TransactionAborted as again:
-                exc = again  # twice in a row: stop, the successor reads it all again
-            else:
-                return False
-        if self._on_failure is None:
-            raise exc
-        await self._on_failure(exc)
-        return False
+        return True
 
     async def _wait_ready(self) -> None:
         # Decide with the rules in force, not the ones a worker starts with.
@@ -226,27 +203,18 @@ class BatchRunner:
         await self.send_now(self.processor.summaries)
 
     async def send_now(self, outs: Callable[[], Iterable[Out]]) -> None:
-        """Send records made outside a batch (summaries, dead letters of rejected rulesets).
-
-        Exactly-once: they join the open transaction, committed with the next batch or at the next
-        interval checkpoint (a transaction of their own, ten times a second, held batches back), and
-        are sent again if it aborts."""
+        """Send records made outside a batch (summaries, dead letters of rejected rulesets)."""
         async with self.lock:
             if self.delivery.failure is not None:
                 return
-            records = list(outs())
-            if self.delivery.transactional:
-                self._riding.extend(records)
-            try:
-                await self._send_all(records)
-            except TransactionAborted as exc:
-                await self._rewound(exc)
+            await self._send_all(outs())
+            await self._settled()
 
     async def checkpoint(self) -> bool:
         if not self.delivery.transactional:
             return await self.delivery.checkpoint()  # acks are awaited while batches go on
         async with self.lock:
-            return await self._settled()
+            return await self.delivery.checkpoint()
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Before a rebalance completes: commit what was processed, then drop in-memory state."""
@@ -261,7 +229,6 @@ class BatchRunner:
         async with self.lock:
             await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint()
-            self._committed()
             self.processor.forget()
             self.delivery.forget(revoked)
 
