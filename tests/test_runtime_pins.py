@@ -144,6 +144,12 @@ SOURCES = [
      "transactions.py: the module global is read when a transaction's first partitions are retried"),
     (aiokafka.AIOKafkaProducer.send_offsets_to_transaction, "add_offsets_to_txn",
      "transactions.py: offsets join the transaction"),
+    (GroupCoordinator.fetch_committed_offsets, "offsets = await self._do_fetch_commit_offsets(partitions)",
+     "stable_offsets.py: committed offsets are fetched through the method it replaces"),
+    (GroupCoordinator._maybe_refresh_commit_offsets, "await self._do_fetch_commit_offsets(need_update)",
+     "stable_offsets.py: and refreshed through it"),
+    (GroupCoordinator.fetch_committed_offsets, "if not err.retriable:",
+     "stable_offsets.py: UNSTABLE_OFFSET_COMMIT is raised as a retriable error, asked again"),
     (aiokafka_sender.BaseHandler.do, "await asyncio.sleep(retry_backoff)",
      "transactions.py: the backoff handle_response returns is what the sender waits"),
 ]

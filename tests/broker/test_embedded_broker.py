@@ -321,7 +321,11 @@ def test_workers_on_an_embedded_broker_get_the_settings_it_needs(session_broker,
     assert {k: worker.env[k] for k in needs} == needs
 
 
-def test_kafka_restarted_after_a_crash_is_registered_at_once_never_fenced_under_load(tmp_path: Path) -> None:
+def test_kafka_restarted_after_a_crash_is_registered_at_once_never_fenced_under_load(
+    broker_kind: str, tmp_path: Path
+) -> None:
+    if broker_kind != "kafka":
+        pytest.skip("Apache Kafka's restart; the embedded Tansu keeps its log in memory")
     # A crashed node restarted on its data dir used to lead its partitions from the old metadata
     # until the controller fenced its dead incarnation, ~9 s in; transaction markers in flight then
     # were dropped and left transactions that block read_committed readers for good (kafka.py).

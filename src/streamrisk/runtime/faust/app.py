@@ -22,6 +22,7 @@ from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
 from .appender import Appender
+from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
@@ -296,6 +297,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
+        install_stable_offsets()
         app.transactions = KafkaTransactions(
             lambda: _transactional_producer(settings), lambda: _group_metadata(app)
         )
