@@ -22,6 +22,7 @@ from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
 from .appender import Appender
+from .connection import install_closed_transport_guard
 from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
@@ -229,6 +230,7 @@ def _group_metadata(app: StreamRiskApp) -> GroupMetadata | None:
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     """Wire a worker: the app, the changelog-backed state table and the agent over the inputs."""
     settings.check()
+    install_closed_transport_guard()  # the worker runs on uvloop (connection.py)
     group = consumer_group(settings)  # the app id: also names the group and the changelog (topics.py)
     app = StreamRiskApp(
         group,

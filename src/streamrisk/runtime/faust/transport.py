@@ -266,6 +266,10 @@ class _Consumer(faust_aiokafka.Consumer):
         if tp in self._positions((tp,)):
             super().verify_event_path(now, tp)
 
+    def known_positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The next offset to read of each of `tps` the consumer knows now, without a round trip."""
+        return self._positions(tps)
+
     def _positions(self, tps: Iterable[TP]) -> dict[TP, int]:
         # aiokafka's own bookkeeping, read on this thread: `consumer.position()` would be a round trip
         # to the consumer thread per partition, and getmany (the only thing that moves a position
