@@ -83,7 +83,7 @@ def on_time_repayer(t: ScenarioTraffic, now: int) -> None:
 
 def late_repayer(t: ScenarioTraffic, now: int) -> None:
     """Four weeks of credit spending, each repaid a day or two late, then live purchases repaid late
-    within the run: cut (LATE_REPAYMENT) at each review, then over its limit at times."""
+    within the run: cut at each late repayment (REPAYMENT_PAST_DUE), then over its limit at times."""
     name = "late_repayer"
     user = t.new_subject(name)
     _credit_weeks(t, name, user, now + LIVE - 4 * WEEK, 4, late=(DAY, 2 * DAY), amounts=(40, 200))
@@ -111,8 +111,8 @@ def credit_maxout(t: ScenarioTraffic, now: int) -> None:
 
 def charged_back(t: ScenarioTraffic, now: int) -> None:
     """Someone else pays on a credit user's account from another device, the user disputes it days
-    later (the draw is reversed), and the review at the user's next purchase, a week after the first,
-    cuts the limit (CHARGEBACK_RECEIVED); then the user repays on time."""
+    later as fraud: the draw is reversed and the limit frozen at once (FRAUD_FREEZE, FRAUD_CHARGEBACK),
+    so the user's next purchase on credit is declined over the limit; then the user repays on time."""
     name = "charged_back"
     user = t.new_subject(name)
     subject = ("user", user)
