@@ -216,3 +216,29 @@ def test_a_spike_is_measured_against_the_merchants_own_chargeback_rate(tmp_path)
     pipe.run(records, NOW, batch=1)
     assert not any("CHARGEBACK_SPIKE" in a["reasons"] for a in pipe.records("credit-line-adjustments"))
     # The same five at a merchant without that history are a spike (the test above).
+
+
+def test_the_new_policy_keys_are_validated_and_may_be_left_out() -> None:
+    import pytest
+
+    from streamrisk.credit import PolicyError, load_policy
+
+    raw = policy_mapping(freeze_chargeback_reasons="fraud")
+    raw["merchant"].update({"chargeback_spike_count": 0, "chargeback_spike_hours": "a day",
+                            "chargeback_spike_cut_pct": 150})
+    with pytest.raises(PolicyError) as err:
+        load_policy(raw)
+    msg = str(err.value)
+    for needle in ("user.freeze_chargeback_reasons must be a list of non-empty strings (got 'fraud')",
+                   "merchant.chargeback_spike_count must be within [1, 1000000] (got 0)",
+                   "merchant.chargeback_spike_hours must be a number (got 'a day')",
+                   "merchant.chargeback_spike_cut_pct must be within [0, 100] (got 150)"):
+        assert needle in msg, msg
+    # A policy file written before these keys existed still loads, with the shipped values.
+    old = policy_mapping()
+    del old["user"]["freeze_chargeback_reasons"]
+    for key in [k for k in old["merchant"] if k.startswith("chargeback_spike_")]:
+        del old["merchant"][key]
+    loaded = load_policy(old)
+    assert loaded.user.freeze_chargeback_reasons == {"fraud", "unauthorized"}
+    assert (loaded.merchant.chargeback_spike_count, loaded.merchant.chargeback_spike_ms) == (5, DAY)
