@@ -195,6 +195,16 @@ def test_merchant_line_is_cut_at_once_on_a_chargeback_spike(tmp_path) -> None:
     assert pipe.proc.credit.merchant_view("m1", None)["credit_line"] == 4000.0
 
 
+def test_a_spike_replayed_cuts_once(tmp_path) -> None:
+    pipe = Pipeline(spike_policy(tmp_path))
+    records = sales_then_chargebacks("m1", 6, HOUR)
+    pipe.run(records, NOW, batch=1)
+    account = pipe.kv.get(b"cm\x1fm1")
+    pipe.run(records, NOW, batch=7)  # every event again: a producer retrying
+    assert sum("CHARGEBACK_SPIKE" in a["reasons"] for a in pipe.records("credit-line-adjustments")) == 1
+    assert pipe.kv.get(b"cm\x1fm1") == account
+
+
 def test_chargebacks_spread_out_are_no_spike(tmp_path) -> None:
     pipe = Pipeline(spike_policy(tmp_path))
     pipe.run(sales_then_chargebacks("m1", 6, 6 * HOUR), NOW, batch=1)  # at most 4 in any 24 h
