@@ -81,6 +81,7 @@ def test_every_limit_path_happens_on_the_users_written_for_it(demo) -> None:
     fraud = {"velocity_burst", "card_testing", "account_takeover", "bust_out", "charged_back"}
     assert limits["FRAUD_FREEZE"] and limits["FRAUD_FREEZE"] <= fraud
     assert limits["FRAUD_CHARGEBACK"] <= fraud
+    assert limits["CHARGEBACK_RECEIVED"] == {"disputed"}  # a service dispute: cut at the review
     assert "credit_maxout" in demo["over_limit"]
 
 
