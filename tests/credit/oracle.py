@@ -114,7 +114,7 @@ class Oracle:
         if self.status == "frozen":
             return
         p = self.p
-        self.last_cut = ts
+        self.last_cut = max(self.last_cut, ts)
         pct = min(p.max_cut_pct, p.cut_late_repayment_pct)
         new = min(self.limit, max(p.floor, self.limit - self.limit * pct // 100))
         if new != self.limit:

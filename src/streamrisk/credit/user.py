@@ -371,7 +371,7 @@ def _cut_now(a: UserAccount, ts: int, pct: int, reasons: tuple[str, ...], p: Use
     frozen limit stays as it is (nothing is available)."""
     if a.status is Status.FROZEN:
         return None
-    a.last_cut = ts
+    a.last_cut = max(a.last_cut, ts)  # a late event must not let older on-time repayments count again
     new = min(a.limit, max(p.floor, a.limit - a.limit * min(pct, p.max_cut_pct) // 100))
     if new == a.limit:
         return None
