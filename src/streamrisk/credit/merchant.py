@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ..features.entities import RATE_HORIZON_MS
 from .policy import MerchantPolicy
 
 # Reason codes of line adjustments (docs/credit.md).
@@ -35,7 +36,6 @@ HISTORY = 5
 APPLIED_KEPT = 256
 # Chargeback ids kept for the spike window (a spike is counted up to this many).
 SPIKE_KEPT = 1024
-THIRTY_DAYS_MS = 30 * 86_400_000  # the merchant's chargeback_count_30d window
 
 
 class LineInputs(NamedTuple):
@@ -202,7 +202,7 @@ def chargeback(
         a.chargebacks = kept = {k: t for k, t in kept.items() if t > horizon}
     while len(kept) > SPIKE_KEPT:
         del kept[next(iter(kept))]
-    mean = n_30d * p.chargeback_spike_ms / THIRTY_DAYS_MS  # per spike window, over the last 30 days
+    mean = n_30d * p.chargeback_spike_ms / RATE_HORIZON_MS  # per spike window, over the last 30 days
     needed = max(p.chargeback_spike_count, p.chargeback_spike_factor * mean)
     if p.chargeback_spike_cut_pct == 0 or len(kept) < needed:
         return False
