@@ -45,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--decline-precision", type=float, default=0.99,
                    help="decline_at is the lowest score whose declines in the training part reach this "
                    "precision (default 0.99)")
-    t.add_argument("--review-precision", type=float, default=0.5,
-                   help="review_at likewise (default 0.5)")
+    t.add_argument("--review-precision", type=float, default=0.8,
+                   help="review_at likewise (default 0.8)")
     t.add_argument("--plot", type=Path, metavar="PNG", help="write a calibration plot here")
     t.add_argument("--labels", type=Path, metavar="FILE",
                    help="the load generator's labels.jsonl: only to report quality per scenario (never "

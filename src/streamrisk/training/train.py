@@ -43,7 +43,7 @@ class TrainConfig:
     split: float = 0.7
     l2: float = 1.0
     decline_precision: float = 0.99
-    review_precision: float = 0.5
+    review_precision: float = 0.8
 
     @classmethod
     def from_args(cls, args: Any) -> TrainConfig:
@@ -156,16 +156,21 @@ class Result:
         per = m.get("per_scenario")
         if per:
             lines.append("quality per scenario on the held-out part (the generator's labels; not trained on)")
-            lines.append(f"  {'scenario':<20} {'payments':>8} {'fraud':>6}   decline recall      "
-                         "decline precision   declined")
-            lines.append(f"  {'':<20} {'':>8} {'':>6}   hand-set  learned   hand-set  learned   "
-                         "hand-set learned")
+            lines.append(f"  {'':<18} {'':>8} {'':>6}  {'decline recall':>15}  {'decline precision':>17}  "
+                         f"{'flag recall':>15}  {'declined':>13}  {'reviewed':>13}")
+            lines.append(f"  {'scenario':<18} {'payments':>8} {'fraud':>6}" + "  hand-set learned" * 5)
             for name, row in per.items():
                 a, b = row["handset"], row["learned"]
-                lines.append(f"  {name:<20} {a['payments']:>8} {a['fraud_payments']:>6}   "
-                             f"{_pct(a['decline_recall']):>8} {_pct(b['decline_recall']):>8}   "
-                             f"{_pct(a['decline_precision']):>8} {_pct(b['decline_precision']):>8}   "
-                             f"{a['decline']:>8} {b['decline']:>7}")
+                rates = ("decline_recall", "decline_precision", "flag_recall")
+                cells = [(_pct(a[k]), _pct(b[k])) for k in rates]
+                cells += [(str(a[k]), str(b[k])) for k in ("decline", "review")]
+                lines.append(f"  {name:<18} {a['payments']:>8} {a['fraud_payments']:>6}"
+                             + "".join(f"  {x:>8} {y:>7}" for x, y in cells))
+            normal = per.get("normal")
+            if normal:
+                a, b = normal["handset"], normal["learned"]
+                lines.append(f"  good payments declined or reviewed: hand-set {_pct(a['normal_flag_rate'])}, "
+                             f"learned {_pct(b['normal_flag_rate'])}")
         return "\n".join(lines)
 
 
@@ -184,7 +189,7 @@ def _fmt(v: object) -> str:
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
+    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def labels_for(export: Export, config: TrainConfig) -> tuple[np.ndarray, dict[str, int]]:
