@@ -139,8 +139,11 @@ class Result:
             f"  fit: {self.fitted.iterations} Newton steps (converged: {self.fitted.converged}), l2 "
             f"{self.config.l2}; thresholds from the training part: review_at {_fmt(self.review_at)}, "
             f"decline_at {_fmt(self.decline_at)}",
-            "held-out part                           hand-set     learned",
         ]
+        if not m["test"]["positives"]:
+            lines.append("  note: no held-out payment is labelled: chargebacks come days after their "
+                         "payments, so a short recording ends before they do; record more days of traffic")
+        lines.append("held-out part                           hand-set     learned")
         h, lrn = m["test"]["handset"], m["test"]["learned"]
         rows = [("ROC-AUC (score)", "roc_auc"), ("PR-AUC (score)", "pr_auc")]
         for label, key in rows:
