@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
     import yaml
 
-    from ..recording.jsonl import RecordingError, read_recording
+    from ..recording.jsonl import RecordingError, check_recording, read_recording
     from ..rules import RulesetError, load_ruleset
     from ..rules.control import initial_ruleset
     from .export import export_features
@@ -70,9 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
-        if not args.recording.is_file():
-            raise RecordingError(f"recording {args.recording} does not exist (make one with "
-                                 "`streamrisk record --out FILE`)")
+        check_recording(args.recording)
         digest = _sha256(args.recording)
         export = export_features(read_recording(args.recording), settings, current,
                                  batch_max=args.batch_max)
