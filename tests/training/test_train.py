@@ -91,3 +91,15 @@ def test_train_refuses_a_recording_without_labels(tmp_path: Path, capsys: pytest
     assert "nothing to learn" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.jsonl")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_mature_days_leaves_the_recordings_last_days_out_of_both_parts(recorded) -> None:
+    rec, _ = recorded
+    export = export_features(read_recording(rec), Settings(), default_ruleset())
+    result = train(export, default_ruleset(), TrainConfig(mature_days=5), "cd" * 32)
+    last = max(export.ts)
+    used = np.concatenate([result.train_idx, result.test_idx])
+    assert max(export.ts[i] for i in used) <= last - 5 * 86_400_000
+    left = result.metrics["test"]["left_out_recent"]
+    assert left > 0 and len(used) + left == len(export)
+    assert all(export.ts[i] > last - 5 * 86_400_000 for i in set(range(len(export))) - set(used.tolist()))

@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "user's payments from the same device within the horizon (default device)")
     t.add_argument("--split", type=float, default=0.7,
                    help="share of payments, earliest first, to train on; the rest is held out (default 0.7)")
+    t.add_argument("--mature-days", type=float, default=0.0,
+                   help="leave out the payments of the recording's last N days, whose chargebacks may not "
+                   "have come yet, from training and measuring (default 0)")
     t.add_argument("--l2", type=float, default=1.0, help="L2 penalty on standardised weights (default 1)")
     t.add_argument("--decline-precision", type=float, default=0.99,
                    help="decline_at is the lowest score whose declines in the training part reach this "

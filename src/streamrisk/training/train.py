@@ -41,6 +41,7 @@ class TrainConfig:
     target: str = "fraud"  # fraud | default | either
     label_scope: str = "device"  # payment | device
     split: float = 0.7
+    mature_days: float = 0.0  # leave out the payments of the recording's last days (labels still to come)
     l2: float = 1.0
     decline_precision: float = 0.99
     review_precision: float = 0.8
@@ -133,7 +134,8 @@ class Result:
             f"{e.version}; labels: {m['labels']['positives']} {self.config.target} "
             f"({m['labels']['fraud_chargebacks']} fraud chargebacks, {m['labels']['late_repayments']} late "
             f"repayments)",
-            f"  split by time: {m['train']['payments']} earlier payments to train on "
+            f"  split by time{_left_out(m['test']['left_out_recent'], self.config.mature_days)}: "
+            f"{m['train']['payments']} earlier payments to train on "
             f"({m['train']['positives']} positive), {m['test']['payments']} later ones held out "
             f"({m['test']['positives']} positive)",
             f"  fit: {self.fitted.iterations} Newton steps (converged: {self.fitted.converged}), l2 "
@@ -175,6 +177,10 @@ class Result:
                 lines.append(f"  good payments declined or reviewed: hand-set {_pct(a['normal_flag_rate'])}, "
                              f"learned {_pct(b['normal_flag_rate'])}")
         return "\n".join(lines)
+
+
+def _left_out(n: int, days: float) -> str:
+    return f" (the last {days:g} days' {n} payments left out)" if days > 0 else ""
 
 
 def _without_calibration(m: Any) -> Any:
@@ -226,9 +232,13 @@ def _score_metrics(y: np.ndarray, s: np.ndarray, review_at: float | None, declin
 
 def train(export: Export, current: Ruleset, config: TrainConfig, digest: str) -> Result:
     """Label, split by payment time, fit, choose thresholds on the training part, measure on the rest."""
-    n = len(export)
     y, counts = labels_for(export, config)
-    order = np.argsort(np.array(export.ts, dtype=np.int64), kind="stable")
+    ts = np.array(export.ts, dtype=np.int64)
+    order = np.argsort(ts, kind="stable")
+    if config.mature_days > 0 and len(ts):
+        # Payments too recent for their chargebacks to have come: neither trained on nor measured.
+        order = order[ts[order] <= ts.max() - int(config.mature_days * DAY_MS)]
+    n = len(order)
     cut = round(n * config.split)
     train_idx, test_idx = order[:cut], order[cut:]
     if n < 20 or not len(test_idx):
@@ -263,6 +273,7 @@ def train(export: Export, current: Ruleset, config: TrainConfig, digest: str) ->
         "test": {
             "payments": len(test_idx), "positives": int(y[test_idx].sum()),
             "from_ts": int(export.ts[test_idx[0]]) if len(test_idx) else None,
+            "left_out_recent": len(export) - n,
             "handset": {**_score_metrics(y[test_idx], handset[test_idx], hm.review_at, hm.decline_at),
                         "verdict": _verdict_metrics(y, live_actions, test_idx)},
             "learned": {**_score_metrics(y[test_idx], learned[test_idx], review_at, decline_at),
