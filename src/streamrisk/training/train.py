@@ -16,7 +16,7 @@ from ..rules import Ruleset
 from ..rules.ruleset import HIGH_SCORE
 from ..rules.score import ScoreModel
 from .export import Export
-from .labels import DAY_MS, default_labels, fraud_labels
+from .labels import DAY_MS, FRAUD_REASONS, default_labels, fraud_labels
 from .model import (
     Fitted,
     at_threshold,
@@ -208,7 +208,7 @@ def labels_for(export: Export, config: TrainConfig) -> tuple[np.ndarray, dict[st
     y = {"fraud": fraud, "default": default, "either": np.maximum(fraud, default)}[config.target]
     counts = {
         "positives": int(y.sum()), "fraud_payments": int(fraud.sum()), "default_payments": int(default.sum()),
-        "fraud_chargebacks": sum(cb.reason in ("fraud", "unauthorized") for cb in export.chargebacks),
+        "fraud_chargebacks": sum(cb.reason in FRAUD_REASONS for cb in export.chargebacks),
         "late_repayments": sum(r.ts > r.due_ts + config.grace_days * DAY_MS for r in export.repayments),
     }
     return y, counts
