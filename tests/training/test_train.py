@@ -91,6 +91,8 @@ def test_train_refuses_a_recording_without_labels(tmp_path: Path, capsys: pytest
     assert "nothing to learn" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.jsonl")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert main(["train", str(rec), "--split", "1.0"]) == 2
+    assert "--split must be within (0, 1), got 1.0" in capsys.readouterr().err
 
 
 def test_mature_days_leaves_the_recordings_last_days_out_of_both_parts(recorded) -> None:

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from .export import export_features
     from .train import TrainConfig, TrainError, train
 
-    if not 0.0 < args.split < 1.0:
-        print("streamrisk train: --split must be within (0, 1)", file=sys.stderr)
+    for problem in _bad_options(args):
+        print(f"streamrisk train: {problem}", file=sys.stderr)
         return 2
     try:
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
@@ -106,6 +106,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _bad_options(args: argparse.Namespace) -> list[str]:
+    checks = [
+        (0.0 < args.split < 1.0, f"--split must be within (0, 1), got {args.split}"),
+        (0.0 < args.decline_precision <= 1.0, f"--decline-precision must be within (0, 1], got "
+         f"{args.decline_precision}"),
+        (0.0 < args.review_precision <= 1.0, f"--review-precision must be within (0, 1], got "
+         f"{args.review_precision}"),
+        (args.horizon_days > 0, f"--horizon-days must be > 0, got {args.horizon_days}"),
+        (args.grace_days >= 0 and args.mature_days >= 0 and args.l2 >= 0,
+         "--grace-days, --mature-days and --l2 must be >= 0"),
+    ]
+    return [message for ok, message in checks if not ok]
 
 
 def _sha256(path: Path) -> str:
