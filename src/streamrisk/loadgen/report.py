@@ -56,6 +56,7 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
         "alerts": {"total": len(w.alerts), "by_reason": _alert_reasons(w.alerts)},
         "credit_adjustments": len(w.adjustments),
         "credit_reasons": reasons_by_kind(w.adjustments),
+        "advance_decisions": dict(w.advances),
         "quality": {"decisions": decisions, "alerts": alerts,
                     "credit": credit_quality(w.adjustments, w.defaults)},
         "series": {
@@ -152,6 +153,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         reasons = ", ".join(f"{k} {v}" for k, v in top)
         t.add_row(f"credit {kind} adjustments",
                   f"{moves['raises']:,} up, {moves['cuts']:,} down; by reason: {reasons}" if top else "none")
+    adv = report.get("advance_decisions") or {}
+    t.add_row("advance decisions", ", ".join(f"{k} {v}" for k, v in sorted(adv.items())) or "none")
     console.print(t)
     console.print(quality_table(report))
     credit = report["quality"]["credit"]
