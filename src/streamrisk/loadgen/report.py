@@ -56,7 +56,7 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
         "alerts": {"total": len(w.alerts), "by_reason": _alert_reasons(w.alerts)},
         "credit_adjustments": len(w.adjustments),
         "credit_reasons": reasons_by_kind(w.adjustments),
-        "advance_decisions": dict(w.advances),
+        "advance_decisions": {"actions": dict(w.advance_actions), "reasons": dict(w.advance_reasons)},
         "quality": {"decisions": decisions, "alerts": alerts,
                     "credit": credit_quality(w.adjustments, w.defaults)},
         "series": {
@@ -154,7 +154,10 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         t.add_row(f"credit {kind} adjustments",
                   f"{moves['raises']:,} up, {moves['cuts']:,} down; by reason: {reasons}" if top else "none")
     adv = report.get("advance_decisions") or {}
-    t.add_row("advance decisions", ", ".join(f"{k} {v}" for k, v in sorted(adv.items())) or "none")
+    actions, reasons = adv.get("actions") or {}, adv.get("reasons") or {}
+    by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
+    t.add_row("advance decisions", f"{actions.get('approve', 0):,} approved, {actions.get('decline', 0):,} "
+              f"declined; by reason: {by_reason}" if actions else "none")
     console.print(t)
     console.print(quality_table(report))
     credit = report["quality"]["credit"]

@@ -51,7 +51,8 @@ class Watch:
     repeats: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # credit limit and line
-    advances: Counter[str] = field(default_factory=Counter)  # advance decisions by action, and reason
+    advance_actions: Counter[str] = field(default_factory=Counter)  # advance decisions by action
+    advance_reasons: Counter[str] = field(default_factory=Counter)  # and by reason code
     dead_letters: Counter[str] = field(default_factory=Counter)  # by source topic
     view_lag: HdrHistogram = field(default_factory=new_histogram)
     lag: list[tuple[float, int | None, int]] = field(default_factory=list)  # (t, group lag, in flight)
@@ -179,8 +180,8 @@ async def watch_outputs(bootstrap: str, prefix: str, watch: Watch, stop: asyncio
                     elif kind == "summary":
                         watch.on_summary((r.key or b"").decode(errors="replace"), value, now)
                     elif kind == "advance-decisions":
-                        watch.advances[value["action"]] += 1
-                        watch.advances.update(value["reasons"])
+                        watch.advance_actions[value["action"]] += 1
+                        watch.advance_reasons.update(value["reasons"])
                     else:
                         watch.adjustments.append(value)
     finally:
