@@ -166,6 +166,17 @@ def crashed_pass(
     return first, recovered
 
 
+def interrupted_writes(records: list[Record], committed: int, crash: int) -> int:
+    """How many state records the batch [committed:crash] writes after records [:committed], each read
+    as one batch (what `crashed_pass` chooses survivors from, with those batches)."""
+    first = Worker(DictKV(), PAYMENT_ONLY_RULES)
+    msgs = messages(records)
+    first.run(msgs[:committed], committed)
+    mark = len(first.kv.writes)
+    first.run(msgs[committed:crash], crash - committed)
+    return len(first.kv.writes) - mark
+
+
 # -- reading state
 def user_account(w: Worker, user: str) -> uc.UserAccount | None:
     raw = w.kv.get(USER_KIND + SEP + user.encode())
@@ -334,12 +345,7 @@ def test_every_subset_of_one_batch_s_state_records_replays_to_the_clean_state() 
     lacks at most two records or holds at most two, and 300 random ones)."""
     records = _one_batch()
     want = clean_pass(records, PAYMENT_ONLY_RULES, batch=2)
-    first = Worker(DictKV(), PAYMENT_ONLY_RULES)
-    msgs = messages(records)
-    first.run(msgs[:3], 3)
-    mark = len(first.kv.writes)
-    first.run(msgs[3:12], 9)
-    n = len(first.kv.writes) - mark
+    n = interrupted_writes(records, 3, 12)
     assert n >= 8  # chunks, metas, the index, the accounts, the merchant's decisions ...
     subsets: list[Iterable[int]]
     if n <= 11:
@@ -453,12 +459,7 @@ def test_every_subset_of_a_batch_of_advances_replays_to_the_clean_state() -> Non
     assert [v[0] for v in advance_decisions(want).values()] == ["approve", "approve", "decline", "approve",
                                                                  "decline"]
     assert a.outstanding == 10_000 + 50_000 - 30_000 + 45_000  # a0 + a1 - mr1 + a3; a4 (60.00) over 50.00
-    first = Worker(DictKV(), PAYMENT_ONLY_RULES)
-    msgs = messages(records)
-    first.run(msgs[:3], 3)
-    mark = len(first.kv.writes)
-    first.run(msgs[3:8], 5)
-    n = len(first.kv.writes) - mark
+    n = interrupted_writes(records, 3, 8)
     assert n >= 2  # the merchant's state (the repayment, the order), its credit account
     for survives in (c for k in range(n + 1) for c in itertools.combinations(range(n), k)):
         _, got = crashed_pass(records, PAYMENT_ONLY_RULES, 3, 8, survives, batch=5, batch_after=5)

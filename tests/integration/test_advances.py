@@ -18,7 +18,7 @@ from streamrisk.credit import default_policy
 from streamrisk.loadgen import patterns as pt
 from streamrisk.loadgen.synthetic import Record
 from tests.harness import Client, WorkerProcess, get_json, now_ms, unique, wait_for
-from tests.integration.test_replay_credit import run_with_kills, send_all
+from tests.integration.test_replay_credit import WORKER_ENV, run_with_kills, send_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -87,9 +87,6 @@ async def test_advances_are_decided_against_the_line_and_repayments_pay_them_dow
 MERCHANTS = 6
 ADVANCES = 900
 KILLS = 3
-# Long commit interval and small batches: each kill leaves many batches uncommitted, whose state
-# records reached the changelog in part (at-least-once) or were aborted (exactly-once).
-KILL_ENV = {"STREAMRISK_COMMIT_INTERVAL_MS": "1500", "STREAMRISK_BATCH_MAX": "40"}
 
 
 def advance_backlog(tag: str, t0: int) -> list[Record]:
@@ -132,7 +129,9 @@ async def test_advances_are_drawn_once_and_decided_as_one_clean_pass_after_repea
     def worker() -> WorkerProcess:
         nonlocal n
         n += 1
-        return WorkerProcess(bootstrap, prefix, app_id, tmp_path / f"w{n}", **KILL_ENV).start()
+        # A long commit interval and small batches: each kill leaves many batches uncommitted, whose
+        # state records reached the changelog in part (at-least-once) or were aborted (exactly-once).
+        return WorkerProcess(bootstrap, prefix, app_id, tmp_path / f"w{n}", **WORKER_ENV).start()
 
     t0 = now_ms() - 3_600_000
     merchants = [f"{tag}-m{i}" for i in range(MERCHANTS)]
