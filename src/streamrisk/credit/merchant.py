@@ -87,6 +87,8 @@ class MerchantAccount:
     # The JSON of history until it changes (reprice): a merchant whose fraud rule keeps firing is
     # written after every batch, with only its hold's end changed.
     _history_json: bytes | None = field(default=None, repr=False, compare=False)
+    # The JSON of advances until one is added: at ADVANCES_KEPT it is ~17 KB, ~70 µs to encode.
+    _advances_json: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def available(self) -> int:
@@ -108,8 +110,11 @@ class MerchantAccount:
         hist = self._history_json
         if hist is None:
             hist = self._history_json = orjson.dumps(self.history)
+        adv = self._advances_json
+        if adv is None:
+            adv = self._advances_json = orjson.dumps(self.advances)
         return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b",",
-                         orjson.dumps([self.applied, self.outstanding, self.advances])[1:]))
+                         orjson.dumps([self.applied, self.outstanding])[1:-1], b",", adv, b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MerchantAccount:
@@ -201,6 +206,7 @@ def advance(a: MerchantAccount, event_id: str, ts: int, amount: int, offset: int
     a.advances[event_id] = list(decision)
     if len(a.advances) > ADVANCES_KEPT:
         del a.advances[next(iter(a.advances))]
+    a._advances_json = None
     return decision, True
 
 
