@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from streamrisk.procs import free_port
+
 _SOURCE = '''
 import time
 import faust
@@ -61,7 +63,9 @@ def write_app(
         n=n, progress=str(progress), app_id=app_id, bootstrap=bootstrap, datadir=str(work / "data"),
         topics=tuple(topics), out_topic=out_topic, naive=naive,
     ))
-    return [sys.executable, str(path), "worker", "-l", "warn"], progress
+    # Faust's worker binds its web port even with web_enabled=False; its default, 6066, is ours too.
+    web_port = str(free_port())
+    return [sys.executable, str(path), "worker", "-l", "warn", "--web-port", web_port], progress
 
 
 def read_progress(progress: Path) -> tuple[int, float, float]:

@@ -10,9 +10,12 @@ configurations:
 - baseline: empty ruleset (no rules, no score), credit off;
 - no credit: the default ruleset and score without its credit rule, credit off;
 - credit: the default ruleset and score, with credit accounts, lines and adjustments;
-- explained: the same, with an explanation on every decision.
+- explained: the same, with an explanation on every decision;
+- with `--rules FILE` (e.g. a ruleset written by `streamrisk train`): that ruleset with credit, against
+  "default ruleset + credit" (the learned score must cost at most 10 % more per payment).
 
-Run: .venv/bin/python scripts/bench_processor.py [--events 60000] [--repeat 3]   (best of --repeat)
+Run: .venv/bin/python scripts/bench_processor.py [--events 60000] [--repeat 3] [--rules FILE]
+(best of --repeat)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from streamrisk.state.kv import DictKV
 
 BATCH = 500
 CREDIT_MAX_RATIO = 1.15
+RULES_MAX_RATIO = 1.10
 
 
 def make_messages(n: int) -> tuple[list[Message], int]:
@@ -74,6 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rules", help="also measure this ruleset (with credit) against the default one")
     args = ap.parse_args()
     started = time.perf_counter()
     msgs, now = make_messages(args.events)
@@ -84,6 +89,8 @@ def main() -> int:
         "default ruleset + credit": (Settings(), default_ruleset()),
         "same + explanation": (Settings(explain_decisions=True), default_ruleset()),
     }
+    if args.rules:
+        configs["--rules FILE + credit"] = (Settings(), load_ruleset(args.rules))
     per_batch: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         spent, procs = run(msgs, configs, now)
@@ -99,7 +106,7 @@ def main() -> int:
           f"CPU time, best of {args.repeat} per batch")
     for label, secs in best.items():
         print(f"  {label:<28}{args.events / secs:9.0f} events/s  {secs / args.events * 1e6:6.1f} µs/event")
-    base_s, plain_s, full_s, explain_s = best.values()
+    base_s, plain_s, full_s, explain_s = list(best.values())[:4]
     per_payment = (plain_s - base_s) / max(payments, 1) * 1e6
     print(f"  deciding adds {per_payment:.1f} µs per payment; ratio default/baseline {plain_s / base_s:.2f}")
     credit_ratio = full_s / plain_s
@@ -112,7 +119,17 @@ def main() -> int:
     print(f"  decisions {proc.counters.decisions}, alerts {proc.counters.alerts}")
     print(f"  limit adjustments {proc.credit.limit_adjustments}")
     print(f"  line adjustments {proc.credit.line_adjustments}")
+    rules_check = []
+    if args.rules:
+        rules_s = best["--rules FILE + credit"]
+        score = load_ruleset(args.rules).score_model
+        extra = (rules_s - full_s) / max(payments, 1) * 1e6
+        print(f"  --rules {args.rules} ({len(score.features)} score features): ratio {rules_s / full_s:.3f} "
+              f"to the default ruleset + credit ({extra:+.1f} µs per payment)")
+        rules_check = [(f"--rules costs <= {RULES_MAX_RATIO - 1:.0%} more than the default ruleset: "
+                        f"x{rules_s / full_s:.3f}", rules_s / full_s <= RULES_MAX_RATIO)]
     checks = [
+        *rules_check,
         (f"the core alone sustains >= 6500 events/s (Faust's do-nothing agent rate): "
          f"{args.events / full_s:.0f}", args.events / full_s >= 6500),
         (f"credit adds <= {CREDIT_MAX_RATIO - 1:.0%} to the core's cost per event: x{credit_ratio:.3f}",

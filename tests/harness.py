@@ -272,3 +272,41 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     # After the command name: state is field 3, utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def stuck_report(bootstrap: str, prefix: str, app_id: str, workers: list[WorkerProcess]) -> str:
+    """What a test that timed out needs to say why: each worker's /ready and assignment, and every
+    changelog and input partition's stable end (read_committed) against its high watermark, where an
+    open transaction shows as a gap. Best effort: a part that cannot be read says so."""
+    lines: list[str] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for w in workers:
+            alive = w.proc is not None and w.proc.poll() is None
+            ready = await get_json(session, w, "/ready") if alive else None
+            stats = await get_json(session, w, "/stats") if alive else None
+            stats = stats or {}
+            lines.append(
+                f"worker :{w.web_port} alive={alive} ready={ready} "
+                f"assigned={stats.get('assigned_partitions')} lag={stats.get('consumer_lag')}"
+            )
+    try:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+        await consumer.start()
+        try:
+            cluster = await consumer._client.fetch_all_metadata()
+            topics = sorted(t for t in cluster.topics() if t.startswith(prefix))
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t))]
+            stable = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        high = await end_offsets(bootstrap, topics)
+        for tp in tps:
+            gap = "" if high.get(tp) == stable[tp] else "  <- open transaction"
+            lines.append(f"{tp.topic}[{tp.partition}] stable={stable[tp]} high={high.get(tp)}{gap}")
+        group = group_of(prefix, app_id)
+        inputs = [tp for tp in tps if not tp.topic.startswith(prefix + app_id)]
+        committed = await committed_offsets(bootstrap, group, inputs)
+        lines += [f"committed {tp.topic}[{tp.partition}] = {off}" for tp, off in committed.items()]
+    except Exception as exc:  # the report must not hide the failure it explains
+        lines.append(f"(broker state unreadable: {exc!r})")
+    return "\n".join(lines)

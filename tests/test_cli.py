@@ -209,8 +209,9 @@ def test_backtest_with_a_credit_policy_counts_the_adjustments_of_both_sides(
     assert main(["backtest", "--rules", str(rules), "--policy", str(policy), str(rec)]) == 0
     out = capsys.readouterr().out
     assert "credit adjustments" in out
-    # b1's chargeback (a fraud alert at high severity) cuts the user's limit, on both sides alike.
-    assert any(line.split()[:2] == ["limit", "cut"] and line.split()[2:4] == ["1", "1"]
+    # v1's burst (a high alert) and b1's fraud chargeback each freeze a limit at once (each a cut), on
+    # both sides alike.
+    assert any(line.split()[:2] == ["limit", "cut"] and line.split()[2:4] == ["2", "2"]
                for line in out.splitlines()), out
 
 

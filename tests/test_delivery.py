@@ -326,6 +326,20 @@ async def test_transactions_that_keep_aborting_are_final() -> None:
         await delivery.checkpoint()
 
 
+async def test_checkpoints_with_nothing_to_commit_between_aborts_do_not_reset_the_count() -> None:
+    # A worker whose consumer has lost its group for good aborts every batch; the interval checkpoints
+    # between them have nothing to commit. Seen in a chaos run: 119 aborts over 3 minutes, never final.
+    _, _, delivery = _exactly_once(fail_commit=True, max_attempts=2)
+    for i in range(3):
+        if i:
+            assert await delivery.checkpoint() is False  # the interval checkpoint: an empty epoch
+        await delivery.send("risk-decisions", "u1", b"1")
+        delivery.processed(TP0, 4)
+        with pytest.raises(TransactionAborted):
+            await delivery.checkpoint()
+    assert delivery.failure is not None and "3 transactions aborted in a row" in delivery.failure
+
+
 async def test_a_transaction_that_can_neither_commit_nor_abort_is_final() -> None:
     _, _, delivery = _exactly_once(fail_commit=True, stuck=True)
     await delivery.send("risk-decisions", "u1", b"1")

@@ -19,6 +19,7 @@ import faust
 import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
 from aiokafka.partitioner import DefaultPartitioner
@@ -144,6 +145,16 @@ SOURCES = [
      "transactions.py: the module global is read when a transaction's first partitions are retried"),
     (aiokafka.AIOKafkaProducer.send_offsets_to_transaction, "add_offsets_to_txn",
      "transactions.py: offsets join the transaction"),
+    (GroupCoordinator.fetch_committed_offsets, "offsets = await self._do_fetch_commit_offsets(partitions)",
+     "stable_offsets.py: committed offsets are fetched through the method it replaces"),
+    (GroupCoordinator._maybe_refresh_commit_offsets, "await self._do_fetch_commit_offsets(need_update)",
+     "stable_offsets.py: and refreshed through it"),
+    (GroupCoordinator.fetch_committed_offsets, "if not err.retriable:",
+     "stable_offsets.py: UNSTABLE_OFFSET_COMMIT is raised as a retriable error, asked again"),
+    (AIOKafkaConnection.send, "except OSError as err:",
+     "connection.py: only OSError from a write becomes a connection error (uvloop raises RuntimeError)"),
+    (AIOKafkaConnection.send, "self._writer.write(size + message)",
+     "connection.py: the guard reads the same writer before the write"),
     (aiokafka_sender.BaseHandler.do, "await asyncio.sleep(retry_backoff)",
      "transactions.py: the backoff handle_response returns is what the sender waits"),
 ]

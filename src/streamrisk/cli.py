@@ -1,4 +1,4 @@
-"""`streamrisk ...`: broker, worker, produce, loadtest, record, replay, backtest, publish-rules,
+"""`streamrisk ...`: broker, worker, produce, loadtest, record, replay, backtest, train, publish-rules,
 shadow-report and demo."""
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
 
     recording_commands.add_parsers(sub, _common)
     backtest_commands.add_parsers(sub, _common)
+    from .training import commands as training_commands
+
+    training_commands.add_parser(sub)
 
     pr = sub.add_parser(
         "publish-rules", help="check a rules file, then publish it on risk-rules (hot reload)"
@@ -198,6 +201,10 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_publish_rules(args, settings))
     if args.command == "replay":
         args.file.open("rb").close()  # an unreadable file is reported before any waiting
+    if args.command == "train":
+        from .training import commands as training_commands
+
+        return training_commands.run(args, settings)
     if args.command in ("backtest", "shadow-report"):
         from .backtest import commands as backtest_commands
 

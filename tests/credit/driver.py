@@ -29,13 +29,20 @@ class UserRun:
                 self.adjustments.append(adj)
         return approved
 
+    def _keep(self, adj: uc.Adjustment | None) -> None:
+        if adj is not None:
+            self.adjustments.append(adj)
+
     def repay(self, ts: int, amount: int, on_time: bool = True) -> None:
         self._review(ts)
-        uc.repay(self.a, ts, amount, on_time, self.p)
+        self._keep(uc.repay(self.a, ts, amount, on_time, self.p))
 
-    def chargeback(self, pid: str, ts: int) -> int:
+    def chargeback(self, pid: str, ts: int, reason: str = "not_received") -> int:
+        """A chargeback (a service dispute unless `reason` says fraud); the amount it reversed."""
         self._review(ts)
-        return uc.chargeback(self.a, pid, ts, self.p)
+        effect = uc.chargeback(self.a, pid, ts, self.p, reason=reason)
+        self._keep(effect.adjustment)
+        return effect.reversed
 
     @property
     def limits(self) -> list[int]:

@@ -88,29 +88,46 @@ class Oracle:
             self.draws.append((pid, ts, amount))
         counted = [(r, s) for r, s in alerts if r not in self.p.ignore_alert_reasons]
         if any(s >= self.p.freeze_alert_rank for _, s in counted):
-            self.signals.append(("freeze", ts, self.n))
-            if self.status == "frozen":
-                self.until = max(self.until, ts + self.p.freeze_ms)
-            else:
-                reasons = ("FRAUD_FREEZE", *(r for r, s in counted if s >= self.p.freeze_alert_rank))
-                self._adjust("freeze", self.outstanding, reasons, ts)
-                self.status, self.until = "frozen", ts + self.p.freeze_ms
-                self.reset_at = self.n + 1
+            self._freeze(ts, ("FRAUD_FREEZE", *(r for r, s in counted if s >= self.p.freeze_alert_rank)))
         elif any(s >= self.p.cut_alert_rank for _, s in counted):
             self.signals.append(("FRAUD_ALERT", ts, self.n))
         return approved
+
+    def _freeze(self, ts: int, reasons: tuple[str, ...]) -> None:
+        self.signals.append(("freeze", ts, self.n))
+        if self.status == "frozen":
+            self.until = max(self.until, ts + self.p.freeze_ms)
+        else:
+            self._adjust("freeze", self.outstanding, reasons, ts)
+            self.status, self.until = "frozen", ts + self.p.freeze_ms
+            self.reset_at = self.n + 1
 
     def repayment(self, ts: int, amount: int, on_time: bool) -> None:
         self.review(ts)
         self._tick(ts)
         self.outstanding = max(0, self.outstanding - amount)
-        self.signals.append(("on_time" if on_time else "LATE_REPAYMENT", ts, self.n))
+        if on_time:
+            self.signals.append(("on_time", ts, self.n))
+            return
+        # Past due: a cut at once, not a signal for the review (but it holds raises off the look-back).
+        self.signals.append(("REPAYMENT_PAST_DUE", ts, self.n))
+        if self.status == "frozen":
+            return
+        p = self.p
+        self.last_cut = max(self.last_cut, ts)
+        pct = min(p.max_cut_pct, p.cut_late_repayment_pct)
+        new = min(self.limit, max(p.floor, self.limit - self.limit * pct // 100))
+        if new != self.limit:
+            self._adjust("cut", new, ("REPAYMENT_PAST_DUE",), ts)
 
-    def chargeback(self, pid: str, ts: int) -> None:
+    def chargeback(self, pid: str, ts: int, reason: str) -> None:
         self.review(ts)
         self._tick(ts)
         for d_pid, d_ts, amount in self.draws:
             if d_pid == pid and pid not in self.reversed and d_ts > self.clock - self.p.reversal_window_ms:
                 self.reversed.add(pid)
                 self.outstanding -= min(amount, self.outstanding)
-        self.signals.append(("CHARGEBACK_RECEIVED", ts, self.n))
+        if reason in ("fraud", "unauthorized"):
+            self._freeze(ts, ("FRAUD_FREEZE", "FRAUD_CHARGEBACK"))
+        else:
+            self.signals.append(("CHARGEBACK_RECEIVED", ts, self.n))

@@ -8,6 +8,7 @@ import orjson
 
 from streamrisk.credit import user as uc
 from streamrisk.credit.book import MERCHANT_KIND, USER_KIND
+from streamrisk.credit.merchant import MerchantAccount
 from streamrisk.loadgen import patterns as pt
 from streamrisk.settings import Settings
 from streamrisk.state import keys
@@ -136,7 +137,7 @@ def test_a_merchant_account_is_kept_while_it_owes_and_for_the_settlement_period_
     pipe = Pipeline(SETTINGS)
     m1, m2 = MERCHANT_KIND + SEP + b"m1", MERCHANT_KIND + SEP + b"m2"
     # A line would keep m1's account anyway: set its account as owing with no line, as after a cut to 0.
-    pipe.kv.put(0, m1, orjson.dumps([8000, 0, -1, [], [], 5000, {}]))
+    pipe.kv.put(0, m1, MerchantAccount(8000, outstanding=5000).encode())
     pipe.run([pt.advance("a1", "m2", 10.0, T0)], T0)
     assert m2 in pipe.kv.data
     pass_days(pipe, 1, 25)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from streamrisk.core.decisions import stable_id
 from streamrisk.core.records import Message
+from streamrisk.credit.merchant import MerchantAccount
 from streamrisk.loadgen import patterns as pt
 from streamrisk.settings import Settings
 from tests.pipeline import Pipeline
@@ -217,4 +218,4 @@ def test_outstanding_is_the_approved_advances_less_repayments(seq: list, batch: 
     assert credit(pipe)[:2] == (800.0, owed / 100)  # the line never moved
     # And the account in the table says the same.
     raw = pipe.kv.get(b"cm\x1f" + M.encode())
-    assert orjson.loads(raw)[5] == owed
+    assert MerchantAccount.from_list(orjson.loads(raw)).outstanding == owed

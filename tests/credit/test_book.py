@@ -52,7 +52,7 @@ def test_repayment_restores_availability() -> None:
 def test_chargeback_reverses_a_credit_line_draw() -> None:
     pipe = Pipeline()
     pipe.run([credit_payment("p1", "u1", 1200.0, T0), credit_payment("p2", "u1", 300.0, T0 + HOUR)], NOW)
-    pipe.run([pt.chargeback("c1", "p1", "u1", "shop", 1200.0, T0 + 3 * DAY)], NOW)
+    pipe.run([pt.chargeback("c1", "p1", "u1", "shop", 1200.0, T0 + 3 * DAY, reason="not_received")], NOW)
     view = pipe.proc.credit.user_view("u1")
     assert (view["credit_outstanding"], view["credit_available"]) == (300.0, 1700.0)
     assert pipe.proc.stats()["draws_reversed"] == 1
@@ -129,7 +129,7 @@ def test_on_time_and_late_repayers_are_raised_and_cut() -> None:
         by_user.setdefault(a["user_id"], []).append(a)
     assert {tuple(a["reasons"]) for a in by_user["u-good"]} == {("ON_TIME_REPAYMENTS",)}
     assert all(a["new_limit"] > a["previous_limit"] for a in by_user["u-good"])
-    assert {tuple(a["reasons"]) for a in by_user["u-late"]} == {("LATE_REPAYMENT",)}
+    assert {tuple(a["reasons"]) for a in by_user["u-late"]} == {("REPAYMENT_PAST_DUE",)}
     assert by_user["u-late"][-1]["new_limit"] == 500.0  # the floor
 
 

@@ -24,6 +24,7 @@ ops = st.lists(st.tuples(
         st.tuples(st.just("repay"), st.booleans(), st.integers(0, 10**6)),
         st.tuples(st.just("advance"), st.integers(1, 10**6), st.integers(0, 5)),
         st.tuples(st.just("alert"), st.integers(0, 2), st.none()),
+        st.tuples(st.just("chargeback"), st.integers(0, 30), st.integers(0, 40)),  # (id, 30-day count)
         st.tuples(st.just("reload"), st.none(), st.none()),
     )), min_size=1, max_size=60)
 
@@ -42,6 +43,11 @@ def test_a_merchant_account_is_stored_as_the_json_of_its_fields(seq: list) -> No
             mc.advance(a, f"a{y}", ts, x, offset=y)
         elif kind == "alert":
             mc.fraud_alert(a, ts, x, POLICY)
+        elif kind == "chargeback":
+            counted = mc.chargeback(a, f"c{x}", ts - x * 3_600_000, ts, y, POLICY)
+            assert len(a.chargebacks) <= mc.SPIKE_KEPT
+            if counted is not None:  # what a spike was decided on: the window's chargebacks only
+                assert all(t > ts - POLICY.chargeback_spike_ms for t in a.chargebacks.values())
         else:  # the book reloads an account from the table after dropping its cache
             a = mc.MerchantAccount.from_list(orjson.loads(a.encode()))
         assert a.encode() == orjson.dumps(a.to_list())

@@ -55,28 +55,59 @@ def test_cooldown_between_raises_is_respected() -> None:
     assert all(g >= 30 * DAY for g in gaps), gaps
 
 
-def test_late_repayment_cuts_at_the_next_review() -> None:
+def test_late_repayment_cuts_at_once_and_holds_raises_off() -> None:
     r = run()
-    r.repay(T0 + 2 * DAY, 500, on_time=False)
-    assert r.adjustments == []  # not at once: at the review
-    r.repay(T0 + 7 * DAY, 500)
-    assert r.adjustments == [uc.Adjustment("review", 100_000, 80_000, ("LATE_REPAYMENT",), T0 + 7 * DAY)]
+    on_time_repayments(r, [1, 2, 3])
+    r.repay(T0 + 4 * DAY, 500, on_time=False)  # past due: cut in the step of the repayment itself
+    assert r.adjustments == [uc.Adjustment("cut", 100_000, 80_000, ("REPAYMENT_PAST_DUE",), T0 + 4 * DAY)]
+    r.repay(T0 + 7 * DAY, 500)  # the review: no second cut for it, and no raise (hysteresis)
+    r.repay(T0 + 14 * DAY, 500)
+    assert len(r.adjustments) == 1
+    assert r.a.last_cut == T0 + 4 * DAY
 
 
-def test_chargeback_cut_is_bounded_by_the_floor() -> None:
-    r = run()
+def test_service_dispute_is_cut_at_the_review_bounded_by_the_floor() -> None:
+    r = run(cut_chargeback_pct=50)
     r.pay("p1", T0 + DAY, 10_000)
-    r.chargeback("p1", T0 + 3 * DAY)
-    r.repay(T0 + 2 * DAY, 100, on_time=False)  # late, out of order: both count at the review
+    assert r.chargeback("p1", T0 + 3 * DAY, "not_received") == 10_000  # the draw is reversed ...
+    assert (r.adjustments, r.a.status) == ([], uc.Status.ACTIVE)  # ... and nothing is frozen or cut yet
+    r.chargeback("p0", T0 + 2 * DAY, "not_as_described")  # out of order: both count at the review
     r.repay(T0 + 8 * DAY, 100)
-    # 50 % (the worst signal) of 1000.00 is 500.00, exactly the floor.
-    assert r.adjustments == [
-        uc.Adjustment("review", 100_000, 50_000, ("LATE_REPAYMENT", "CHARGEBACK_RECEIVED"), T0 + 8 * DAY)
-    ]
-    r.repay(T0 + 9 * DAY, 100, on_time=False)
+    # 50 % of 1000.00 is 500.00, exactly the floor.
+    assert r.adjustments == [uc.Adjustment("review", 100_000, 50_000, ("CHARGEBACK_RECEIVED",), T0 + 8 * DAY)]
+    r.chargeback("p2", T0 + 9 * DAY, "duplicate")
     r.repay(T0 + 16 * DAY, 100)
     assert r.a.limit == 50_000  # at the floor: no further cut, no adjustment
     assert len(r.adjustments) == 1
+
+
+def test_fraud_chargeback_reverses_its_draw_and_freezes_at_once() -> None:
+    r = run()
+    for i in range(4):
+        assert r.pay(f"p{i}", T0 + i * DAY, 20_000)
+    assert r.chargeback("p2", T0 + 5 * DAY, "unauthorized") == 20_000
+    assert r.adjustments == [
+        uc.Adjustment("freeze", 100_000, 60_000, ("FRAUD_FREEZE", "FRAUD_CHARGEBACK"), T0 + 5 * DAY)]
+    assert (r.a.limit, r.a.outstanding, r.a.available, r.a.status) == (60_000, 60_000, 0, uc.Status.FROZEN)
+    # A second one extends the freeze without another adjustment; a past-due repayment cuts nothing.
+    r.chargeback("p3", T0 + 6 * DAY, "fraud")
+    r.repay(T0 + 7 * DAY, 10_000, on_time=False)
+    assert len(r.adjustments) == 1 and r.a.until == T0 + 36 * DAY
+    r.repay(T0 + 35 * DAY, 1)  # a review (due since day 14), a day before the freeze ends
+    assert r.a.status is uc.Status.FROZEN
+    r.repay(T0 + 41 * DAY, 1)
+    assert r.a.status is uc.Status.FROZEN  # the next review is due on day 42
+    r.repay(T0 + 42 * DAY, 1)  # the first review at or after the freeze's end lifts it
+    # The limit stays what the freeze left (600.00, above the floor: no adjustment), now available.
+    assert (r.a.status, r.a.limit, len(r.adjustments)) == (uc.Status.ACTIVE, 60_000, 1)
+    assert r.a.available == 60_000 - r.a.outstanding > 0
+
+
+def test_chargeback_reasons_that_freeze_come_from_the_policy() -> None:
+    r = run(freeze_chargeback_reasons=["fraud"])
+    r.pay("p1", T0, 10_000)
+    r.chargeback("p1", T0 + DAY, "unauthorized")  # not listed here: a service dispute
+    assert (r.adjustments, r.a.status) == ([], uc.Status.ACTIVE)
 
 
 def test_raise_is_capped_by_the_ceiling() -> None:

@@ -20,10 +20,12 @@ P = small_policy(max_tracked_draws=10_000, cooldown_days=14, freeze_days=10).use
 
 alert = st.sampled_from([("VELOCITY_5M", 2), ("DEVICE_HOPPING", 1), ("AMOUNT_OUTLIER", 0),
                          ("USER_CHARGEBACKS", 2)])
+# The contract's fraud reasons freeze at once; anything else is a service dispute.
+reason = st.sampled_from(["fraud", "unauthorized", "not_received", "not_as_described", "other"])
 event = st.one_of(
     st.tuples(st.just("pay"), st.integers(1, 150_000), st.lists(alert, max_size=2)),
     st.tuples(st.just("repay"), st.integers(1, 150_000), st.booleans()),
-    st.tuples(st.just("chargeback"), st.integers(0, 60), st.none()),
+    st.tuples(st.just("chargeback"), st.integers(0, 60), reason),
 )
 # Mostly forward in time, sometimes a little back (late events), in steps of hours to weeks.
 step = st.integers(-48, 10 * 24).map(lambda h: h * HOUR)
@@ -46,8 +48,8 @@ def replay(seq: list) -> tuple[UserRun, Oracle]:
             oracle.repayment(ts, x, y)
         else:
             pid = pids[x % len(pids)] if pids else "none"
-            run.chargeback(pid, ts)
-            oracle.chargeback(pid, ts)
+            run.chargeback(pid, ts, y)
+            oracle.chargeback(pid, ts, y)
     return run, oracle
 
 
@@ -90,7 +92,7 @@ account_ops = st.lists(st.tuples(
     st.one_of(
         st.tuples(st.just("pay"), st.integers(1, 3_000), st.lists(alert, max_size=2)),
         st.tuples(st.just("repay"), st.integers(1, 30_000), st.booleans()),
-        st.tuples(st.just("chargeback"), st.integers(0, 40), st.none()),
+        st.tuples(st.just("chargeback"), st.integers(0, 40), reason),
         st.tuples(st.just("reload"), st.none(), st.none()),
     )), min_size=1, max_size=150)
 
@@ -108,7 +110,7 @@ def test_an_account_is_stored_as_the_json_of_its_fields_whatever_happened_to_it(
         elif kind == "repay":
             run.repay(ts, x, y)
         elif kind == "chargeback":
-            run.chargeback(f"p{x}", ts)
+            run.chargeback(f"p{x}", ts, y)
         else:  # the book reloads an account from the table after dropping its cache
             run.a = uc.UserAccount.from_list(orjson.loads(run.a.encode()))
         assert run.a.encode() == orjson.dumps(run.a.to_list())

@@ -52,7 +52,8 @@ def test_worked_example_user() -> None:
     assert d["ex-p3"]["reasons"] == ["OVER_LIMIT"]
     got = [(a["previous_limit"], a["new_limit"], a["reasons"], (a["ts"] - T0) / DAY)
            for a in pipe.records("credit-limit-adjustments")]
-    assert got == [(2000.0, 2400.0, ["ON_TIME_REPAYMENTS"], 7.0), (2400.0, 1920.0, ["LATE_REPAYMENT"], 14.0)]
+    assert got == [(2000.0, 2400.0, ["ON_TIME_REPAYMENTS"], 7.0),
+                   (2400.0, 1920.0, ["REPAYMENT_PAST_DUE"], 10.0)]  # at the late repayment itself
     view = pipe.proc.credit.user_view("u-ex")
     got = (view["credit_limit"], view["credit_outstanding"], view["credit_available"])
     assert got == (1920.0, 200.0, 1720.0)

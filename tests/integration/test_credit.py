@@ -42,7 +42,7 @@ async def test_worked_example_on_the_broker(client: Client, worker: WorkerProces
         user = await get_json(http, worker, "/users/u-ex")
         merchant = await get_json(http, worker, "/merchants/m-ex")
     assert [(a["previous_limit"], a["new_limit"], a["reasons"]) for a in limits] == [
-        (2000.0, 2400.0, ["ON_TIME_REPAYMENTS"]), (2400.0, 1920.0, ["LATE_REPAYMENT"])]
+        (2000.0, 2400.0, ["ON_TIME_REPAYMENTS"]), (2400.0, 1920.0, ["REPAYMENT_PAST_DUE"])]
     assert [a["new_line"] for a in lines] == [800.0, 2400.0, 1920.0, 1680.0, 420.0]
     assert lines[-1]["reasons"] == ["LATE_REPAYMENTS", "REFUND_RATE", "SALES_DECLINE"]
     got = (user["credit_limit"], user["credit_outstanding"], user["credit_available"])

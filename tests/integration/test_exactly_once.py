@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamrisk.broker import start_broker
-from tests.harness import Client, WorkerProcess, get_json, payment, unique, wait_for
+from tests.harness import Client, WorkerProcess, get_json, payment, stuck_report, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -63,6 +63,13 @@ async def _decided_once_each(client: Client, sent: list[str], timeout: float, se
     )
     counts = _once_each(decisions, sent)
     assert max(counts.values()) == 1, f"repeated: {counts.most_common(5)}"
+
+
+def _all_running(workers: list[WorkerProcess]) -> bool:
+    """True; fails at once (with the worker's log) when a worker has stopped, not at a read's timeout."""
+    for w in workers:
+        assert w.proc.poll() is None, f"a worker stopped:\n{w.log()}"
+    return True
 
 
 def _once_each(decisions: list[dict], sent: list[str]) -> Counter:
@@ -238,18 +245,21 @@ async def test_the_broker_killed_and_restarted_under_traffic_loses_nothing_and_s
             broker.stop()  # reaps it
             broker = start_broker(broker_kind, port, data_dir=data)
         async with Client(broker.bootstrap, prefix) as client:
-            decisions = await client.read(
-                "risk-decisions", until=lambda rs: {r["event_id"] for r in rs} >= set(sent),
-                timeout=180, settle=1.0, committed=True,
-            )
+            try:
+                decisions = await client.read(
+                    "risk-decisions",
+                    until=lambda rs: _all_running(workers) and {r["event_id"] for r in rs} >= set(sent),
+                    timeout=180, settle=1.0, committed=True,
+                )
+            except TimeoutError as exc:
+                report = await stuck_report(broker.bootstrap, prefix, app_id, workers)
+                raise AssertionError(f"not every payment decided:\n{report}") from exc
         counts = _once_each(decisions, sent)  # nothing lost
         for w in workers:
             assert w.proc.poll() is None, f"a worker stopped on a broker restart:\n{w.log()}"
-        if max(counts.values()) > 1:
-            # Known gap (docs/known-limits.md): after a broker restart a worker taking partitions over
-            # can read committed offsets before a committed transaction's offsets are visible
-            # (aiokafka's OffsetFetch has no require_stable, KIP-447), and decide those payments again.
-            pytest.xfail(f"repeated after a broker restart: {counts.most_common(3)}")
+        # Nothing decided twice either: a worker taking partitions over just after the restart waits for
+        # the offsets of transactions still being completed (require_stable) instead of starting below.
+        assert max(counts.values()) == 1, f"repeated after a broker restart: {counts.most_common(3)}"
     finally:
         for w in workers:
             w.stop()

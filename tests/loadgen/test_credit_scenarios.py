@@ -82,10 +82,12 @@ def _json(value: bytes | dict) -> dict:
 def test_every_limit_path_happens_on_the_users_written_for_it(demo) -> None:
     limits = demo["adjustments"]["limit"]
     assert limits["ON_TIME_REPAYMENTS"] == {"on_time_repayer"}
-    assert "late_repayer" in limits["LATE_REPAYMENT"]
-    assert "charged_back" in limits["CHARGEBACK_RECEIVED"]
-    assert limits["FRAUD_FREEZE"] and limits["FRAUD_FREEZE"] <= {"velocity_burst", "card_testing",
-                                                                  "account_takeover", "bust_out"}
+    assert "late_repayer" in limits["REPAYMENT_PAST_DUE"]
+    assert "charged_back" in limits["FRAUD_CHARGEBACK"]
+    fraud = {"velocity_burst", "card_testing", "account_takeover", "bust_out", "charged_back"}
+    assert limits["FRAUD_FREEZE"] and limits["FRAUD_FREEZE"] <= fraud
+    assert limits["FRAUD_CHARGEBACK"] <= fraud
+    assert limits["CHARGEBACK_RECEIVED"] == {"disputed"}  # a service dispute: cut at the review
     assert "credit_maxout" in demo["over_limit"]
 
 

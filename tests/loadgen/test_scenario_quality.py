@@ -26,7 +26,14 @@ def outcome() -> tuple[dict, dict, dict]:
     p.run([(r.topic, r.key, r.value) for r in records if isinstance(r, Record)], END, batch=200)
     decisions = {d["event_id"]: d for d in map(_json, p.records("risk-decisions"))}
     alerts = [_json(a) for a in p.records("fraud-alerts")]
-    return t.instances, decision_quality(t.labels, decisions), alert_quality(t.labels, alerts)
+    # Users whose limit a fraud chargeback froze (account takeover victims, say), and when.
+    frozen = {a["user_id"]: a["ts"] for a in map(_json, p.records("credit-limit-adjustments"))
+              if "FRAUD_CHARGEBACK" in a["reasons"]}
+    normal_declines = [(d["reasons"], d["ts"] > frozen.get(d["user_id"], d["ts"]))
+                       for lab in t.labels if lab.topic == "payments" and lab.label == "normal"
+                       for d in [decisions.get(lab.event_id)] if d is not None and d["action"] == "decline"]
+    return (t.instances, decision_quality(t.labels, decisions), alert_quality(t.labels, alerts),
+            normal_declines)
 
 
 def _json(value: bytes | dict) -> dict:
@@ -34,7 +41,7 @@ def _json(value: bytes | dict) -> dict:
 
 
 def test_every_fraud_scenario_is_alerted_and_alerts_are_true(outcome) -> None:
-    instances, _, alerts = outcome
+    instances, _, alerts, _ = outcome
     for name in CAUGHT:
         assert instances[name] > 0, f"no {name} was generated"
         assert alerts[name]["alert_recall"] > 0.5, (name, alerts[name])
@@ -42,9 +49,12 @@ def test_every_fraud_scenario_is_alerted_and_alerts_are_true(outcome) -> None:
 
 
 def test_declines_land_on_fraud_and_spare_good_customers(outcome) -> None:
-    _, decisions, alerts = outcome
+    _, decisions, alerts, normal_declines = outcome
     assert decisions["normal"]["payments"] > 1000
-    assert decisions["normal"]["normal_decline_rate"] == 0.0
+    # A good customer is declined only over the limit while a fraud chargeback on their account
+    # (someone else's payment) holds their credit frozen: the credit policy protecting them.
+    assert all("OVER_LIMIT" in reasons and frozen for reasons, frozen in normal_declines), normal_declines
+    assert decisions["normal"]["normal_decline_rate"] < 0.001
     assert decisions["normal"]["normal_flag_rate"] < 0.01
     assert alerts["normal"]["alerted_subject_rate"] < 0.01
     for name in ("velocity_burst", "card_testing"):

@@ -54,7 +54,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the rules engine takes a while to import, and other commands do not need it.
     import orjson
 
-    from ..recording.jsonl import RecordingError, read_recording
+    from ..recording.jsonl import RecordingError, check_recording, read_recording
     from ..rules import RulesetError, load_ruleset
     from ..rules.control import initial_ruleset
     from .offline import run_backtest
@@ -65,9 +65,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         candidate = load_ruleset(args.candidate)
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
         configure, note = policy_hook(args.policy)
-        if not args.recording.is_file():
-            raise RecordingError(f"recording {args.recording} does not exist (make one with "
-                                 "`streamrisk record --out FILE`)")
+        check_recording(args.recording)
         # One processor with the candidate as its shadow, unless state can depend on decisions.
         shared = configure is None and not credit_built()
         result = run_backtest(read_recording(args.recording), settings, current, candidate,

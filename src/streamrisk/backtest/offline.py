@@ -39,6 +39,10 @@ from .compare import Comparison, Tally
 
 CREDIT_TOPICS = {"credit-limit-adjustments": "limit", "credit-line-adjustments": "line"}
 
+#: Called with each payment, its context and the live verdict at the moment it is decided (shared
+#: mode): what `streamrisk train` exports, point in time.
+Watch = Callable[[Payment, Context, Verdict], None]
+
 
 @dataclass
 class Lane:
@@ -55,12 +59,15 @@ class KeptVerdicts(ShadowRun):
     batch is tallied. No would-be decision records (nothing reads the shadow topic offline) and no
     agreement counts (the comparison is that count)."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, watch: Watch | None = None) -> None:
         super().__init__(topic)
         self.verdicts: dict[str, Verdict] = {}
+        self.watch = watch
 
     def observe(self, ruleset: Ruleset, payment: Payment, ctx: Context, live: Verdict,
                 explain: bool = False, live_ruleset: Ruleset | None = None) -> None:
+        if self.watch is not None:
+            self.watch(payment, ctx, live)
         self.verdicts[payment.event_id] = self.decide(ruleset, ctx, live, explain, live_ruleset)
 
 
@@ -126,10 +133,12 @@ def run_backtest(
     shared: bool = True,
     batch_max: int = 500,
     batch_span_ms: int = 100,
+    watch: Watch | None = None,
 ) -> Backtest:
     """Run both rulesets over `records`; `configure(processor, is_candidate)` applies e.g. a policy
     (separate mode only: in shared mode one processor serves both). `candidate=None` runs the current
-    ruleset alone (what one worker would do: the benchmark's baseline)."""
+    ruleset alone (what one worker would do: the benchmark's baseline). `watch` sees every payment as it
+    is decided, with the context it was decided on (shared mode, with a candidate)."""
     lanes = []
     # The table in a dict, keeping no log of its writes: the log (for tests) holds every version of
     # every chunk ever written, gigabytes an hour of demo traffic.
@@ -137,11 +146,11 @@ def run_backtest(
         proc = Processor(settings, DictKV(log=False), current)
         lanes.append(Lane(proc, Tally(version=current.version), follow_rules=True, shadow=candidate))
         proc.rules.shadow = candidate
-        proc.shadow = KeptVerdicts(proc.shadow.topic)
+        proc.shadow = KeptVerdicts(proc.shadow.topic, watch)
         b_tally = Tally(version=candidate.version if candidate else "-", alerts=None)
     else:
-        if candidate is None:
-            raise ValueError("separate mode needs a candidate ruleset")
+        if candidate is None or watch is not None:
+            raise ValueError("separate mode needs a candidate ruleset, and watches only in shared mode")
         for ruleset, is_candidate in ((current, False), (candidate, True)):
             proc = Processor(settings, DictKV(log=False), ruleset)
             if configure is not None:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -244,6 +245,8 @@ def start_kafka(
         base = [java, *_jvm_opts(workdir), "-cp", classpath]
         if not (log_dirs / "meta.properties").is_file():
             _format_storage(base, props, log_path, workdir, ready_timeout)
+        elif not (log_dirs / CLEAN_SHUTDOWN_FILE).is_file():
+            _fence_crashed_incarnation(base, port, controller_port, log_dirs, workdir, ready_timeout)
         proc = spawn([*base, "kafka.Kafka", str(props)], log_path=log_path, cwd=workdir)
     except BaseException:
         if cleanup is not None:
@@ -260,6 +263,71 @@ def start_kafka(
     )
     broker.wait_ready(ready_timeout, interval=0.1)
     return broker
+
+
+#: Written by Kafka in each log dir on a clean shutdown, removed as it starts.
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+_FENCING = "Fencing broker 1 "  # the controller decides to...
+_FENCED = "fenced=1,"  # ...and applies the record that does it (older records replay before)
+_ACTIVE = "Becoming the active controller"
+_ALREADY_FENCED_AFTER_S = 3.0
+
+
+def _fence_crashed_incarnation(
+    base: list[str], port: int, controller_port: int, log_dirs: Path, workdir: Path, timeout: float
+) -> None:
+    """After a crash, have the controller fence the broker's dead incarnation before the broker starts.
+
+    A crashed node restarted at once still counts, in the controller it just reloaded, as the old
+    broker with a live session, so the new incarnation's registration is refused until that session
+    times out (`broker.session.timeout.ms`, 9 s). Meanwhile the broker leads its partitions from the
+    old metadata and its transaction coordinator resumes the transactions the crash caught half
+    committed; when the old session expires every partition loses its leader for a moment, and the
+    coordinator takes the transaction markers it has not written yet for partitions that were deleted
+    and drops them. Those partitions then hold a transaction nothing will ever end: a read_committed
+    consumer (and so a worker's changelog recovery) stops there for good (seen in
+    tests/integration/test_exactly_once.py, broker killed under traffic). With one replica there is no
+    other leader to take over, so the dead incarnation is fenced first, by the controller alone with a
+    short session timeout (no broker is alive to heartbeat), and the broker starts already fenced: it
+    leads nothing until the controller has registered it anew.
+    """
+    props = workdir / "kafka-fence.properties"
+    log_path = workdir / "kafka-fence.log"
+    text = server_properties(port, controller_port, log_dirs)
+    replaced = ("listeners=", "advertised.listeners=", "inter.broker.listener.name=", "process.roles=")
+    lines = [line for line in text.splitlines() if not line.startswith(replaced)]
+    lines += [
+        "process.roles=controller",
+        f"listeners=CONTROLLER://{LOOPBACK}:{controller_port}",
+        "broker.session.timeout.ms=500",
+        "broker.heartbeat.interval.ms=100",
+    ]
+    props.write_text("\n".join(lines) + "\n")
+    log_path.unlink(missing_ok=True)  # the lines of an earlier restart must not count
+    proc = spawn([*base, "kafka.Kafka", str(props)], log_path=log_path, cwd=workdir)
+    try:
+        deadline = time.monotonic() + timeout
+        active_at: float | None = None
+        while True:
+            text = log_path.read_text(errors="replace")
+            fencing = text.find(_FENCING)
+            if fencing >= 0 and _FENCED in text[fencing:]:  # the broker may start
+                break
+            now = time.monotonic()
+            if active_at is None and _ACTIVE in text:
+                active_at = now
+            # Active for several session timeouts without fencing it: it was fenced already (a crash
+            # before its registration was unfenced), or never registered.
+            if active_at is not None and now - active_at > _ALREADY_FENCED_AFTER_S:
+                break
+            if proc.poll() is not None or now > deadline:
+                raise BrokerError(
+                    f"the controller did not fence the crashed broker in {timeout:.0f} s "
+                    f"(exit {proc.poll()}):\n--- {log_path} ---\n{log_tail(log_path)}"
+                )
+            time.sleep(0.05)
+    finally:
+        terminate(proc, 10.0)
 
 
 def _format_storage(base: list[str], props: Path, log_path: Path, workdir: Path, timeout: float) -> None:

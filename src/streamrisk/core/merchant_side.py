@@ -210,8 +210,9 @@ class MerchantSide:
             if b"\n" in raw:
                 raw = orjson.dumps(f.row())
             self.decisions.add(m.partition, merchant_id, eid, f.ts, raw)
-        if first and self.credit is not None:
-            self.credit.on_forwarded(m.partition, merchant_id, eid, f.series, slot, out)
+        if self.credit is not None:  # held already (a crash): the account gets what it lacks
+            self.credit.on_forwarded(m.partition, merchant_id, eid, f.series, f.ts, slot, out,
+                                     again=not first)
 
     def end_batch(self) -> None:
         """The merchants the batch changed wait for the next summaries (their rules were alerted per

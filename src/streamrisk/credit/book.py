@@ -25,7 +25,7 @@ import orjson
 
 from ..core.decisions import advance_decision_record, limit_adjustment_record, line_adjustment_record
 from ..core.events import Advance, Chargeback, Order, Payment, Repayment, to_major
-from ..features.entities import M_PAYMENT, M_SETTLED_REFUND, MerchantState
+from ..features.entities import M_CHARGEBACK, M_PAYMENT, M_SETTLED_REFUND, MerchantState
 from ..settings import DAY_MS
 from ..state import keys
 from ..state.chunks import HeldEvent
@@ -303,11 +303,14 @@ class CreditBook:
                 self._emit_limit(out, p.user_id, p.event_id, adj)
 
     def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
-        """A user repayment pays the balance down; a merchant one pays its advances down and moves the
-        advance rate. Once per repayment id (the accounts remember the ids they applied)."""
+        """A user repayment pays the balance down, and one past due cuts the limit at once; a merchant
+        one pays its advances down and moves the advance rate. Once per repayment id (the accounts
+        remember the ids they applied)."""
         if r.account_type == "user":
             acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
-            uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user, r.event_id)
+            adj = uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user, r.event_id)
+            if adj is not None:
+                self._emit_limit(out, r.account_id, r.event_id, adj)
         else:
             macct = self.merchant(partition, r.account_id)
             owed = macct.outstanding
@@ -317,10 +320,14 @@ class CreditBook:
             self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
 
     def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
-        """Reverse the payment's draw and count a cut signal, once per chargeback id."""
+        """Reverse the payment's draw; a fraud chargeback freezes the limit at once, a service dispute
+        counts against the next review. Once per chargeback id."""
         acct = self._credit_event(partition, c.user_id, c.event_id, c.ts, out)
-        if uc.chargeback(acct, c.payment_id, c.ts, self.policy.user, c.event_id):
+        effect = uc.chargeback(acct, c.payment_id, c.ts, self.policy.user, c.event_id, c.reason)
+        if effect.reversed:
             self.draws_reversed += 1
+        if effect.adjustment is not None:
+            self._emit_limit(out, c.user_id, c.event_id, effect.adjustment)
 
     # -- merchant side
     def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any],
@@ -349,13 +356,30 @@ class CreditBook:
             return
         self.on_merchant_event(partition, o.merchant_id, o.event_id, slot, out)
 
-    def on_forwarded(self, partition: int, merchant_id: str, event_id: str, series: int,
-                     slot: Slot[MerchantState], out: list[Any]) -> None:
-        """A payment or chargeback at the merchant, forwarded from its user's worker. A payment only
-        lowers the chargeback rate a little, so it does not reprice the line on its own (most of the
-        merchant's events are payments); the next order, repayment or chargeback includes it."""
-        if series != M_PAYMENT:
-            self.on_merchant_event(partition, merchant_id, event_id, slot, out)
+    def on_forwarded(self, partition: int, merchant_id: str, event_id: str, series: int, ts: int,
+                     slot: Slot[MerchantState], out: list[Any], again: bool = False) -> None:
+        """A payment or chargeback at the merchant at `ts`, forwarded from its user's worker (`event_id`
+        with its one-letter prefix). A payment only lowers the chargeback rate a little, so it does not
+        reprice the line on its own (most of the merchant's events are payments); the next order,
+        repayment or chargeback includes it. A chargeback counts towards a spike, which cuts the line
+        at once. `again`: the merchant held the event already (read again after a crash): only what
+        the account lacks of it is applied."""
+        if series == M_PAYMENT:
+            return
+        force = False
+        if series == M_CHARGEBACK:
+            acct = self.merchant(partition, merchant_id)
+            state = slot.entity
+            spike = mc.chargeback(acct, event_id, ts, state.latest, state.chargebacks_30d(),
+                                  self.policy.merchant)
+            if spike is not None:
+                self._changed.add((MERCHANT_KIND, merchant_id))
+            elif again:
+                return
+            force = bool(spike)
+        elif again:
+            return
+        self.on_merchant_event(partition, merchant_id, event_id[1:], slot, out, force=force)
 
     def on_merchant_event(self, partition: int, merchant_id: str, event_id: str,
                           slot: Slot[MerchantState], out: list[Any], force: bool = False) -> None:

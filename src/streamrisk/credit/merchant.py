@@ -6,6 +6,7 @@ receivables and risk, and the band that decides when a new line is published.
              x max(0, 1 - chargeback_penalty x chargeback_rate_30d)
              x clamp(sales trend, sales_decline_floor, 1)
              x (1 - fraud_cut_pct) while a merchant fraud alert holds it
+             x (1 - chargeback_spike_cut_pct) while a chargeback spike holds it
 
 The advance rate starts at the policy's and moves with the merchant's own repayments: down a step
 for a late one (to a minimum), up a step for an on-time one (back to the policy's).
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ..features.entities import RATE_HORIZON_MS
 from .policy import MerchantPolicy
 
 # Reason codes of line adjustments (docs/credit.md).
@@ -31,12 +33,15 @@ CHARGEBACK_RATE = "CHARGEBACK_RATE"
 SALES_DECLINE = "SALES_DECLINE"
 LATE_REPAYMENTS = "LATE_REPAYMENTS"
 MERCHANT_FRAUD_ALERT = "MERCHANT_FRAUD_ALERT"
+CHARGEBACK_SPIKE = "CHARGEBACK_SPIKE"
 # Reason code of a declined advance (docs/credit.md).
 ADVANCE_OVER_LINE = "ADVANCE_OVER_LINE"
 
 HISTORY = 5
 # Merchant repayment ids kept to apply each once (a replay after a crash, a producer's retry).
 APPLIED_KEPT = 256
+# Chargeback ids kept for the spike window (a spike is counted up to this many).
+SPIKE_KEPT = 1024
 # Advance decisions kept to decide each advance once (a replay after a crash, a producer's retry).
 ADVANCES_KEPT = 256
 
@@ -81,6 +86,9 @@ class MerchantAccount:
     history: list[list[Any]] = field(default_factory=list)  # [ts, previous, new, reasons], newest last
     # The last APPLIED_KEPT repayment ids applied, oldest first: each moves the advance rate once.
     applied: list[str] = field(default_factory=list)
+    spike_until: int = -1  # a chargeback spike holds the line cut until then
+    # Chargeback event id -> ts, of the chargebacks in the spike window (at most SPIKE_KEPT).
+    chargebacks: dict[str, int] = field(default_factory=dict)
     outstanding: int = 0  # approved advances less merchant repayments, never below 0
     # Advance id -> its decision (AdvanceDecision's fields), the last ADVANCES_KEPT, oldest first.
     advances: dict[str, list[int]] = field(default_factory=dict)
@@ -102,8 +110,8 @@ class MerchantAccount:
         return 1.0 if self.outstanding > 0 else 0.0
 
     def to_list(self) -> list[Any]:
-        return [self.advance_bp, self.line, self.hold_until, self.history, self.applied, self.outstanding,
-                self.advances]
+        return [self.advance_bp, self.line, self.hold_until, self.history, self.applied, self.spike_until,
+                self.chargebacks, self.outstanding, self.advances]
 
     def encode(self) -> bytes:
         """orjson.dumps(self.to_list()), byte for byte, with the history's JSON as kept."""
@@ -113,14 +121,15 @@ class MerchantAccount:
         adv = self._advances_json
         if adv is None:
             adv = self._advances_json = orjson.dumps(self.advances)
+        rest = orjson.dumps([self.applied, self.spike_until, self.chargebacks, self.outstanding])
         return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b",",
-                         orjson.dumps([self.applied, self.outstanding])[1:-1], b",", adv, b"]"))
+                         rest[1:-1], b",", adv, b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MerchantAccount:
-        # Accounts written before `applied` existed have 4 fields, before advances 5.
-        return cls(v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else [], v[5] if len(v) > 5 else 0,
-                   v[6] if len(v) > 6 else {})
+        # Accounts written before `applied` existed have 4 fields, before the spike's 5, before advances 7.
+        return cls(v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else [], v[5] if len(v) > 5 else -1,
+                   v[6] if len(v) > 6 else {}, v[7] if len(v) > 7 else 0, v[8] if len(v) > 8 else {})
 
 
 def open_account(p: MerchantPolicy) -> MerchantAccount:
@@ -129,14 +138,14 @@ def open_account(p: MerchantPolicy) -> MerchantAccount:
 
 def settled(a: MerchantAccount, ts: int, p: MerchantPolicy, advances_ms: int = 0) -> bool:
     """Whether the account is a new one in all but its history at `ts`: no line published, the
-    policy's advance rate, no fraud hold running, nothing outstanding, and no advance in the
-    `advances_ms` before `ts` (its decision is kept that long at least, so a repeat draws nothing).
-    The sweep drops such an account once its merchant's state has expired (book.py): nothing it holds
-    changes a decision."""
+    policy's advance rate, no fraud hold or chargeback spike running, nothing outstanding, and no
+    advance in the `advances_ms` before `ts` (its decision is kept that long at least, so a repeat draws
+    nothing). The sweep drops such an account once its merchant's state has expired (book.py): nothing
+    it holds changes a decision."""
     newest = max((d[0] for d in a.advances.values()), default=None)
     return (
-        a.line == 0 and a.advance_bp == p.advance_rate_bp and a.hold_until < ts and a.outstanding == 0
-        and (newest is None or newest + advances_ms < ts)
+        a.line == 0 and a.advance_bp == p.advance_rate_bp and a.hold_until < ts and a.spike_until < ts
+        and a.outstanding == 0 and (newest is None or newest + advances_ms < ts)
     )
 
 
@@ -166,6 +175,9 @@ def target(a: MerchantAccount, x: LineInputs, ts: int, p: MerchantPolicy) -> tup
     if ts < a.hold_until:
         reasons.append(MERCHANT_FRAUD_ALERT)
         factor *= 1 - p.fraud_cut_pct / 100
+    if ts < a.spike_until:
+        reasons.append(CHARGEBACK_SPIKE)
+        factor *= 1 - p.chargeback_spike_cut_pct / 100
     # round, not int: 2000.00 x 0.21 must be 420.00, not 419.99 from 0.21's binary fraction
     return round(x.receivables * factor), tuple(reasons) or (RECEIVABLES,)
 
@@ -240,3 +252,31 @@ def fraud_alert(a: MerchantAccount, ts: int, severity_rank: int, p: MerchantPoli
         return False
     a.hold_until = max(a.hold_until, ts + p.fraud_hold_ms)
     return True
+
+
+def chargeback(
+    a: MerchantAccount, event_id: str, ts: int, latest: int, n_30d: int, p: MerchantPolicy
+) -> bool | None:
+    """A chargeback at the merchant (`event_id`, at `ts`), counted once per id towards a spike: at least
+    `chargeback_spike_count` chargebacks within the spike window ending at `latest` (the merchant's
+    clock), and at least `chargeback_spike_factor` x the mean such window of its last 30 days (`n_30d`
+    chargebacks, these included). None: counted already, or before the window (no change). False:
+    counted. True: counted, and it started a spike, which holds the line cut from `latest` on."""
+    if event_id in a.chargebacks:
+        return None
+    horizon = latest - p.chargeback_spike_ms
+    if ts <= horizon:
+        return None
+    kept = a.chargebacks
+    kept[event_id] = ts
+    if len(kept) > 1 and min(kept.values()) <= horizon:
+        a.chargebacks = kept = {k: t for k, t in kept.items() if t > horizon}
+    while len(kept) > SPIKE_KEPT:
+        del kept[next(iter(kept))]
+    mean = n_30d * p.chargeback_spike_ms / RATE_HORIZON_MS  # per spike window, over the last 30 days
+    needed = max(p.chargeback_spike_count, p.chargeback_spike_factor * mean)
+    if p.chargeback_spike_cut_pct == 0 or len(kept) < needed:
+        return False
+    started = latest >= a.spike_until
+    a.spike_until = max(a.spike_until, latest + p.chargeback_spike_hold_ms)
+    return started

@@ -46,8 +46,8 @@ class UserPolicy:
     raise_min_on_time: int
     raise_max_utilization: float
     cooldown_ms: int
-    cut_late_repayment_pct: int
-    cut_chargeback_pct: int
+    cut_late_repayment_pct: int  # at once, at the repayment found past due
+    cut_chargeback_pct: int  # at the next review, for a service-dispute chargeback
     cut_alert_pct: int
     cut_alert_rank: int  # severity rank (SEVERITY_RANK)
     freeze_alert_rank: int
@@ -55,6 +55,9 @@ class UserPolicy:
     freeze_ms: int
     reversal_window_ms: int
     max_tracked_draws: int
+    # Chargeback reasons that cut and freeze at once (the contract's fraud reasons); any other reason is
+    # a service dispute, a cut signal for the next review.
+    freeze_chargeback_reasons: frozenset[str] = frozenset({"fraud", "unauthorized"})
 
     def initial_limit_for(self, user_id: str) -> int:
         for s in self.segments:
@@ -77,6 +80,14 @@ class MerchantPolicy:
     fraud_alert_rank: int
     fraud_cut_pct: int
     fraud_hold_ms: int
+    # A chargeback spike: at least `chargeback_spike_count` chargebacks within `chargeback_spike_ms`,
+    # and at least `chargeback_spike_factor` x the merchant's 30-day mean for a span that long, cut
+    # the line by `chargeback_spike_cut_pct` at once and hold it for `chargeback_spike_hold_ms`.
+    chargeback_spike_count: int = 5
+    chargeback_spike_ms: int = DAY_MS
+    chargeback_spike_factor: float = 3.0
+    chargeback_spike_cut_pct: int = 50
+    chargeback_spike_hold_ms: int = 14 * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +107,14 @@ class _Reader:
         if not isinstance(raw, Mapping):
             problems.append(f"{section} must be a mapping")
         self.used: set[str] = set()
+        # Keys a file may leave out (added after files were written), with the value they then take.
+        self.defaults: dict[str, Any] = {}
 
     def _get(self, key: str) -> Any:
         self.used.add(key)
         if key not in self.raw:
+            if key in self.defaults:
+                return self.defaults[key]
             self.problems.append(f"{self.section}.{key} is missing")
         return self.raw.get(key)
 
@@ -124,6 +139,16 @@ class _Reader:
 
     def pct(self, key: str, hi: int = 100) -> int:
         return int(self.number(key, 0, hi, integer=True))
+
+    def hours(self, key: str, lo: float = 0.0) -> int:
+        return int(self.number(key, lo, 3650.0 * 24) * DAY_MS / 24)
+
+    def strings(self, key: str) -> frozenset[str]:
+        v = self._get(key)
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            self.problems.append(f"{self.section}.{key} must be a list of non-empty strings (got {v!r})")
+            return frozenset()
+        return frozenset(v)
 
     def severity(self, key: str) -> int:
         v = self._get(key)
@@ -158,6 +183,7 @@ def _segments(raw: Any, problems: list[str]) -> tuple[Segment, ...]:
 
 def _user(raw: Any, problems: list[str]) -> UserPolicy:
     r = _Reader("user", raw, problems)
+    r.defaults = {"freeze_chargeback_reasons": ["fraud", "unauthorized"]}
     r.used.add("segments")
     ignore = r._get("ignore_alert_reasons") or []
     if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
@@ -185,6 +211,7 @@ def _user(raw: Any, problems: list[str]) -> UserPolicy:
         freeze_ms=r.days("freeze_days"),
         reversal_window_ms=r.days("reversal_window_days"),
         max_tracked_draws=int(r.number("max_tracked_draws", 1, 100_000, integer=True)),
+        freeze_chargeback_reasons=r.strings("freeze_chargeback_reasons"),
     )
     r.done()
     if p.floor > p.ceiling:
@@ -201,6 +228,8 @@ def _user(raw: Any, problems: list[str]) -> UserPolicy:
 
 def _merchant(raw: Any, problems: list[str]) -> MerchantPolicy:
     r = _Reader("merchant", raw, problems)
+    r.defaults = {"chargeback_spike_count": 5, "chargeback_spike_hours": 24, "chargeback_spike_factor": 3.0,
+                  "chargeback_spike_cut_pct": 50, "chargeback_spike_hold_days": 14}
     p = MerchantPolicy(
         advance_rate_bp=r.pct("advance_rate_pct") * 100,
         min_advance_rate_bp=r.pct("min_advance_rate_pct") * 100,
@@ -214,6 +243,11 @@ def _merchant(raw: Any, problems: list[str]) -> MerchantPolicy:
         fraud_alert_rank=r.severity("fraud_alert_severity"),
         fraud_cut_pct=r.pct("fraud_cut_pct"),
         fraud_hold_ms=r.days("fraud_hold_days"),
+        chargeback_spike_count=int(r.number("chargeback_spike_count", 1, 1_000_000, integer=True)),
+        chargeback_spike_ms=r.hours("chargeback_spike_hours", 1 / 60),
+        chargeback_spike_factor=r.number("chargeback_spike_factor", 0.0, 1000.0),
+        chargeback_spike_cut_pct=r.pct("chargeback_spike_cut_pct"),
+        chargeback_spike_hold_ms=r.days("chargeback_spike_hold_days"),
     )
     r.done()
     if p.min_advance_rate_bp > p.advance_rate_bp:

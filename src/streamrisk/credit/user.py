@@ -2,8 +2,13 @@
 
     ACTIVE ──raise──> COOLDOWN ──review after `until`──> ACTIVE
     ACTIVE / COOLDOWN ──cut──> (same state; raises then need on-time repayments after the cut)
-    any ──high-severity alert──> FROZEN (limit = outstanding, nothing available)
+    any ──high-severity alert, fraud chargeback──> FROZEN (limit = outstanding, nothing available)
     FROZEN ──review after `until`──> ACTIVE (limit back to at least the floor)
+
+Bad news acts at once, good news waits: a high-severity alert or a fraud chargeback freezes, and a
+repayment made after its due time cuts, in the step of the event that reveals it (one adjustment);
+a service-dispute chargeback or a medium alert is a signal for the next review, and raises happen
+only at reviews, with the cooldown and the hysteresis below.
 
 Every change happens at an event's time, in the order the user's events are processed, so a
 replay of the same events gives the same limits and the same adjustments. Amounts are integer
@@ -37,6 +42,10 @@ CHARGEBACK_RECEIVED = "CHARGEBACK_RECEIVED"
 FRAUD_ALERT = "FRAUD_ALERT"
 FRAUD_FREEZE = "FRAUD_FREEZE"
 FREEZE_LIFTED = "FREEZE_LIFTED"
+FRAUD_CHARGEBACK = "FRAUD_CHARGEBACK"  # follows FRAUD_FREEZE: a fraud or unauthorized chargeback froze it
+REPAYMENT_PAST_DUE = "REPAYMENT_PAST_DUE"  # cut at once: a repayment made after its due time
+# Review cuts, in the order their reasons are listed. Late repayments cut at once (REPAYMENT_PAST_DUE);
+# LATE_REPAYMENT is pending only in accounts written before they did, and is reviewed as it was.
 CUT_ORDER = (LATE_REPAYMENT, CHARGEBACK_RECEIVED, FRAUD_ALERT)
 
 HISTORY = 5  # adjustments kept on the account for the API
@@ -50,9 +59,9 @@ class Status(StrEnum):
 
 
 class Adjustment(NamedTuple):
-    """A limit change: `kind` tells the review from the freeze that may share a triggering event."""
+    """A limit change: `kind` tells the review from the freeze or cut that may share a triggering event."""
 
-    kind: str  # "review" | "freeze"
+    kind: str  # "review" | "freeze" (an alert's or a chargeback's) | "cut" (a repayment past due)
     previous: int
     new: int
     reasons: tuple[str, ...]
@@ -340,25 +349,65 @@ def undraw(a: UserAccount, payment_id: str) -> bool:
     return True
 
 
-def repay(a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy, event_id: str = "") -> bool:
-    """A `user` repayment pays the balance down (never below zero); its timeliness is a signal.
-    False (and no change) if repayment `event_id` was applied already."""
+def repay(
+    a: UserAccount, ts: int, amount: int, on_time: bool, p: UserPolicy, event_id: str = ""
+) -> Adjustment | None:
+    """A `user` repayment pays the balance down (never below zero). One made after its due time cuts
+    the limit at once (REPAYMENT_PAST_DUE); an on-time one counts towards a raise at a review.
+    Nothing (and no change) if repayment `event_id` was applied already."""
     if not once(a, "r" + event_id if event_id else "", ts, p):
-        return False
+        return None
     _advance(a, ts, p)
     a.outstanding = max(0, a.outstanding - amount)
     if on_time:
         _keep(a.on_time, ts, p)
-    else:
-        _negative(a, LATE_REPAYMENT, ts, p)
-    return True
+        return None
+    _keep(a.negatives, ts, p)
+    return _cut_now(a, ts, p.cut_late_repayment_pct, (REPAYMENT_PAST_DUE,), p)
 
 
-def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy, chargeback_id: str = "") -> int:
-    """A chargeback: reverses its payment's draw, if it drew; a cut signal either way. Returns the
-    amount reversed (0 also when chargeback `chargeback_id` was applied already: no change then)."""
+def _cut_now(a: UserAccount, ts: int, pct: int, reasons: tuple[str, ...], p: UserPolicy) -> Adjustment | None:
+    """Cut the limit at once by `pct` (within the step bound and the floor, like a review's cut); a
+    frozen limit stays as it is (nothing is available)."""
+    if a.status is Status.FROZEN:
+        return None
+    a.last_cut = max(a.last_cut, ts)  # a late event must not let older on-time repayments count again
+    new = min(a.limit, max(p.floor, a.limit - a.limit * min(pct, p.max_cut_pct) // 100))
+    if new == a.limit:
+        return None
+    adj = Adjustment("cut", a.limit, new, reasons, ts)
+    a.limit = new
+    return _record(a, adj)
+
+
+def _freeze(a: UserAccount, ts: int, reasons: tuple[str, ...], p: UserPolicy) -> Adjustment | None:
+    """Freeze at once: limit = outstanding, nothing available until the first review `freeze_ms`
+    after the latest freezing event; a frozen account's freeze is extended, with no adjustment."""
+    _keep(a.negatives, ts, p)
+    if a.status is Status.FROZEN:
+        a.until = max(a.until, ts + p.freeze_ms)
+        return None
+    adj = Adjustment("freeze", a.limit, a.outstanding, reasons, ts)
+    a.limit = a.outstanding
+    a.status, a.until = Status.FROZEN, ts + p.freeze_ms
+    a.pending.clear()
+    a._tail = None
+    return _record(a, adj)
+
+
+class ChargebackEffect(NamedTuple):
+    reversed: int  # the amount of its payment's draw given back (0: none)
+    adjustment: Adjustment | None  # the freeze of a fraud chargeback
+
+
+def chargeback(
+    a: UserAccount, payment_id: str, ts: int, p: UserPolicy, chargeback_id: str = "", reason: str = ""
+) -> ChargebackEffect:
+    """A chargeback: reverses its payment's draw, if it drew. Its `reason` decides the rest: a fraud
+    reason (`p.freeze_chargeback_reasons`) freezes the limit at once; any other is a service dispute,
+    a cut signal for the next review. No change when chargeback `chargeback_id` was applied already."""
     if not once(a, "c" + chargeback_id if chargeback_id else "", ts, p):
-        return 0
+        return ChargebackEffect(0, None)
     _advance(a, ts, p)
     drawn = a.draws.get(payment_id)
     reversed_amount = 0
@@ -370,8 +419,10 @@ def chargeback(a: UserAccount, payment_id: str, ts: int, p: UserPolicy, chargeba
         if drawn[0] > a.clock - p.reversal_window_ms:
             reversed_amount = min(drawn[1], a.outstanding)
             a.outstanding -= reversed_amount
+    if reason in p.freeze_chargeback_reasons:
+        return ChargebackEffect(reversed_amount, _freeze(a, ts, (FRAUD_FREEZE, FRAUD_CHARGEBACK), p))
     _negative(a, CHARGEBACK_RECEIVED, ts, p)
-    return reversed_amount
+    return ChargebackEffect(reversed_amount, None)
 
 
 def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy) -> Adjustment | None:
@@ -381,16 +432,7 @@ def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy)
     counted = [(r, s) for r, s in fired if r not in p.ignore_alert_reasons]
     freezing = tuple(r for r, s in counted if s >= p.freeze_alert_rank)
     if freezing:
-        _keep(a.negatives, ts, p)
-        if a.status is Status.FROZEN:
-            a.until = max(a.until, ts + p.freeze_ms)
-            return None
-        adj = Adjustment("freeze", a.limit, a.outstanding, (FRAUD_FREEZE, *freezing), ts)
-        a.limit = a.outstanding
-        a.status, a.until = Status.FROZEN, ts + p.freeze_ms
-        a.pending.clear()
-        a._tail = None
-        return _record(a, adj)
+        return _freeze(a, ts, (FRAUD_FREEZE, *freezing), p)
     if any(s >= p.cut_alert_rank for _, s in counted):
         _negative(a, FRAUD_ALERT, ts, p)
     return None

@@ -372,6 +372,11 @@ class MerchantState(_EntityBase):
         self.settled_refunds.advance(self.latest)
         return max(0, self.fulfilled.sum(settle_i) - self.settled_refunds.sum(0))
 
+    def chargebacks_30d(self) -> int:
+        """chargeback_count_30d, without the other features (a chargeback spike reads it)."""
+        self.chargebacks.advance(self.latest)
+        return self.chargebacks.count(0)
+
     def credit_inputs(self) -> tuple[int, float, float, int, int]:
         """What the credit line reads (credit/merchant.py LineInputs): receivables, 30-day refund and
         chargeback rates, fulfilled value in the last 24 h and 30 days. Cheaper than features()."""

@@ -39,6 +39,7 @@ SHARES: dict[str, float] = {
     "late_repayer": 0.0008,
     "credit_maxout": 0.0008,
     "charged_back": 0.0003,
+    "disputed": 0.0003,
     "sales_collapse": 0.0002,
     "late_merchant": 0.0002,
     "merchant_advances": 0.0002,
@@ -85,7 +86,7 @@ def on_time_repayer(t: ScenarioTraffic, now: int) -> None:
 
 def late_repayer(t: ScenarioTraffic, now: int) -> None:
     """Four weeks of credit spending, each repaid a day or two late, then live purchases repaid late
-    within the run: cut (LATE_REPAYMENT) at each review, then over its limit at times."""
+    within the run: cut at each late repayment (REPAYMENT_PAST_DUE), then over its limit at times."""
     name = "late_repayer"
     user = t.new_subject(name)
     _credit_weeks(t, name, user, now + LIVE - 4 * WEEK, 4, late=(DAY, 2 * DAY), amounts=(40, 200))
@@ -113,8 +114,8 @@ def credit_maxout(t: ScenarioTraffic, now: int) -> None:
 
 def charged_back(t: ScenarioTraffic, now: int) -> None:
     """Someone else pays on a credit user's account from another device, the user disputes it days
-    later (the draw is reversed), and the review at the user's next purchase, a week after the first,
-    cuts the limit (CHARGEBACK_RECEIVED); then the user repays on time."""
+    later as fraud: the draw is reversed and the limit frozen at once (FRAUD_FREEZE, FRAUD_CHARGEBACK),
+    so the user's next purchase on credit is declined over the limit; then the user repays on time."""
     name = "charged_back"
     user = t.new_subject(name)
     subject = ("user", user)
@@ -133,6 +134,28 @@ def charged_back(t: ScenarioTraffic, now: int) -> None:
     paid = after_ts + DAY
     owed = own.value["amount"] + after.value["amount"]
     t.schedule(paid, t.repayment(paid, "user", user, owed, paid + 2 * DAY), name, CREDIT, subject)
+
+
+def disputed(t: ScenarioTraffic, now: int) -> None:
+    """A credit user buys twice and, live, disputes the first purchase as not received: a service
+    dispute, so the draw is reversed and nothing is frozen; the review at the user's repayment of the
+    other purchase, a week after the first, cuts the limit (CHARGEBACK_RECEIVED). The user buys nothing
+    after the dispute, so no rule about chargebacks fires on a payment of theirs."""
+    name = "disputed"
+    user = t.new_subject(name)
+    subject = ("user", user)
+    first = now + 2 * LIVE - WEEK  # the account's first review is due LIVE after the dispute
+    buys = []
+    for k in range(2):
+        ts = first + k * HOUR
+        pay = t.payment(ts, user, t.pick_merchant(), t.rng.uniform(100, 400), f"{user}-d", "credit_line")
+        t.schedule(ts, pay, name, CREDIT, subject)
+        buys.append(pay)
+    cb_ts = now + LIVE
+    t.schedule(cb_ts, t.chargeback(cb_ts, buys[0], reason="not_received"), name, CREDIT, subject)
+    paid = now + 3 * LIVE
+    t.schedule(paid, t.repayment(paid, "user", user, buys[1].value["amount"], paid + 2 * DAY), name, CREDIT,
+               subject)
 
 
 def _sell(t: ScenarioTraffic, name: str, merchant: str, ts: int, amount: float) -> None:
@@ -197,6 +220,7 @@ STARTERS: dict[str, Callable[[ScenarioTraffic, int], None]] = {
     "late_repayer": late_repayer,
     "credit_maxout": credit_maxout,
     "charged_back": charged_back,
+    "disputed": disputed,
     "sales_collapse": sales_collapse,
     "late_merchant": late_merchant,
     "merchant_advances": merchant_advances,

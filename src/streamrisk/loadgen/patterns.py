@@ -36,9 +36,11 @@ def _order_id(eid: str) -> str:
     return eid.rsplit(":", 1)[0]
 
 
-def chargeback(eid: str, payment_id: str, user: str, merchant: str, amount: float, ts: int) -> Record:
+def chargeback(
+    eid: str, payment_id: str, user: str, merchant: str, amount: float, ts: int, reason: str = "fraud"
+) -> Record:
     value = {"event_id": eid, "ts": ts, "payment_id": payment_id, "user_id": user,
-             "merchant_id": merchant, "amount": amount, "currency": "CNY", "reason": "fraud"}
+             "merchant_id": merchant, "amount": amount, "currency": "CNY", "reason": reason}
     return ("chargebacks", user, value)
 
 
@@ -183,7 +185,8 @@ def on_time_repayer(user: str, now: int) -> list[Record]:
 
 
 def late_repayer(user: str, now: int) -> list[Record]:
-    """LATE_REPAYMENT: the same spending, repaid two days after each due day: cut to the floor."""
+    """REPAYMENT_PAST_DUE: the same spending, repaid two days after each due day: cut at each late
+    repayment, down to the floor."""
     return _repayer(user, now, 2, "late")
 
 
@@ -198,8 +201,10 @@ def surge_then_collapse(merchant: str, now: int) -> list[Record]:
 
 
 def charged_back_user(user: str, now: int) -> list[Record]:
-    """CHARGEBACK_RECEIVED: a credit_line payment charged back two days later (the draw is reversed),
-    then an ordinary payment a week on, whose review cuts the limit."""
+    """CHARGEBACK_RECEIVED: a credit_line payment disputed two days later as not as described (a
+    service dispute: the draw is reversed, nothing frozen), then an ordinary payment a week on, whose
+    review cuts the limit."""
     paid = payment(f"{user}:cbp", user, f"{user}-shop", 800.0, now - 9 * DAY, method="credit_line")
-    cb = chargeback(f"{user}:cb", f"{user}:cbp", user, f"{user}-shop", 800.0, now - 7 * DAY)
+    cb = chargeback(f"{user}:cb", f"{user}:cbp", user, f"{user}-shop", 800.0, now - 7 * DAY,
+                    reason="not_as_described")
     return [paid, cb, payment(f"{user}:after", user, f"{user}-shop", 30.0, now)]

@@ -215,11 +215,11 @@ class ScenarioTraffic:
             "event_id": self._eid("adv"), "ts": ts, "merchant_id": merchant, "amount": round(amount, 2),
             "currency": "CNY"})
 
-    def chargeback(self, ts: int, pay: Record) -> Record:
+    def chargeback(self, ts: int, pay: Record, reason: str = "fraud") -> Record:
         p = pay.value
         return Record("chargebacks", p["user_id"], {
             "event_id": self._eid("cb"), "ts": ts, "payment_id": p["event_id"], "user_id": p["user_id"],
-            "merchant_id": p["merchant_id"], "amount": p["amount"], "currency": "CNY", "reason": "fraud"})
+            "merchant_id": p["merchant_id"], "amount": p["amount"], "currency": "CNY", "reason": reason})
 
     # ------------------------------------------------------------------ normal life
 

@@ -100,6 +100,13 @@ def parse_line(line: bytes, where: str) -> Recorded:
     return Recorded(obj["topic"], key, value, **ints)
 
 
+def check_recording(path: Path) -> None:
+    """RecordingError, saying how to make one, unless `path` is a file (read_recording reads lazily)."""
+    if not path.is_file():
+        raise RecordingError(f"recording {path} does not exist (make one with "
+                             "`streamrisk record --out FILE`)")
+
+
 def read_recording(path: Path) -> Iterator[Recorded]:
     """Every record of a recording file, in file order; blank lines are skipped."""
     try:

@@ -232,7 +232,6 @@ class Delivery:
             except BaseException as exc:  # cancelled too: that epoch's records are not known delivered
                 self.failure = one_line(exc)
                 raise
-            self._aborted_in_row = 0
             return committed
 
     async def _checkpoint(self) -> bool:
@@ -303,6 +302,8 @@ class Delivery:
             await self._aborted()
             raise
         self._committed.update(offsets)
+        # Only a commit ends a run of aborts: an empty checkpoint between them says nothing.
+        self._aborted_in_row = 0
         done = time.monotonic()
         phases = self.stats.transaction_ms
         phases["acks"] += (acked - started) * 1000

@@ -161,13 +161,15 @@ class WorkerMetrics:
         """Update what is read from the consumer when scraped: lag per partition, recovery, state."""
         consumer = app.consumer
         self.lag.clear()
-        for tp in consumer.assignment():
-            if tp.topic not in input_topics:
-                continue
+        inputs = [tp for tp in consumer.assignment() if tp.topic in input_topics]
+        # Before this worker processed anything there, the consumer's position stands in: the one it
+        # knows now, never asked of the broker (a scrape must answer while the broker is away).
+        known = getattr(consumer, "known_positions", None)
+        positions = known(inputs) if known is not None else {}
+        for tp in inputs:
             highwater = consumer.highwater(tp)
             done = self.processed.get((tp.topic, tp.partition))
-            # Before this worker processed anything there, the consumer's position stands in.
-            position = done + 1 if done is not None else await consumer.position(tp)
+            position = done + 1 if done is not None else positions.get(tp)
             if position is not None and highwater is not None:
                 self.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
         self.recovery.set(recovery_seconds(app) or 0.0)

@@ -22,6 +22,8 @@ from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
 from .appender import Appender
+from .connection import install_closed_transport_guard
+from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing
 from .transport import BatchHandler, FetchToken, broker_urls
@@ -228,6 +230,7 @@ def _group_metadata(app: StreamRiskApp) -> GroupMetadata | None:
 def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     """Wire a worker: the app, the changelog-backed state table and the agent over the inputs."""
     settings.check()
+    install_closed_transport_guard()  # the worker runs on uvloop (connection.py)
     group = consumer_group(settings)  # the app id: also names the group and the changelog (topics.py)
     app = StreamRiskApp(
         group,
@@ -296,6 +299,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
+        install_stable_offsets()
         app.transactions = KafkaTransactions(
             lambda: _transactional_producer(settings), lambda: _group_metadata(app)
         )

@@ -41,35 +41,45 @@ from .static_member import leave_on_stop
 SCHEME = "streamrisk"
 
 
+class EndOffsetsUnconfirmed(Exception):
+    """The broker did not confirm a changelog partition's end offset in time: recovery must not guess."""
+
+
 async def confirmed_end_offsets(
-    bootstrap: list[str], listed: Mapping[TP, int], timeout_ms: int = 2000
+    bootstrap: list[str], listed: Mapping[TP, int], timeout_s: float = 60.0
 ) -> dict[TP, int]:
-    """End offsets no lower than the high watermark a fetch reports for each partition."""
+    """End offsets no lower than the high watermark a fetch reports for each partition.
+
+    Rides out a broker that is restarting (the probe reconnects until `timeout_s`); past that it
+    raises rather than fall back to `listed`, which may stop recovery short of the newest state.
+    """
     out = dict(listed)
-    todo = [tp for tp, end in listed.items() if end > 0]
-    if not todo:
-        return out
-    probe = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await probe.start()
-    try:
-        parts = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in todo]
-        probe.assign(parts)
-        for part, tp in zip(parts, todo, strict=True):
-            probe.seek(part, listed[tp] - 1)
-        pending = set(parts)
-        deadline = time.monotonic() + timeout_ms / 1000
-        while pending and time.monotonic() < deadline:
-            await probe.getmany(*pending, timeout_ms=100, max_records=1)
-            for part in list(pending):
-                hw = probe.highwater(part)
-                if hw is not None:
-                    pending.discard(part)
-                    tp = TP(part.topic, part.partition)
-                    out[tp] = max(out[tp], hw)
-    finally:
-        await probe.stop()
+    pending = {
+        aiokafka.TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end > 0
+    }
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        probe = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        try:
+            await probe.start()
+            probe.assign(list(pending))
+            for part, tp in pending.items():
+                probe.seek(part, listed[tp] - 1)
+            while pending and time.monotonic() < deadline:
+                await probe.getmany(*pending, timeout_ms=100, max_records=1)
+                for part in [p for p in pending if probe.highwater(p) is not None]:
+                    tp = pending.pop(part)
+                    out[tp] = max(out[tp], probe.highwater(part))
+        except aiokafka.errors.KafkaError as exc:  # the broker is away: try again until the deadline
+            if time.monotonic() >= deadline:
+                raise EndOffsetsUnconfirmed(f"end offsets of {sorted(pending.values())}: {exc!r}") from exc
+            await asyncio.sleep(0.5)
+        finally:
+            await probe.stop()
+        if pending and time.monotonic() >= deadline:
+            raise EndOffsetsUnconfirmed(f"no high watermark in {timeout_s} s for {sorted(pending.values())}")
     return out
 
 
@@ -255,6 +265,10 @@ class _Consumer(faust_aiokafka.Consumer):
         # is not, and the assertion crashed the worker: such a partition has nothing to check yet.
         if tp in self._positions((tp,)):
             super().verify_event_path(now, tp)
+
+    def known_positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The next offset to read of each of `tps` the consumer knows now, without a round trip."""
+        return self._positions(tps)
 
     def _positions(self, tps: Iterable[TP]) -> dict[TP, int]:
         # aiokafka's own bookkeeping, read on this thread: `consumer.position()` would be a round trip

@@ -1,0 +1,42 @@
+"""The calibration plot of `streamrisk train`: mean score against the observed positive rate per score bin,
+learned and hand-set, on the held-out payments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from .train import Result
+
+
+def calibration_plot(result: Result, path: Path) -> Path:
+    test = result.metrics["test"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="perfectly calibrated")
+    for name, style in (("learned", "o-"), ("handset", "s--")):
+        bins = test[name]["calibration"]
+        xs = [b["mean_score"] for b in bins]
+        ys = [b["observed"] for b in bins]
+        auc = test[name]["pr_auc"]
+        label = f"{'learned' if name == 'learned' else 'hand-set'} (PR-AUC {auc:.3f})" if auc is not None \
+            else name
+        ax.plot(xs, ys, style, ms=4, lw=1.2, label=label)
+        for x, y, b in zip(xs, ys, bins, strict=True):
+            ax.annotate(str(b["payments"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in the bin",
+           ylabel=f"share labelled {result.config.target} (stream labels)",
+           title=f"Calibration on {test['payments']} held-out payments")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
