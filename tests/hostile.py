@@ -1,4 +1,4 @@
-"""A seeded generator of hostile input over the four input topics, interleaved with valid records.
+"""A seeded generator of hostile input over the five input topics, interleaved with valid records.
 
 Every record says whether the contract calls it valid, so a test can check that each invalid one is
 dead-lettered exactly once and each valid payment decided exactly once (tests/test_hostile_input.py
@@ -22,12 +22,14 @@ ODD_IDS = [
 ]
 KEY_FIELD = {
     "payments": "user_id", "orders": "merchant_id", "repayments": "account_id", "chargebacks": "user_id",
+    "advances": "merchant_id",
 }
 REQUIRED = {
     "payments": ["event_id", "ts", "user_id", "merchant_id", "amount", "currency", "method"],
     "orders": ["event_id", "ts", "order_id", "merchant_id", "user_id", "amount", "currency", "status"],
     "repayments": ["event_id", "ts", "account_type", "account_id", "amount", "currency", "due_ts"],
     "chargebacks": ["event_id", "ts", "payment_id", "user_id", "merchant_id", "amount", "currency", "reason"],
+    "advances": ["event_id", "ts", "merchant_id", "amount", "currency"],
 }
 
 
@@ -76,6 +78,8 @@ class Hostile:
             kind = r.choice(["user", "merchant"])
             return {**base, "account_type": kind, "account_id": user if kind == "user" else merchant,
                     "due_ts": base["ts"] + r.randrange(-10**9, 10**12)}
+        if topic == "advances":
+            return {**base, "merchant_id": merchant}
         return {**base, "payment_id": self._eid("p"), "user_id": user, "merchant_id": merchant,
                 "reason": r.choice(["fraud", "not received", "理由"])}
 
@@ -163,7 +167,9 @@ class Hostile:
     def _bad_enum(self, topic: str) -> tuple[bytes | None, bytes | None, int | None]:
         rec = self.record(topic)
         field = {"payments": "method", "orders": "status", "repayments": "account_type"}.get(topic)
-        if field is None:
+        if topic == "advances":  # no enum: an empty currency instead
+            rec["currency"] = ""
+        elif field is None:
             rec["reason"] = ""
         else:
             rec[field] = self.rng.choice(["cheque", "", "CARD", "🦊"])
@@ -209,7 +215,7 @@ class Hostile:
     ]
 
     def stream(self, total: int, valid_payments: int, valid_others: int) -> list[Sent]:
-        """`total` records: the valid ones spread evenly among invalid ones over all four topics."""
+        """`total` records: the valid ones spread evenly among invalid ones over all five topics."""
         topics = list(KEY_FIELD)
         out = [self.valid("payments") for _ in range(valid_payments)]
         out += [self.valid(self.rng.choice(topics[1:])) for _ in range(valid_others)]

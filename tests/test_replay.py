@@ -166,6 +166,17 @@ def crashed_pass(
     return first, recovered
 
 
+def interrupted_writes(records: list[Record], committed: int, crash: int) -> int:
+    """How many state records the batch [committed:crash] writes after records [:committed], each read
+    as one batch (what `crashed_pass` chooses survivors from, with those batches)."""
+    first = Worker(DictKV(), PAYMENT_ONLY_RULES)
+    msgs = messages(records)
+    first.run(msgs[:committed], committed)
+    mark = len(first.kv.writes)
+    first.run(msgs[committed:crash], crash - committed)
+    return len(first.kv.writes) - mark
+
+
 # -- reading state
 def user_account(w: Worker, user: str) -> uc.UserAccount | None:
     raw = w.kv.get(USER_KIND + SEP + user.encode())
@@ -334,12 +345,7 @@ def test_every_subset_of_one_batch_s_state_records_replays_to_the_clean_state() 
     lacks at most two records or holds at most two, and 300 random ones)."""
     records = _one_batch()
     want = clean_pass(records, PAYMENT_ONLY_RULES, batch=2)
-    first = Worker(DictKV(), PAYMENT_ONLY_RULES)
-    msgs = messages(records)
-    first.run(msgs[:3], 3)
-    mark = len(first.kv.writes)
-    first.run(msgs[3:12], 9)
-    n = len(first.kv.writes) - mark
+    n = interrupted_writes(records, 3, 12)
     assert n >= 8  # chunks, metas, the index, the accounts, the merchant's decisions ...
     subsets: list[Iterable[int]]
     if n <= 11:
@@ -414,3 +420,54 @@ def test_the_dedupe_horizon_is_a_setting_at_least_the_payment_index_retention() 
     assert [o.value["event_id"] for o in out if o.topic == proc.t_decisions] == ["p1"]
     proc, out = _resent_after_the_user_was_swept(longer)
     assert not [o for o in out if o.topic == proc.t_decisions]
+
+
+# -- advances: decided and drawn once, whichever of the batch's state records survived
+def advance(eid: str, merchant: str, ts: int, amount: float) -> Record:
+    return Record("advances", merchant, {"event_id": eid, "ts": ts, "merchant_id": merchant, "amount": amount,
+                                         "currency": "CNY"})
+
+
+def _advances_batch() -> list[Record]:
+    return [
+        order("o1", "O1", "m1", "u0", T0, 1000.0, "placed"),
+        order("o2", "O1", "m1", "u0", T0 + 1, 1000.0, "fulfilled"),  # a line of 800.00
+        advance("a0", "m1", T0 + MINUTE_MS, 100.0),
+        # the batch a crash interrupts
+        advance("a1", "m1", T0 + 2 * MINUTE_MS, 500.0),
+        advance("a2", "m1", T0 + 3 * MINUTE_MS, 400.0),  # above the 200.00 available: declined
+        repayment("mr1", "m1", T0 + 4 * MINUTE_MS, 300.0, account_type="merchant"),
+        advance("a3", "m1", T0 + 5 * MINUTE_MS, 450.0),
+        order("o3", "O2", "m1", "u1", T0 + 6 * MINUTE_MS, 50.0, "placed"),
+        # read after the crash
+        advance("a1", "m1", T0 + 2 * MINUTE_MS, 500.0),  # a producer's retry
+        advance("a4", "m1", T0 + 7 * MINUTE_MS, 60.0),
+    ]
+
+
+def advance_decisions(w: Worker) -> dict[str, tuple[str, float, float]]:
+    """The last decision sent per advance: action, line, outstanding after it."""
+    return {o.value["event_id"]: (o.value["action"], o.value["credit_line"], o.value["credit_outstanding"])
+            for o in w.outs if o.topic == SETTINGS.topic("advance-decisions")}
+
+
+def test_every_subset_of_a_batch_of_advances_replays_to_the_clean_state() -> None:
+    records = _advances_batch()
+    want = clean_pass(records, PAYMENT_ONLY_RULES, batch=2)
+    a = merchant_account(want, "m1")
+    assert a is not None and a.line == 80_000
+    assert [v[0] for v in advance_decisions(want).values()] == ["approve", "approve", "decline", "approve",
+                                                                 "decline"]
+    assert a.outstanding == 10_000 + 50_000 - 30_000 + 45_000  # a0 + a1 - mr1 + a3; a4 (60.00) over 50.00
+    n = interrupted_writes(records, 3, 8)
+    assert n >= 2  # the merchant's state (the repayment, the order), its credit account
+    for survives in (c for k in range(n + 1) for c in itertools.combinations(range(n), k)):
+        _, got = crashed_pass(records, PAYMENT_ONLY_RULES, 3, 8, survives, batch=5, batch_after=5)
+        b = merchant_account(got, "m1")
+        assert b is not None
+        assert (b.outstanding, b.advances, b.applied) == (a.outstanding, a.advances, a.applied), survives
+        # Every advance read again gets the decision the clean pass gave it (its first may never have
+        # reached the topic), and the producer's retry of a1 none.
+        assert advance_decisions(got) == {k: v for k, v in advance_decisions(want).items() if k != "a0"}
+        sent = [o for o in got.outs if o.topic == SETTINGS.topic("advance-decisions")]
+        assert len(sent) == 4, survives

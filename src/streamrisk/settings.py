@@ -15,12 +15,13 @@ HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
 # Contract topic names before the deployment prefix (CONTRACT.md).
-INPUT_TOPICS = ("payments", "orders", "repayments", "chargebacks")
+INPUT_TOPICS = ("payments", "orders", "repayments", "chargebacks", "advances")
 OUTPUT_TOPICS = (
     "risk-decisions",
     "fraud-alerts",
     "credit-limit-adjustments",
     "credit-line-adjustments",
+    "advance-decisions",
     "dead-letters",
 )
 CONTROL_TOPIC = "risk-rules"

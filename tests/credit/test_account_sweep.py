@@ -8,6 +8,7 @@ import orjson
 
 from streamrisk.credit import user as uc
 from streamrisk.credit.book import MERCHANT_KIND, USER_KIND
+from streamrisk.credit.merchant import MerchantAccount
 from streamrisk.loadgen import patterns as pt
 from streamrisk.settings import Settings
 from streamrisk.state import keys
@@ -128,3 +129,20 @@ def test_old_order_keys_are_swept_and_a_settled_merchant_account_once_its_mercha
     pass_days(pipe, 41, 50)
     assert tombstoned(pipe, m2) and m1 in pipe.kv.data
     assert pipe.proc.stats()["memory"]["merchant_credit_accounts_swept"] == 1
+
+
+def test_a_merchant_account_is_kept_while_it_owes_and_for_the_settlement_period_after_an_advance() -> None:
+    """m1 owes an advance: kept however old. m2 only ever had an advance declined (no line): kept for the
+    settlement period after it, so the advance sent again within it is still recognised, then swept."""
+    pipe = Pipeline(SETTINGS)
+    m1, m2 = MERCHANT_KIND + SEP + b"m1", MERCHANT_KIND + SEP + b"m2"
+    # A line would keep m1's account anyway: set its account as owing with no line, as after a cut to 0.
+    pipe.kv.put(0, m1, MerchantAccount(8000, outstanding=5000).encode())
+    pipe.run([pt.advance("a1", "m2", 10.0, T0)], T0)
+    assert m2 in pipe.kv.data
+    pass_days(pipe, 1, 25)
+    retry = pipe.run([pt.advance("a1", "m2", 10.0, T0)], T0 + 25 * DAY)
+    assert not pipe.records("advance-decisions", retry)  # recognised: nothing sent again
+    pass_days(pipe, 26, 45)  # past the settlement period (30 d) after the advance, and the lateness
+    assert tombstoned(pipe, m2) and m1 in pipe.kv.data
+    assert pipe.proc.credit.merchant_view("m1", None)["credit_outstanding"] == 50.0

@@ -21,7 +21,8 @@ ops = st.lists(st.tuples(
     st.integers(0, 3 * DAY),
     st.one_of(
         st.tuples(st.just("reprice"), inputs, st.booleans()),
-        st.tuples(st.just("repay"), st.booleans(), st.none()),
+        st.tuples(st.just("repay"), st.booleans(), st.integers(0, 10**6)),
+        st.tuples(st.just("advance"), st.integers(1, 10**6), st.integers(0, 5)),
         st.tuples(st.just("alert"), st.integers(0, 2), st.none()),
         st.tuples(st.just("chargeback"), st.integers(0, 30), st.integers(0, 40)),  # (id, 30-day count)
         st.tuples(st.just("reload"), st.none(), st.none()),
@@ -37,7 +38,9 @@ def test_a_merchant_account_is_stored_as_the_json_of_its_fields(seq: list) -> No
         if kind == "reprice":
             mc.reprice(a, x, ts, POLICY, force=y)
         elif kind == "repay":
-            mc.repayment(a, x, POLICY)
+            mc.repayment(a, x, POLICY, amount=y)
+        elif kind == "advance":  # a few ids, so some are decided already
+            mc.advance(a, f"a{y}", ts, x, offset=y)
         elif kind == "alert":
             mc.fraud_alert(a, ts, x, POLICY)
         elif kind == "chargeback":

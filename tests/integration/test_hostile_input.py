@@ -97,6 +97,11 @@ async def test_fuzzed_stream_is_sorted_into_decisions_and_dead_letters(
         settle=1,
     )
     assert Counter(d["event_id"] for d in {d["decision_id"]: d for d in decisions}.values()) == expected
+    advances = {orjson.loads(s.value)["event_id"] for s in sent if s.valid and s.topic == "advances"}
+    advanced = await client.read(
+        "advance-decisions", until=lambda rs: {d["event_id"] for d in rs} >= advances, timeout=60, settle=1,
+    )
+    assert {d["event_id"] for d in advanced} == advances
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()
     body = await stats(worker)
     assert body["failed_records"] == 0, worker.log()  # every invalid record was caught by validation

@@ -21,7 +21,7 @@ from tests.pipeline import Pipeline
 END = 1_764_000_000_000
 N = 9000  # the demo: 30 s at 300 events/s
 BATCH = 200
-TOPICS = ("payments", "orders", "repayments", "chargebacks")
+TOPICS = ("payments", "orders", "repayments", "chargebacks", "advances")
 
 
 def _apart(sent: list, topics: tuple[str, ...]) -> list:
@@ -57,7 +57,13 @@ def demo(request: pytest.FixtureRequest) -> dict:
                 adjustments[kind][reason].add(who)
     decisions = {d["event_id"]: d for d in map(_json, p.records("risk-decisions"))}
     alerts = [_json(a) for a in p.records("fraud-alerts")]
+    advances: dict[str, list[tuple[str, str, list[str]]]] = defaultdict(list)  # event_id -> decisions
+    for d in map(_json, p.records("advance-decisions")):
+        who = scenario.get(("merchant", d["merchant_id"]), "normal")
+        advances[d["event_id"]].append((who, d["action"], d["reasons"]))
     return {
+        "advances": advances,
+        "advances_sent": {r.value["event_id"] for r in records if r.topic == "advances"},
         "adjustments": adjustments,
         "dead_letters": len(p.records("dead-letters")),
         "malformed": len(sent) - len(records),
@@ -109,3 +115,12 @@ def test_credit_outcomes_count_as_expected_and_raises_go_to_good_payers(demo) ->
     assert user["raises"] > 0 and user["raises_to_later_defaulters"] == 0
     assert user["cuts_before_default"] > 0  # late repayers go on repaying late after their cut
     assert demo["credit"]["merchant"]["cuts_before_default"] > 0
+
+
+def test_merchants_draw_advances_and_each_is_decided_once_within_or_beyond_its_line(demo) -> None:
+    advances = demo["advances"]
+    assert set(advances) == demo["advances_sent"]
+    assert all(len(d) == 1 for d in advances.values())
+    outcomes = {(who, action, tuple(reasons)) for [(who, action, reasons)] in advances.values()}
+    assert {("merchant_advances", "approve", ()), ("merchant_advances", "decline", ("ADVANCE_OVER_LINE",)),
+            ("normal", "approve", ())} <= outcomes

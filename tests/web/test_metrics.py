@@ -97,3 +97,17 @@ def test_a_shadow_rulesets_agreement_with_the_live_one_is_exported() -> None:
     got = {k: v for k, v in samples(metrics).items() if k[0] == "streamrisk_shadow_decisions_total"}
     assert sum(got.values()) == 2
     assert all(dict(labels)["version"] == SHADOW["version"] for _, labels in got)
+
+
+def test_advance_decisions_are_counted_per_action() -> None:
+    from streamrisk.loadgen import patterns as pt
+
+    pipe = Pipeline()
+    metrics = WorkerMetrics(pipe.proc)
+    pipe.run([pt.order("o:placed", "m1", "b1", 1000.0, T0),
+              pt.order("o:fulfilled", "m1", "b1", 1000.0, T0 + 1, status="fulfilled"),
+              pt.advance("a1", "m1", 500.0, T0 + 2), pt.advance("a2", "m1", 500.0, T0 + 3),
+              pt.advance("a1", "m1", 500.0, T0 + 2)], T0 + DAY_MS)  # line 800.00; a1 sent again
+    s = samples(metrics)
+    assert s["streamrisk_advance_decisions_total", (("action", "approve"),)] == 1
+    assert s["streamrisk_advance_decisions_total", (("action", "decline"),)] == 1

@@ -1,4 +1,5 @@
-"""Assembling the contract's output records: risk decisions, fraud alerts, credit adjustments.
+"""Assembling the contract's output records: risk decisions, fraud alerts, credit adjustments, advance
+decisions.
 
 Ids are deterministic hashes of what they decide, so a record repeated after a crash carries the same id
 and a downstream consumer can drop the repeat.
@@ -11,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .events import Payment, to_major
+from .events import Advance, Payment, to_major
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 ACTION_RANK = {APPROVE: 0, REVIEW: 1, DECLINE: 2}
@@ -115,3 +116,31 @@ def line_adjustment_record(
     parts = ("credit-line", merchant_id, event_id, policy_version)
     return _adjustment(("merchant_id", merchant_id), "line", parts, previous, new, reasons, ts, event_id,
                        policy_version)
+
+
+def advance_decision_record(
+    advance: Advance,
+    approved: bool,
+    reasons: Sequence[str],
+    line: int,
+    outstanding: int,
+    policy_version: str,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """An `advance-decisions` record; `line` and `outstanding` (after the advance) in minor units.
+
+    The id hashes the advance and the credit policy version, as a payment's hashes its ruleset's."""
+    return {
+        "decision_id": stable_id("advance-decision", advance.event_id, policy_version),
+        "event_id": advance.event_id,
+        "merchant_id": advance.merchant_id,
+        "ts": advance.ts,
+        "action": APPROVE if approved else DECLINE,
+        "reasons": list(reasons),
+        "credit_line": to_major(line),
+        "credit_outstanding": to_major(outstanding),
+        "decided_at": now_ms if now_ms is not None else int(time.time() * 1000),
+        "amount": to_major(advance.amount),
+        "credit_available": to_major(max(0, line - outstanding)),
+        "policy_version": policy_version,
+    }

@@ -92,7 +92,18 @@ class Chargeback:
     reason: str
 
 
-Record = Payment | Order | Repayment | Chargeback
+@dataclass(slots=True, frozen=True)
+class Advance:
+    """A merchant's draw on its credit line (supply-chain finance)."""
+
+    event_id: str
+    ts: int
+    merchant_id: str
+    amount: int
+    currency: str
+
+
+Record = Payment | Order | Repayment | Chargeback | Advance
 
 
 def to_minor(amount: float) -> int:
@@ -338,6 +349,18 @@ class Validator:
         self._key(key, c.user_id, "user_id")
         return c
 
+    def advance(self, key: bytes | None, value: bytes | None, now_ms: int) -> Advance:
+        d = self._object(key, value)
+        a = Advance(
+            event_id=self._id(d, "event_id"),
+            ts=self._ts(d, "ts", now_ms),
+            merchant_id=self._id(d, "merchant_id"),
+            amount=self._amount(d),
+            currency=self._currency(d),
+        )
+        self._key(key, a.merchant_id, "merchant_id")
+        return a
+
     def parser_for(self, kind: str) -> Callable[[bytes | None, bytes | None, int], Record]:
         """The parser for a contract input topic name (without prefix)."""
         return {
@@ -345,4 +368,5 @@ class Validator:
             "orders": self.order,
             "repayments": self.repayment,
             "chargebacks": self.chargeback,
+            "advances": self.advance,
         }[kind]

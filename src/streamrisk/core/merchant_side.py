@@ -3,9 +3,11 @@
 Payments and chargebacks are keyed by user, but matter to their merchant too: the user side forwards
 them (`MerchantSide.forward`), keyed by merchant, on an internal topic that comes back through the
 processor on the worker that owns the merchant (`MerchantSide.event`), with a decided payment's outcome
-for the merchant's last decisions. Orders arrive keyed by merchant. The merchant's owner publishes a
-risk summary of every merchant it changed, at most one per merchant per interval (`summaries`), which
-every worker reads into its merchant view (merchant_view.py, broadcast.py).
+for the merchant's last decisions. Orders and advances arrive keyed by merchant, on the partition of the
+merchant's state, so they need no forwarding: the worker that reads them owns the merchant. The
+merchant's owner publishes a risk summary of every merchant it changed, at most one per merchant per
+interval (`summaries`), which every worker reads into its merchant view (merchant_view.py,
+broadcast.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ..state.chunks import HeldEvent
 from ..state.merchant_decisions import MerchantDecisions
 from ..state.store import EntityStore, Slot
 from .alerting import Alerting
-from .events import InvalidRecord, Order, Validator, check_id, shown
+from .decisions import advance_decision_record
+from .events import Advance, InvalidRecord, Order, Validator, check_id, shown
 from .merchant_view import MerchantView, encode_summary
 from .records import FORWARDED_BARE, FORWARDED_DECIDED, Counters, Forwarded, Message, Out, Outcome
 
@@ -42,6 +45,9 @@ ORDER_SERIES = {
     "refunded": M_REFUNDED,
     "cancelled": M_CANCELLED,
 }
+
+# The reason of every advance's decline when the deployment runs without credit (STREAMRISK_CREDIT=off).
+CREDIT_OFF = "CREDIT_OFF"
 
 # A forwarded event's id is its kind's letter and the input event's id (processor.py); only payments
 # and chargebacks are forwarded.
@@ -121,9 +127,11 @@ class MerchantSide:
         tick: Callable[[int, int], None],
         events_topic: str,
         risk_topic: str,
+        advance_topic: str = "advance-decisions",
     ) -> None:
         """`tick(partition, ts)`: the processor's, called for every merchant event that reaches
-        state; `events_topic` and `risk_topic` are the internal merchant-events and merchant-risk."""
+        state; `events_topic` and `risk_topic` are the internal merchant-events and merchant-risk,
+        `advance_topic` the contract's advance-decisions (for declines without credit)."""
         self.merchants = merchants
         self.decisions = decisions
         self.view = view
@@ -133,6 +141,7 @@ class MerchantSide:
         self.tick = tick
         self.events_topic = events_topic
         self.risk_topic = risk_topic
+        self.advance_topic = advance_topic
         # Merchants the current batch changed, and those changed since the last summaries were
         # published.
         self.touched: dict[str, Slot[MerchantState]] = {}
@@ -178,6 +187,17 @@ class MerchantSide:
         slot, first = self.hold(out, o.merchant_id, m.partition, held)
         if self.credit is not None:  # held already (a crash): the order index gets what it lacks
             self.credit.on_order(m.partition, o, slot, out, again=not first, offset=m.offset)
+
+    def advance(self, m: Message, a: Advance, out: list[Out]) -> None:
+        """A merchant's draw on its credit line, decided by the credit book (`CreditBook.on_advance`)
+        against its available line, once per advance id. It is not held in the merchant's windows (no
+        feature reads it), but it moves the partition's clock like any event that reaches state."""
+        self.tick(m.partition, a.ts)
+        if self.credit is None:  # no line to draw on: declined, and nothing kept
+            record = advance_decision_record(a, False, (CREDIT_OFF,), 0, 0, "")
+            out.append(Out(self.advance_topic, a.merchant_id, record))
+        elif not self.credit.on_advance(m.partition, a, m.offset, out):
+            self.counters.duplicates += 1
 
     def event(self, m: Message, f: Forwarded, out: list[Out]) -> None:
         """Apply a forwarded event (`f`: the record as read_forwarded checked it)."""

@@ -1,8 +1,8 @@
 """The worker's core, free of Faust: a batch of input messages in, state updated, records to send out.
 
-Payments, chargebacks and user repayments arrive keyed by user and update user state; orders and
-merchant repayments arrive keyed by merchant. Payments and chargebacks also matter to the merchant, so
-they are forwarded, keyed by merchant, on an internal topic that comes back through this processor on
+Payments, chargebacks and user repayments arrive keyed by user and update user state; orders, advances
+and merchant repayments arrive keyed by merchant. Payments and chargebacks also matter to the merchant,
+so they are forwarded, keyed by merchant, on an internal topic that comes back through this processor on
 the worker that owns the merchant.
 
 A payment's decision needs both sides: its user's features (here, same partition) and its merchant's
@@ -142,7 +142,7 @@ class Processor:
         )
         self.merchant_side = MerchantSide(
             self.merchants, self.merchant_decisions, self.merchant_view, self.alerting, self.credit,
-            self.counters, self._tick, self.t_merchant_events, self.t_merchant_risk,
+            self.counters, self._tick, self.t_merchant_events, self.t_merchant_risk, t("advance-decisions"),
         )
         # Deployed topic name -> (contract name, handler).
         self._routes: dict[str, tuple[str, Callable[[Message, Any, list[Out]], None]]] = {
@@ -150,6 +150,7 @@ class Processor:
             t("orders"): ("orders", self.merchant_side.order),
             t("repayments"): ("repayments", self._repayment),
             t("chargebacks"): ("chargebacks", self._chargeback),
+            t("advances"): ("advances", self.merchant_side.advance),
         }
         self._parsers = {name: self.validator.parser_for(name) for name, _ in self._routes.values()}
 

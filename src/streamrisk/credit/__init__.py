@@ -34,7 +34,8 @@ def credit_book(
     return CreditBook(kv, policy, merchants, settlement_ms,
                       settings.topic("credit-limit-adjustments"), settings.topic("credit-line-adjustments"),
                       settings.credit_account_idle_ms, clock,
-                      partial(key_partition, partitions=settings.partitions))
+                      partial(key_partition, partitions=settings.partitions),
+                      settings.topic("advance-decisions"))
 
 
 def use_policy(processor: Any, policy: CreditPolicy) -> None:

@@ -10,9 +10,10 @@ before the settlement period does not lower today's receivables.
 
 The background sweep (state/sweep.py) drops, on each partition's event-time clock: a user account once
 it is closed (settled, at its initial limit and idle for `idle_ms`: `user.closed`), a merchant account
-once its merchant's state has expired and it holds no line, no lowered advance rate and no hold
-(`merchant.settled`), and a merchant's order index once its newest order is past the settlement
-period. Each plus the allowed lateness, so no event within it could have seen the record.
+once its merchant's state has expired and it holds no line, no lowered advance rate, no hold, nothing
+outstanding and no advance within the settlement period (`merchant.settled`), and a merchant's order
+index once its newest order is past the settlement period. Each plus the allowed lateness, so no event
+within it could have seen the record.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from ..core.decisions import limit_adjustment_record, line_adjustment_record
-from ..core.events import Chargeback, Order, Payment, Repayment, to_major
+from ..core.decisions import advance_decision_record, limit_adjustment_record, line_adjustment_record
+from ..core.events import Advance, Chargeback, Order, Payment, Repayment, to_major
 from ..features.entities import M_CHARGEBACK, M_PAYMENT, M_SETTLED_REFUND, MerchantState
 from ..settings import DAY_MS
 from ..state import keys
@@ -81,6 +82,7 @@ class CreditBook:
         account_idle_ms: int = 365 * DAY_MS,
         clock: PartitionClock | None = None,
         partition_of: Callable[[str], int] | None = None,
+        advance_topic: str = "advance-decisions",
     ) -> None:
         self.kv = kv
         self.policy = policy
@@ -88,6 +90,7 @@ class CreditBook:
         self.settlement_ms = settlement_ms
         self.t_limits = limit_topic
         self.t_lines = line_topic
+        self.t_advances = advance_topic
         # Event-time clock and entity id -> partition for the background sweep (module docstring).
         self.account_idle_ms = account_idle_ms
         self.clock = clock
@@ -103,6 +106,8 @@ class CreditBook:
         self.limit_adjustments: dict[str, int] = {}  # by reason, for /stats and the demo
         self.line_adjustments: dict[str, int] = {}
         self.draws_reversed = 0
+        self.advances: dict[str, int] = {}  # advance decisions by action, for /stats and the demo
+        self.advance_overpayments = 0  # merchant repayments that found less outstanding than they paid
         self.user_accounts_swept = 0
         self.merchant_accounts_swept = 0
 
@@ -218,7 +223,7 @@ class CreditBook:
                 return
             acct = mc.MerchantAccount.from_list(orjson.loads(raw))
         horizon = self._horizon(merchant_id)
-        if horizon is not None and mc.settled(acct, horizon[1], self.policy.merchant):
+        if horizon is not None and mc.settled(acct, horizon[1], self.policy.merchant, self.settlement_ms):
             self.kv.delete(horizon[0], key)
             self._merchants.pop(merchant_id, None)
             self.merchant_accounts_swept += 1
@@ -299,16 +304,19 @@ class CreditBook:
 
     def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
         """A user repayment pays the balance down, and one past due cuts the limit at once; a merchant
-        one moves the advance rate. Once per repayment id (the accounts remember the ids they applied)."""
+        one pays its advances down and moves the advance rate. Once per repayment id (the accounts
+        remember the ids they applied)."""
         if r.account_type == "user":
             acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
             adj = uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user, r.event_id)
             if adj is not None:
                 self._emit_limit(out, r.account_id, r.event_id, adj)
         else:
-            if mc.repayment(self.merchant(partition, r.account_id), r.on_time, self.policy.merchant,
-                            r.event_id):
+            macct = self.merchant(partition, r.account_id)
+            owed = macct.outstanding
+            if mc.repayment(macct, r.on_time, self.policy.merchant, r.event_id, r.amount):
                 self._changed.add((MERCHANT_KIND, r.account_id))
+                self.advance_overpayments += r.amount > owed
             self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
 
     def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
@@ -384,6 +392,24 @@ class CreditBook:
             self._changed.add((MERCHANT_KIND, merchant_id))
             self._emit_line(out, merchant_id, event_id, change)
 
+    def on_advance(self, partition: int, a: Advance, offset: int, out: list[Any]) -> bool:
+        """Decide an advance against the merchant's available line (line - outstanding) and draw it if
+        approved, once per advance id; its `advance-decisions` record goes to `out`. A record read again
+        at the offset its kept decision came from (after a crash) gets that decision again; False for
+        one sent again (another offset), which has no effect and no output."""
+        acct = self.merchant(partition, a.merchant_id)
+        decision, new = mc.advance(acct, a.event_id, a.ts, a.amount, offset)
+        if new:
+            self._changed.add((MERCHANT_KIND, a.merchant_id))
+            action = "approve" if decision.approved else "decline"
+            self.advances[action] = self.advances.get(action, 0) + 1
+        elif decision.offset != offset or offset < 0:
+            return False
+        record = advance_decision_record(a, bool(decision.approved), decision.reasons, decision.line,
+                                         decision.outstanding, self.policy.version)
+        out.append(Out(self.t_advances, a.merchant_id, record))
+        return True
+
     def on_merchant_alert(self, merchant_id: str, slot: Slot[MerchantState], severities: Iterable[str],
                           out: list[Any], trigger: HeldEvent) -> None:
         """Merchant fraud alerts (e.g. bust-out), raised at the merchant's event `trigger`: cut the
@@ -423,6 +449,8 @@ class CreditBook:
             "limit_adjustments": dict(self.limit_adjustments),
             "line_adjustments": dict(self.line_adjustments),
             "draws_reversed": self.draws_reversed,
+            "advance_decisions": dict(self.advances),
+            "advance_overpayments": self.advance_overpayments,
         }
 
     def memory_stats(self) -> dict[str, int]:
@@ -461,6 +489,9 @@ class CreditBook:
         receivables = state.credit_inputs()[0] if state is not None else 0
         return {
             "credit_line": to_major(a.line),
+            "credit_outstanding": to_major(a.outstanding),
+            "credit_available": to_major(a.available),
+            "credit_utilization": a.utilization(),
             "receivables": to_major(receivables),
             "advance_rate": a.advance_bp / 10_000,
             "credit_adjustments": _history(a.history, "line"),

@@ -10,6 +10,10 @@ receivables and risk, and the band that decides when a new line is published.
 
 The advance rate starts at the policy's and moves with the merchant's own repayments: down a step
 for a late one (to a minimum), up a step for an on-time one (back to the policy's).
+
+Advances draw on the published line: one above the available line (line - outstanding) is declined,
+an approved one adds to what the merchant owes, and `merchant` repayments pay that down, never below 0.
+Each advance is decided once per event id: the account keeps the decisions of its last ADVANCES_KEPT.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ SALES_DECLINE = "SALES_DECLINE"
 LATE_REPAYMENTS = "LATE_REPAYMENTS"
 MERCHANT_FRAUD_ALERT = "MERCHANT_FRAUD_ALERT"
 CHARGEBACK_SPIKE = "CHARGEBACK_SPIKE"
+# Reason code of a declined advance (docs/credit.md).
+ADVANCE_OVER_LINE = "ADVANCE_OVER_LINE"
 
 HISTORY = 5
 # Merchant repayment ids kept to apply each once (a replay after a crash, a producer's retry).
 APPLIED_KEPT = 256
 # Chargeback ids kept for the spike window (a spike is counted up to this many).
 SPIKE_KEPT = 1024
+# Advance decisions kept to decide each advance once (a replay after a crash, a producer's retry).
+ADVANCES_KEPT = 256
 
 
 class LineInputs(NamedTuple):
@@ -46,6 +54,21 @@ class LineInputs(NamedTuple):
     chargeback_rate_30d: float
     sales_day: int  # fulfilled value in the last 24 h (minor units)
     sales_30d: int  # fulfilled value in the last 30 days
+
+
+class AdvanceDecision(NamedTuple):
+    """An advance as decided, kept on the account by its event id (ADVANCES_KEPT)."""
+
+    ts: int
+    amount: int
+    approved: int  # 1 or 0 (kept as JSON numbers)
+    line: int  # the line it was decided against
+    outstanding: int  # what the merchant owed after it
+    offset: int  # its input offset (-1 unknown): the same offset again is the record read again
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return () if self.approved else (ADVANCE_OVER_LINE,)
 
 
 class LineChange(NamedTuple):
@@ -66,38 +89,64 @@ class MerchantAccount:
     spike_until: int = -1  # a chargeback spike holds the line cut until then
     # Chargeback event id -> ts, of the chargebacks in the spike window (at most SPIKE_KEPT).
     chargebacks: dict[str, int] = field(default_factory=dict)
+    outstanding: int = 0  # approved advances less merchant repayments, never below 0
+    # Advance id -> its decision (AdvanceDecision's fields), the last ADVANCES_KEPT, oldest first.
+    advances: dict[str, list[int]] = field(default_factory=dict)
     # The JSON of history until it changes (reprice): a merchant whose fraud rule keeps firing is
     # written after every batch, with only its hold's end changed.
     _history_json: bytes | None = field(default=None, repr=False, compare=False)
+    # The JSON of advances until one is added: at ADVANCES_KEPT it is ~17 KB, ~70 µs to encode.
+    _advances_json: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def available(self) -> int:
+        """What an advance may draw now: the published line less what is outstanding, at least 0."""
+        return max(0, self.line - self.outstanding)
+
+    def utilization(self) -> float:
+        """Outstanding / line (above 1 when the line was cut below what is owed; 1.0 owing on no line)."""
+        if self.line > 0:
+            return self.outstanding / self.line
+        return 1.0 if self.outstanding > 0 else 0.0
 
     def to_list(self) -> list[Any]:
         return [self.advance_bp, self.line, self.hold_until, self.history, self.applied, self.spike_until,
-                self.chargebacks]
+                self.chargebacks, self.outstanding, self.advances]
 
     def encode(self) -> bytes:
         """orjson.dumps(self.to_list()), byte for byte, with the history's JSON as kept."""
         hist = self._history_json
         if hist is None:
             hist = self._history_json = orjson.dumps(self.history)
+        adv = self._advances_json
+        if adv is None:
+            adv = self._advances_json = orjson.dumps(self.advances)
+        rest = orjson.dumps([self.applied, self.spike_until, self.chargebacks, self.outstanding])
         return b"".join((orjson.dumps([self.advance_bp, self.line, self.hold_until])[:-1], b",", hist, b",",
-                         orjson.dumps([self.applied, self.spike_until, self.chargebacks])[1:]))
+                         rest[1:-1], b",", adv, b"]"))
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MerchantAccount:
-        # Accounts written before `applied` existed have 4 fields, before the spike's 5.
+        # Accounts written before `applied` existed have 4 fields, before the spike's 5, before advances 7.
         return cls(v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else [], v[5] if len(v) > 5 else -1,
-                   v[6] if len(v) > 6 else {})
+                   v[6] if len(v) > 6 else {}, v[7] if len(v) > 7 else 0, v[8] if len(v) > 8 else {})
 
 
 def open_account(p: MerchantPolicy) -> MerchantAccount:
     return MerchantAccount(advance_bp=p.advance_rate_bp)
 
 
-def settled(a: MerchantAccount, ts: int, p: MerchantPolicy) -> bool:
+def settled(a: MerchantAccount, ts: int, p: MerchantPolicy, advances_ms: int = 0) -> bool:
     """Whether the account is a new one in all but its history at `ts`: no line published, the
-    policy's advance rate, no fraud hold running. The sweep drops such an account once its merchant's
-    state has expired (book.py): nothing it holds changes a decision."""
-    return a.line == 0 and a.advance_bp == p.advance_rate_bp and a.hold_until < ts and a.spike_until < ts
+    policy's advance rate, no fraud hold or chargeback spike running, nothing outstanding, and no
+    advance in the `advances_ms` before `ts` (its decision is kept that long at least, so a repeat draws
+    nothing). The sweep drops such an account once its merchant's state has expired (book.py): nothing
+    it holds changes a decision."""
+    newest = max((d[0] for d in a.advances.values()), default=None)
+    return (
+        a.line == 0 and a.advance_bp == p.advance_rate_bp and a.hold_until < ts and a.spike_until < ts
+        and a.outstanding == 0 and (newest is None or newest + advances_ms < ts)
+    )
 
 
 def sales_trend(x: LineInputs) -> float:
@@ -155,14 +204,36 @@ def reprice(
     return change
 
 
-def repayment(a: MerchantAccount, on_time: bool, p: MerchantPolicy, event_id: str = "") -> bool:
-    """A `merchant` repayment of an advance: late ones lower the advance rate, on-time ones restore it.
-    False (and no change) if repayment `event_id` was applied already."""
+def advance(a: MerchantAccount, event_id: str, ts: int, amount: int, offset: int = -1
+            ) -> tuple[AdvanceDecision, bool]:
+    """Decide advance `event_id` against the available line; an approved one is drawn. Its decision,
+    and False when it was decided already (the decision kept then, and no second draw)."""
+    kept = a.advances.get(event_id)
+    if kept is not None:
+        return AdvanceDecision(*kept), False
+    approved = amount <= a.available
+    if approved:
+        a.outstanding += amount
+    decision = AdvanceDecision(ts, amount, int(approved), a.line, a.outstanding, offset)
+    a.advances[event_id] = list(decision)
+    if len(a.advances) > ADVANCES_KEPT:
+        del a.advances[next(iter(a.advances))]
+    a._advances_json = None
+    return decision, True
+
+
+def repayment(
+    a: MerchantAccount, on_time: bool, p: MerchantPolicy, event_id: str = "", amount: int = 0
+) -> bool:
+    """A `merchant` repayment of an advance: it pays `amount` of the outstanding down (never below 0:
+    the rest of an overpayment is not kept), and late ones lower the advance rate, on-time ones
+    restore it. False (and no change) if repayment `event_id` was applied already."""
     if event_id:
         if event_id in a.applied:
             return False
         a.applied.append(event_id)
         del a.applied[:-APPLIED_KEPT]
+    a.outstanding = max(0, a.outstanding - amount)
     if on_time:
         a.advance_bp = min(p.advance_rate_bp, a.advance_bp + p.on_time_repayment_step_bp)
     else:

@@ -1,6 +1,7 @@
 """The credit scenarios of the scenario traffic: users who repay on time or late, who max out their
 limit or whose payment is charged back, and merchants whose sales surge then collapse or who repay
-their advances late, so that every limit and line adjustment path happens, even in a 30 s demo.
+their advances late, or who draw advances within and beyond their line, so that every limit and line
+adjustment path and both advance decisions happen, even in a 30 s demo.
 
 The credit policy decides in event time: a limit is reviewed once a review period (7 days) has passed,
 and a raise needs weeks of on-time repayments. A run compresses a few days of event time, so a subject
@@ -41,6 +42,7 @@ SHARES: dict[str, float] = {
     "disputed": 0.0003,
     "sales_collapse": 0.0002,
     "late_merchant": 0.0002,
+    "merchant_advances": 0.0002,
 }
 
 
@@ -180,8 +182,9 @@ def sales_collapse(t: ScenarioTraffic, now: int) -> None:
 
 
 def late_merchant(t: ScenarioTraffic, now: int) -> None:
-    """Three weeks of steady sales, then, live, three advances repaid days after their due dates, one
-    after the other: each lowers the advance rate, and the line follows (LATE_REPAYMENTS)."""
+    """Three weeks of steady sales, then, live, three advances drawn and each repaid an hour later but
+    days after its due date, one after the other: each repayment lowers the advance rate, and the line
+    follows (LATE_REPAYMENTS)."""
     name = "late_merchant"
     merchant = t.new_subject(name)
     subject = ("merchant", merchant)
@@ -189,7 +192,27 @@ def late_merchant(t: ScenarioTraffic, now: int) -> None:
         _sell(t, name, merchant, now + LIVE - 4 * HOUR - (21 - i) * DAY, t.rng.uniform(150, 250))
     for ts in (now + LIVE, now + LIVE + 2 * HOUR, now + LIVE + 4 * HOUR):
         rep = t.repayment(ts, "merchant", merchant, t.rng.uniform(500, 1500), ts - 2 * DAY)
+        drawn = t.advance(ts - HOUR, merchant, rep.value["amount"])  # within the line
+        t.schedule(ts - HOUR, drawn, name, CREDIT, subject)
         t.schedule(ts, rep, name, CREDIT, subject)
+
+
+def merchant_advances(t: ScenarioTraffic, now: int) -> None:
+    """Three weeks of steady sales (a line of about 80 % of them), then, live, an advance well within the
+    line (approved), one far beyond it (declined, ADVANCE_OVER_LINE), and a day later the approved one
+    repaid on time (the outstanding back to 0)."""
+    name = "merchant_advances"
+    merchant = t.new_subject(name)
+    subject = ("merchant", merchant)
+    for i in range(22):  # one sale a day, into the live part: about 4 400.00 of receivables
+        _sell(t, name, merchant, now + LIVE - 4 * HOUR - (21 - i) * DAY, t.rng.uniform(150, 250))
+    within = t.advance(now + LIVE, merchant, t.rng.uniform(300, 900))
+    t.schedule(now + LIVE, within, name, CREDIT, subject)
+    beyond = t.advance(now + LIVE + HOUR, merchant, t.rng.uniform(20_000, 40_000))
+    t.schedule(now + LIVE + HOUR, beyond, name, CREDIT, subject)
+    paid = now + LIVE + DAY
+    rep = t.repayment(paid, "merchant", merchant, within.value["amount"], paid + 5 * DAY)
+    t.schedule(paid, rep, name, CREDIT, subject)
 
 
 STARTERS: dict[str, Callable[[ScenarioTraffic, int], None]] = {
@@ -200,4 +223,5 @@ STARTERS: dict[str, Callable[[ScenarioTraffic, int], None]] = {
     "disputed": disputed,
     "sales_collapse": sales_collapse,
     "late_merchant": late_merchant,
+    "merchant_advances": merchant_advances,
 }

@@ -159,6 +159,12 @@ def repayment(
     return ("repayments", account, value)
 
 
+def advance(eid: str, merchant: str, amount: float, ts: int) -> Record:
+    """A merchant's draw on its credit line."""
+    value = {"event_id": eid, "ts": ts, "merchant_id": merchant, "amount": amount, "currency": "CNY"}
+    return ("advances", merchant, value)
+
+
 def _repayer(user: str, now: int, late_days: int, tag: str) -> list[Record]:
     """Ten weeks of credit_line spending, each week's balance repaid `late_days` after its due day."""
     out: list[Record] = []

@@ -56,6 +56,7 @@ def build_report(result: LoadtestResult) -> dict[str, Any]:
         "alerts": {"total": len(w.alerts), "by_reason": _alert_reasons(w.alerts)},
         "credit_adjustments": len(w.adjustments),
         "credit_reasons": reasons_by_kind(w.adjustments),
+        "advance_decisions": {"actions": dict(w.advance_actions), "reasons": dict(w.advance_reasons)},
         "quality": {"decisions": decisions, "alerts": alerts,
                     "credit": credit_quality(w.adjustments, w.defaults)},
         "series": {
@@ -152,6 +153,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         reasons = ", ".join(f"{k} {v}" for k, v in top)
         t.add_row(f"credit {kind} adjustments",
                   f"{moves['raises']:,} up, {moves['cuts']:,} down; by reason: {reasons}" if top else "none")
+    adv = report.get("advance_decisions") or {}
+    actions, reasons = adv.get("actions") or {}, adv.get("reasons") or {}
+    by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
+    t.add_row("advance decisions", f"{actions.get('approve', 0):,} approved, {actions.get('decline', 0):,} "
+              f"declined; by reason: {by_reason}" if actions else "none")
     console.print(t)
     console.print(quality_table(report))
     credit = report["quality"]["credit"]

@@ -13,6 +13,7 @@ import bisect
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -133,6 +134,8 @@ class ScenarioTraffic:
         self._starters: dict[str, Callable[[int], None]] = {name: self._starter(name) for name in SCENARIOS}
         self._untold = [name for name in credit_scenarios.STARTERS if self.mix.get(name, 0.0) > 0]
         self._generated = 0  # events made up by next() rather than taken from the schedule
+        # Normal advances to repay: (repayment time, merchant, amount, due time), oldest first.
+        self._advances_owed: deque[tuple[int, str, float, int]] = deque()
 
     def _starter(self, name: str) -> Callable[[int], None]:
         credit = credit_scenarios.STARTERS.get(name)
@@ -207,6 +210,11 @@ class ScenarioTraffic:
             "event_id": self._eid("rep"), "ts": ts, "account_type": kind, "account_id": account,
             "amount": round(amount, 2), "currency": "CNY", "due_ts": due})
 
+    def advance(self, ts: int, merchant: str, amount: float) -> Record:
+        return Record("advances", merchant, {
+            "event_id": self._eid("adv"), "ts": ts, "merchant_id": merchant, "amount": round(amount, 2),
+            "currency": "CNY"})
+
     def chargeback(self, ts: int, pay: Record, reason: str = "fraud") -> Record:
         p = pay.value
         return Record("chargebacks", p["user_id"], {
@@ -264,10 +272,20 @@ class ScenarioTraffic:
         return rec
 
     def _normal_repayment(self, now: int) -> Record:
-        # Merchants repay their advances, on time.
+        """Merchants draw advances on their lines and repay them on time: the next of these events
+        repays the oldest advance whose repayment day has come, else draws a new one (a merchant whose
+        line is too small has it declined, and its repayment then finds nothing owed). The same draws
+        from the generator whichever it is, so the rest of the stream does not depend on the choice."""
         merchant = self.pick_merchant()
-        rec = self.repayment(now, "merchant", merchant, round(self.rng.lognormvariate(6, 0.5), 2),
-                             now + self.rng.randrange(DAY, 10 * DAY))
+        amount = round(self.rng.lognormvariate(6, 0.5) / 4, 2)
+        wait = self.rng.randrange(DAY, 10 * DAY)
+        owed = self._advances_owed
+        if owed and owed[0][0] <= now:
+            _, merchant, amount, due = owed.popleft()
+            rec = self.repayment(now, "merchant", merchant, amount, due)
+        else:
+            rec = self.advance(now, merchant, amount)
+            owed.append((now + wait, merchant, amount, now + 11 * DAY))
         self._label_now(rec, NORMAL, "merchant", merchant)
         return rec
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from hdrh.histogram import HdrHistogram
 
-INPUT_TOPICS = ("payments", "orders", "repayments", "chargebacks")
+INPUT_TOPICS = ("payments", "orders", "repayments", "chargebacks", "advances")
 # Latencies are recorded in microseconds, from 1 µs to 10 min, to 3 significant digits.
 _HDR_MAX_US = 600_000_000
 
@@ -51,6 +51,8 @@ class Watch:
     repeats: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # credit limit and line
+    advance_actions: Counter[str] = field(default_factory=Counter)  # advance decisions by action
+    advance_reasons: Counter[str] = field(default_factory=Counter)  # and by reason code
     dead_letters: Counter[str] = field(default_factory=Counter)  # by source topic
     view_lag: HdrHistogram = field(default_factory=new_histogram)
     lag: list[tuple[float, int | None, int]] = field(default_factory=list)  # (t, group lag, in flight)
@@ -72,7 +74,7 @@ class Watch:
         if topic == "payments":
             self.sent_at[value["event_id"]] = at
             slot.payments += 1
-        if topic != "repayments":
+        if topic not in ("repayments", "advances"):  # neither is in the merchant's features
             self.merchant_sent.setdefault((value["merchant_id"], value["ts"]), at)
         if topic == "chargebacks":
             self.defaults.setdefault(("user", value["user_id"]), []).append(value["ts"])
@@ -144,9 +146,11 @@ async def _assign_all(consumer: AIOKafkaConsumer, topics: list[str], wait_s: flo
 
 async def watch_outputs(bootstrap: str, prefix: str, watch: Watch, stop: asyncio.Event,
                         summary_topic: str | None = None, ready_s: float = 60.0) -> None:
-    """Read decisions, alerts, adjustments, dead letters and merchant summaries until `stop`."""
+    """Read decisions, alerts, adjustments, advance decisions, dead letters and merchant summaries until
+    `stop`."""
     names = {prefix + t: t for t in ("risk-decisions", "fraud-alerts", "dead-letters",
-                                     "credit-limit-adjustments", "credit-line-adjustments")}
+                                     "credit-limit-adjustments", "credit-line-adjustments",
+                                     "advance-decisions")}
     if summary_topic:
         names[summary_topic] = "summary"
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
@@ -175,6 +179,9 @@ async def watch_outputs(bootstrap: str, prefix: str, watch: Watch, stop: asyncio
                         watch.alerts.append(value)
                     elif kind == "summary":
                         watch.on_summary((r.key or b"").decode(errors="replace"), value, now)
+                    elif kind == "advance-decisions":
+                        watch.advance_actions[value["action"]] += 1
+                        watch.advance_reasons.update(value["reasons"])
                     else:
                         watch.adjustments.append(value)
     finally:

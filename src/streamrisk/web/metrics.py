@@ -64,6 +64,8 @@ class _CounterCollector:
         yield labelled("decisions", "Risk decisions per action", "action", c.decisions)
         yield labelled("alerts", "Fraud alerts per reason code", "reason", c.alerts)
         yield labelled("credit_adjustments", "Credit adjustments per kind", "kind", adjustments(p))
+        yield labelled("advance_decisions", "Merchant advance decisions per action", "action",
+                       dict(getattr(p.credit, "advances", None) or {}))
         yield plain("alerts_suppressed", "Alert reasons suppressed by the dedupe window",
                     p.alert_gate.suppressed)
         yield plain("late_events", "Events applied out of order",

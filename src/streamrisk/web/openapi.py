@@ -166,9 +166,11 @@ def openapi_document(auth: bool) -> dict[str, Any]:
         ),
         "/merchants/{merchant_id}": _get(
             "A merchant's features, credit line, last decisions and latest alerts (any worker answers)",
-            _json(_entity("merchant", "credit_line", {"recent_decisions": {
-                "type": "array", "items": MERCHANT_DECISION,
-                "description": "the last decisions on payments to the merchant, newest payment first"}}),
+            _json(_entity("merchant", "credit_line", {
+                "credit_utilization": {**NULLABLE_NUM, "description": "credit_outstanding / credit_line"},
+                "recent_decisions": {
+                    "type": "array", "items": MERCHANT_DECISION,
+                    "description": "the last decisions on payments to the merchant, newest payment first"}}),
                   "the merchant"),
             *state, params=[_path_id("merchant_id")],
         ),
