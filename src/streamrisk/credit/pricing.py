@@ -43,10 +43,11 @@ class Model:
     weights: tuple[tuple[str, float], ...]  # (feature, weight); features left out weigh 0
 
     def pd(self, features: dict[str, float]) -> float:
-        z = self.intercept + sum(w * features[f] for f, w in self.weights)
+        z = self.intercept
+        for f, w in self.weights:  # a loop, not sum(<generator>): this runs at every account write
+            z += w * features[f]
         # exp(-z) overflows past z ~ -709; the PD there is 0 at any published precision.
-        p = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-        return round(p, PD_DIGITS)
+        return round(1.0 / (1.0 + math.exp(-z)), PD_DIGITS) if z > -700 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
