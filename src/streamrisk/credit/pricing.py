@@ -4,11 +4,11 @@ its credit features, and its price (annual, basis points) from the policy's tabl
     pd       = 1 / (1 + exp(-(intercept + sum(weight_f x feature_f))))   rounded to PD_DIGITS
     price_bp = the price of the first band whose max_pd >= pd
 
-The features are read from what the accounts already keep (`pd_features` in user.py and merchant.py,
-the names and signs here), so pricing adds
-nothing to the state: it is a pure function of the account (and, for a merchant, of its 30-day rates
-and the event time), computed when an adjustment is emitted, when the API reads an account, and when
-the book writes an account (for the expected-loss gauges), never per payment.
+The features are read from what the accounts already keep (`pd_features` in user.py and merchant.py;
+their names and signs are here), so pricing adds nothing to the state: a PD is a pure function of the
+account (and, for a merchant, of its 30-day rates and the event time), computed when an adjustment is
+emitted, when the API reads an account, and when the book writes an account (for the expected-loss
+gauges), never per payment.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Pricing:
 
     def band_label(self, i: int) -> str:
         """The band's label in /metrics: its PD range, e.g. "0.01-0.03"."""
+        i = min(i, len(self.band_max_pd) - 1)  # a band kept under a policy with more bands (a backtest's)
         lo = self.band_max_pd[i - 1] if i else 0.0
         return f"{lo:g}-{self.band_max_pd[i]:g}"
 
