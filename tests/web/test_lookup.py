@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from streamrisk.core.decisions import stable_id
 from streamrisk.core.records import Outcome
 from streamrisk.settings import DAY_MS
@@ -117,3 +119,33 @@ def test_a_user_whose_windows_were_swept_but_whose_credit_account_is_kept_answer
     assert body["features"]["payment_count_30d"] == 0 and body["latest_ts"] == -1
     assert entity_of(proc, "user", "never-seen") is None  # still 404
     assert proc.users.get("u1") is None and "u1" not in proc.users.slots  # the read kept nothing
+
+
+def test_a_users_and_a_merchants_answer_carry_their_pd_and_price() -> None:
+    pipe = Pipeline()
+    # A fraud chargeback freezes u1's limit at 0 (card payments drew nothing): utilization 1, one bad signal.
+    cb = {"event_id": "cb1", "ts": T0 + 60_000, "payment_id": "p0", "user_id": "u1", "merchant_id": "m1",
+          "amount": 12.5, "currency": "CNY", "reason": "fraud"}
+    pipe.run([("payments", "u1", pay("p0", "u1", T0, 12.5)), ("chargebacks", "u1", cb),
+              ("payments", "u2", pay("p1", "u2", T0))], now=T0 + DAY_MS)
+    frozen = user_body(pipe.proc, "u1", pipe.proc.users.get("u1"), 0)
+    assert frozen["credit_status"] == "frozen"
+    pd = round(1 / (1 + math.exp(-(-4.8 + 1.5 + 0.9 + 2.5))), 4)
+    assert (frozen["pd"], frozen["price_bp"]) == (pd, 6000)
+    fresh = user_body(pipe.proc, "u2", pipe.proc.users.get("u2"), 0)  # no credit account: a new one's
+    assert (fresh["pd"], fresh["price_bp"]) == (0.0082, 900)
+    merchant = merchant_body(pipe.proc, "m1", pipe.proc.merchants.get("m1"), 0)
+    # m1: one chargeback of its two payments, a chargeback rate of 0.5 (its line is 0 for it too).
+    assert merchant["features"]["chargeback_rate_30d"] == 0.5
+    assert (merchant["pd"], merchant["price_bp"]) == (1.0, 6000)
+    clean = pipe.proc.credit.merchant_view("m-none", None)  # no account, no state: a new line's
+    assert (clean["pd"], clean["price_bp"]) == (round(1 / (1 + math.exp(5.0)), 4), 900)
+
+
+def test_without_credit_the_pd_and_price_are_null() -> None:
+    from streamrisk.settings import Settings
+
+    pipe = Pipeline(Settings(credit_enabled=False))
+    pipe.run([("payments", "u1", pay("p0", "u1", T0))], now=T0)
+    body = user_body(pipe.proc, "u1", pipe.proc.users.get("u1"), 0)
+    assert body["pd"] is None and body["price_bp"] is None and body["credit_limit"] is None

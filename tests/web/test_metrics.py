@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,3 +112,26 @@ def test_advance_decisions_are_counted_per_action() -> None:
     s = samples(metrics)
     assert s["streamrisk_advance_decisions_total", (("action", "approve"),)] == 1
     assert s["streamrisk_advance_decisions_total", (("action", "decline"),)] == 1
+
+
+def test_expected_loss_is_exported_by_segment_and_band_as_the_credit_book_sums_it() -> None:
+    pipe = Pipeline()
+    metrics = WorkerMetrics(pipe.proc)
+    credit = [dict(pay(f"c{i}", f"u{i}", T0 + i, 100.0 * (i + 1)), method="credit_line") for i in range(3)]
+    late = {"event_id": "r0", "ts": T0 + 3600_000, "account_type": "user", "account_id": "u0", "amount": 10.0,
+            "currency": "CNY", "due_ts": T0}
+    pipe.run([*(("payments", p["user_id"], p) for p in credit), ("repayments", "u0", late)], now=T0 + DAY_MS)
+    s = samples(metrics)
+    book = pipe.proc.credit
+    rows = book.expected_loss()
+    assert {r[0] for r in rows} == {"user"} and len({r[1] for r in rows}) == 2  # u0 is in a riskier band
+    for segment, band, n, exposure, loss in rows:
+        labels = (("pd_band", band), ("segment", segment))
+        assert s["streamrisk_credit_expected_loss", labels] == loss
+        assert s["streamrisk_credit_exposure", labels] == exposure
+        assert s["streamrisk_credit_priced_accounts", labels] == n
+    # Every account's own pd x lgd x outstanding, from the table, sums to what is exported.
+    views = [book.user_view(f"u{i}") for i in range(3)]
+    assert sum(r[3] for r in rows) == sum(v["credit_outstanding"] for v in views) == 590.0
+    own = sum(round(v["pd"] * 0.6 * v["credit_outstanding"], 2) for v in views)
+    assert sum(r[4] for r in rows) == pytest.approx(own)

@@ -67,11 +67,12 @@ def alert_record(
 
 def _adjustment(
     subject: tuple[str, str], field: str, id_parts: Sequence[str], previous: int, new: int,
-    reasons: Sequence[str], ts: int, event_id: str, policy_version: str,
+    reasons: Sequence[str], ts: int, event_id: str, policy_version: str, priced: tuple[float, int] | None,
 ) -> dict[str, Any]:
-    """A credit adjustment record; amounts in minor units in, major units out."""
+    """A credit adjustment record; amounts in minor units in, major units out. `priced`: the account's
+    (pd, price_bp) after the change, the contract's optional fields (not part of the id)."""
     subject_field, subject_id = subject
-    return {
+    record = {
         "adjustment_id": stable_id(*id_parts),
         subject_field: subject_id,
         f"previous_{field}": to_major(previous),
@@ -81,6 +82,9 @@ def _adjustment(
         "event_id": event_id,
         "policy_version": policy_version,
     }
+    if priced is not None:
+        record["pd"], record["price_bp"] = priced
+    return record
 
 
 def limit_adjustment_record(
@@ -92,6 +96,7 @@ def limit_adjustment_record(
     event_id: str,
     policy_version: str,
     kind: str = "review",
+    priced: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """A `credit-limit-adjustments` record.
 
@@ -100,7 +105,7 @@ def limit_adjustment_record(
     """
     parts = ("credit-limit", user_id, event_id, policy_version, kind)
     return _adjustment(("user_id", user_id), "limit", parts, previous, new, reasons, ts, event_id,
-                       policy_version)
+                       policy_version, priced)
 
 
 def line_adjustment_record(
@@ -111,11 +116,12 @@ def line_adjustment_record(
     ts: int,
     event_id: str,
     policy_version: str,
+    priced: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """A `credit-line-adjustments` record (see limit_adjustment_record)."""
     parts = ("credit-line", merchant_id, event_id, policy_version)
     return _adjustment(("merchant_id", merchant_id), "line", parts, previous, new, reasons, ts, event_id,
-                       policy_version)
+                       policy_version, priced)
 
 
 def advance_decision_record(

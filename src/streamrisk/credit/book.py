@@ -108,6 +108,11 @@ class CreditBook:
         self.draws_reversed = 0
         self.advances: dict[str, int] = {}  # advance decisions by action, for /stats and the demo
         self.advance_overpayments = 0  # merchant repayments that found less outstanding than they paid
+        # Expected loss for /metrics, kept as the accounts change (never summed over the table at a
+        # scrape): (kind, id) -> (PD band, exposure, expected loss, PD), minor units, of each account
+        # this worker wrote since it started or last lost its state, and their sums by (kind, band).
+        self._risk: dict[tuple[bytes, str], tuple[int, int, int, float]] = {}
+        self._risk_sums: dict[tuple[bytes, int], list[int]] = {}
         self.user_accounts_swept = 0
         self.merchant_accounts_swept = 0
 
@@ -158,6 +163,9 @@ class CreditBook:
         for kind, entity_id in self._changed:
             partition, acct = (self._users if kind == USER_KIND else self._merchants)[entity_id]
             assert acct is not None
+            if kind == USER_KIND:  # a merchant's is priced at its reprice (on_merchant_event)
+                assert isinstance(acct, uc.UserAccount)
+                self._track(kind, entity_id, self.user_pd(acct), acct.outstanding)
             value = acct.encode()
             self.kv.put(partition, kind + SEP + entity_id.encode(), value)
         n = len(self._changed)
@@ -202,6 +210,7 @@ class CreditBook:
         if horizon is not None and self._closed(user_id, acct, horizon[1]):
             self.kv.delete(horizon[0], key)
             self._users.pop(user_id, None)
+            self._untrack(USER_KIND, user_id)
             self.user_accounts_swept += 1
 
     def sweep_merchant_key(self, key: bytes) -> None:
@@ -226,6 +235,7 @@ class CreditBook:
         if horizon is not None and mc.settled(acct, horizon[1], self.policy.merchant, self.settlement_ms):
             self.kv.delete(horizon[0], key)
             self._merchants.pop(merchant_id, None)
+            self._untrack(MERCHANT_KIND, merchant_id)
             self.merchant_accounts_swept += 1
 
     def sweep_order_key(self, key: bytes) -> None:
@@ -237,6 +247,8 @@ class CreditBook:
         self._merchants.clear()
         self._changed.clear()
         self.orders.forget()
+        self._risk.clear()
+        self._risk_sums.clear()
 
     # -- user side: one call before a payment is decided, one after, one per repayment/chargeback
     def _reviewed(self, acct: uc.UserAccount, user_id: str, event_id: str, ts: int, out: list[Any]) -> None:
@@ -244,7 +256,7 @@ class CreditBook:
             self._changed.add((USER_KIND, user_id))
             adj = uc.review(acct, ts, self.policy.user)
             if adj is not None:
-                self._emit_limit(out, user_id, event_id, adj)
+                self._emit_limit(out, user_id, event_id, adj, acct)
 
     def _credit_event(self, partition: int, user_id: str, event_id: str, ts: int,
                       out: list[Any]) -> uc.UserAccount:
@@ -300,7 +312,7 @@ class CreditBook:
                 acct.alerted = [partition, offset]
             adj = uc.alerts(acct, p.ts, ranked, pol)
             if adj is not None:
-                self._emit_limit(out, p.user_id, p.event_id, adj)
+                self._emit_limit(out, p.user_id, p.event_id, adj, acct)
 
     def on_repayment(self, partition: int, r: Repayment, slot: Slot[Any], out: list[Any]) -> None:
         """A user repayment pays the balance down, and one past due cuts the limit at once; a merchant
@@ -310,13 +322,14 @@ class CreditBook:
             acct = self._credit_event(partition, r.account_id, r.event_id, r.ts, out)
             adj = uc.repay(acct, r.ts, r.amount, r.on_time, self.policy.user, r.event_id)
             if adj is not None:
-                self._emit_limit(out, r.account_id, r.event_id, adj)
+                self._emit_limit(out, r.account_id, r.event_id, adj, acct)
         else:
             macct = self.merchant(partition, r.account_id)
             owed = macct.outstanding
             if mc.repayment(macct, r.on_time, self.policy.merchant, r.event_id, r.amount):
                 self._changed.add((MERCHANT_KIND, r.account_id))
                 self.advance_overpayments += r.amount > owed
+                self._exposed(r.account_id, macct.outstanding)
             self.on_merchant_event(partition, r.account_id, r.event_id, slot, out)
 
     def on_chargeback(self, partition: int, c: Chargeback, out: list[Any]) -> None:
@@ -327,7 +340,7 @@ class CreditBook:
         if effect.reversed:
             self.draws_reversed += 1
         if effect.adjustment is not None:
-            self._emit_limit(out, c.user_id, c.event_id, effect.adjustment)
+            self._emit_limit(out, c.user_id, c.event_id, effect.adjustment, acct)
 
     # -- merchant side
     def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any],
@@ -388,9 +401,11 @@ class CreditBook:
         state = slot.entity
         inputs = mc.LineInputs(*state.credit_inputs())
         change = mc.reprice(acct, inputs, state.latest, self.policy.merchant, force)
+        pd = self.merchant_pd(acct, inputs.refund_rate_30d, inputs.chargeback_rate_30d, state.latest)
+        self._track(MERCHANT_KIND, merchant_id, pd, acct.outstanding)  # exposure: its advances owed
         if change is not None:
             self._changed.add((MERCHANT_KIND, merchant_id))
-            self._emit_line(out, merchant_id, event_id, change)
+            self._emit_line(out, merchant_id, event_id, change, pd)
 
     def on_advance(self, partition: int, a: Advance, offset: int, out: list[Any]) -> bool:
         """Decide an advance against the merchant's available line (line - outstanding) and draw it if
@@ -401,6 +416,7 @@ class CreditBook:
         decision, new = mc.advance(acct, a.event_id, a.ts, a.amount, offset)
         if new:
             self._changed.add((MERCHANT_KIND, a.merchant_id))
+            self._exposed(a.merchant_id, acct.outstanding)
             action = "approve" if decision.approved else "decline"
             self.advances[action] = self.advances.get(action, 0) + 1
         elif decision.offset != offset or offset < 0:
@@ -427,19 +443,75 @@ class CreditBook:
             # Held ids carry a one-letter topic prefix; adjustments name contract event ids.
             self.on_merchant_event(slot.partition, merchant_id, trigger.event_id[1:], slot, out, force=True)
 
+    # -- pricing (credit/pricing.py): computed at an adjustment, an account's write and an API read
+    def user_pd(self, acct: uc.UserAccount) -> float:
+        return self.policy.pricing.user.pd(uc.pd_features(acct, self.policy.user.lookback_ms))
+
+    def merchant_pd(self, acct: mc.MerchantAccount, refund_rate_30d: float, chargeback_rate_30d: float,
+                    ts: int) -> float:
+        features = mc.pd_features(acct, refund_rate_30d, chargeback_rate_30d, ts, self.policy.merchant)
+        return self.policy.pricing.merchant.pd(features)
+
+    def _track(self, kind: bytes, entity_id: str, pd: float, exposure: int) -> None:
+        """Keep the account's expected loss (pd x lgd x exposure) in the sums /metrics exports."""
+        pricing = self.policy.pricing
+        entry = (pricing.band(pd), exposure, round(pd * pricing.lgd * exposure), pd)
+        old = self._risk.get((kind, entity_id))
+        if old == entry:
+            return
+        if old is not None:
+            self._add_risk(kind, old, -1)
+        self._risk[kind, entity_id] = entry
+        self._add_risk(kind, entry, 1)
+
+    def _exposed(self, merchant_id: str, exposure: int) -> None:
+        """A merchant's outstanding moved (an advance, a repayment): its expected loss at the PD of its
+        last reprice, until the next one."""
+        old = self._risk.get((MERCHANT_KIND, merchant_id))
+        if old is not None:
+            self._track(MERCHANT_KIND, merchant_id, old[3], exposure)
+
+    def _untrack(self, kind: bytes, entity_id: str) -> None:
+        old = self._risk.pop((kind, entity_id), None)
+        if old is not None:
+            self._add_risk(kind, old, -1)
+
+    def _add_risk(self, kind: bytes, entry: tuple[int, int, int, float], sign: int) -> None:
+        sums = self._risk_sums.get((kind, entry[0]))
+        if sums is None:
+            sums = self._risk_sums[kind, entry[0]] = [0, 0, 0]
+        sums[0] += sign
+        sums[1] += sign * entry[1]
+        sums[2] += sign * entry[2]
+
+    def expected_loss(self) -> list[tuple[str, str, int, float, float]]:
+        """(segment "user"/"merchant", PD band, accounts, exposure, expected loss), major units, of the
+        accounts this worker wrote since it started or last lost its state (book docstring)."""
+        pricing = self.policy.pricing
+        out = []
+        for (kind, band), (n, exposure, loss) in sorted(self._risk_sums.items()):
+            if n:
+                segment = "user" if kind == USER_KIND else "merchant"
+                out.append((segment, pricing.band_label(band), n, to_major(exposure), to_major(loss)))
+        return out
+
     # -- records
-    def _emit_limit(self, out: list[Any], user_id: str, event_id: str, adj: uc.Adjustment) -> None:
+    def _emit_limit(self, out: list[Any], user_id: str, event_id: str, adj: uc.Adjustment,
+                    acct: uc.UserAccount) -> None:
         for r in adj.reasons:
             self.limit_adjustments[r] = self.limit_adjustments.get(r, 0) + 1
+        pd = self.user_pd(acct)
         record = limit_adjustment_record(user_id, adj.previous, adj.new, adj.reasons, adj.ts, event_id,
-                                         self.policy.version, adj.kind)
+                                         self.policy.version, adj.kind,
+                                         (pd, self.policy.pricing.price_bp(pd)))
         out.append(Out(self.t_limits, user_id, record))
 
-    def _emit_line(self, out: list[Any], merchant_id: str, event_id: str, change: mc.LineChange) -> None:
+    def _emit_line(self, out: list[Any], merchant_id: str, event_id: str, change: mc.LineChange,
+                   pd: float) -> None:
         for r in change.reasons:
             self.line_adjustments[r] = self.line_adjustments.get(r, 0) + 1
         record = line_adjustment_record(merchant_id, change.previous, change.new, change.reasons, change.ts,
-                                        event_id, self.policy.version)
+                                        event_id, self.policy.version, (pd, self.policy.pricing.price_bp(pd)))
         out.append(Out(self.t_lines, merchant_id, record))
 
     # -- reads (HTTP API, /stats)
@@ -469,16 +541,17 @@ class CreditBook:
     def user_view(self, user_id: str) -> dict[str, Any]:
         """The credit part of `GET /users/{id}`: the same account the next decision reads."""
         raw = self.kv.get(USER_KIND + SEP + user_id.encode())
-        if raw is None:
-            limit = self.policy.user.initial_limit_for(user_id)
-            return {"credit_limit": to_major(limit), "credit_outstanding": 0.0,
-                    "credit_available": to_major(limit), "credit_status": "active", "credit_adjustments": []}
-        a = uc.UserAccount.from_list(orjson.loads(raw))
+        # Without an account, the PD and price a new account would have.
+        a = uc.UserAccount.from_list(orjson.loads(raw)) if raw else uc.open_account(user_id, 0,
+                                                                                    self.policy.user)
+        pd = self.user_pd(a)
         return {
             "credit_limit": to_major(a.limit),
             "credit_outstanding": to_major(a.outstanding),
             "credit_available": to_major(a.available),
             "credit_status": a.status.value,
+            "pd": pd,
+            "price_bp": self.policy.pricing.price_bp(pd),
             "credit_adjustments": _history(a.history, "limit"),
         }
 
@@ -486,14 +559,18 @@ class CreditBook:
         """The credit part of `GET /merchants/{id}`."""
         raw = self.kv.get(MERCHANT_KIND + SEP + merchant_id.encode())
         a = mc.MerchantAccount.from_list(orjson.loads(raw)) if raw else mc.open_account(self.policy.merchant)
-        receivables = state.credit_inputs()[0] if state is not None else 0
+        inputs = mc.LineInputs(*(state.credit_inputs() if state is not None else (0, 0.0, 0.0, 0, 0)))
+        pd = self.merchant_pd(a, inputs.refund_rate_30d, inputs.chargeback_rate_30d,
+                              state.latest if state is not None else 0)
         return {
             "credit_line": to_major(a.line),
             "credit_outstanding": to_major(a.outstanding),
             "credit_available": to_major(a.available),
             "credit_utilization": a.utilization(),
-            "receivables": to_major(receivables),
+            "receivables": to_major(inputs.receivables),
             "advance_rate": a.advance_bp / 10_000,
+            "pd": pd,
+            "price_bp": self.policy.pricing.price_bp(pd),
             "credit_adjustments": _history(a.history, "line"),
         }
 

@@ -280,3 +280,18 @@ def chargeback(
     started = latest >= a.spike_until
     a.spike_until = max(a.spike_until, latest + p.chargeback_spike_hold_ms)
     return started
+
+
+def pd_features(
+    a: MerchantAccount, refund_rate_30d: float, chargeback_rate_30d: float, ts: int, p: MerchantPolicy
+) -> dict[str, float]:
+    """The PD model's inputs (pricing.MERCHANT_FEATURES) at event time `ts` (the merchant's latest event)."""
+    step = p.late_repayment_step_bp
+    since = ts - p.chargeback_spike_ms
+    return {
+        "late_repayments": max(0, p.advance_rate_bp - a.advance_bp) / step if step else 0.0,
+        "refund_rate_30d": refund_rate_30d,
+        "chargeback_rate_30d": chargeback_rate_30d,
+        "recent_chargebacks": float(sum(1 for t in a.chargebacks.values() if t > since)),
+        "held": 1.0 if ts < a.hold_until or ts < a.spike_until else 0.0,
+    }

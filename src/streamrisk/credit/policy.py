@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import yaml
 
 from ..core.events import to_minor
 from ..settings import DAY_MS
+from .pricing import DEFAULT_PRICING, MERCHANT_FEATURES, USER_FEATURES, Model, Pricing
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -95,6 +96,8 @@ class CreditPolicy:
     version: str
     user: UserPolicy
     merchant: MerchantPolicy
+    # Policies built in code before pricing existed get the shipped pricing.
+    pricing: Pricing = field(default_factory=lambda: _pricing(DEFAULT_PRICING, []))
 
 
 class _Reader:
@@ -255,6 +258,69 @@ def _merchant(raw: Any, problems: list[str]) -> MerchantPolicy:
     return p
 
 
+def _model(section: str, raw: Any, features: Mapping[str, int], problems: list[str]) -> Model:
+    r = _Reader(section, raw, problems)
+    intercept = r.number("intercept", -50.0, 50.0)
+    weights = r._get("weights")
+    out: list[tuple[str, float]] = []
+    if not isinstance(weights, Mapping):
+        problems.append(f"{section}.weights must be a mapping of feature to weight (got {weights!r})")
+        weights = {}
+    w = _Reader(f"{section}.weights", weights, problems)
+    for name, sign in features.items():
+        if name not in weights:
+            continue
+        v = w.number(name, -1000.0, 1000.0)
+        if v * sign < 0:
+            way = "raise" if sign < 0 else "lower"
+            problems.append(f"{section}.weights.{name} must be {'<= 0' if sign < 0 else '>= 0'}: more "
+                            f"{name} must not {way} the PD (got {v!r})")
+        out.append((name, v))
+    w.done()
+    r.done()
+    return Model(intercept, tuple(out))
+
+
+def _bands(raw: Any, problems: list[str]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    if not isinstance(raw, list) or not raw:
+        problems.append("pricing.bands must be a non-empty list of {max_pd, price_bp}")
+        return (1.0,), (0,)
+    max_pd: list[float] = []
+    price: list[int] = []
+    for i, b in enumerate(raw, start=1):
+        r = _Reader(f"pricing.bands[{i}]", b, problems)
+        hi = r.number("max_pd", 0.0, 1.0)
+        bp = int(r.number("price_bp", 0, 100_000, integer=True))
+        r.done()
+        if max_pd and hi <= max_pd[-1]:
+            problems.append(f"pricing.bands[{i}].max_pd ({hi}) must be above the band before ({max_pd[-1]})")
+        if price and bp < price[-1]:
+            problems.append(f"pricing.bands[{i}].price_bp ({bp}) must not be below the band before "
+                            f"({price[-1]}): a riskier band never costs less")
+        max_pd.append(hi)
+        price.append(bp)
+    if max_pd[-1] != 1.0:
+        problems.append(f"pricing.bands: the last band's max_pd must be 1.0 (got {max_pd[-1]})")
+    return tuple(max_pd), tuple(price)
+
+
+def _pricing(raw: Any, problems: list[str]) -> Pricing:
+    r = _Reader("pricing", raw, problems)
+    r.defaults = {"fitted": ""}
+    fitted = r._get("fitted")
+    if not isinstance(fitted, str):
+        problems.append(f"pricing.fitted must be a string (got {fitted!r})")
+        fitted = ""
+    user = _model("pricing.user", r._get("user"), USER_FEATURES, problems)
+    merchant = _model("pricing.merchant", r._get("merchant"), MERCHANT_FEATURES, problems)
+    bands = _bands(r._get("bands"), problems)
+    p = Pricing(user=user, merchant=merchant, band_max_pd=bands[0], band_price_bp=bands[1],
+                lgd=r.number("lgd", 0.0, 1.0),
+                horizon_days=int(r.number("horizon_days", 1, 3650, integer=True)), fitted=fitted)
+    r.done()
+    return p
+
+
 def load_policy(source: Path | str | Mapping[str, Any]) -> CreditPolicy:
     """A validated policy from a YAML/JSON file or a parsed mapping; PolicyError lists every problem."""
     where = "" if isinstance(source, Mapping) else f" {source}"
@@ -271,14 +337,16 @@ def load_policy(source: Path | str | Mapping[str, Any]) -> CreditPolicy:
     version = raw.get("version")
     if not isinstance(version, str) or not version.strip():
         problems.append("version must be a non-empty string (quote dates in YAML)")
-    unknown = sorted(set(map(str, raw)) - {"version", "description", "user", "merchant"})
+    unknown = sorted(set(map(str, raw)) - {"version", "description", "user", "merchant", "pricing"})
     if unknown:
         problems.append(f"unknown top-level key(s) {unknown}")
     user = _user(raw.get("user"), problems)
     merchant = _merchant(raw.get("merchant"), problems)
+    # Optional: a file written before pricing existed gets the shipped pricing.
+    pricing = _pricing(raw.get("pricing", DEFAULT_PRICING), problems)
     if problems:
         raise PolicyError(f"credit policy{where}: " + "; ".join(problems))
-    return CreditPolicy(str(version), user, merchant)
+    return CreditPolicy(str(version), user, merchant, pricing)
 
 
 def default_policy() -> CreditPolicy:

@@ -436,3 +436,16 @@ def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy)
     if any(s >= p.cut_alert_rank for _, s in counted):
         _negative(a, FRAUD_ALERT, ts, p)
     return None
+
+
+def pd_features(a: UserAccount, lookback_ms: int) -> dict[str, float]:
+    """The PD model's inputs (pricing.USER_FEATURES) from the account as stored: signals counted in the
+    look-back ending at the account's own clock, so the same account always gives the same PD (an
+    adjustment and an API read of the account it left agree)."""
+    since = a.clock - lookback_ms
+    return {
+        "utilization": min(2.0, a.utilization()),
+        "on_time_repayments": float(len(a.on_time) - bisect.bisect_right(a.on_time, since)),
+        "bad_signals": float(len(a.negatives) - bisect.bisect_right(a.negatives, since)),
+        "frozen": 1.0 if a.status is Status.FROZEN else 0.0,
+    }

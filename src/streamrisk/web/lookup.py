@@ -16,8 +16,8 @@ from ..state.payment_index import IndexedPayment
 RECENT_PAYMENTS = 10
 DECISION_FIELDS = ("decision_id", "action", "score", "reasons", "rules_version")
 CREDIT_FIELDS = {
-    "user": ("credit_limit", "credit_outstanding", "credit_available"),
-    "merchant": ("credit_line", "credit_outstanding", "credit_available"),
+    "user": ("credit_limit", "credit_outstanding", "credit_available", "pd", "price_bp"),
+    "merchant": ("credit_line", "credit_outstanding", "credit_available", "pd", "price_bp"),
 }
 
 
@@ -39,7 +39,8 @@ def decision_of(p: IndexedPayment) -> dict[str, Any] | None:
 
 
 def credit_of(processor: Processor, kind: str, entity_id: str, entity: Any) -> dict[str, Any]:
-    """Credit limit (user) or line (merchant) with outstanding and available, in major units.
+    """Credit limit (user) or line (merchant) with outstanding and available, in major units, and the
+    account's probability of default and price (credit/pricing.py).
 
     From the credit policy's book when the processor has one; the fields are null without it.
     """

@@ -92,6 +92,7 @@ class _CounterCollector:
             yield from shadow.values()
         yield GaugeMetricFamily("streamrisk_merchants_in_view", "Merchant summaries held",
                                 value=len(p.merchant_view))
+        yield from credit_risk(p)
         rules = GaugeMetricFamily("streamrisk_ruleset_info", "The ruleset in force", labels=["version"])
         rules.add_metric([str(p.rules.ruleset.version)], 1)
         yield rules
@@ -106,6 +107,23 @@ def adjustments(processor: Processor) -> dict[str, int]:
         "user_limit": sum(getattr(book, "limit_adjustments", {}).values()),
         "merchant_line": sum(getattr(book, "line_adjustments", {}).values()),
     }
+
+
+def credit_risk(processor: Processor) -> Iterator[Metric]:
+    """Expected loss (pd x lgd x exposure), exposure and accounts by segment and PD band (credit book)."""
+    book = getattr(processor, "credit", None)
+    if book is None:
+        return
+    labels = ["segment", "pd_band"]
+    loss = GaugeMetricFamily("streamrisk_credit_expected_loss", "Expected loss (PD x LGD x exposure)",
+                             labels=labels)
+    exposure = GaugeMetricFamily("streamrisk_credit_exposure", "Credit exposure", labels=labels)
+    accounts = GaugeMetricFamily("streamrisk_credit_priced_accounts", "Credit accounts priced", labels=labels)
+    for segment, band, n, exp, el in book.expected_loss():
+        loss.add_metric([segment, band], el)
+        exposure.add_metric([segment, band], exp)
+        accounts.add_metric([segment, band], n)
+    yield from (loss, exposure, accounts)
 
 
 class WorkerMetrics:
