@@ -246,8 +246,8 @@ def register_routes(
 
     async def produce_resolution(key: str, value: dict[str, Any]) -> None:
         if not producer:
-            p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks="all",
-                                 enable_idempotence=True)
+            # Not idempotent (Tansu refuses it): a record sent twice carries one control_id, applied once.
+            p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks="all")
             await p.start()
             producer.append(p)
         await producer[0].send_and_wait(processor.t_reviews, orjson.dumps(value), key=key.encode())
