@@ -164,6 +164,7 @@ def test_bad_control_events_are_dead_lettered_and_change_nothing() -> None:
         ("u1", {**good, "action": "explode"}, "action must be one of"),
         ("u1", {**good, "action": "set_limit"}, "limit must be a number"),
         ("u1", {**good, "limit": 5}, "limit is only taken with action set_limit"),
+        ("u1", {**good, "action": "set_limit", "limit": 1e308}, "limit must be at most"),
         ("u2", good, "message key must be the record's user_id"),
         ("u1", {**good, "payment_id": "p-ok"}, "no review case for payment 'p-ok'"),
         ("u1", {**good, "payment_id": "nope"}, "no review case"),

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .events import InvalidRecord, Validator, check_id, shown, to_major, to_minor
+from .events import MINOR_PER_MAJOR, InvalidRecord, Validator, check_id, shown, to_major, to_minor
 
 RESOLUTIONS = frozenset({"approve", "fraud"})
 ACTIONS = frozenset({"freeze", "unfreeze", "set_limit"})
@@ -90,9 +90,9 @@ def resolution_of(d: dict[str, Any], v: Validator, key: bytes | None, now_ms: in
     if action == "set_limit":
         if type(raw_limit) not in (int, float) or not math.isfinite(raw_limit) or raw_limit < 0:
             raise InvalidRecord(f"limit must be a number >= 0 with action set_limit (got {shown(raw_limit)})")
-        limit = to_minor(raw_limit)
-        if limit > v.max_amount_minor:
+        if raw_limit * MINOR_PER_MAJOR > v.max_amount_minor:  # before to_minor: 1e308 * 100 is inf
             raise InvalidRecord(f"limit must be at most the largest amount accepted (got {shown(raw_limit)})")
+        limit = to_minor(raw_limit)
     elif raw_limit is not None:
         raise InvalidRecord("limit is only taken with action set_limit")
     r = Resolution(

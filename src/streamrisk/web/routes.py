@@ -272,11 +272,12 @@ def register_routes(
                                        "resolution, analyst, note, action, limit)"}, status=400)
         record = resolution_record(body, payment_id, int(time.time() * 1000))
         user_id = record["user_id"]
-        try:
-            resolution_of(record, processor.validator, str(user_id).encode(), record["ts"])
-        except InvalidRecord as exc:
-            return view.json({"error": str(exc)}, status=400)
+        if problem := id_problem("payment_id", payment_id) or (
+            "user_id must be a string" if type(user_id) is not str else id_problem("user_id", user_id)
+        ):
+            return view.json({"error": problem}, status=400)
         # The case must exist: asked of the user's owner (a best-effort check; the owner checks again).
+        # Before the body's other fields are checked: a resolution of no case is a 404 however written.
         if busy := waiting_for():
             return unavailable(view, f"not answering state queries yet: {', '.join(busy)}")
         route = owners.route(user_id)
@@ -301,6 +302,10 @@ def register_routes(
         if not found:
             return view.json({"error": f"no review case for payment {payment_id!r} of user {user_id!r}"},
                              status=404)
+        try:
+            resolution_of(record, processor.validator, user_id.encode(), record["ts"])
+        except InvalidRecord as exc:
+            return view.json({"error": str(exc)}, status=400)
         try:
             await produce_resolution(user_id, record)
         except Exception as exc:  # the broker did not take it: the analyst tries again
