@@ -6,6 +6,8 @@ recovers the state from the changelog alone lists the same queue and the same re
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.harness import Client, WorkerProcess, now_ms, payment, unique, wait_for
+from tests.integration.test_web import CHROMIUM, _browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -140,6 +143,10 @@ async def test_review_queue_resolution_and_recovery(bootstrap: str, prefix: str,
             [override] = [r for r in adjustments if "ANALYST_OVERRIDE" in r["reasons"]]
             assert override["user_id"] == target_user and override["new_limit"] == 35.0
 
+        # The dashboard's panel lists the queue and resolves the oldest case.
+        if not [p for p in CHROMIUM if not os.access(p, os.X_OK)]:
+            remaining = await resolve_in_dashboard(workers[0], remaining, http)
+
         # Both workers go; a fresh one recovers the whole state from the changelog.
         for w in workers:
             w.stop()
@@ -155,3 +162,50 @@ async def test_review_queue_resolution_and_recovery(bootstrap: str, prefix: str,
     finally:
         for w in workers:
             w.stop()
+
+
+async def resolve_in_dashboard(w: WorkerProcess, queue: list[tuple[str, str]], http: Http
+                               ) -> list[tuple[str, str]]:
+    """Approve the oldest case in the dashboard's review panel as analyst carol; the queue after."""
+    from selenium.webdriver.common.by import By
+
+    driver = await asyncio.to_thread(_browser)
+    try:
+        await asyncio.to_thread(driver.get, w.url("/"))
+
+        async def until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+            async def probe() -> object:
+                return await asyncio.to_thread(check)
+
+            await wait_for(probe, timeout, what)
+
+        await until(lambda: driver.find_element(By.ID, "token-box").is_displayed(), 15, "token prompt")
+
+        def give_token() -> None:
+            driver.find_element(By.ID, "token").send_keys(TOKEN)
+            driver.find_element(By.ID, "token-set").click()
+
+        await asyncio.to_thread(give_token)
+
+        def rows() -> list[str]:
+            return [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#reviews tbody tr")]
+
+        await until(lambda: len(rows()) == len(queue) or rows(), 20, "the queue in the panel")
+        assert queue[0][1] in rows()[0]  # oldest first
+
+        def approve_oldest() -> None:
+            driver.find_element(By.ID, "review-analyst").send_keys("carol")
+            driver.find_element(By.ID, "review-note").send_keys("looked fine")
+            driver.find_element(By.CSS_SELECTOR, "#reviews tbody tr .resolve-approve").click()
+
+        await asyncio.to_thread(approve_oldest)
+        await until(lambda: "approve sent" in driver.find_element(By.ID, "review-result").text
+                    or driver.find_element(By.ID, "review-result").text, 15, "the resolution sent")
+        await until(lambda: len(rows()) == len(queue) - 1 or rows(), 30, "the case gone from the panel")
+    finally:
+        await asyncio.to_thread(driver.quit)
+    user, payment_id = queue[0]
+    status, body = await http.get(w, f"/reviews/{payment_id}?user_id={user}")
+    assert status == 200 and body["status"] == "approve", body
+    assert (body["audit"][0]["analyst"], body["audit"][0]["note"]) == ("carol", "looked fine")
+    return queue[1:]
