@@ -187,8 +187,10 @@ async def resolve_in_dashboard(w: WorkerProcess, queue: list[tuple[str, str]], h
 
         await asyncio.to_thread(give_token)
 
+        # The panel redraws its rows every 5 s: read them and click in one script, never on a stale row.
         def rows() -> list[str]:
-            return [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#reviews tbody tr")]
+            return driver.execute_script(
+                "return [...document.querySelectorAll('#reviews tbody tr')].map(r => r.innerText)")
 
         await until(lambda: len(rows()) == len(queue) or rows(), 20, "the queue in the panel")
         assert queue[0][1] in rows()[0]  # oldest first
@@ -196,7 +198,7 @@ async def resolve_in_dashboard(w: WorkerProcess, queue: list[tuple[str, str]], h
         def approve_oldest() -> None:
             driver.find_element(By.ID, "review-analyst").send_keys("carol")
             driver.find_element(By.ID, "review-note").send_keys("looked fine")
-            driver.find_element(By.CSS_SELECTOR, "#reviews tbody tr .resolve-approve").click()
+            driver.execute_script("document.querySelector('#reviews tbody tr .resolve-approve').click()")
 
         await asyncio.to_thread(approve_oldest)
         await until(lambda: "approve sent" in driver.find_element(By.ID, "review-result").text
