@@ -191,3 +191,14 @@ def test_cases_expire_with_the_payment_index_horizon() -> None:
     assert d.kv.get(case_key("u1", "p1")) is None and d.kv.get(case_key("u1", "p2")) is None
     assert d.queue() == []
     assert d.proc.reviews.swept == 2
+
+
+def test_the_queue_index_is_rebuilt_from_the_table_after_the_processor_forgets() -> None:
+    d = Desk()
+    d.pay("p1", "u1", T0 + 2000, 35.0)
+    assert d.queue() == [("u1", "p1")]
+    d.proc.forget()  # a rebalance, an aborted transaction: the table may have changed under the index
+    d.pay("p0", "u2", T0 + 1000, 35.0)  # opened while there is no index
+    d.kv.delete(0, case_key("u1", "p1"))  # gone from the table (a roll back)
+    d.proc.forget()
+    assert d.queue() == [("u2", "p0")]

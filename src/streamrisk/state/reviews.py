@@ -10,8 +10,9 @@ exactly-once (the KV's undo log).
 
 The queue is the pending cases of the partitions a worker owns. A worker keeps an index of them in
 memory, (user, payment) -> payment time, for `GET /reviews` (oldest first); it is dropped whenever the
-processor forgets its state (a rebalance, an aborted transaction) and rebuilt from the table on its
-next use, one walk over the table's keys.
+processor forgets its state (a rebalance, an aborted transaction) and rebuilt from the table when
+`GET /reviews` next asks, one walk over the table's keys (never in the batch loop: opening and resolving
+cases only keep an index that exists up to date).
 
 Every change happens once: a case is opened once per payment (a payment read again after a crash
 finds it and leaves it, resolved or not), and a resolution is applied once per control event id (its
@@ -80,8 +81,8 @@ class ReviewCases:
         case = {**case, "status": PENDING, "audit": []}
         self._put(partition, case)
         self.opened += 1
-        pending = self._index()
-        pending[(user_id, payment_id)] = case["ts"]
+        if self._pending is not None:  # else the rebuild finds it in the table
+            self._pending[(user_id, payment_id)] = case["ts"]
         return True
 
     def resolve(self, partition: int, case: dict[str, Any], entry: dict[str, Any]) -> bool:
@@ -96,7 +97,8 @@ class ReviewCases:
         case["status"] = entry["resolution"]
         self._put(partition, case)
         self.resolutions += 1
-        self._index().pop((case["user_id"], case["payment_id"]), None)
+        if self._pending is not None:
+            self._pending.pop((case["user_id"], case["payment_id"]), None)
         return True
 
     def pending(
