@@ -143,6 +143,16 @@ async def test_review_queue_resolution_and_recovery(bootstrap: str, prefix: str,
             [override] = [r for r in adjustments if "ANALYST_OVERRIDE" in r["reasons"]]
             assert override["user_id"] == target_user and override["new_limit"] == 35.0
 
+            # A control record that is not one is dead-lettered by the user's owner, with the reason.
+            await client.send(f"{app_id}-reviews", users[3], {"control_id": "x", "user_id": users[3],
+                                                              "payment_id": "rv-p3", "resolution": "maybe",
+                                                              "analyst": "mallory", "ts": now_ms()})
+            source = f"{prefix}{app_id}-reviews"
+            dead = await client.read("dead-letters", timeout=30,
+                                     until=lambda rs: any(r["source_topic"] == source for r in rs))
+            [bad] = [r for r in dead if r["source_topic"] == source]
+            assert "resolution must be one of" in bad["error"], bad
+
         # The dashboard's panel lists the queue and resolves the oldest case.
         if not [p for p in CHROMIUM if not os.access(p, os.X_OK)]:
             remaining = await resolve_in_dashboard(workers[0], remaining, http)
