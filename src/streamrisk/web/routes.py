@@ -243,13 +243,15 @@ def register_routes(
         return answer
 
     producer: list[AIOKafkaProducer] = []  # started on the first resolution
+    starting = asyncio.Lock()
 
     async def produce_resolution(key: str, value: dict[str, Any]) -> None:
-        if not producer:
-            # Not idempotent (Tansu refuses it): a record sent twice carries one control_id, applied once.
-            p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks="all")
-            await p.start()
-            producer.append(p)
+        async with starting:
+            if not producer:
+                # Not idempotent (Tansu refuses it): a record sent twice carries one control_id, applied once.
+                p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks="all")
+                await p.start()
+                producer.append(p)
         await producer[0].send_and_wait(processor.t_reviews, orjson.dumps(value), key=key.encode())
 
     @app.on_before_shutdown.connect
