@@ -253,7 +253,8 @@ async def test_metrics_stats_and_cluster_come_from_the_same_counters(pair: Pair,
 async def test_openapi_document_lists_every_endpoint(pair: Pair) -> None:
     _, doc, _ = await pair.get(pair.workers[0], "/openapi.json")
     assert set(doc["paths"]) == {"/users/{user_id}", "/merchants/{merchant_id}", "/payments/{event_id}",
-                                 "/health", "/ready", "/metrics", "/stats", "/cluster", "/openapi.json", "/"}
+                                 "/health", "/ready", "/metrics", "/stats", "/cluster", "/openapi.json", "/",
+                                 "/reviews", "/reviews/{payment_id}"}
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 

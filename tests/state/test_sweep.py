@@ -111,9 +111,11 @@ def test_idle_state_is_swept_from_the_table_by_other_partitions_traffic() -> Non
         feed("payments", "idle", payment("p1", "idle", T0 + 1)),
     ]
     proc.run_local(idle, T0)
-    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a"}  # state, index, held, dedupe
+    # State, index, held chargeback, dedupe, and a review case (the payment is decided review).
+    assert {k[:1] for k in keys_of(kv, "idle")} == {b"u", b"x", b"k", b"a", b"r"}
     # Other users keep the partition's clock moving for 31 days: the idle user's dedupe entry
-    # expires after 1 h + 1 h of grace, the held chargeback and index after 2 days, its state after 30.
+    # expires after 1 h + 1 h of grace, the held chargeback, index and review case after 2 days, its
+    # state after 30.
     for day in range(1, 34):
         proc.run_local([feed("payments", f"busy{day}", payment(f"b{day}", f"busy{day}", T0 + day * DAY_MS))],
                        T0 + day * DAY_MS)

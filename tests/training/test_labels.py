@@ -62,3 +62,30 @@ def test_a_repayment_late_past_the_grace_period_labels_the_credit_payments_due_b
     late = export(pays, repayments=[Repayment("u", due + 4 * DAY_MS, due), Repayment("v", due + DAY_MS, due)])
     assert list(default_labels(late, 30 * DAY_MS, 3 * DAY_MS)) == [1, 0, 0, 0]  # v: within the grace
     assert default_labels(late, 30 * DAY_MS, 5 * DAY_MS).sum() == 0
+
+
+def test_analyst_resolutions_label_the_payments_they_resolve() -> None:
+    from streamrisk.recording.jsonl import Recorded
+    from streamrisk.training.export import AnalystResolution, _label_events
+    from streamrisk.training.labels import with_analyst_labels
+
+    e = export(PAYMENTS, [Chargeback("p1", "fraud", T + 5 * DAY_MS)])
+    # Read from a recording's reviews topic; a bad record labels nothing.
+    recorded = [
+        Recorded("app-reviews", "u", b'{"payment_id": "p2", "resolution": "approve", "ts": 1}', None),
+        Recorded("app-reviews", "w", b'{"payment_id": "p6", "resolution": "approve", "ts": 1}', None),
+        Recorded("app-reviews", "w", b'{"payment_id": "p6", "resolution": "fraud", "ts": 2}', None),
+        Recorded("app-reviews", "u", b'{"payment_id": "p1", "resolution": "approve", "ts": 3}', None),
+        Recorded("app-reviews", "z", b'{"payment_id": "p7", "resolution": "maybe", "ts": 3}', None),
+        Recorded("app-reviews", "z", b"not json", None),
+    ]
+    passed = list(_label_events(recorded, e))
+    assert passed == []  # the backtest never sees them
+    assert e.resolutions == [AnalystResolution("p2", "approve", 1), AnalystResolution("p6", "approve", 1),
+                             AnalystResolution("p6", "fraud", 2), AnalystResolution("p1", "approve", 3)]
+    scoped = fraud_labels(e, 30 * DAY_MS, "device")
+    assert list(scoped) == [1, 1, 0, 0, 0, 0, 0]
+    y = with_analyst_labels(e, scoped, 30 * DAY_MS)
+    # p1: the chargeback beats the analyst's approve; p2: approved, the device scope's label cleared;
+    # p6: the latest resolution, fraud.
+    assert list(y) == [1, 0, 0, 0, 0, 1, 0]

@@ -53,6 +53,7 @@ from ..state.early_chargebacks import EarlyChargebacks
 from ..state.kv import KV
 from ..state.merchant_decisions import MerchantDecisions
 from ..state.payment_index import PaymentIndex
+from ..state.reviews import ReviewCases
 from ..state.store import EntityStore, Slot
 from ..state.sweep import PartitionClock, Sweeper, key_partition, memory_stats
 from .alerting import Alerting
@@ -64,8 +65,9 @@ from .merchant_view import MerchantView
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .records import Counters, Message, Out, Outcome, Record, payment_fields
+from .reviews import Resolution, parse_resolution
 from .sinks import DEFAULT_RECORD_LIMIT, fitted_dead_letter
-from .topic_names import merchant_events_topic, merchant_risk_topic, shadow_decisions_topic
+from .topic_names import merchant_events_topic, merchant_risk_topic, reviews_topic, shadow_decisions_topic
 
 # Reason codes the processor raises itself (the rules' codes live in the ruleset).
 CHARGEBACK = "CHARGEBACK"
@@ -105,6 +107,8 @@ class Processor:
             kv, settings.merchant_recent_decisions, self.cfg.retention_ms, budget, clock, owner
         )
         self.credit = credit_book(settings, kv, self.merchants, self.cfg.settlement_ms, clock)
+        # Payments decided `review`, waiting for an analyst (state/reviews.py).
+        self.reviews = ReviewCases(kv, settings.payment_index_ms, clock, owner, getattr(kv, "contents", None))
         # The sweep's handler of each key kind (state/keys.py).
         handlers = {
             keys.USER: self.users.sweep_key, keys.MERCHANT: self.merchants.sweep_key,
@@ -112,6 +116,7 @@ class Processor:
             keys.EARLY_CHARGEBACK: self.early_chargebacks.sweep_key,
             keys.ALERT_DEDUPE: self.alert_gate.sweep_key,
             keys.MERCHANT_DECISIONS: self.merchant_decisions.sweep_key,
+            keys.REVIEW: self.reviews.sweep_key,
         }
         if self.credit is not None:
             handlers.update(self.credit.sweep_handlers())
@@ -136,6 +141,7 @@ class Processor:
         self.t_rules = t(CONTROL_TOPIC)
         self.t_merchant_events = merchant_events_topic(settings)
         self.t_merchant_risk = merchant_risk_topic(settings)
+        self.t_reviews = reviews_topic(settings)
         # Its parts, with their own state; their outputs go to the `out` they are given.
         self.alerting = Alerting(
             self.alert_gate, self.counters.alerts, self.t_alerts, self.rules, self.merchants, self.credit
@@ -156,7 +162,7 @@ class Processor:
 
     @property
     def input_topics(self) -> list[str]:
-        return [*self._routes, self.t_merchant_events]
+        return [*self._routes, self.t_merchant_events, self.t_reviews]
 
     @property
     def broadcast_topics(self) -> list[str]:
@@ -186,6 +192,16 @@ class Processor:
                         self._dead_letter(m, f"internal merchant-events record at {where}: {exc}", out)
                         continue
                     merchant_event(m, forwarded, out)
+                    continue
+                if m.topic == self.t_reviews:
+                    try:
+                        resolution = parse_resolution(self.validator, m.key, m.value, now)
+                        self._check_placement(m)
+                        self._resolve(m, resolution, out)
+                    except InvalidRecord as exc:
+                        self.counters.internal_rejected += 1
+                        where = f"partition {m.partition} offset {m.offset}"
+                        self._dead_letter(m, f"internal reviews record at {where}: {exc}", out)
                     continue
                 name, handler = self._routes[m.topic]
                 try:
@@ -251,6 +267,7 @@ class Processor:
         self.merchants.forget()
         self.payment_index.forget()
         self.merchant_decisions.forget()
+        self.reviews.forget()
         if self.credit is not None:
             self.credit.forget()
         self.merchant_side.forget()
@@ -292,6 +309,8 @@ class Processor:
             out["memory"].update(self.credit.memory_stats())
         out.update(self.rules.stats())
         out["shadow"] = self.shadow.stats()
+        r = self.reviews
+        out["reviews"] = {"opened": r.opened, "resolutions": r.resolutions, "swept": r.swept}
         if self.credit is not None:
             out.update(self.credit.stats())
         return out
@@ -409,6 +428,8 @@ class Processor:
         if user_fired:
             self.alerting.alert(out, ("user", p.user_id, m.partition), user_fired, p.ts, (users, slot, held))
         index.add(m.partition, p.user_id, p.event_id, p.merchant_id, p.ts, p.amount, m.offset, outcome)
+        if verdict.action == "review":
+            self._open_review(m.partition, p, outcome)
         self._claim_early_chargeback(m.partition, p)
         self.merchant_side.forward(out, eid, M_PAYMENT, p.ts, p.amount, p.merchant_id, p.user_id, outcome)
 
@@ -430,6 +451,8 @@ class Processor:
             account = credit.before_payment(m.partition, p, out)
             fired = self.rules.ruleset.user_alerts_for(reasons)
             credit.after_payment(m.partition, account, p, action, fired, out, m.offset)
+        if action == "review":  # the crash may have lost its case
+            self._open_review(m.partition, p, outcome)
         self._claim_early_chargeback(m.partition, p)
 
     def _claim_early_chargeback(self, partition: int, p: Payment) -> None:
@@ -491,3 +514,37 @@ class Processor:
             slot, _ = self.merchant_side.hold(out, r.account_id, m.partition, held)
         if self.credit is not None:  # once per repayment id, also when held already (a crash)
             self.credit.on_repayment(m.partition, r, slot, out)
+
+    # -- the analysts' review queue (state/reviews.py, core/reviews.py)
+    def _open_review(self, partition: int, p: Payment, o: Outcome) -> None:
+        """A case for a payment decided `review` (once: a payment read again finds its case)."""
+        self.reviews.open(partition, {
+            "user_id": p.user_id, "payment_id": p.event_id, "merchant_id": p.merchant_id, "ts": p.ts,
+            "amount": p.amount, "score": o.score, "reasons": list(o.reasons),
+            "rules_version": o.rules_version,
+        })
+
+    def _resolve(self, m: Record, r: Resolution, out: list[Out]) -> None:
+        """An analyst's resolution: the case resolved and audited once per control id, and the
+        override (if any) applied to the user's credit account once per control id. InvalidRecord
+        when there is no case to resolve or the override cannot be applied."""
+        reviews = self.reviews
+        case = reviews.get(r.user_id, r.payment_id)
+        if case is None:
+            raise InvalidRecord(
+                f"no review case for payment {r.payment_id!r} of user {r.user_id!r} (not decided review, "
+                "or its case expired)"
+            )
+        if r.action is not None and self.credit is None:
+            raise InvalidRecord(
+                f"action {r.action} needs the credit policy, and credit is off (STREAMRISK_CREDIT)"
+            )
+        try:
+            applied = reviews.resolve(m.partition, case, r.audit_entry())
+        except ValueError as exc:
+            raise InvalidRecord(str(exc)) from None
+        if not applied:
+            self.counters.duplicates += 1
+        if r.action is not None and self.credit is not None:
+            # At the reviewed payment's event time (or the account's, if later), not the analyst's clock.
+            self.credit.on_override(m.partition, r.user_id, r.control_id, case["ts"], r.action, r.limit, out)

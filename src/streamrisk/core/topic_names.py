@@ -37,3 +37,8 @@ def merchant_risk_topic(settings: Settings) -> str:
 def shadow_decisions_topic(settings: Settings) -> str:
     """Would-be decisions of the shadow ruleset (rules/shadow.py), read by `streamrisk shadow-report`."""
     return f"{consumer_group(settings)}-shadow-decisions"
+
+
+def reviews_topic(settings: Settings) -> str:
+    """Analysts' resolutions of review cases, keyed by user (core/reviews.py): applied by the user's owner."""
+    return f"{consumer_group(settings)}-reviews"

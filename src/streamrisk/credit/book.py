@@ -342,6 +342,19 @@ class CreditBook:
         if effect.adjustment is not None:
             self._emit_limit(out, c.user_id, c.event_id, effect.adjustment, acct)
 
+    def on_override(self, partition: int, user_id: str, control_id: str, ts: int, action: str,
+                    limit: int | None, out: list[Any]) -> None:
+        """An analyst's freeze, unfreeze or new limit (a review's resolution), once per control event
+        id; at `ts`, or the account's own clock if that is later (the user's event time)."""
+        acct = self.user(partition, user_id, ts, open_at=True)
+        assert acct is not None
+        at = max(ts, acct.clock)
+        self._reviewed(acct, user_id, control_id, at, out)
+        self._changed.add((USER_KIND, user_id))
+        adj = uc.override(acct, "o" + control_id, action, limit, at, self.policy.user)
+        if adj is not None:
+            self._emit_limit(out, user_id, control_id, adj, acct)
+
     # -- merchant side
     def on_order(self, partition: int, o: Order, slot: Slot[MerchantState], out: list[Any],
                  again: bool = False, offset: int | None = None) -> None:

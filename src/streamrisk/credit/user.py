@@ -44,6 +44,9 @@ FRAUD_FREEZE = "FRAUD_FREEZE"
 FREEZE_LIFTED = "FREEZE_LIFTED"
 FRAUD_CHARGEBACK = "FRAUD_CHARGEBACK"  # follows FRAUD_FREEZE: a fraud or unauthorized chargeback froze it
 REPAYMENT_PAST_DUE = "REPAYMENT_PAST_DUE"  # cut at once: a repayment made after its due time
+ANALYST_OVERRIDE = "ANALYST_OVERRIDE"  # an analyst froze, unfroze or set the limit (review resolution)
+# An analyst's freeze holds until an analyst lifts it: no review lifts it.
+UNTIL_UNFROZEN = 1 << 62
 # Review cuts, in the order their reasons are listed. Late repayments cut at once (REPAYMENT_PAST_DUE);
 # LATE_REPAYMENT is pending only in accounts written before they did, and is reviewed as it was.
 CUT_ORDER = (LATE_REPAYMENT, CHARGEBACK_RECEIVED, FRAUD_ALERT)
@@ -449,3 +452,33 @@ def pd_features(a: UserAccount, lookback_ms: int) -> dict[str, float]:
         "bad_signals": float(len(a.negatives) - bisect.bisect_right(a.negatives, since)),
         "frozen": 1.0 if a.status is Status.FROZEN else 0.0,
     }
+
+
+def override(a: UserAccount, key: str, action: str, limit: int | None, ts: int, p: UserPolicy
+             ) -> Adjustment | None:
+    """An analyst's override, once per control event `key`: `freeze` (limit = outstanding, nothing
+    available, until an analyst unfreezes), `unfreeze` (active again, the limit back to at least the
+    floor, as a freeze lifted at a review), `set_limit` (that limit, active again). An adjustment when
+    the limit changes; ANALYST_OVERRIDE is its reason."""
+    if not once(a, key, ts, p):
+        return None
+    _advance(a, ts, p)
+    previous = a.limit
+    if action == "freeze":
+        a.status, a.until = Status.FROZEN, UNTIL_UNFROZEN
+        a.limit = a.outstanding
+        a.pending.clear()
+    elif action == "unfreeze":
+        if a.status is not Status.FROZEN:
+            return None
+        a.status, a.until, a.last_cut = Status.ACTIVE, -1, ts
+        a.limit = min(p.ceiling, max(a.limit, p.floor))
+    elif action == "set_limit" and limit is not None:
+        a.status, a.until = Status.ACTIVE, -1
+        a.limit = limit
+    else:
+        raise ValueError(f"unknown override {action!r}")
+    a._tail = None
+    if a.limit == previous:
+        return None
+    return _record(a, Adjustment("override", previous, a.limit, (ANALYST_OVERRIDE,), ts))

@@ -21,6 +21,7 @@ from ..core.topic_names import (
     consumer_group,
     merchant_events_topic,
     merchant_risk_topic,
+    reviews_topic,
     shadow_decisions_topic,
 )
 from ..settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
@@ -36,6 +37,7 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         settings.topic(t): (n, {}) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)
     }
     topics[merchant_events_topic(settings)] = (n, {})
+    topics[reviews_topic(settings)] = (n, {})  # analysts' resolutions, keyed by user like payments
     topics[shadow_decisions_topic(settings)] = (n, {})
     # The newest value per key is all that matters here.
     topics[changelog_topic(settings)] = (n, compact)
@@ -55,6 +57,7 @@ def keyed_topics(settings: Settings) -> dict[str, int]:
     n = settings.partitions
     out = {settings.topic(t): n for t in INPUT_TOPICS}
     out[merchant_events_topic(settings)] = n
+    out[reviews_topic(settings)] = n
     out[changelog_topic(settings)] = n
     out[settings.topic(CONTROL_TOPIC)] = 1
     return out

@@ -30,6 +30,7 @@ MERCHANT_DECISIONS = b"d"
 CREDIT_USER = b"cu"
 CREDIT_MERCHANT = b"cm"
 ORDER_INDEX = b"ox"  # a payment index (payment_index.py) of orders, keyed by merchant
+REVIEW = b"rv"  # a payment decided `review`: its case, its resolution and audit trail (reviews.py)
 
 KINDS: dict[bytes, KeyKind] = {
     k.kind: k
@@ -43,6 +44,7 @@ KINDS: dict[bytes, KeyKind] = {
         KeyKind(CREDIT_USER, "a user's credit account", 1),
         KeyKind(CREDIT_MERCHANT, "a merchant's credit line", 1),
         KeyKind(ORDER_INDEX, "a merchant's fulfilled orders in the settlement period", 1),
+        KeyKind(REVIEW, "a payment decided review: its case and audit trail", 1),
     )
 }
 

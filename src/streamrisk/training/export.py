@@ -65,6 +65,20 @@ class Chargeback:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalystResolution:
+    """An analyst's resolution of a review case (core/reviews.py), from the reviews control topic."""
+
+    payment_id: str
+    resolution: str  # approve | fraud
+    ts: int
+
+
+#: How a recording names the reviews control topic, `{app_id}-reviews` (its prefix stripped):
+#: `streamrisk record payments chargebacks repayments orders streamrisk-reviews ...`.
+REVIEWS_SUFFIX: Final = "-reviews"
+
+
+@dataclass(frozen=True, slots=True)
 class Repayment:
     user_id: str
     ts: int
@@ -89,6 +103,7 @@ class Export:
     rule_rank: list[int] = field(default_factory=list)  # what its rules alone said: 0, 1 review, 2 decline
     chargebacks: list[Chargeback] = field(default_factory=list)
     repayments: list[Repayment] = field(default_factory=list)
+    resolutions: list[AnalystResolution] = field(default_factory=list)  # analysts' labels
     version: str = ""  # the live ruleset's
 
     def matrix(self) -> np.ndarray:
@@ -123,8 +138,18 @@ class _Capture:
 
 def _label_events(records: Iterable[Recorded], export: Export) -> Iterator[Recorded]:
     """Pass the records on, keeping the chargebacks and user repayments (invalid ones are the
-    processor's to dead-letter, and label nothing)."""
+    processor's to dead-letter, and label nothing); keep the analysts' resolutions of a recorded
+    reviews topic (`{app_id}-reviews`), which the backtest does not read."""
     for rec in records:
+        if rec.topic.endswith(REVIEWS_SUFFIX):
+            try:
+                v = orjson.loads(rec.value) if rec.value else None
+            except orjson.JSONDecodeError:
+                v = None
+            if (isinstance(v, dict) and isinstance(v.get("payment_id"), str) and type(v.get("ts")) is int
+                    and v.get("resolution") in ("approve", "fraud")):
+                export.resolutions.append(AnalystResolution(v["payment_id"], v["resolution"], v["ts"]))
+            continue
         if rec.topic in ("chargebacks", "repayments") and rec.value:
             try:
                 v = orjson.loads(rec.value)

@@ -1,6 +1,8 @@
 """Labels from the stream itself, never from a side file: a payment is fraud when a chargeback with a fraud
 reason names it within the horizon; a user defaults when a repayment of theirs is late past the grace
-period, which marks their credit-line payments due by then."""
+period, which marks their credit-line payments due by then. Analysts' resolutions of review cases (the
+reviews control topic, when the recording holds it) label the payments they resolve: `fraud` is fraud,
+`approve` is good unless a fraud chargeback names that payment itself (`with_analyst_labels`)."""
 
 from __future__ import annotations
 
@@ -66,3 +68,30 @@ def default_labels(export: Export, horizon_ms: int, grace_ms: int) -> np.ndarray
             if any(0 <= due - t <= horizon_ms for due in dues):
                 y[i] = 1.0
     return y
+
+
+def analyst_labels(export: Export) -> tuple[np.ndarray, np.ndarray]:
+    """(fraud, good): 1.0 for each payment whose latest analyst resolution is `fraud`, resp. `approve`."""
+    index = {eid: i for i, eid in enumerate(export.event_ids)}
+    latest: dict[int, tuple[int, str]] = {}
+    for r in export.resolutions:
+        i = index.get(r.payment_id)
+        if i is not None and (i not in latest or r.ts >= latest[i][0]):
+            latest[i] = (r.ts, r.resolution)
+    fraud = np.zeros(len(export), dtype=np.float64)
+    good = np.zeros(len(export), dtype=np.float64)
+    for i, (_, resolution) in latest.items():
+        (fraud if resolution == "fraud" else good)[i] = 1.0
+    return fraud, good
+
+
+def with_analyst_labels(export: Export, y: np.ndarray, horizon_ms: int) -> np.ndarray:
+    """`y` (fraud labels of any scope) with the analysts' say: a payment resolved `fraud` is fraud; one
+    resolved `approve` is good, but for a fraud chargeback naming it (the bank's word beats the
+    analyst's; an approve does clear a label the device scope spread to it)."""
+    if not export.resolutions:
+        return y
+    fraud, good = analyst_labels(export)
+    direct = fraud_labels(export, horizon_ms, "payment")
+    out = np.where((good == 1.0) & (direct == 0.0), 0.0, y)
+    return np.maximum(out, fraud)

@@ -16,7 +16,7 @@ from ..rules import Ruleset
 from ..rules.ruleset import HIGH_SCORE
 from ..rules.score import ScoreModel
 from .export import Export
-from .labels import DAY_MS, FRAUD_REASONS, default_labels, fraud_labels
+from .labels import DAY_MS, FRAUD_REASONS, analyst_labels, default_labels, fraud_labels, with_analyst_labels
 from .model import (
     Fitted,
     at_threshold,
@@ -203,7 +203,7 @@ def _pct(v: float | None) -> str:
 
 def labels_for(export: Export, config: TrainConfig) -> tuple[np.ndarray, dict[str, int]]:
     horizon = int(config.horizon_days * DAY_MS)
-    fraud = fraud_labels(export, horizon, config.label_scope)
+    fraud = with_analyst_labels(export, fraud_labels(export, horizon, config.label_scope), horizon)
     default = default_labels(export, horizon, int(config.grace_days * DAY_MS))
     y = {"fraud": fraud, "default": default, "either": np.maximum(fraud, default)}[config.target]
     counts = {
@@ -211,6 +211,10 @@ def labels_for(export: Export, config: TrainConfig) -> tuple[np.ndarray, dict[st
         "fraud_chargebacks": sum(cb.reason in FRAUD_REASONS for cb in export.chargebacks),
         "late_repayments": sum(r.ts > r.due_ts + config.grace_days * DAY_MS for r in export.repayments),
     }
+    if export.resolutions:
+        analyst_fraud, analyst_good = analyst_labels(export)
+        counts["analyst_fraud"] = int(analyst_fraud.sum())
+        counts["analyst_approve"] = int(analyst_good.sum())
     return y, counts
 
 

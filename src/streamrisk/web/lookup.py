@@ -139,3 +139,15 @@ def merchant_body(processor: Processor, merchant_id: str, entity: Any, partition
         "recent_decisions": merchant_decisions_of(processor, merchant_id),
         "alerts": alerts_of(processor, "merchant", merchant_id),
     }
+
+
+def review_body(case: dict[str, Any], audit: bool = False) -> dict[str, Any]:
+    """A review case as the API shows it (state/reviews.py), amounts in major units; with its audit
+    trail (oldest first) when `audit`."""
+    body = {k: v for k, v in case.items() if k != "audit"}
+    body["amount"] = to_major(case["amount"])
+    audit_trail = case.get("audit", [])
+    body["resolutions"] = len(audit_trail)
+    if audit:
+        body["audit"] = audit_trail
+    return body

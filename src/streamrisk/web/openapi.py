@@ -96,6 +96,65 @@ def _entity(kind: str, credit: str, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+AUDIT_ENTRY = {
+    "type": "object",
+    "required": ["control_id", "analyst", "resolution", "note", "action", "limit", "resolved_at"],
+    "properties": {
+        "control_id": {"type": "string", "description": "the control event's id (POST's answer)"},
+        "analyst": {"type": "string"},
+        "resolution": {"type": "string", "enum": ["approve", "fraud"]},
+        "note": {"type": "string"},
+        "action": {"type": "string", "enum": ["freeze", "unfreeze", "set_limit"], "nullable": True},
+        "limit": NULLABLE_NUM,
+        "resolved_at": {"type": "integer", "description": "epoch ms the analyst resolved it"},
+    },
+}
+REVIEW_CASE = {
+    "type": "object",
+    "required": ["user_id", "payment_id", "merchant_id", "ts", "amount", "score", "reasons", "rules_version",
+                 "status", "resolutions"],
+    "properties": {
+        "user_id": {"type": "string"},
+        "payment_id": {"type": "string"},
+        "merchant_id": {"type": "string"},
+        "ts": {"type": "integer", "description": "payment time"},
+        "amount": {"type": "number"},
+        "score": {"type": "number"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "rules_version": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "approve", "fraud"]},
+        "resolutions": {"type": "integer", "description": "entries in the audit trail"},
+        "audit": {"type": "array", "items": AUDIT_ENTRY, "description": "every resolution, oldest first"},
+        "partition": {"type": "integer"},
+        "served_by": {"type": "string"},
+    },
+}
+RESOLUTION = {
+    "type": "object",
+    "required": ["user_id", "resolution", "analyst"],
+    "additionalProperties": False,
+    "properties": {
+        "user_id": {**ID_SCHEMA, "description": "the payment's user (cases are kept per user)"},
+        "resolution": {"type": "string", "enum": ["approve", "fraud"]},
+        "analyst": {**ID_SCHEMA, "description": "who resolves it (named in the audit trail)"},
+        "note": {"type": "string", "maxLength": 2000},
+        "action": {"type": "string", "enum": ["freeze", "unfreeze", "set_limit"], "nullable": True},
+        "limit": {"type": "number", "minimum": 0, "nullable": True,
+                  "description": "the new credit limit (major units); with action set_limit only"},
+    },
+}
+REVIEWS = {
+    "type": "object",
+    "required": ["reviews", "pending", "complete", "workers"],
+    "properties": {
+        "reviews": {"type": "array", "items": REVIEW_CASE,
+                    "description": "pending cases, oldest payment first"},
+        "pending": {"type": "integer", "description": "pending cases in all (of the workers that answered)"},
+        "complete": {"type": "boolean", "description": "false when a worker did not answer"},
+        "workers": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
 STATS = {
     "type": "object",
     "required": ["consumed", "dead_letters", "decisions", "alerts", "assigned_partitions", "ready"],
@@ -186,6 +245,40 @@ def openapi_document(auth: bool) -> dict[str, Any]:
             params=[_path_id("event_id"),
                     {"name": "user_id", "in": "query", "required": True, "schema": ID_SCHEMA}],
         ),
+        "/reviews": _get(
+            "The pending review cases of the whole deployment, oldest payment first (gathered from every "
+            "worker)",
+            _json(REVIEWS, "the queue"),
+            *((400, 401, 503) if auth else (400, 503)),
+            params=[{"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+        ),
+        "/reviews/{payment_id}": {
+            **_get(
+                "A review case with its audit trail (any worker answers); user_id is required",
+                _json(REVIEW_CASE, "the case"),
+                *state,
+                params=[_path_id("payment_id"),
+                        {"name": "user_id", "in": "query", "required": True, "schema": ID_SCHEMA}],
+            ),
+            "post": {
+                "summary": "Resolve a review case (approve or fraud), maybe with a credit override; "
+                           "applied by the user's owner from the reviews control topic",
+                "parameters": [_path_id("payment_id")],
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": RESOLUTION}}},
+                "responses": {
+                    "202": _json({"type": "object", "required": ["accepted", "control_id"],
+                                  "properties": {"accepted": {"type": "boolean"},
+                                                 "control_id": {"type": "string"},
+                                                 "payment_id": {"type": "string"},
+                                                 "user_id": {"type": "string"},
+                                                 "topic": {"type": "string"}}},
+                                 "sent to the reviews control topic"),
+                    **_errors(*state),
+                },
+            },
+        },
         "/health": _get("The process is up", _json({"type": "object", "required": ["status"],
                                                    "properties": {"status": {"type": "string"}}},
                                                   "up"), open_=True),

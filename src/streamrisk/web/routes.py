@@ -8,6 +8,7 @@ instead of a wrong 404.
 from __future__ import annotations
 
 import asyncio
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -16,14 +17,18 @@ from typing import Any
 import aiohttp
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from faust.web import Request, Response, View
+from yarl import URL
 
+from ..core.events import InvalidRecord
 from ..core.processor import Processor
+from ..core.reviews import resolution_of, resolution_record
 from ..runtime.broadcast import BroadcastReader
 from ..runtime.runner import BatchObserver
 from .auth import BearerAuth
 from .http_errors import serve_json_errors
-from .lookup import entity_of, merchant_body, payment_body, user_body
+from .lookup import entity_of, merchant_body, payment_body, review_body, user_body
 from .metrics import CONTENT_TYPE, WorkerMetrics, adjustments, buckets, count, quantile
 from .openapi import openapi_document
 from .owner import FORWARDED_HEADER, Owners, forward
@@ -32,6 +37,8 @@ from .peer import PEER_HEADER, PEER_REPLY_HEADER, PROOF_TTL_S, PeerAuth
 MAX_ID_CHARS = 256
 RETRY_AFTER_S = "1"
 CLUSTER_TIMEOUT_S = 2.0
+REVIEWS_DEFAULT = 100  # GET /reviews: the oldest this many pending cases (?limit=, at most REVIEWS_MAX)
+REVIEWS_MAX = 1000
 Handler = Callable[..., Awaitable[Response]]
 
 
@@ -103,11 +110,21 @@ def register_routes(
     def unavailable(view: View, why: str) -> Response:
         return view.json({"error": why}, status=503, headers={"Retry-After": RETRY_AFTER_S})
 
-    def page(path: str) -> Callable[[Handler], None]:
-        """Register `handler(view, request, **params)` at `path` for GET, behind the bearer check."""
+    def page(path: str, post: Handler | None = None) -> Callable[[Handler], None]:
+        """Register `handler(view, request, **params)` at `path` for GET, behind the bearer check; and
+        `post` for POST, behind the bearer token only (requests between workers never POST)."""
+        post_handler = post  # the class body below defines a `post` of its own
 
         def register(handler: Handler) -> None:
             class Page(View):
+                if post_handler is not None:
+                    async def post(self, request: Request, **params: str) -> Response:
+                        authorization = request.headers.get("Authorization")
+                        if not auth.allows(request.path, authorization):
+                            body, headers = auth.denial(authorization)
+                            return self.json(body, status=401, headers=headers)
+                        return await post_handler(self, request, **params)
+
                 async def get(self, request: Request, **params: str) -> Response:
                     authorization = request.headers.get("Authorization")
                     proof = request.headers.get(PEER_HEADER)
@@ -216,6 +233,152 @@ def register_routes(
             return None if found is None else {"partition": partition, **payment_body(found, user_id)}
 
         return await routed(view, request, f"payment {event_id!r} of user", user_id, answer)
+
+    # -- the analysts' review queue (docs/http-api.md, "Review queue")
+    def review_answer(user_id: str, payment_id: str) -> Callable[[int], dict[str, Any] | None]:
+        def answer(partition: int) -> dict[str, Any] | None:
+            case = processor.reviews.get(user_id, payment_id)
+            return None if case is None else {"partition": partition, **review_body(case, audit=True)}
+
+        return answer
+
+    producer: list[AIOKafkaProducer] = []  # started on the first resolution
+    starting = asyncio.Lock()
+
+    async def produce_resolution(key: str, value: dict[str, Any]) -> None:
+        async with starting:
+            if not producer:
+                # Not idempotent (Tansu refuses it): a record sent twice carries one control_id, applied once.
+                p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap.split(","), acks="all")
+                await p.start()
+                producer.append(p)
+        await producer[0].send_and_wait(processor.t_reviews, orjson.dumps(value), key=key.encode())
+
+    @app.on_before_shutdown.connect
+    async def stop_producer(app: faust.App, **_: Any) -> None:
+        if producer:
+            await producer.pop().stop()
+
+    async def resolve(view: View, request: Request, payment_id: str) -> Response:
+        """`POST /reviews/{payment_id}`: check the resolution and its case, then produce the control
+        event keyed by the user (its owner applies it); 202 with its `control_id`."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return view.json({"error": f"body is not valid JSON: {exc}"}, status=400)
+        if type(body) is not dict:
+            return view.json({"error": "body must be a JSON object"}, status=400)
+        extra = sorted(set(body) - {"user_id", "resolution", "analyst", "note", "action", "limit"})
+        if extra:
+            return view.json({"error": f"unknown field(s) {', '.join(extra)} (fields: user_id, "
+                                       "resolution, analyst, note, action, limit)"}, status=400)
+        record = resolution_record(body, payment_id, int(time.time() * 1000))
+        user_id = record["user_id"]
+        if problem := id_problem("payment_id", payment_id) or (
+            "user_id must be a string" if type(user_id) is not str else id_problem("user_id", user_id)
+        ):
+            return view.json({"error": problem}, status=400)
+        # The case must exist: asked of the user's owner (a best-effort check; the owner checks again).
+        # Before the body's other fields are checked: a resolution of no case is a 404 however written.
+        if busy := waiting_for():
+            return unavailable(view, f"not answering state queries yet: {', '.join(busy)}")
+        route = owners.route(user_id)
+        if route.local:
+            found = processor.reviews.get(user_id, payment_id) is not None
+        elif route.url is None:
+            return unavailable(view, f"owner of partition {route.partition} not known here yet (rebalance)")
+        else:
+            path = f"/reviews/{payment_id}"
+            query = {"user_id": user_id}
+            try:
+                status, _, _ = await ask_peer(route.url, path, query, str(URL.build(path=path, query=query)))
+            except PeerRefused as exc:
+                return view.json({"error": f"partition {route.partition} is owned by {route.url}; {exc}"},
+                                 status=502)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                return unavailable(view, f"owner {route.url} of partition {route.partition} did not "
+                                         f"answer: {exc!r}")
+            if status not in (200, 404):
+                return unavailable(view, f"owner {route.url} answered {status}")
+            found = status == 200
+        if not found:
+            return view.json({"error": f"no review case for payment {payment_id!r} of user {user_id!r}"},
+                             status=404)
+        try:
+            resolution_of(record, processor.validator, user_id.encode(), record["ts"])
+        except InvalidRecord as exc:
+            return view.json({"error": str(exc)}, status=400)
+        try:
+            await produce_resolution(user_id, record)
+        except Exception as exc:  # the broker did not take it: the analyst tries again
+            return unavailable(view, f"resolution not sent to {processor.t_reviews}: {exc!r}")
+        return view.json({"accepted": True, "control_id": record["control_id"], "payment_id": payment_id,
+                          "user_id": user_id, "topic": processor.t_reviews}, status=202)
+
+    @page("/reviews/{payment_id}", post=resolve)
+    async def review(view: View, request: Request, payment_id: str) -> Response:
+        user_id = request.query.get("user_id")
+        if not user_id:
+            return view.json(
+                {"error": "query parameter user_id is required: review cases are kept per user "
+                          "(GET /reviews/{payment_id}?user_id=...)"},
+                status=400,
+            )
+        if problem := id_problem("payment_id", payment_id) or id_problem("user_id", user_id):
+            return view.json({"error": problem}, status=400)
+        return await routed(view, request, f"review case of payment {payment_id!r} of user", user_id,
+                            review_answer(user_id, payment_id))
+
+    @page("/reviews")
+    async def reviews(view: View, request: Request) -> Response:
+        """The pending review cases of the whole deployment, oldest payment first: each worker's own
+        (`?scope=local`), gathered from every group member like /cluster."""
+        try:
+            limit = int(request.query.get("limit", REVIEWS_DEFAULT))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= REVIEWS_MAX:
+            return view.json({"error": f"limit must be an integer from 1 to {REVIEWS_MAX}"}, status=400)
+        if busy := waiting_for():
+            return unavailable(view, f"not answering state queries yet: {', '.join(busy)}")
+        owned = owners.owned()
+
+        def local() -> dict[str, Any]:
+            cases, total = processor.reviews.pending(limit, owned)
+            return {"reviews": [review_body(c) for c in cases], "pending": total, "partitions": owned}
+
+        if request.query.get("scope") == "local":
+            return view.json(local())
+        members = owners.members() or {owners.own_url: owned}
+
+        async def one(url: str) -> dict[str, Any]:
+            if url == owners.own_url:
+                return {"url": url, **local()}
+            query = {"scope": "local", "limit": str(limit)}
+            try:
+                status, raw, _ = await asyncio.wait_for(
+                    ask_peer(url, "/reviews", query, str(URL.build(path="/reviews", query=query))),
+                    CLUSTER_TIMEOUT_S,
+                )
+                if status != 200:
+                    return {"url": url, "error": f"/reviews answered {status}"}
+                return {"url": url, **orjson.loads(raw)}
+            except PeerRefused as exc:
+                return {"url": url, "error": str(exc)}
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                return {"url": url, "error": f"not answering: {exc!r}"}
+            except ValueError as exc:
+                return {"url": url, "error": f"/reviews is not JSON: {exc}"}
+
+        workers = await asyncio.gather(*(one(u) for u in sorted(members)))
+        cases = sorted((c for w in workers for c in w.get("reviews", ())),
+                       key=lambda c: (c["ts"], c["user_id"], c["payment_id"]))
+        return view.json({
+            "reviews": cases[:limit],
+            "pending": sum(w.get("pending", 0) for w in workers),
+            "complete": not any("error" in w for w in workers),
+            "workers": [{k: v for k, v in w.items() if k != "reviews"} for w in workers],
+        })
 
     @page("/health")
     async def health(view: View, request: Request) -> Response:
