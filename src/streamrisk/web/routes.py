@@ -218,15 +218,10 @@ def register_routes(
 
     @page("/payments/{event_id}")
     async def payment(view: View, request: Request, event_id: str) -> Response:
-        user_id = request.query.get("user_id")
-        if not user_id:
-            return view.json(
-                {"error": "query parameter user_id is required: payments are indexed per user "
-                          "(GET /payments/{event_id}?user_id=...)"},
-                status=400,
-            )
-        if problem := id_problem("event_id", event_id) or id_problem("user_id", user_id):
-            return view.json({"error": problem}, status=400)
+        user_id, refused = _user_of(view, request, "payments are indexed per user",
+                                    "/payments/{event_id}", ("event_id", event_id))
+        if refused is not None:
+            return refused
 
         def answer(partition: int) -> dict[str, Any] | None:
             found = processor.payment_index.find(user_id, event_id)
@@ -317,15 +312,10 @@ def register_routes(
 
     @page("/reviews/{payment_id}", post=resolve)
     async def review(view: View, request: Request, payment_id: str) -> Response:
-        user_id = request.query.get("user_id")
-        if not user_id:
-            return view.json(
-                {"error": "query parameter user_id is required: review cases are kept per user "
-                          "(GET /reviews/{payment_id}?user_id=...)"},
-                status=400,
-            )
-        if problem := id_problem("payment_id", payment_id) or id_problem("user_id", user_id):
-            return view.json({"error": problem}, status=400)
+        user_id, refused = _user_of(view, request, "review cases are kept per user",
+                                    "/reviews/{payment_id}", ("payment_id", payment_id))
+        if refused is not None:
+            return refused
         return await routed(view, request, f"review case of payment {payment_id!r} of user", user_id,
                             review_answer(user_id, payment_id))
 
@@ -471,3 +461,18 @@ def register_routes(
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
+
+
+def _user_of(
+    view: View, request: Request, why: str, path: str, named: tuple[str, str]
+) -> tuple[str, Response | None]:
+    """The `user_id` query parameter a per-user lookup needs, or the 400 that says what is missing or
+    malformed (`named`: the path's own id, checked too)."""
+    user_id = request.query.get("user_id")
+    if not user_id:
+        return "", view.json(
+            {"error": f"query parameter user_id is required: {why} (GET {path}?user_id=...)"}, status=400
+        )
+    if problem := id_problem(*named) or id_problem("user_id", user_id):
+        return user_id, view.json({"error": problem}, status=400)
+    return user_id, None
