@@ -135,3 +135,11 @@ def test_backtest_prints_the_credit_losses_side_by_side(
     assert "target MISS" in text
     body = orjson.loads(out_json.read_bytes())["credit_losses"]
     assert body["current"]["losses"] == 600.0 and body["candidate"]["approved_credit_volume"] == 3500.0
+
+
+def test_one_processor_for_both_rulesets_gives_both_sides_the_same_losses() -> None:
+    """Shared mode (no policy: the candidate is the processor's shadow) fills the ledger for both sides."""
+    ledger = CreditLedger(grace_ms=14 * DAY)
+    run_backtest(story(), Settings(), default_ruleset(), default_ruleset(), ledger=ledger)
+    assert ledger.drawn[0] == ledger.drawn[1] == {"f1:p1", "r1:p", "d1:p", "s1:p", "l1:p1"}
+    assert ledger.losses(0) == ledger.losses(1) and ledger.losses(0).losses == 60_000
