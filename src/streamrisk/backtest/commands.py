@@ -25,6 +25,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: object) -> None:
                    "one); risk-rules records in the recording then apply to it as they did live")
     b.add_argument("--policy", type=Path, metavar="FILE",
                    help="candidate credit policy (needs the credit package)")
+    b.add_argument("--grace-days", type=float, default=14.0, metavar="DAYS",
+                   help="credit losses: a balance with a draw unpaid for longer than this at the end of "
+                   "the recording has defaulted (default 14)")
     b.add_argument("--changes", type=Path, help="write every changed payment here (JSON Lines)")
     b.add_argument("--json", type=Path, help="write the report as JSON here")
     b.add_argument("--show", type=int, default=20, help="changed payments to print (default 20)")
@@ -51,12 +54,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.grace_days >= 0:
+        print(f"streamrisk backtest: --grace-days must be 0 or more (got {args.grace_days:g})",
+              file=sys.stderr)
+        return 2
     # Imported here: the rules engine takes a while to import, and other commands do not need it.
     import orjson
 
     from ..recording.jsonl import RecordingError, check_recording, read_recording
     from ..rules import RulesetError, load_ruleset
     from ..rules.control import initial_ruleset
+    from ..settings import DAY_MS
+    from .losses import CreditLedger, format_losses
     from .offline import run_backtest
     from .policy import PolicyError, credit_built, policy_hook
     from .report import format_report, report_json
@@ -68,8 +77,9 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         check_recording(args.recording)
         # One processor with the candidate as its shadow, unless state can depend on decisions.
         shared = configure is None and not credit_built()
+        ledger = CreditLedger(grace_ms=int(args.grace_days * DAY_MS)) if credit_built() else None
         result = run_backtest(read_recording(args.recording), settings, current, candidate,
-                              configure=configure, shared=shared, batch_max=args.batch_max)
+                              configure=configure, shared=shared, batch_max=args.batch_max, ledger=ledger)
     except RulesetError as exc:
         print(f"streamrisk backtest: ruleset not loaded: {exc}", file=sys.stderr)
         return 1
@@ -88,6 +98,8 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  current side decided with rulesets {' then '.join(c.a.versions)} (from the recording)")
         c.a.version = list(c.a.versions)[-1]
     print(format_report(c, show_changes=args.show))
+    if ledger is not None and ledger.payments:
+        print(format_losses(ledger))
     how = "one processor, the candidate as its shadow" if result.shared else "one processor per ruleset"
     print(f"ran both rulesets ({how}) in {result.elapsed_s:.1f} s: "
           f"{result.speedup:.0f}x faster than real time")
@@ -100,5 +112,8 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         body = report_json(c)
         body.update(records=result.records, span_s=result.span_s, elapsed_s=result.elapsed_s,
                     speedup=result.speedup, note=note)
+        if ledger is not None and ledger.payments:
+            body["credit_losses"] = {"grace_days": args.grace_days, "current": ledger.losses(0).as_dict(),
+                                     "candidate": ledger.losses(1).as_dict()}
         args.json.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
     return 0

@@ -18,6 +18,7 @@ after each batch, so the merchant side lags by one batch, as it lags by one hop 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from ..rules.verdict import Verdict
 from ..settings import CONTROL_TOPIC, INPUT_TOPICS, Settings
 from ..state.kv import DictKV
 from .compare import Comparison, Tally
+from .losses import CreditLedger
 
 CREDIT_TOPICS = {"credit-limit-adjustments": "limit", "credit-line-adjustments": "line"}
 
@@ -81,6 +83,7 @@ class Backtest:
     last_ts: int | None = None
     elapsed_s: float = 0.0
     cpu_s: float = 0.0  # this process's CPU time: on a shared machine, what the run itself cost
+    credit: CreditLedger | None = None  # credit losses of each side (`ledger=` of run_backtest)
 
     @property
     def span_s(self) -> float:
@@ -134,11 +137,13 @@ def run_backtest(
     batch_max: int = 500,
     batch_span_ms: int = 100,
     watch: Watch | None = None,
+    ledger: CreditLedger | None = None,
 ) -> Backtest:
     """Run both rulesets over `records`; `configure(processor, is_candidate)` applies e.g. a policy
     (separate mode only: in shared mode one processor serves both). `candidate=None` runs the current
     ruleset alone (what one worker would do: the benchmark's baseline). `watch` sees every payment as it
-    is decided, with the context it was decided on (shared mode, with a candidate)."""
+    is decided, with the context it was decided on (shared mode, with a candidate). `ledger` collects
+    each side's credit draws, chargebacks and repayments for the credit losses (losses.py)."""
     lanes = []
     # The table in a dict, keeping no log of its writes: the log (for tests) holds every version of
     # every chunk ever written, gigabytes an hour of demo traffic.
@@ -157,7 +162,7 @@ def run_backtest(
                 configure(proc, is_candidate)
             lanes.append(Lane(proc, Tally(version=ruleset.version), follow_rules=not is_candidate))
         b_tally = lanes[1].tally
-    result = Backtest(Comparison(lanes[0].tally, b_tally), shared=shared)
+    result = Backtest(Comparison(lanes[0].tally, b_tally), shared=shared, credit=ledger)
     feeder = Feeder(settings)
     inputs = set(INPUT_TOPICS)
     batch: list[Message] = []
@@ -171,7 +176,7 @@ def run_backtest(
             result.first_ts = t if result.first_ts is None else min(result.first_ts, t)
             result.last_ts = t if result.last_ts is None else max(result.last_ts, t)
         if rec.topic == CONTROL_TOPIC:
-            _run_batch(lanes, batch, clock, result.comparison)  # rules apply between batches
+            _run_batch(lanes, batch, clock, result.comparison, ledger)  # rules apply between batches
             batch, batch_start = [], None
             msg = feeder.message(rec)
             for lane in lanes:
@@ -185,18 +190,21 @@ def run_backtest(
             continue
         if rec.topic == "chargebacks":
             _label(rec, result.comparison)
+        if ledger is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):  # the worker dead-letters it
+                ledger.observe(rec.topic, orjson.loads(rec.value or b""))
         if t is not None:
             if batch and batch_start is not None and t > batch_start + batch_span_ms:
-                _run_batch(lanes, batch, clock, result.comparison)
+                _run_batch(lanes, batch, clock, result.comparison, ledger)
                 batch, batch_start = [], None
             if batch_start is None:
                 batch_start = t
             clock = max(clock, t)
         batch.append(feeder.message(rec))
         if len(batch) >= batch_max:
-            _run_batch(lanes, batch, clock, result.comparison)
+            _run_batch(lanes, batch, clock, result.comparison, ledger)
             batch, batch_start = [], None
-    _run_batch(lanes, batch, clock, result.comparison)
+    _run_batch(lanes, batch, clock, result.comparison, ledger)
     result.elapsed_s = time.perf_counter() - started
     result.cpu_s = time.process_time() - cpu_started
     return result
@@ -213,7 +221,8 @@ def _label(rec: Recorded, comparison: Comparison) -> None:
         comparison.add_chargeback(payment_id)
 
 
-def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Comparison) -> None:
+def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Comparison,
+               ledger: CreditLedger | None = None) -> None:
     if not batch:
         return
     if len(lanes) == 1:
@@ -229,6 +238,9 @@ def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Co
             if v is not None:
                 tally.add_decision(event_id, v.action, v.reasons, v.rules_version)
                 comparison.add_pair(d_a, {"action": v.action, "reasons": v.reasons})
+                if ledger is not None:
+                    ledger.decided(0, event_id, d_a["action"])
+                    ledger.decided(1, event_id, v.action)
         kept.clear()
         tally.dead_letters = comparison.a.dead_letters  # one processor validated for both
         return
@@ -237,6 +249,10 @@ def _run_batch(lanes: list[Lane], batch: list[Message], now: int, comparison: Co
         d_b = b.get(event_id)
         if d_b is not None:
             comparison.add_pair(d_a, d_b)
+    if ledger is not None:
+        for side, decisions in enumerate((a, b)):
+            for event_id, d in decisions.items():
+                ledger.decided(side, event_id, d["action"])
 
 
 def _tally(lane: Lane, outs: list[Out]) -> dict[str, dict]:

@@ -21,6 +21,8 @@ from ..settings import DAY_MS
 from .pricing import DEFAULT_PRICING, MERCHANT_FEATURES, USER_FEATURES, Model, Pricing
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+# A policy's severity threshold may also be "never": no alert reaches it (the static-limit policy).
+NEVER_RANK = len(SEVERITY_RANK)
 
 
 class PolicyError(ValueError):
@@ -155,8 +157,10 @@ class _Reader:
 
     def severity(self, key: str) -> int:
         v = self._get(key)
+        if v == "never":
+            return NEVER_RANK
         if v not in SEVERITY_RANK:
-            self.problems.append(f"{self.section}.{key} must be one of low, medium, high (got {v!r})")
+            self.problems.append(f"{self.section}.{key} must be one of low, medium, high, never (got {v!r})")
             return SEVERITY_RANK["high"]
         return SEVERITY_RANK[v]
 
@@ -351,5 +355,11 @@ def load_policy(source: Path | str | Mapping[str, Any]) -> CreditPolicy:
 
 def default_policy() -> CreditPolicy:
     """The policy shipped with the package (streamrisk/credit/default_policy.yaml)."""
-    text = resources.files("streamrisk.credit").joinpath("default_policy.yaml").read_text("utf-8")
+    return shipped_policy("default_policy.yaml")
+
+
+def shipped_policy(name: str) -> CreditPolicy:
+    """A policy file shipped with the package: default_policy.yaml, or static_policy.yaml (limits set at
+    opening and never moved: the baseline the adaptive policy is measured against)."""
+    text = resources.files("streamrisk.credit").joinpath(name).read_text("utf-8")
     return load_policy(yaml.safe_load(text))
