@@ -45,6 +45,10 @@ async def test_adjustments_carry_the_pd_and_price_of_the_api(client: Client, wor
                                     status="fulfilled"))
         limits = await client.read("credit-limit-adjustments", until=lambda rs: len(rs) >= 1, settle=2.0)
         lines = await client.read("credit-line-adjustments", until=lambda rs: len(rs) >= 1, settle=2.0)
+        # The merchant's exposure is what it owes: an advance of half its line.
+        await client.send(*pt.advance(f"{merchant}-a", merchant, 400.0, t0 + 2 * HOUR))
+        await client.read("advance-decisions", until=lambda rs: any(
+            r["event_id"] == f"{merchant}-a" for r in rs), timeout=60)
         body = await get_json(http, worker, f"/users/{user}")
         mbody = await get_json(http, worker, f"/merchants/{merchant}")
         async with http.get(worker.url("/metrics")) as resp:
@@ -62,5 +66,5 @@ async def test_adjustments_carry_the_pd_and_price_of_the_api(client: Client, wor
     loss = {tuple(sorted(s.labels.items())): s.value for fam in text_string_to_metric_families(metrics)
             for s in fam.samples if s.name == "streamrisk_credit_expected_loss"}
     assert loss[(("pd_band", "0.03-0.08"), ("segment", "user"))] >= round(0.6 * pd * 900, 2) - 0.01
-    merchant_loss = round(0.6 * logistic(-5.0) * 800, 2)
+    merchant_loss = round(0.6 * logistic(-5.0) * 400, 2)
     assert loss[(("pd_band", "0-0.01"), ("segment", "merchant"))] >= merchant_loss - 0.01
