@@ -58,6 +58,7 @@ async def confirmed_end_offsets(
         aiokafka.TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end > 0
     }
     deadline = time.monotonic() + timeout_s
+    why = f"no high watermark in {timeout_s} s"
     while pending:
         probe = aiokafka.AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
@@ -73,13 +74,12 @@ async def confirmed_end_offsets(
                     tp = pending.pop(part)
                     out[tp] = max(out[tp], probe.highwater(part))
         except aiokafka.errors.KafkaError as exc:  # the broker is away: try again until the deadline
-            if time.monotonic() >= deadline:
-                raise EndOffsetsUnconfirmed(f"end offsets of {sorted(pending.values())}: {exc!r}") from exc
+            why = repr(exc)
             await asyncio.sleep(0.5)
         finally:
             await probe.stop()
         if pending and time.monotonic() >= deadline:
-            raise EndOffsetsUnconfirmed(f"no high watermark in {timeout_s} s for {sorted(pending.values())}")
+            raise EndOffsetsUnconfirmed(f"end offsets of {sorted(pending.values())}: {why}")
     return out
 
 
@@ -217,10 +217,10 @@ class _Consumer(faust_aiokafka.Consumer):
                 # Every changelog record below these positions is applied or queued for recovery:
                 # what recovery may count as read (app.py), past markers and aborted records.
                 self.restored_positions.update(
-                    self._positions(tp for tp in (active or ()) if tp.topic not in topics)
+                    self.known_positions(tp for tp in (active or ()) if tp.topic not in topics)
                 )
                 # Read now, before the next fetch moves them: only getmany advances positions.
-                positions = self._positions(tp for tp in (active or ()) if tp.topic in topics)
+                positions = self.known_positions(tp for tp in (active or ()) if tp.topic in topics)
                 if ours or (positions != last_positions and self.flow_active):
                     # Also without records: a fetch of transaction markers alone moves a position.
                     last_positions = positions
@@ -263,14 +263,12 @@ class _Consumer(faust_aiokafka.Consumer):
         # Faust's livelock check reads each assigned partition's fetch position, which aiokafka asserts
         # is set. Just after an assignment (recovery done, the seek to the committed offsets pending) it
         # is not, and the assertion crashed the worker: such a partition has nothing to check yet.
-        if tp in self._positions((tp,)):
+        if tp in self.known_positions((tp,)):
             super().verify_event_path(now, tp)
 
     def known_positions(self, tps: Iterable[TP]) -> dict[TP, int]:
-        """The next offset to read of each of `tps` the consumer knows now, without a round trip."""
-        return self._positions(tps)
-
-    def _positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The next offset to read of each of `tps` the consumer knows now, without a round trip (also
+        what /metrics reads, so a scrape answers while the broker is away)."""
         # aiokafka's own bookkeeping, read on this thread: `consumer.position()` would be a round trip
         # to the consumer thread per partition, and getmany (the only thing that moves a position
         # between rebalances) is not running now.
