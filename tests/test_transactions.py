@@ -3,6 +3,7 @@ and instance id (so the coordinator can refuse a zombie's), and a fenced answer 
 
 from __future__ import annotations
 
+import logging
 from io import BytesIO
 from types import SimpleNamespace
 
@@ -19,6 +20,12 @@ from streamrisk.runtime.faust.transactions import (
     GroupMetadata,
     _FencedTxnOffsetCommitHandler,
     _FencedTxnOffsetCommitRequest,
+    _PromptAddOffsetsHandler,
+    _PromptAddPartitionsHandler,
+    _PromptEndTxnHandler,
+    _PromptProduceHandler,
+    install_fencing,
+    verification_retries,
 )
 
 
@@ -82,3 +89,79 @@ async def test_a_pending_transactional_offset_is_asked_for_again_not_read_as_com
     assert caught.value.retriable  # aiokafka's fetch_committed_offsets asks again after its backoff
     offsets = await _fetch_stable_offsets(coordinator, tps)
     assert {tp.partition: o.offset for tp, o in offsets.items()} == {0: 42, 1: 7}
+
+
+# -- the coordinator busy with the last transaction is asked again within milliseconds, not 100 ms
+CONCURRENT_TRANSACTIONS, NOT_ENOUGH_REPLICAS, NOT_LEADER = 51, 19, 6
+
+
+def _sender(transactional_id: str | None = "tx-w1") -> SimpleNamespace:
+    txn = SimpleNamespace(
+        transactional_id=transactional_id, txn_partitions={TopicPartition("payments", 0)},
+        consumer_group_added=lambda group: None, complete_transaction=lambda: None,
+    )
+    return SimpleNamespace(
+        _retry_backoff=0.1, _coordinators={}, _txn_manager=txn,
+        client=SimpleNamespace(force_metadata_update=lambda: None), _coordinator_dead=lambda kind: None,
+    )
+
+
+def test_partitions_added_while_the_last_transaction_ends_are_asked_again_within_milliseconds() -> None:
+    # aiokafka shortens this retry only for a transaction's first partitions, not for later ones.
+    handler = _PromptAddPartitionsHandler(_sender(), [TopicPartition("decisions", 1)])
+    backoff = handler.handle_response(SimpleNamespace(errors=[("decisions", [(1, CONCURRENT_TRANSACTIONS)])]))
+    assert backoff is not None and backoff <= 0.002
+
+
+@pytest.mark.parametrize("handler_type", [_PromptAddOffsetsHandler, _PromptEndTxnHandler])
+def test_offsets_and_commits_refused_as_concurrent_are_asked_again_within_milliseconds(
+    handler_type: type,
+) -> None:
+    sender = _sender()
+    handler = (
+        handler_type(sender, "app") if handler_type is _PromptAddOffsetsHandler else handler_type(sender, 0)
+    )
+    backoff = handler.handle_response(SimpleNamespace(error_code=CONCURRENT_TRANSACTIONS))
+    assert backoff is not None and backoff <= 0.002
+    assert handler.handle_response(SimpleNamespace(error_code=0)) is None  # success stays success
+
+
+class _Batch:
+    def __init__(self, retries: int) -> None:
+        self.retry_count = retries
+
+
+def _produce_response(code: int) -> SimpleNamespace:
+    # ProduceResponse v8: (partition, error, offset, timestamp, log start, record errors, message)
+    return SimpleNamespace(API_VERSION=8, topics=[("decisions", [(0, code, -1, -1, -1, [], None)])])
+
+
+def _produce_backoff(code: int, retries: int = 1, transactional_id: str | None = "tx-w1") -> float:
+    batch = _Batch(retries)
+    handler = _PromptProduceHandler(_sender(transactional_id), {TopicPartition("decisions", 0): batch})
+    handler.handle_response(_produce_response(code))
+    assert handler._to_reenqueue == [batch]  # retried, never failed
+    return handler._default_backoff
+
+
+def test_prompt_retries_are_counted_not_logged_and_other_retries_still_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_fencing()
+    before = verification_retries()
+    with caplog.at_level(logging.WARNING, logger="aiokafka.producer.sender"):
+        _produce_backoff(NOT_ENOUGH_REPLICAS)
+        assert verification_retries() == before + 1 and not caplog.records
+        _produce_backoff(NOT_ENOUGH_REPLICAS, retries=11)  # lasting: aiokafka's warning stays
+        assert verification_retries() == before + 1 and len(caplog.records) == 1
+
+
+def test_a_transactional_produce_refused_while_the_coordinator_is_busy_is_retried_within_ms() -> None:
+    # Apache Kafka's produce verification (KIP-890) answers old clients NOT_ENOUGH_REPLICAS for it.
+    assert _produce_backoff(NOT_ENOUGH_REPLICAS) <= 0.005
+
+
+def test_a_shortage_of_replicas_that_lasts_gets_the_full_backoff() -> None:
+    assert _produce_backoff(NOT_ENOUGH_REPLICAS, retries=11) == 0.1
+    assert _produce_backoff(NOT_LEADER) == 0.1  # other retriable errors: as aiokafka does
+    assert _produce_backoff(NOT_ENOUGH_REPLICAS, transactional_id=None) == 0.1

@@ -25,7 +25,7 @@ from .appender import Appender
 from .connection import install_closed_transport_guard
 from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
-from .transactions import GroupMetadata, KafkaTransactions, install_fencing
+from .transactions import GroupMetadata, KafkaTransactions, install_fencing, verification_retries
 from .transport import BatchHandler, FetchToken, broker_urls
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,11 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     from ...web.routes import register_routes
 
     def runtime_stats() -> dict[str, Any]:
-        return {**runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped}
+        return {
+            **runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped,
+            # exactly-once: produce requests retried early, refused while the coordinator was busy
+            "produce_retries_verification": verification_retries(),
+        }
 
     register_routes(app, processor, runtime_stats, broadcast, runner.batch_observers)
     return app, processor

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -260,14 +260,111 @@ class _FencedTxnOffsetCommitHandler(aiokafka_sender.TxnOffsetCommitHandler):
 
 
 # A transaction begun just after the previous one committed finds the broker still writing that one's
-# markers (CONCURRENT_TRANSACTIONS, KAFKA-5477) and asks again after this long; aiokafka waits 20 ms,
-# which with one transaction per batch was most of a decision's latency (bench_pipeline --guarantees).
+# markers (CONCURRENT_TRANSACTIONS, KAFKA-5477) and asks again after this long; aiokafka waits 20 ms
+# for a transaction's first partitions, and its full retry backoff (100 ms) for the offsets' group and
+# for partitions added later in the transaction: with one transaction per batch, that stalled a batch
+# in tens of transactions a second by 100 ms (bench_pipeline --guarantees, the p99).
 _CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
 _TXN_RETRY_BACKOFF_S = 0.005
+_PROMPT_RETRY = {
+    Errors.ConcurrentTransactions.errno: _CONCURRENT_TRANSACTIONS_BACKOFF_S,
+    Errors.CoordinatorLoadInProgressError.errno: _TXN_RETRY_BACKOFF_S,
+}
+
+
+def _prompt(backoff: float | None, error_codes: Iterable[int]) -> float | None:
+    """`backoff`, shortened when the coordinator only asked to be asked again shortly."""
+    if backoff is None:
+        return None
+    return min([backoff, *(_PROMPT_RETRY[c] for c in error_codes if c in _PROMPT_RETRY)])
+
+
+class _PromptAddPartitionsHandler(aiokafka_sender.AddPartitionsToTxnHandler):
+    def handle_response(self, resp: Any) -> Any:
+        codes = [code for _topic, parts in resp.errors for _p, code in parts]
+        return _prompt(super().handle_response(resp), codes)
+
+
+class _PromptAddOffsetsHandler(aiokafka_sender.AddOffsetsToTxnHandler):
+    def handle_response(self, resp: Any) -> Any:
+        return _prompt(super().handle_response(resp), [resp.error_code])
+
+
+class _PromptEndTxnHandler(aiokafka_sender.EndTxnHandler):
+    def handle_response(self, resp: Any) -> Any:
+        return _prompt(super().handle_response(resp), [resp.error_code])
+
+
+# Apache Kafka checks each transactional produce with the transaction coordinator (KIP-890 part 1), and
+# answers a check the coordinator could not make yet (CONCURRENT_TRANSACTIONS while it writes another
+# change of the transaction to its log, KAFKA-14904; a coordinator loading or moving) with
+# NOT_ENOUGH_REPLICAS, the retriable error older clients know (KAFKA-15459). aiokafka adds partitions and
+# offsets while earlier records are in flight, so this is routine, and it retried after 100 ms: on one
+# broker, ~40 batches a minute stalled 100 ms at 1,000 payments/s. A batch's first retries now come
+# after 5 ms; past them, the full backoff (a real shortage of in-sync replicas).
+_NOT_ENOUGH_REPLICAS = Errors.NotEnoughReplicasError.errno
+_PROMPT_PRODUCE_RETRIES = 10
+
+
+class _PromptProduceHandler(aiokafka_sender.SendProduceReqHandler):
+    def handle_response(self, response: Any) -> None:
+        txn = self._sender._txn_manager
+        prompt = False
+        if txn is not None and txn.transactional_id is not None:
+            # (partition, error code) of each partition refused: info is (partition, error_code, ...)
+            refused = [
+                (TopicPartition(topic, info[0]), info[1])
+                for topic, parts in response.topics for info in parts if info[1]
+            ]
+            prompt = bool(refused) and all(
+                code == _NOT_ENOUGH_REPLICAS and tp in self._batches
+                and self._batches[tp].retry_count <= _PROMPT_PRODUCE_RETRIES
+                for tp, code in refused
+            )
+        if not prompt:
+            return super().handle_response(response)
+        # aiokafka logs a warning per partition refused: tens a second here, for a routine wait.
+        _quiet_retries.active = True
+        try:
+            super().handle_response(response)
+        finally:
+            _quiet_retries.active = False
+        self._default_backoff = min(self._default_backoff, _TXN_RETRY_BACKOFF_S)
+
+
+class _QuietRetries(logging.Filter):
+    """Drops aiokafka's retry warnings for produce requests refused by the coordinator's verification
+    (counted instead: `verification_retries`), and only while such a response is handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+        self.verification_retries = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.active:
+            self.verification_retries += 1
+            return False
+        return True
+
+
+_quiet_retries = _QuietRetries()
+
+
+def verification_retries() -> int:
+    """Transactional produce requests retried promptly after a verification refusal, so far."""
+    return _quiet_retries.verification_retries
 
 
 def install_fencing() -> None:
-    """Make aiokafka's producers send KIP-447 offset commits, and retry a transaction's first partitions
-    sooner (both pinned in tests/test_runtime_pins.py)."""
+    """Make aiokafka's producers send KIP-447 offset commits, and ask the transaction coordinator again
+    sooner when it is busy with the last transaction (all pinned in tests/test_runtime_pins.py)."""
     aiokafka_sender.TxnOffsetCommitHandler = _FencedTxnOffsetCommitHandler  # type: ignore[misc]
+    aiokafka_sender.AddPartitionsToTxnHandler = _PromptAddPartitionsHandler  # type: ignore[misc]
+    aiokafka_sender.AddOffsetsToTxnHandler = _PromptAddOffsetsHandler  # type: ignore[misc]
+    aiokafka_sender.EndTxnHandler = _PromptEndTxnHandler  # type: ignore[misc]
+    aiokafka_sender.SendProduceReqHandler = _PromptProduceHandler  # type: ignore[misc]
+    sender_log = logging.getLogger(aiokafka_sender.__name__)
+    if _quiet_retries not in sender_log.filters:
+        sender_log.addFilter(_quiet_retries)
     aiokafka_sender.BACKOFF_OVERRIDE = _CONCURRENT_TRANSACTIONS_BACKOFF_S
