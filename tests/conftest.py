@@ -6,8 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from streamrisk.broker import BROKER_KINDS, EmbeddedBroker, start_broker
+
+# Property tests check behaviour, not speed (speed is for the benchmarks): on a shared 2-core machine an
+# example can take 0.5 s, and Hypothesis's 200 ms deadline failed a correct test with "unreliable timings".
+settings.register_profile("streamrisk", deadline=None)
+settings.load_profile("streamrisk")
 
 
 @pytest.fixture(scope="session")
