@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -56,7 +56,8 @@ class ChaosPlan:
     # Each worker a static group member (STREAMRISK_GROUP_INSTANCE_ID), restarted under its old id,
     # as a pod keeps its name. Only on brokers that support it (EmbeddedBroker.supports).
     static_members: bool = False
-    # SIGKILLs of the broker (a RestartableBroker given to ChaosRun), each restarted on its port and
+    # SIGKILLs of the broker (a KillableBroker given to ChaosRun: a RestartableBroker, or a cluster's
+    # node leading the partitions, tests/integration/test_cluster.py), each restarted on its port and
     # data directory, spread between the worker faults.
     broker_kills: int = 0
     # The workers run exactly-once (Kafka transactions, the default where the broker has them): a
@@ -127,6 +128,21 @@ def runs_exactly_once(broker: EmbeddedBroker) -> bool:
     return guarantee == "exactly_once" or (guarantee == "auto" and broker.supports("transactions"))
 
 
+class KillableBroker(Protocol):
+    """What a chaos run's broker kills need: the bootstrap, a SIGKILL, and a way back (restart())."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def victim(self) -> str:
+        """What kill() is about to SIGKILL, for the run's log."""
+        ...
+
+    def kill(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+
 class RestartableBroker:
     """An embedded broker of its own that the chaos run SIGKILLs (its whole process group: no
     shutdown, the log as the crash left it) and restarts on the same port and data directory."""
@@ -140,6 +156,9 @@ class RestartableBroker:
     @property
     def bootstrap(self) -> str:
         return self.broker.bootstrap
+
+    def victim(self) -> str:
+        return f"the broker (pid {self.broker.pid})"
 
     def kill(self) -> None:
         os.killpg(self.broker.pid, signal.SIGKILL)
@@ -192,7 +211,7 @@ class ChaosResult:
 
 
 class ChaosRun:
-    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, broker: RestartableBroker | None = None,
+    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, broker: KillableBroker | None = None,
                  **worker_env: str) -> None:
         """`broker`: the broker at `bootstrap`, to kill and restart (plan.broker_kills needs one)."""
         if plan.broker_kills and broker is None:
@@ -281,9 +300,10 @@ class ChaosRun:
     # -- traffic and outputs
     async def _broker_kill(self) -> None:
         assert self.broker is not None
+        victim = await asyncio.to_thread(self.broker.victim)
         bk = BrokerKill(time.time())
         self.broker_kills.append(bk)
-        self.plan.say(f"SIGKILL the broker (pid {self.broker.broker.pid})")
+        self.plan.say(f"SIGKILL {victim}")
         await asyncio.to_thread(self.broker.kill)
         await asyncio.sleep(self.plan.restart_after_s)
         await asyncio.to_thread(self.broker.restart)
