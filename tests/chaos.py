@@ -63,6 +63,9 @@ class ChaosPlan:
     # The workers run exactly-once (Kafka transactions, the default where the broker has them): a
     # read_committed reader of risk-decisions must see exactly one decision per payment.
     exactly_once: bool = False
+    # Before the traffic, one payment of a user outside it on each partition, decided: the workers are
+    # deciding (not still starting) when the traffic and its faults begin. Its entities are not checked.
+    warm_up: bool = False
     say: Callable[[str], None] = lambda _msg: None
 
     def faults(self) -> list[tuple[float, str]]:
@@ -419,6 +422,8 @@ class ChaosRun:
                     committed_reader = asyncio.create_task(self._read_decisions(committed=True))
                 plan.say(f"traffic: {plan.rate:.0f} events/s for {plan.duration_s:.0f} s; "
                          f"faults at {plan.faults()}")
+                if plan.warm_up:
+                    await self._warm_up()
                 self.rebalances_before = {m.name: m.stats.get("rebalances", 0) for m in self.members}
                 t0 = time.monotonic()
                 await asyncio.gather(self._traffic(), self._faults(t0))
@@ -449,6 +454,30 @@ class ChaosRun:
                     self._end(m, "stopped at the end")
                 await asyncio.gather(*(asyncio.to_thread(m.proc.stop) for m in ending))
         return result
+
+    async def _warm_up(self) -> None:
+        """A payment of a user of its own on every partition (keys found by murmur2), each decided."""
+        from streamrisk.core.partitioning import kafka_partition
+
+        users: dict[int, str] = {}
+        i = 0
+        while len(users) < PARTITIONS:
+            user = f"warm-up-{i}"
+            users.setdefault(kafka_partition(user.encode(), PARTITIONS), user)
+            i += 1
+        producer = await self._producer()
+        try:
+            for user in users.values():
+                value = {"event_id": f"{user}-p", "ts": int(time.time() * 1000), "user_id": user,
+                         "merchant_id": "warm-up-merchant", "amount": 1.0, "currency": "CNY",
+                         "method": "card"}
+                await producer.send_and_wait(self.prefix + "payments", orjson.dumps(value), key=user.encode())
+        finally:
+            await producer.stop()
+        started = time.monotonic()
+        await self._until(lambda: all(f"{u}-p" in self.outputs for u in users.values()) or len(self.outputs),
+                          self.plan.startup_s, "the warm-up payments decided")
+        self.plan.say(f"warm-up: a payment on each partition decided in {time.monotonic() - started:.1f} s")
 
     async def _until(self, check: Callable[[], Any], timeout: float, what: str, fail: bool = True) -> Any:
         """Poll `check` (sync or async) until it returns True; return its last answer."""

@@ -204,8 +204,9 @@ async def test_the_leader_killed_under_traffic_loses_nothing_decides_once_and_st
 ) -> None:
     killer = LeaderKill(cluster)
     exactly_once = os.environ.get("STREAMRISK_PROCESSING_GUARANTEE", "auto") != "at_least_once"
-    plan = ChaosPlan(duration_s=24, rate=100, kills=0, broker_kills=1, users=100, merchants=10, drain_s=60,
-                     restart_after_s=0.0, say=print, static_members=True, exactly_once=exactly_once)
+    plan = ChaosPlan(duration_s=20, rate=100, kills=0, broker_kills=1, users=100, merchants=10, drain_s=60,
+                     restart_after_s=0.0, say=print, static_members=True, exactly_once=exactly_once,
+                     warm_up=True)
     run = ChaosRun(cluster.bootstrap, tmp_path, plan, killer, STREAMRISK_SESSION_TIMEOUT_S="6")
     killer.topics = [run.prefix + t for t in ("payments", "risk-decisions", "orders")]
     result = await run.run()

@@ -237,9 +237,12 @@ def server_properties(
 
 # A cluster's brokers heartbeat the active controller; one that stops (a SIGKILL, a dead machine) is
 # fenced, and its partitions led by in-sync followers, once its session has lapsed: the failover gap.
+# Kafka's default session, 9 s (2 s heartbeats), made writes to a killed leader's partitions wait 12.4 s
+# on this loaded 2-core machine; 3 s, 5.2 s (scripts/bench_failover.py, docs/scale.md). A loopback
+# cluster's heartbeats are not delayed by a network, so 4 s (1 s heartbeats) keeps four beats per session.
 CLUSTER_PROPS = {
-    "broker.session.timeout.ms": "9000",
-    "broker.heartbeat.interval.ms": "2000",
+    "broker.session.timeout.ms": "4000",
+    "broker.heartbeat.interval.ms": "1000",
 }
 
 
@@ -368,8 +371,9 @@ def start_kafka_cluster(
         nodes = {n: launch(n) for n in ids}
         for b in nodes.values():
             b.wait_ready(max(1.0, deadline - time.monotonic()), interval=0.1)
+        session_s = int(CLUSTER_PROPS["broker.session.timeout.ms"]) / 1000
         cluster = BrokerCluster("kafka", nodes, launch, data_dir=workdir, cleanup_dir=cleanup,
-                                fence_timeout_s=2 * int(CLUSTER_PROPS["broker.session.timeout.ms"]) / 1000)
+                                fence_timeout_s=2 * session_s + 5)
         cluster.wait_listed(max(1.0, deadline - time.monotonic()))
         return cluster
     except BaseException:
