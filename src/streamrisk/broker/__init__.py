@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Literal, overload
 
 from streamrisk.broker._base import BrokerCluster, BrokerError, EmbeddedBroker, PortInUseError, worker_env_for
 from streamrisk.procs import LOOPBACK, free_port
@@ -36,6 +37,20 @@ _PORT_ATTEMPTS = 3
 _DEFAULT_READY_TIMEOUT = {"tansu": 30.0, "kafka": 90.0}
 # Three JVMs starting at once on two cores, then a quorum election and three registrations.
 _CLUSTER_READY_TIMEOUT = 180.0
+
+
+@overload
+def start_broker(
+    kind: str = ..., port: int | None = ..., *, data_dir: str | Path | None = ...,
+    ready_timeout: float | None = ..., brokers: Literal[1] = ...,
+) -> EmbeddedBroker: ...
+
+
+@overload
+def start_broker(
+    kind: str = ..., port: int | None = ..., *, data_dir: str | Path | None = ...,
+    ready_timeout: float | None = ..., brokers: int,
+) -> EmbeddedBroker | BrokerCluster: ...
 
 
 def start_broker(
