@@ -113,3 +113,20 @@ def test_replication_is_auto_unless_set() -> None:
 
     with pytest.raises(SettingsError, match="STREAMRISK_REPLICATION"):
         Settings.from_env({"STREAMRISK_REPLICATION": "0"}).check()
+
+
+def test_a_topic_the_cluster_refuses_is_named_with_the_brokers_reason() -> None:
+    from types import SimpleNamespace
+
+    from streamrisk.runtime.topics import creation_errors
+
+    response = SimpleNamespace(topic_errors=[
+        ("p.payments", 0, None),
+        ("p.orders", 36, "Topic 'p.orders' already exists."),  # another worker created it first
+        ("p.risk-rules", 38, "Replication factor: 3 larger than available brokers: 2."),
+    ])
+    assert creation_errors(response) == [
+        "p.risk-rules: InvalidReplicationFactorError "
+        "(Replication factor: 3 larger than available brokers: 2.)"
+    ]
+    assert creation_errors(SimpleNamespace(topic_errors=[("t", 0)])) == []  # v0 responses carry no message

@@ -11,10 +11,11 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from ..core.topic_names import (
     STATE_TABLE,
@@ -158,6 +159,27 @@ class TopicLayoutError(UserError):
     """Existing topics are partitioned otherwise than the worker needs; it must not start."""
 
 
+class TopicCreationError(UserError):
+    """The cluster refused to create a topic (too many replicas for its brokers, a bad config)."""
+
+
+#: CreateTopics error codes that are no failure: none, and TOPIC_ALREADY_EXISTS (another worker was first).
+_CREATED_OR_EXISTS = frozenset({0, 36})
+
+
+def creation_errors(response: Any) -> list[str]:
+    """Each topic a CreateTopics response refused, as "NAME: ERROR (broker's message)"; the per-topic
+    errors come in the response, not as an exception."""
+    refused = []
+    for entry in getattr(response, "topic_errors", ()):
+        topic, code, *rest = entry
+        if code in _CREATED_OR_EXISTS:
+            continue
+        message = rest[0] if rest and isinstance(rest[0], str) and rest[0] else ""
+        refused.append(f"{topic}: {for_code(code).__name__}" + (f" ({message})" if message else ""))
+    return refused
+
+
 async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
     return {
         t["topic"]: len(t["partitions"])
@@ -208,11 +230,19 @@ async def ensure_topics(
                 for t in missing
             ]
             try:
-                await admin.create_topics(new)
-                created += missing
-                log.info("created topics: %s", ", ".join(missing))
+                response = await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            else:
+                refused = creation_errors(response)
+                if refused:
+                    raise TopicCreationError(
+                        f"the cluster refused to create {'; '.join(refused)} (replication "
+                        f"{settings.replication}: STREAMRISK_REPLICATION, or auto for as many copies as "
+                        "the cluster lists brokers)"
+                    )
+                created += missing
+                log.info("created topics: %s", ", ".join(missing))
             await asyncio.sleep(0.1)
             existing = set(await admin.list_topics())
     finally:
