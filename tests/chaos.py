@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -56,12 +56,16 @@ class ChaosPlan:
     # Each worker a static group member (STREAMRISK_GROUP_INSTANCE_ID), restarted under its old id,
     # as a pod keeps its name. Only on brokers that support it (EmbeddedBroker.supports).
     static_members: bool = False
-    # SIGKILLs of the broker (a RestartableBroker given to ChaosRun), each restarted on its port and
+    # SIGKILLs of the broker (a KillableBroker given to ChaosRun: a RestartableBroker, or a cluster's
+    # node leading the partitions, tests/integration/test_cluster.py), each restarted on its port and
     # data directory, spread between the worker faults.
     broker_kills: int = 0
     # The workers run exactly-once (Kafka transactions, the default where the broker has them): a
     # read_committed reader of risk-decisions must see exactly one decision per payment.
     exactly_once: bool = False
+    # Before the traffic, one payment of a user outside it on each partition, decided: the workers are
+    # deciding (not still starting) when the traffic and its faults begin. Its entities are not checked.
+    warm_up: bool = False
     say: Callable[[str], None] = lambda _msg: None
 
     def faults(self) -> list[tuple[float, str]]:
@@ -127,6 +131,21 @@ def runs_exactly_once(broker: EmbeddedBroker) -> bool:
     return guarantee == "exactly_once" or (guarantee == "auto" and broker.supports("transactions"))
 
 
+class KillableBroker(Protocol):
+    """What a chaos run's broker kills need: the bootstrap, a SIGKILL, and a way back (restart())."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def victim(self) -> str:
+        """What kill() is about to SIGKILL, for the run's log."""
+        ...
+
+    def kill(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+
 class RestartableBroker:
     """An embedded broker of its own that the chaos run SIGKILLs (its whole process group: no
     shutdown, the log as the crash left it) and restarts on the same port and data directory."""
@@ -140,6 +159,9 @@ class RestartableBroker:
     @property
     def bootstrap(self) -> str:
         return self.broker.bootstrap
+
+    def victim(self) -> str:
+        return f"the broker (pid {self.broker.pid})"
 
     def kill(self) -> None:
         os.killpg(self.broker.pid, signal.SIGKILL)
@@ -192,7 +214,7 @@ class ChaosResult:
 
 
 class ChaosRun:
-    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, broker: RestartableBroker | None = None,
+    def __init__(self, bootstrap: str, work: Path, plan: ChaosPlan, broker: KillableBroker | None = None,
                  **worker_env: str) -> None:
         """`broker`: the broker at `bootstrap`, to kill and restart (plan.broker_kills needs one)."""
         if plan.broker_kills and broker is None:
@@ -281,9 +303,10 @@ class ChaosRun:
     # -- traffic and outputs
     async def _broker_kill(self) -> None:
         assert self.broker is not None
+        victim = await asyncio.to_thread(self.broker.victim)
         bk = BrokerKill(time.time())
         self.broker_kills.append(bk)
-        self.plan.say(f"SIGKILL the broker (pid {self.broker.broker.pid})")
+        self.plan.say(f"SIGKILL {victim}")
         await asyncio.to_thread(self.broker.kill)
         await asyncio.sleep(self.plan.restart_after_s)
         await asyncio.to_thread(self.broker.restart)
@@ -399,6 +422,8 @@ class ChaosRun:
                     committed_reader = asyncio.create_task(self._read_decisions(committed=True))
                 plan.say(f"traffic: {plan.rate:.0f} events/s for {plan.duration_s:.0f} s; "
                          f"faults at {plan.faults()}")
+                if plan.warm_up:
+                    await self._warm_up()
                 self.rebalances_before = {m.name: m.stats.get("rebalances", 0) for m in self.members}
                 t0 = time.monotonic()
                 await asyncio.gather(self._traffic(), self._faults(t0))
@@ -429,6 +454,30 @@ class ChaosRun:
                     self._end(m, "stopped at the end")
                 await asyncio.gather(*(asyncio.to_thread(m.proc.stop) for m in ending))
         return result
+
+    async def _warm_up(self) -> None:
+        """A payment of a user of its own on every partition (keys found by murmur2), each decided."""
+        from streamrisk.core.partitioning import kafka_partition
+
+        users: dict[int, str] = {}
+        i = 0
+        while len(users) < PARTITIONS:
+            user = f"warm-up-{i}"
+            users.setdefault(kafka_partition(user.encode(), PARTITIONS), user)
+            i += 1
+        producer = await self._producer()
+        try:
+            for user in users.values():
+                value = {"event_id": f"{user}-p", "ts": int(time.time() * 1000), "user_id": user,
+                         "merchant_id": "warm-up-merchant", "amount": 1.0, "currency": "CNY",
+                         "method": "card"}
+                await producer.send_and_wait(self.prefix + "payments", orjson.dumps(value), key=user.encode())
+        finally:
+            await producer.stop()
+        started = time.monotonic()
+        await self._until(lambda: all(f"{u}-p" in self.outputs for u in users.values()) or len(self.outputs),
+                          self.plan.startup_s, "the warm-up payments decided")
+        self.plan.say(f"warm-up: a payment on each partition decided in {time.monotonic() - started:.1f} s")
 
     async def _until(self, check: Callable[[], Any], timeout: float, what: str, fail: bool = True) -> Any:
         """Poll `check` (sync or async) until it returns True; return its last answer."""

@@ -225,3 +225,11 @@ def test_backtest_names_a_missing_recording_and_a_broken_ruleset(
     bad.write_text('version: "x"\nrules: 3\n')
     assert main(["backtest", "--rules", str(bad), str(tmp_path / "none.jsonl")]) == 1
     assert "rules must be a list" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--brokers", "3"], ["--kafka", "--brokers", "0"]], ids=["tansu", "zero"])
+def test_a_broker_cluster_needs_kafka_and_at_least_one_node(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["broker", "--port", "0", *args]) == 2
+    assert "--brokers" in capsys.readouterr().err

@@ -82,3 +82,51 @@ def test_a_prefixed_worker_finding_only_the_unprefixed_changelog_warns_that_its_
     _warn_of_unprefixed_state(settings, {"streamrisk-state-changelog", "p.streamrisk-state-changelog"})
     _warn_of_unprefixed_state(Settings(), {"streamrisk-state-changelog"})
     assert caplog.text == ""  # type: ignore[attr-defined]
+
+
+def test_replication_follows_the_cluster_size_up_to_three_with_a_majority_in_sync() -> None:
+    import asyncio
+    from unittest import mock
+
+    from streamrisk.runtime import topics as mod
+
+    def resolved(brokers: int, replication: int | None = None) -> Settings:
+        with mock.patch.object(mod, "cluster_size", mock.AsyncMock(return_value=brokers)):
+            return asyncio.run(mod.resolve_replication(Settings(replication=replication)))
+
+    assert [resolved(n).replication for n in (1, 2, 3, 5)] == [1, 2, 3, 3]
+    assert resolved(5, replication=2).replication == 2  # a set value is kept
+    assert [mod.min_insync_for(r) for r in (1, 2, 3, 5)] == [1, 1, 2, 3]
+    compact = {"cleanup.policy": "compact"}
+    assert mod.topic_config(Settings(replication=3), compact) == {**compact, "min.insync.replicas": "2"}
+    # One copy: no topic config beyond the broker's defaults (every broker takes that).
+    assert mod.topic_config(Settings(replication=1), compact) == compact
+
+
+def test_replication_is_auto_unless_set() -> None:
+    assert Settings().replication is None
+    assert Settings.from_env({"STREAMRISK_REPLICATION": "auto"}).replication is None
+    assert Settings.from_env({"STREAMRISK_REPLICATION": "3"}).replication == 3
+    import pytest
+
+    from streamrisk.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="STREAMRISK_REPLICATION"):
+        Settings.from_env({"STREAMRISK_REPLICATION": "0"}).check()
+
+
+def test_a_topic_the_cluster_refuses_is_named_with_the_brokers_reason() -> None:
+    from types import SimpleNamespace
+
+    from streamrisk.runtime.topics import creation_errors
+
+    response = SimpleNamespace(topic_errors=[
+        ("p.payments", 0, None),
+        ("p.orders", 36, "Topic 'p.orders' already exists."),  # another worker created it first
+        ("p.risk-rules", 38, "Replication factor: 3 larger than available brokers: 2."),
+    ])
+    assert creation_errors(response) == [
+        "p.risk-rules: InvalidReplicationFactorError "
+        "(Replication factor: 3 larger than available brokers: 2.)"
+    ]
+    assert creation_errors(SimpleNamespace(topic_errors=[("t", 0)])) == []  # v0 responses carry no message

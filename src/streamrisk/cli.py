@@ -68,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=9092, help="0 picks a free port (default 9092)")
     b.add_argument("--kafka", action="store_true", help="real Apache Kafka (KRaft) instead of Tansu")
     b.add_argument("--data-dir", help="broker log and data folder (default: temporary)")
+    b.add_argument(
+        "--brokers", type=int, default=1,
+        help="with --kafka: a KRaft cluster of this many nodes (3: topics get 3 replicas, min.insync.replicas"
+        " 2); --port is the first node's, the others take free ports (default 1)",
+    )
     _log_level(b)
 
     w = sub.add_parser("worker", help="run one worker")
@@ -178,7 +183,10 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.port != 0:  # 0 picks a free port
             check_port("127.0.0.1", args.port, "broker", "--port, or 0 for a free one")
-        return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir)
+        if args.brokers < 1 or (args.brokers > 1 and not args.kafka):
+            return _fail(args, f"--brokers {args.brokers}: a cluster needs --kafka and at least 1 broker")
+        return run_broker(args.port, "kafka" if args.kafka else "tansu", data_dir=args.data_dir,
+                          brokers=args.brokers)
     if args.command == "demo":
         from .demo import run_demo
         from .rules.control import initial_ruleset

@@ -63,7 +63,10 @@ class Settings:
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     partitions: int = 4
-    replication: int = 1
+    # Replication factor of the topics a worker or tool creates; None (auto): as many copies as the
+    # cluster has brokers, at most 3 (runtime/topics.py resolve_replication). min.insync.replicas is
+    # half of them, rounded up (3 -> 2).
+    replication: int | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # The URL the other workers reach this one's HTTP API at (requests for keys it owns are forwarded
@@ -199,6 +202,8 @@ class Settings:
         """Raise SettingsError for combinations that cannot work; return self for chaining."""
         if self.partitions < 1:
             raise SettingsError(f"STREAMRISK_PARTITIONS must be >= 1 (got {self.partitions})")
+        if self.replication is not None and self.replication < 1:
+            raise SettingsError(f"STREAMRISK_REPLICATION must be >= 1 or auto (got {self.replication})")
         if not self.web_is_loopback and not self.api_token:
             raise SettingsError(
                 f"STREAMRISK_WEB_HOST={self.web_host} is not loopback: set STREAMRISK_API_TOKEN "
@@ -292,7 +297,8 @@ class Settings:
         if "STREAMRISK_TOPIC_PREFIX" in env:
             kw["topic_prefix"] = env["STREAMRISK_TOPIC_PREFIX"]
         number("STREAMRISK_PARTITIONS", "partitions")
-        number("STREAMRISK_REPLICATION", "replication")
+        if env.get("STREAMRISK_REPLICATION", "").strip().lower() != "auto":
+            number("STREAMRISK_REPLICATION", "replication")
         text("STREAMRISK_WEB_HOST", "web_host")
         number("STREAMRISK_WEB_PORT", "web_port")
         text("STREAMRISK_WEB_URL", "advertised_url")

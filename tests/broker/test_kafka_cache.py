@@ -181,3 +181,17 @@ def test_a_pem_bundle_becomes_a_java_trust_store_holding_every_certificate(tmp_p
     wrong = subprocess.run([str(keytool), "-list", "-keystore", str(store), "-storepass", "nope"],
                            capture_output=True, text=True, check=False)
     assert wrong.returncode != 0 and "password was incorrect" in wrong.stdout + wrong.stderr
+
+
+def test_cluster_nodes_are_voters_of_one_quorum_and_replicate_every_topic(tmp_path: Path) -> None:
+    voters = {1: 9101, 2: 9102, 3: 9103}
+    text = kafka_mod.server_properties(9092, 9102, tmp_path / "logs", node_id=2, voters=voters)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9102"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor"):
+        assert props[key] == "3", key
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert kafka_mod.replicas_for(1) == (1, 1) and kafka_mod.replicas_for(5) == (3, 2)

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -266,3 +267,153 @@ class EmbeddedBroker:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"pid={self.pid}"
         return f"<EmbeddedBroker {self.kind} {self.bootstrap} {state}>"
+
+
+# --------------------------------------------------------------------------- cluster handle
+
+
+class BrokerCluster:
+    """Several broker nodes on loopback forming one cluster; stop() (or `with`) ends them all.
+
+    A node that dies (a crash, a SIGKILL) is started again by tend(), but only once the live nodes no
+    longer list it, i.e. once the controller has fenced its dead incarnation: a new incarnation started
+    before that would be refused registration until the old session lapsed, meanwhile leading its
+    partitions from stale metadata (see kafka._fence_crashed_incarnation for the one-node case).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        nodes: dict[int, EmbeddedBroker],
+        relaunch: Callable[[int], EmbeddedBroker],
+        *,
+        data_dir: Path,
+        cleanup_dir: Path | None,
+        fence_timeout_s: float,
+    ) -> None:
+        self.kind = kind
+        self._nodes = dict(nodes)
+        self._relaunch = relaunch
+        self.data_dir = data_dir
+        self._cleanup_dir = cleanup_dir
+        self._fence_timeout_s = fence_timeout_s
+        self._died_at: dict[int, float] = {}
+        self._owner_pid = os.getpid()
+        self.bootstrap = ",".join(self._nodes[n].bootstrap for n in sorted(self._nodes))
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(self._nodes)
+
+    def node(self, node_id: int) -> EmbeddedBroker:
+        """The node's current process handle (a new one after each restart)."""
+        return self._nodes[node_id]
+
+    def node_of(self, port: int) -> int:
+        """The id of the node whose client port is `port`."""
+        return next(n for n, b in self._nodes.items() if b.port == port)
+
+    @property
+    def pid(self) -> int:
+        return self._nodes[self.node_ids[0]].pid
+
+    @property
+    def log_path(self) -> Path:
+        return self._nodes[self.node_ids[0]].log_path
+
+    def supports(self, feature: str) -> bool:
+        return feature in FEATURES.get(self.kind, frozenset())
+
+    def worker_env(self) -> dict[str, str]:
+        return dict(WORKER_ENV.get(self.kind, {}))
+
+    @property
+    def shortest_session_timeout_s(self) -> float:
+        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
+
+    def poll(self) -> int | None:
+        """None while any node runs (or is being restarted); else the exit status of the last one."""
+        codes = [b.poll() for b in self._nodes.values()]
+        if any(code is None for code in codes):
+            return None
+        return next((code for code in codes if code), 0)
+
+    def is_running(self) -> bool:
+        return self.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(f"--- node {n} ({b.log_path})\n{b.log_tail(lines)}"
+                         for n, b in sorted(self._nodes.items()))
+
+    def listed(self, timeout: float = 1.0) -> set[int] | None:
+        """Node ids a live node lists in its metadata (the registered, unfenced brokers), or None
+        when no node answers."""
+        for b in self._nodes.values():
+            if b.poll() is not None:
+                continue
+            try:
+                return {info.node_id for info in probe_metadata(LOOPBACK, b.port, timeout=timeout)}
+            except (OSError, ProtocolError):
+                continue
+        return None
+
+    def wait_listed(self, timeout: float) -> None:
+        """Block until a node lists every node of the cluster (all registered and unfenced)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.listed()
+            if listed is not None and listed >= set(self._nodes):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the cluster lists {sorted(listed or ())} of nodes {self.node_ids} after "
+                                  f"{timeout:g} s\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def tend(self) -> list[str]:
+        """Restart each node that died, once the live ones no longer list it (fenced) or after the
+        fence timeout; returns what it did, one line each. Call it every fraction of a second."""
+        said: list[str] = []
+        for node_id, b in sorted(self._nodes.items()):
+            code = b.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            if node_id not in self._died_at:
+                self._died_at[node_id] = now
+                said.append(f"node {node_id} (pid {b.pid}) exited with status {code}; restarting it once "
+                            "the controller has fenced it")
+            listed = self.listed()
+            fenced = listed is not None and node_id not in listed
+            if fenced or now - self._died_at[node_id] > self._fence_timeout_s:
+                b.stop()
+                self._nodes[node_id] = self._relaunch(node_id)
+                del self._died_at[node_id]
+                said.append(f"node {node_id} restarted (pid {self._nodes[node_id].pid}) on "
+                            f"{self._nodes[node_id].bootstrap}")
+        return said
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop every node at once (each SIGTERM, then SIGKILL after `grace` s). Idempotent."""
+        if self._owner_pid != os.getpid():
+            return
+        threads = [threading.Thread(target=b.stop, args=(grace,)) for b in self._nodes.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self._cleanup_dir is not None:
+            shutil.rmtree(self._cleanup_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<BrokerCluster {self.kind} {self.bootstrap}>"

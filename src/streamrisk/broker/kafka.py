@@ -1,4 +1,5 @@
-"""Real Apache Kafka 4.x (KRaft, single combined node) run from Maven-fetched jars.
+"""Real Apache Kafka 4.x (KRaft: one combined broker+controller node, or a cluster of them) run from
+Maven-fetched jars.
 
 The jars are fetched once with `mvn dependency:copy-dependencies` into
 ``$STREAMRISK_CACHE_DIR/kafka-<version>/jars`` (default ``~/.cache/streamrisk``) and reused. Java and
@@ -16,9 +17,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
-from streamrisk.broker._base import BrokerError, EmbeddedBroker, ensure_port_free, make_temp_workdir
+from streamrisk.broker._base import (
+    BrokerCluster,
+    BrokerError,
+    EmbeddedBroker,
+    ensure_port_free,
+    make_temp_workdir,
+)
 from streamrisk.broker.jvm import cached_dir, java_env, java_executable, maven_executable
 from streamrisk.procs import LOOPBACK, free_port, log_tail, spawn, terminate
 
@@ -165,14 +173,35 @@ def _cluster_id() -> str:
             return cid
 
 
-def server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
-    """server.properties for a single combined broker+controller node on loopback."""
+def replicas_for(nodes: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `nodes` brokers: three copies at most,
+    and half of them, rounded up, in sync before a write with acks=all is acknowledged (3 -> 2: one broker
+    may be lost without losing an acknowledged record or refusing writes). As runtime/topics.py does."""
+    replication = min(3, nodes)
+    return replication, (replication + 1) // 2
+
+
+def server_properties(
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    *,
+    node_id: int = 1,
+    voters: Mapping[int, int] | None = None,
+) -> str:
+    """server.properties for one combined broker+controller node on loopback.
+
+    `voters`: node id -> controller port of every node of the cluster (None: this node alone). In a
+    cluster, every topic (the internal ones too) gets replicas_for(len(voters)).
+    """
+    voters = voters or {node_id: controller_port}
+    replication, min_isr = replicas_for(len(voters))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
+        "node.id": str(node_id),
         # Static voter list (not a formatted dynamic quorum), so a reused data dir can be
         # restarted on different ports.
-        "controller.quorum.voters": f"1@{LOOPBACK}:{controller_port}",
+        "controller.quorum.voters": ",".join(f"{n}@{LOOPBACK}:{p}" for n, p in sorted(voters.items())),
         "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -181,13 +210,15 @@ def server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
         "log.dirs": str(log_dirs),
         "num.partitions": "4",
         "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": str(replication),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replication),
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": str(min_isr),
         "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": str(replication),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
         # Fewer threads than the defaults (3 network, 8 io): two shared cores.
         "num.network.threads": "2",
@@ -199,7 +230,20 @@ def server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
         # run three times a second.
         "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
     }
+    if len(voters) > 1:
+        props.update(CLUSTER_PROPS)
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+# A cluster's brokers heartbeat the active controller; one that stops (a SIGKILL, a dead machine) is
+# fenced, and its partitions led by in-sync followers, once its session has lapsed: the failover gap.
+# Kafka's default session, 9 s (2 s heartbeats), made writes to a killed leader's partitions wait 12.4 s
+# on this loaded 2-core machine; 3 s, 5.2 s (scripts/bench_failover.py, docs/scale.md). A loopback
+# cluster's heartbeats are not delayed by a network, so 4 s (1 s heartbeats) keeps four beats per session.
+CLUSTER_PROPS = {
+    "broker.session.timeout.ms": "4000",
+    "broker.heartbeat.interval.ms": "1000",
+}
 
 
 def _jvm_opts(config_dir: Path) -> list[str]:
@@ -263,6 +307,104 @@ def start_kafka(
     )
     broker.wait_ready(ready_timeout, interval=0.1)
     return broker
+
+
+def start_kafka_cluster(
+    size: int,
+    port: int | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    ready_timeout: float = 120.0,
+) -> BrokerCluster:
+    """Launch `size` combined broker+controller nodes (node ids 1..size, one KRaft quorum of them all)
+    on loopback and block until every node answers Metadata listing all of them.
+
+    `port`: node 1's client port (None: free ports for all). Each node keeps its data in
+    ``data_dir/node-N`` (a reused data_dir keeps topics and offsets; its nodes rejoin on new ports).
+    Topics get replicas_for(size): with 3 nodes, 3 replicas and min.insync.replicas=2.
+    """
+    if size < 2:
+        raise ValueError(f"a cluster needs at least 2 nodes (got {size}); start_kafka runs one")
+    java = java_executable()
+    classpath = kafka_classpath()
+    taken: set[int] = set()
+
+    def fresh_port() -> int:
+        while (chosen := free_port()) in taken:
+            pass
+        taken.add(chosen)
+        return chosen
+
+    ids = range(1, size + 1)
+    ports = {n: port if n == 1 and port else fresh_port() for n in ids}
+    taken.update(ports.values())
+    controllers = {n: fresh_port() for n in ids}
+    for chosen in (*ports.values(), *controllers.values()):
+        ensure_port_free(chosen)
+    cleanup: Path | None = None
+    if data_dir is None:
+        cleanup = workdir = make_temp_workdir("kafka")
+    else:
+        workdir = Path(data_dir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "kafka-log4j2.properties").write_text(_LOG4J2)
+    base = [java, *_jvm_opts(workdir), "-cp", classpath]
+
+    def props_of(n: int) -> Path:
+        node_dir = workdir / f"node-{n}"
+        node_dir.mkdir(exist_ok=True)
+        props = node_dir / "kafka-server.properties"
+        props.write_text(server_properties(ports[n], controllers[n], node_dir / "kafka-logs",
+                                           node_id=n, voters=controllers))
+        return props
+
+    def launch(n: int) -> EmbeddedBroker:
+        props, node_dir = props_of(n), workdir / f"node-{n}"
+        proc = spawn([*base, "kafka.Kafka", str(props)], log_path=node_dir / "kafka.log", cwd=node_dir)
+        return EmbeddedBroker("kafka", proc, ports[n], log_path=node_dir / "kafka.log", data_dir=node_dir,
+                              controller_port=controllers[n])
+
+    nodes: dict[int, EmbeddedBroker] = {}
+    try:
+        _format_cluster(base, {n: props_of(n) for n in ids}, workdir, ready_timeout)
+        deadline = time.monotonic() + ready_timeout
+        nodes = {n: launch(n) for n in ids}
+        for b in nodes.values():
+            b.wait_ready(max(1.0, deadline - time.monotonic()), interval=0.1)
+        session_s = int(CLUSTER_PROPS["broker.session.timeout.ms"]) / 1000
+        cluster = BrokerCluster("kafka", nodes, launch, data_dir=workdir, cleanup_dir=cleanup,
+                                fence_timeout_s=2 * session_s + 5)
+        cluster.wait_listed(max(1.0, deadline - time.monotonic()))
+        return cluster
+    except BaseException:
+        for b in nodes.values():
+            b.stop(grace=2.0)
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        raise
+
+
+def _format_cluster(base: list[str], props: dict[int, Path], workdir: Path, timeout: float) -> None:
+    """Format every node not formatted yet, all at once, with the cluster id of those that are."""
+    metas = {n: p.parent / "kafka-logs" / "meta.properties" for n, p in props.items()}
+    known = [line.split("=", 1)[1].strip() for m in metas.values() if m.is_file()
+             for line in m.read_text().splitlines() if line.startswith("cluster.id=")]
+    cluster_id = known[0] if known else _cluster_id()
+    todo = [n for n, m in metas.items() if not m.is_file()]
+    procs = {n: spawn([*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props[n])],
+                      log_path=props[n].parent / "kafka.log", cwd=workdir) for n in todo}
+    failed = []
+    for n, proc in procs.items():
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            terminate(proc, 2.0)
+        if code != 0:
+            failed.append(f"node {n} (exit {code}):\n{log_tail(props[n].parent / 'kafka.log')}")
+    if failed:
+        raise BrokerError("kafka-storage format failed for " + "\n".join(failed))
 
 
 #: Written by Kafka in each log dir on a clean shutdown, removed as it starts.

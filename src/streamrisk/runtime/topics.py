@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from ..core.topic_names import (
     STATE_TABLE,
@@ -28,6 +30,50 @@ from ..settings import CONTROL_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, Settings
 from .preflight import UserError
 
 log = logging.getLogger(__name__)
+
+#: Copies of each topic when the cluster has enough brokers: one broker may be lost, and a second
+#: failure still loses no acknowledged record.
+MAX_AUTO_REPLICATION = 3
+
+
+def min_insync_for(replication: int) -> int:
+    """min.insync.replicas for topics of `replication` copies: half of them, rounded up (3 -> 2, 2 -> 1), so
+    a write acknowledged with acks=all survives a broker loss (3 copies), and one broker down still takes
+    writes."""
+    return (replication + 1) // 2
+
+
+async def cluster_size(settings: Settings) -> int:
+    """How many brokers the cluster at settings.bootstrap lists (registered and live)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        return max(1, len(cluster["brokers"]))
+    finally:
+        await admin.close()
+
+
+async def resolve_replication(settings: Settings) -> Settings:
+    """Settle STREAMRISK_REPLICATION=auto (None): as many copies as the cluster has brokers, at most
+    MAX_AUTO_REPLICATION. A set value is kept (the broker refuses more copies than it has brokers)."""
+    if settings.replication is not None:
+        return settings
+    brokers = await cluster_size(settings)
+    replication = min(MAX_AUTO_REPLICATION, brokers)
+    log.info("the cluster has %d broker(s): topics get %d replica(s), min.insync.replicas %d",
+             brokers, replication, min_insync_for(replication))
+    return replace(settings, replication=replication)
+
+
+def topic_config(settings: Settings, config: dict[str, str]) -> dict[str, str]:
+    """A topic's config as created: `config`, plus min.insync.replicas when it has several replicas
+    (one replica: the broker's default, 1, which every broker takes)."""
+    assert settings.replication is not None, "resolve_replication first"
+    if settings.replication == 1:
+        return config
+    return {**config, "min.insync.replicas": str(min_insync_for(settings.replication))}
+
 
 def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Topic name -> (partitions, topic config), for everything a worker touches."""
@@ -113,6 +159,27 @@ class TopicLayoutError(UserError):
     """Existing topics are partitioned otherwise than the worker needs; it must not start."""
 
 
+class TopicCreationError(UserError):
+    """The cluster refused to create a topic (too many replicas for its brokers, a bad config)."""
+
+
+#: CreateTopics error codes that are no failure: none, and TOPIC_ALREADY_EXISTS (another worker was first).
+_CREATED_OR_EXISTS = frozenset({0, 36})
+
+
+def creation_errors(response: Any) -> list[str]:
+    """Each topic a CreateTopics response refused, as "NAME: ERROR (broker's message)"; the per-topic
+    errors come in the response, not as an exception."""
+    refused = []
+    for entry in getattr(response, "topic_errors", ()):
+        topic, code, *rest = entry
+        if code in _CREATED_OR_EXISTS:
+            continue
+        message = rest[0] if rest and isinstance(rest[0], str) and rest[0] else ""
+        refused.append(f"{topic}: {for_code(code).__name__}" + (f" ({message})" if message else ""))
+    return refused
+
+
 async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
     return {
         t["topic"]: len(t["partitions"])
@@ -136,6 +203,7 @@ async def ensure_topics(
     a topic the broker auto-created on their first send would get the broker's partition count, and
     `risk-rules` neither one partition nor compaction.
     """
+    settings = await resolve_replication(settings)
     wanted = contract_topics(settings) if contract_only else worker_topics(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","))
     deadline = time.monotonic() + timeout_s
@@ -157,15 +225,24 @@ async def ensure_topics(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics still missing after {timeout_s:.0f} s: {', '.join(missing)}")
             new = [
-                NewTopic(t, wanted[t][0], settings.replication, topic_configs=wanted[t][1])
+                NewTopic(t, wanted[t][0], settings.replication,
+                         topic_configs=topic_config(settings, wanted[t][1]))
                 for t in missing
             ]
             try:
-                await admin.create_topics(new)
-                created += missing
-                log.info("created topics: %s", ", ".join(missing))
+                response = await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            else:
+                refused = creation_errors(response)
+                if refused:
+                    raise TopicCreationError(
+                        f"the cluster refused to create {'; '.join(refused)} (replication "
+                        f"{settings.replication}: STREAMRISK_REPLICATION, or auto for as many copies as "
+                        "the cluster lists brokers)"
+                    )
+                created += missing
+                log.info("created topics: %s", ", ".join(missing))
             await asyncio.sleep(0.1)
             existing = set(await admin.list_topics())
     finally:

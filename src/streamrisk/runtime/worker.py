@@ -56,11 +56,13 @@ def run_worker(settings: Settings) -> int:
     import faust
 
     from .faust.app import build_app
-    from .topics import ensure_topics, record_limit
+    from .topics import ensure_topics, record_limit, resolve_replication
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     settings = loop.run_until_complete(resolve_guarantee(settings))
+    # Before build_app: Faust creates topics of its own with this replication.
+    settings = loop.run_until_complete(resolve_replication(settings))
     app, processor = build_app(settings)
     created = loop.run_until_complete(ensure_topics(settings))
     processor.dead_letter_limit = loop.run_until_complete(
