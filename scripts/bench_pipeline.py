@@ -150,7 +150,7 @@ async def faust_agent(
 ) -> Row:
     app_id = uid("faust-naive" if naive else "faust-noop")
     argv, progress = write_app(work / app_id, naive=naive, bootstrap=bootstrap, app_id=app_id,
-                               topics=topics, out_topic=f"{app_id}-out", n=n)
+                               topics=topics, out_topic=f"{app_id}-out", n=n, partitions=PARTITIONS)
     log = work / f"{app_id}.log"
     proc = spawn(argv, log_path=log, cwd=work / app_id)
     try:
