@@ -19,12 +19,12 @@ N = {n!r}
 PROGRESS = {progress!r}
 app = faust.App(
     {app_id!r}, broker="kafka://{bootstrap}", store="memory://", datadir={datadir!r},
-    topic_partitions=4, web_enabled=False, consumer_auto_offset_reset="earliest",
+    topic_partitions={partitions!r}, web_enabled=False, consumer_auto_offset_reset="earliest",
 )
 raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 source = app.topic(*{topics!r}, **raw)
-out = app.topic({out_topic!r}, partitions=4, **raw)
-totals = app.Table("totals", default=int, partitions=4)
+out = app.topic({out_topic!r}, partitions={partitions!r}, **raw)
+totals = app.Table("totals", default=int, partitions={partitions!r})
 seen = {{"count": 0, "first": 0.0}}
 
 
@@ -53,7 +53,8 @@ if __name__ == "__main__":
 
 
 def write_app(
-    work: Path, *, naive: bool, bootstrap: str, app_id: str, topics: list[str], out_topic: str, n: int
+    work: Path, *, naive: bool, bootstrap: str, app_id: str, topics: list[str], out_topic: str, n: int,
+    partitions: int = 4,
 ) -> tuple[list[str], Path]:
     """Write the app; return its command line and its progress file."""
     work.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def write_app(
     path = work / "app.py"
     path.write_text(_SOURCE.format(
         n=n, progress=str(progress), app_id=app_id, bootstrap=bootstrap, datadir=str(work / "data"),
-        topics=tuple(topics), out_topic=out_topic, naive=naive,
+        topics=tuple(topics), out_topic=out_topic, naive=naive, partitions=partitions,
     ))
     # Faust's worker binds its web port even with web_enabled=False; its default, 6066, is ours too.
     web_port = str(free_port())

@@ -15,29 +15,47 @@ memory while cached (the budget's unit), by tracemalloc. Part 3 runs `--rebalanc
 worker's table (Faust's store as the worker binds it), then takes half its partitions away as a
 rebalance does: the keys of the lost partitions leave its memory.
 
+Part 4 (`--merchants 100000,1000000`): every worker's view of the merchant summaries, whole in memory
+against bounded (`--merchant-cache`, STREAMRISK_MERCHANT_CACHE_SIZE, the rest in RocksDB), each in a
+fresh process: RSS once every summary is applied, and after `--lookups` lookups of uniformly random
+merchants (the whole view keeps each one it decoded; the bounded one at most the cache), the store's
+size on disk, and the cost of a lookup that misses and of one that hits (`--merchants-only` skips parts
+1-3).
+
 Run: .venv/bin/python scripts/bench_memory.py [--users 1000000] [--days 360] [--budget N] [--default-rules]
      [--credit-every 4] [--credit-idle-days N] [--rebalance-users 20000]
+     [--merchants 100000,1000000] [--merchant-cache 10000] [--lookups 200000] [--merchants-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 from _bench import report  # scripts/_bench.py
 
+from streamrisk.core.merchant_view import BoundedMerchantView, MerchantView, encode_summary
 from streamrisk.core.processor import Processor
 from streamrisk.core.records import Message
+from streamrisk.features.entities import MerchantState, WindowConfig
 from streamrisk.rules import load_ruleset
 from streamrisk.runtime.faust.app import FaustKV
+from streamrisk.runtime.summary_store import RocksSummaryStore
 from streamrisk.settings import DAY_MS, Settings
 from streamrisk.state import keys
-from streamrisk.state.kv import DictKV
+from streamrisk.state.kv import DictKV, packed
 from streamrisk.state.sweep import key_partition
 
 T0 = 1_800_000_000_000
@@ -156,6 +174,78 @@ def rebalance(settings: Settings, users: int, credit_every: int) -> list[tuple[s
     ]
 
 
+def merchant_view_child(merchants: int, cache: int, lookups: int, tmp: str) -> dict[str, float]:
+    """Part 4, in a process of its own: one view's memory and lookup costs (see the docstring)."""
+    settings = Settings()
+    names = tuple(MerchantState(WindowConfig(settings.windows, settings.allowed_lateness_ms)).features())
+    view = (BoundedMerchantView(names, cache, RocksSummaryStore(Path(tmp) / "summaries")) if cache
+            else MerchantView(names))
+    rng = random.Random(4)
+    # Feature rows as a worker publishes them: counts, amounts with cents, rates.
+    def value(name: str) -> float:
+        if "count" in name or "distinct" in name:
+            return rng.randrange(500)
+        return round(rng.random() * 1e5, 2) if "amount" in name or name == "receivables" else rng.random()
+
+    rows = [{n: value(n) for n in names} for _ in range(997)]
+    ids = [f"merchant-{i:09d}" for i in range(merchants)]
+    gc.collect()
+    rss0 = rss_mb()
+    started = time.perf_counter()
+    for i, m in enumerate(ids):
+        # Right-sized, as the bytes a worker reads from Kafka are (orjson's own output holds ~4 KiB).
+        view.put(m, packed(encode_summary(view.schema, T0 + i, rows[i % 997])))
+    load_s = time.perf_counter() - started
+    gc.collect()
+    rss1 = rss_mb()
+    cold = [ids[rng.randrange(merchants)] for _ in range(lookups)]
+    started = time.perf_counter()
+    for m in cold:
+        view.get(m)
+    cold_us = (time.perf_counter() - started) / lookups * 1e6
+    hot = [ids[rng.randrange(min(merchants, max(cache // 2, 1000)))] for _ in range(lookups)]
+    for m in hot:  # warm the cache with the hot set
+        view.get(m)
+    started = time.perf_counter()
+    for m in hot:
+        view.get(m)
+    hot_us = (time.perf_counter() - started) / lookups * 1e6
+    gc.collect()
+    rss2 = rss_mb()
+    disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+    return {"merchants": merchants, "cache": cache, "rss_applied_mb": rss1 - rss0,
+            "rss_looked_up_mb": rss2 - rss0, "disk_mb": disk, "load_s": load_s, "cold_us": cold_us,
+            "hot_us": hot_us,            "misses": getattr(view, "misses", 0)}
+
+
+def merchant_views(sizes: list[int], cache: int, lookups: int) -> list[tuple[str, bool]]:
+    """Part 4: each (size, whole or bounded) in a fresh process, for an RSS of its own."""
+    print(f"\nPart 4: merchant summaries, whole view against bounded to {cache:,} merchants (RocksDB), "
+          f"{lookups:,} lookups of random merchants")
+    print(f"  {'merchants':>10} {'view':>9} {'RSS applied':>12} {'RSS looked up':>14} {'B/merchant':>10} "
+          f"{'disk MB':>8} {'load s':>7} {'cold µs':>8} {'hot µs':>7}")
+    got: dict[tuple[int, int], dict[str, float]] = {}
+    for n in sizes:
+        for c in (0, cache):
+            tmp = tempfile.mkdtemp(prefix="streamrisk-bench-")
+            try:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--merchant-view-child", f"{n},{c},{lookups},{tmp}"],
+                    capture_output=True, text=True, check=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            r = got[(n, c)] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {n:>10,} {'whole' if c == 0 else f'{c:,}':>9} {r['rss_applied_mb']:>9.0f} MB "
+                  f"{r['rss_looked_up_mb']:>11.0f} MB {r['rss_applied_mb'] * 2**20 / n:>10.0f} "
+                  f"{r['disk_mb']:>8.0f} {r['load_s']:>7.1f} {r['cold_us']:>8.1f} {r['hot_us']:>7.2f}",
+                  flush=True)
+    largest = max(sizes)
+    whole, bounded = got[(largest, 0)], got[(largest, cache)]
+    return [(f"bounded view at {largest:,} merchants: RSS {bounded['rss_looked_up_mb']:.0f} MB against "
+             f"{whole['rss_looked_up_mb']:.0f} MB whole",
+             bounded["rss_looked_up_mb"] < whole["rss_looked_up_mb"])]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -168,8 +258,20 @@ def main() -> int:
     ap.add_argument("--credit-idle-days", type=int, default=None,
                     help="idle days before a settled credit account closes (default: the setting's)")
     ap.add_argument("--rebalance-users", type=int, default=20_000, help="users of part 3 (0: skip it)")
+    ap.add_argument("--merchants", default="", help="part 4: merchant counts (e.g. 100000,1000000)")
+    ap.add_argument("--merchant-cache", type=int, default=10_000, help="part 4: the bounded view's cache")
+    ap.add_argument("--lookups", type=int, default=200_000, help="part 4: random lookups per view")
+    ap.add_argument("--merchants-only", action="store_true", help="run part 4 alone")
+    ap.add_argument("--merchant-view-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.merchant_view_child:
+        n, c, lookups, tmp = args.merchant_view_child.split(",", 3)
+        print(json.dumps(merchant_view_child(int(n), int(c), int(lookups), tmp)))
+        return 0
     started = time.perf_counter()
+    sizes = [int(x) for x in args.merchants.split(",") if x.strip()]
+    if args.merchants_only:
+        return report(merchant_views(sizes, args.merchant_cache, args.lookups) if sizes else [], started)
     settings = Settings()
     if args.budget:
         settings = settings.replace(max_cached_entities=args.budget)
@@ -255,6 +357,8 @@ def main() -> int:
     if args.rebalance_users:
         print(f"\nPart 3: a rebalance takes half the worker's partitions ({args.rebalance_users:,} users)")
         checks += rebalance(settings, args.rebalance_users, args.credit_every)
+    if sizes:
+        checks += merchant_views(sizes, args.merchant_cache, args.lookups)
     return report(checks, started)
 
 

@@ -1,8 +1,9 @@
 """The whole pipeline against its floors, in one run on one embedded broker (Apache Kafka by default).
 
-Pre-loads 4-partition topics (payments only, and the default mix), then drains them with, in turn:
-the ceiling (a plain aiokafka consumer decoding every record with orjson), stock Faust's do-nothing and
-naive (Table update + `await send` per event) agents, and StreamRisk with one and two workers. Each is a
+Pre-loads 4-partition topics (`--partitions`; payments only, and the default mix), then drains them
+with, in turn: the ceiling (a plain aiokafka consumer decoding every record with orjson), stock Faust's
+do-nothing and naive (Table update + `await send` per event) agents, and StreamRisk with one, two and
+three workers (beside the machine's cores: workers beyond the cores add processes, not CPU). Each is a
 black box read from outside: rate from the first output to the last (for StreamRisk, to the moment its
 workers had also read every merchant event they forwarded: the merchant side of the pipeline lags the
 decisions, by up to half of a one-worker run), CPU from /proc/PID/stat over the same span, records
@@ -17,7 +18,8 @@ exactly-once, on the same broker in one run (issue 17): one worker draining the 
 (alternating the two, `--repeat` times each), then produce -> decision at 1,000 payments/s as a
 `read_committed` consumer sees it (exactly-once decisions are visible once their transaction commits).
 
-Run: .venv/bin/python scripts/bench_pipeline.py [--tansu] [--events 100000] [--quick] [--guarantees]
+Run: .venv/bin/python scripts/bench_pipeline.py [--tansu] [--events 100000] [--partitions 4] [--quick]
+     [--guarantees]
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from streamrisk.loadgen.synthetic import Mix, Record, Traffic
 from streamrisk.procs import log_tail, spawn, terminate
 from streamrisk.settings import INPUT_TOPICS, OUTPUT_TOPICS
 
+PARTITIONS = 4  # of every pre-loaded topic, and the workers' (--partitions)
 PAYMENTS_ONLY = Mix(payments=1.0, orders=0.0, repayments=0.0, chargebacks=0.0)
 HOUR_MS = 3_600_000
 
@@ -86,7 +89,8 @@ async def create_topics(bootstrap: str, prefix: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(prefix + t, 4, 1) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)])
+        topics = (*INPUT_TOPICS, *OUTPUT_TOPICS)
+        await admin.create_topics([NewTopic(prefix + t, PARTITIONS, 1) for t in topics])
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -126,7 +130,7 @@ async def ceiling(bootstrap: str, topics: list[str], n: int) -> Row:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(4)]
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         count, t0, c0 = 0, time.perf_counter(), time.process_time()
@@ -146,7 +150,7 @@ async def faust_agent(
 ) -> Row:
     app_id = uid("faust-naive" if naive else "faust-noop")
     argv, progress = write_app(work / app_id, naive=naive, bootstrap=bootstrap, app_id=app_id,
-                               topics=topics, out_topic=f"{app_id}-out", n=n)
+                               topics=topics, out_topic=f"{app_id}-out", n=n, partitions=PARTITIONS)
     log = work / f"{app_id}.log"
     proc = spawn(argv, log_path=log, cwd=work / app_id)
     try:
@@ -184,7 +188,7 @@ class Decisions:
 
     async def __aenter__(self) -> Decisions:
         await self.consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(4)]
+        tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
         self.consumer.assign(tps)
         for tp in tps:
             self.consumer.seek(tp, self.start.get(tp, 0))
@@ -239,7 +243,8 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
     decisions_topic = prefix + "risk-decisions"
     before = await end_offsets(bootstrap, await all_topics(bootstrap))
     app_id = uid("bench")
-    procs = [WorkerProcess(bootstrap, prefix, app_id, work / f"{app_id}-{i}", **(env or {})).start()
+    env = {"STREAMRISK_PARTITIONS": str(PARTITIONS), **(env or {})}
+    procs = [WorkerProcess(bootstrap, prefix, app_id, work / f"{app_id}-{i}", **env).start()
              for i in range(workers)]
     pids = [w.proc.pid for w in procs]
 
@@ -258,7 +263,7 @@ async def streamrisk(bootstrap: str, work: Path, prefix: str, counts: dict[str, 
                     b0 = cpu_seconds(broker_pid)
                 if calm is None and time.monotonic() >= next_look:
                     next_look = time.monotonic() + 0.25
-                    if await settled(http, procs, 4):
+                    if await settled(http, procs, PARTITIONS):
                         calm = (len(out.first), sum(map(cpu_seconds, pids)), time.time(),
                                 cpu_seconds(broker_pid))
                 dead = [w for w in procs if w.proc.poll() is not None]
@@ -358,7 +363,8 @@ async def latency(bootstrap: str, work: Path, rates: list[int], seconds: float, 
     await create_topics(bootstrap, prefix)
     worker: Floor | WorkerProcess = (
         Floor(bootstrap, prefix, work) if floor else
-        WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / uid("lat"), **(env or {})).start())
+        WorkerProcess(bootstrap, prefix, uid("bench-lat"), work / uid("lat"),
+                      **{"STREAMRISK_PARTITIONS": str(PARTITIONS), **(env or {})}).start())
     traffic = Traffic(users=2000, merchants=200, seed=11, mix=PAYMENTS_ONLY, run_id=prefix)
     results = []
     try:
@@ -436,26 +442,33 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
     pay = await preload(bootstrap, pay_prefix, args.events, PAYMENTS_ONLY, seed=1)
     mix = await preload(bootstrap, mix_prefix, args.events, Mix(), seed=2)
     print(f"pre-loaded {args.events} payments and {args.events} mixed events "
-          f"({mix['payments'] / args.events:.0%} payments) on 4 partitions", flush=True)
+          f"({mix['payments'] / args.events:.0%} payments) on {PARTITIONS} partitions", flush=True)
     topics = input_topics(pay_prefix, pay)
     ceil = await ceiling(bootstrap, topics, args.events)
     noop = await faust_agent(bootstrap, work, topics, args.events, naive=False, limit=limit)
     naive = await faust_agent(bootstrap, work, topics, args.events, naive=True, limit=limit)
     rows = [ceil, noop, naive]
-    runs = ((1, pay_prefix, pay, "payments only"), (2, pay_prefix, pay, "payments only"),
-            (1, mix_prefix, mix, "mix"), (2, mix_prefix, mix, "mix"))
+    # --quick (a smoke run, in the test suite): three workers on payments only, to keep it short.
+    runs = [(w, prefix, counts, label) for prefix, counts, label in
+            ((pay_prefix, pay, "payments only"), (mix_prefix, mix, "mix")) for w in (1, 2, 3)
+            if not (args.quick and w == 3 and label == "mix")]
     steady: dict[tuple[int, str], Row | None] = {}
+    whole_runs: dict[tuple[int, str], Row] = {}
     for workers, prefix, counts, label in runs:
         what = f"StreamRisk, {workers} worker{'s' * (workers > 1)}, {label}"
         print(f"running {what} ...", flush=True)
         whole, steady[(workers, label)] = await streamrisk(bootstrap, work, prefix, counts, workers,
                                                            what, limit, broker_pid)
         rows.append(whole)
+        whole_runs[(workers, label)] = whole
         if workers > 1:
             rows.append(steady[(workers, label)] or Row("  (drained before the group settled: "
                                                         "use more --events)", 0, 0.0, 0.0))
-    one, two, one_mix, two_mix = (rows[3], rows[4], rows[6], rows[7])
+    one, two, three = (whole_runs[(w, "payments only")] for w in (1, 2, 3))
+    one_mix, two_mix = whole_runs[(1, "mix")], whole_runs[(2, "mix")]
+    three_mix = whole_runs.get((3, "mix"))
     two_steady, two_mix_steady = steady[(2, "payments only")], steady[(2, "mix")]
+    three_steady, three_mix_steady = steady[(3, "payments only")], steady.get((3, "mix"))
     print(f"\n{'what':<47} {'events/s':>10} {'CPU us/ev':>10} {'% ceiling':>10} {'vs noop':>8} "
           f"{'rec/pay':>8} {'read again':>10}")
     for r in rows:
@@ -463,7 +476,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
         again = "-" if r.produced is None else ("n/a" if r.read_again is None else str(r.read_again))
         print(f"{r.what:<47} {r.rate:>10,.0f} {r.cpu_us:>10.1f} {share(r.rate, ceil.rate):>10} "
               f"{fmt_ratio(r.rate, noop.rate):>8} {rec:>8} {again:>10}")
-    for r in (one_mix, two_mix) if one_mix.payments and two_mix.payments else ():
+    for r in [r for r in (one_mix, two_mix, three_mix) if r] if one_mix.payments and two_mix.payments else ():
         print(f"  {r.what}: {r.payments / r.seconds:,.0f} payments/s, "
               f"{r.cpu_s / r.payments * 1e6:.0f} CPU us per payment")
     # Two cores in all: what the workers and the broker kept busy bounds what a second worker can add.
@@ -478,10 +491,21 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
     print(f"  2 workers / 1 worker, payments only     {fmt_ratio(two.rate, one.rate)}   "
           "(from the first decision: includes the rebalance as the second worker joins)")
     print(f"  2 workers / 1 worker, mix               {fmt_ratio(two_mix.rate, one_mix.rate)}")
+    print(f"  3 workers / 1 worker, payments only     {fmt_ratio(three.rate, one.rate)}")
+    if three_mix:
+        print(f"  3 workers / 1 worker, mix               {fmt_ratio(three_mix.rate, one_mix.rate)}")
     two_vs_one = two_steady.rate / one.rate if two_steady and one.rate else 0.0
     print(f"  2 workers settled / 1 worker, payments  {two_vs_one:.2f}x   (target >= 1.4x)")
     if two_mix_steady:
         print(f"  2 workers settled / 1 worker, mix       {fmt_ratio(two_mix_steady.rate, one_mix.rate)}")
+    cores = os.cpu_count()
+    for label, r, base in (("payments", three_steady, one), ("mix     ", three_mix_steady, one_mix)):
+        if r:
+            print(f"  3 workers settled / 1 worker, {label}  {fmt_ratio(r.rate, base.rate)}   "
+                  f"(on {cores} cores, {PARTITIONS} partitions)")
+    print(f"  backlog events/s by workers, {cores} cores: payments only "
+          f"{' / '.join(f'{r.rate:,.0f}' for r in (one, two, three))}, mix "
+          f"{' / '.join(f'{r.rate:,.0f}' for r in (one_mix, two_mix, three_mix) if r)} (1 / 2 / 3 workers)")
     print(f"  naive / do-nothing Faust agent          {fmt_ratio(naive.rate, noop.rate)}")
     print(f"  ceiling / 1 worker                      {fmt_ratio(ceil.rate, one.rate)}")
     # On a shared machine a process gets only its share of the cores; CPU per event does not depend on it.
@@ -516,7 +540,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int, work:
          one.rate >= 0.6 * noop.rate),
         (f"2 workers, their group settled, >= 1.4x one ({two_vs_one:.2f}x)", two_vs_one >= 1.4),
     ]
-    again = [r.read_again for r in (one, two, one_mix, two_mix)]
+    again = [r.read_again for r in (one, two, three, one_mix, two_mix, three_mix) if r]
     checks.append((f"no record read again on pre-loaded topics ({again})",
                    None not in again and not any(again)))
     if 1000 in by_rate:
@@ -602,11 +626,15 @@ def main() -> int:
     # 11-13 ms from 8 s on. The latency targets are about the steady state that follows.
     ap.add_argument("--warmup", type=float, default=15.0,
                     help="seconds at the first rate before the latency runs, printed but not judged")
+    ap.add_argument("--partitions", type=int, default=4,
+                    help="partitions of every pre-loaded topic and of the workers (e.g. 12 for 3 workers)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 events, 1 s at 1,000/s")
     ap.add_argument("--guarantees", action="store_true",
                     help="at-least-once beside exactly-once (Apache Kafka): backlog and latency only")
     ap.add_argument("--repeat", type=int, default=2, help="with --guarantees: backlog runs of each")
     args = ap.parse_args()
+    global PARTITIONS
+    PARTITIONS = args.partitions
     if args.quick:
         args.events, args.seconds, args.rates, args.warmup = 1000, 1.0, [1000], 0.0
     started = time.perf_counter()

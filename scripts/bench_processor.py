@@ -11,6 +11,9 @@ configurations:
 - no credit: the default ruleset and score without its credit rule, credit off;
 - credit: the default ruleset and score, with credit accounts, lines and adjustments;
 - explained: the same, with an explanation on every decision;
+- merchant cache misses: the default ruleset with credit, its merchant view bounded to one merchant
+  (`STREAMRISK_MERCHANT_CACHE_SIZE=1`) over RocksDB, so a payment's merchant is almost always a miss (300
+  merchants): what a miss costs a payment;
 - with `--rules FILE` (e.g. a ruleset written by `streamrisk train`): that ruleset with credit, against
   "default ruleset + credit" (the learned score must cost at most 10 % more per payment).
 
@@ -21,8 +24,12 @@ Run: .venv/bin/python scripts/bench_processor.py [--events 60000] [--repeat 3] [
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 from _bench import report  # scripts/_bench.py
@@ -31,6 +38,7 @@ from streamrisk.core.processor import Processor
 from streamrisk.core.records import Message
 from streamrisk.loadgen.synthetic import CREDIT_STORIES, Mix, Traffic
 from streamrisk.rules import Ruleset, default_ruleset, load_ruleset
+from streamrisk.runtime.summary_store import RocksSummaryStore
 from streamrisk.settings import Settings
 from streamrisk.state.kv import DictKV
 
@@ -59,7 +67,13 @@ def without_credit_rules(rs: Ruleset) -> Ruleset:
 def run(msgs: list[Message], configs: dict[str, tuple[Settings, Ruleset]], now: int
         ) -> tuple[dict[str, list[float]], dict[str, Processor]]:
     """CPU seconds per batch per configuration, each batch given to every configuration in turn."""
-    procs = {label: Processor(s, DictKV(), r) for label, (s, r) in configs.items()}
+    tmp = Path(tempfile.mkdtemp(prefix="streamrisk-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    procs = {
+        label: Processor(s, DictKV(), r, summary_store=RocksSummaryStore(tmp / f"view{i}")
+                         if s.merchant_cache_size else None)
+        for i, (label, (s, r)) in enumerate(configs.items())
+    }
     spent: dict[str, list[float]] = {label: [] for label in configs}
     clock = time.process_time
     labels = list(procs)
@@ -88,6 +102,7 @@ def main() -> int:
         "default ruleset, no credit": (off, without_credit_rules(default_ruleset())),
         "default ruleset + credit": (Settings(), default_ruleset()),
         "same + explanation": (Settings(explain_decisions=True), default_ruleset()),
+        "credit, merchant cache misses": (Settings(merchant_cache_size=1), default_ruleset()),
     }
     if args.rules:
         configs["--rules FILE + credit"] = (Settings(), load_ruleset(args.rules))
@@ -106,7 +121,7 @@ def main() -> int:
           f"CPU time, best of {args.repeat} per batch")
     for label, secs in best.items():
         print(f"  {label:<28}{args.events / secs:9.0f} events/s  {secs / args.events * 1e6:6.1f} µs/event")
-    base_s, plain_s, full_s, explain_s = list(best.values())[:4]
+    base_s, plain_s, full_s, explain_s, miss_s = list(best.values())[:5]
     per_payment = (plain_s - base_s) / max(payments, 1) * 1e6
     print(f"  deciding adds {per_payment:.1f} µs per payment; ratio default/baseline {plain_s / base_s:.2f}")
     credit_ratio = full_s / plain_s
@@ -116,6 +131,11 @@ def main() -> int:
           f"quartiles {q[0]:.3f}-{q[2]:.3f} over {len(ratios)} batches)")
     print(f"  explanation on every decision: ratio {explain_s / full_s:.3f} to the same without "
           f"(+{(explain_s - full_s) / max(payments, 1) * 1e6:.1f} µs per payment)")
+    view = procs["credit, merchant cache misses"].merchant_view
+    misses = getattr(view, "misses", 0)
+    print(f"  merchant view bounded to 1 merchant (RocksDB): {misses} misses in {payments} payments, "
+          f"ratio {miss_s / full_s:.3f} to the whole view in memory "
+          f"(+{(miss_s - full_s) / max(misses, 1) * 1e6:.1f} µs per miss)")
     print(f"  decisions {proc.counters.decisions}, alerts {proc.counters.alerts}")
     print(f"  limit adjustments {proc.credit.limit_adjustments}")
     print(f"  line adjustments {proc.credit.line_adjustments}")

@@ -116,6 +116,10 @@ class Settings:
     # Users (and, separately, merchants) kept in memory; the least recently used leave first and
     # are rebuilt from the state table when next touched (docs/operations.md, "Memory").
     max_cached_entities: int = 20_000
+    # Merchants whose published summaries are kept decoded in memory (the least recently used leave
+    # first), the rest read from a local RocksDB copy of the summaries topic under data_dir; 0 keeps
+    # every merchant's summary in memory (core/merchant_view.py; docs/operations.md, "Memory").
+    merchant_cache_size: int = 0
     # Decisions kept per merchant for GET /merchants/{id} (state/merchant_decisions.py); 0 keeps none.
     merchant_recent_decisions: int = 10
     # How long a starting worker waits to read the rules and merchant summaries before deciding.
@@ -214,6 +218,11 @@ class Settings:
         if self.max_cached_entities < 1:
             raise SettingsError(
                 f"STREAMRISK_MAX_CACHED_ENTITIES must be >= 1 (got {self.max_cached_entities})"
+            )
+        if self.merchant_cache_size < 0:
+            raise SettingsError(
+                f"STREAMRISK_MERCHANT_CACHE_SIZE must be >= 0 (0: every merchant in memory; got "
+                f"{self.merchant_cache_size})"
             )
         if self.merchant_recent_decisions < 0:
             raise SettingsError(
@@ -332,6 +341,7 @@ class Settings:
         number("STREAMRISK_CREDIT_ACCOUNT_IDLE_DAYS", "credit_account_idle_ms", _days)
         number("STREAMRISK_DEDUPE_HORIZON_DAYS", "dedupe_horizon_ms", _days)
         number("STREAMRISK_MAX_CACHED_ENTITIES", "max_cached_entities")
+        number("STREAMRISK_MERCHANT_CACHE_SIZE", "merchant_cache_size")
         number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")

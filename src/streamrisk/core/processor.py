@@ -61,7 +61,7 @@ from .decisions import decision_record
 from .events import Chargeback, InvalidRecord, Payment, Repayment, Validator
 from .faults import RecordFaults
 from .merchant_side import MerchantSide, read_forwarded
-from .merchant_view import MerchantView
+from .merchant_view import BoundedMerchantView, DictSummaryStore, MerchantView, SummaryStore
 from .partitioning import KeyPlacement
 from .reason_class import reason_class
 from .records import Counters, Message, Out, Outcome, Record, payment_fields
@@ -78,10 +78,12 @@ class Processor:
     """Turns batches of input messages into state changes and outgoing records."""
 
     def __init__(
-        self, settings: Settings, kv: KV, ruleset: Ruleset | None = None, *, check_partitions: bool = False
+        self, settings: Settings, kv: KV, ruleset: Ruleset | None = None, *, check_partitions: bool = False,
+        summary_store: SummaryStore | None = None,
     ) -> None:
         """`check_partitions`: dead-letter input records not on the partition murmur2 gives their key
-        (the worker; in-process runs feed every message on partition 0)."""
+        (the worker; in-process runs feed every message on partition 0). `summary_store`: where a
+        bounded merchant view (`merchant_cache_size` > 0) keeps the raw summaries (default: a dict)."""
         self.settings = settings
         self.cfg = WindowConfig(
             windows=settings.windows, allowed_lateness_ms=settings.allowed_lateness_ms
@@ -125,7 +127,12 @@ class Processor:
         self.rules = RulesControl(ruleset or initial_ruleset(settings.rules_path))
         self.shadow = ShadowRun(shadow_decisions_topic(settings))
         # Merchant id -> its newest published risk features (see the module docstring).
-        self.merchant_view = MerchantView(tuple(MerchantState(self.cfg).features()))
+        names = tuple(MerchantState(self.cfg).features())
+        self.summaries_read = 0  # records of the summaries topic applied to the view
+        self.merchant_view = (
+            BoundedMerchantView(names, settings.merchant_cache_size, summary_store or DictSummaryStore())
+            if settings.merchant_cache_size > 0 else MerchantView(names)
+        )
         self.validator = Validator(
             settings.currencies, settings.max_future_skew_ms, settings.max_amount, settings.max_record_bytes
         )
@@ -283,6 +290,7 @@ class Processor:
         key = (m.key or b"").decode("utf-8", "replace")
         if m.topic == self.t_merchant_risk:
             self.merchant_view.put(key, m.value)
+            self.summaries_read += 1
             return []
         try:
             error = self.rules.publish(key, m.value)
@@ -301,6 +309,10 @@ class Processor:
         out["alerts_suppressed"] = self.alert_gate.suppressed
         out["merchants_in_view"] = len(self.merchant_view)
         out["bad_summaries"] = self.merchant_view.bad
+        out["summaries_read"] = self.summaries_read
+        view = self.merchant_view
+        if isinstance(view, BoundedMerchantView):
+            out["merchant_cache"] = {"size": view.cache_size, "cached": view.cached, "misses": view.misses}
         out["memory"] = memory_stats(
             self.users, self.merchants, self.payment_index, self.early_chargebacks, self.alert_gate
         )

@@ -21,6 +21,7 @@ from ..broadcast import BroadcastReader
 from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
+from ..summary_store import RocksSummaryStore, summary_store_path
 from .appender import Appender
 from .connection import install_closed_transport_guard
 from .stable_offsets import install_stable_offsets
@@ -282,7 +283,9 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
     kv = app.kv = FaustKV(table, settings.partitions)
-    processor = Processor(settings, kv, check_partitions=True)
+    # Bounded merchant view: the summaries on local disk, rebuilt at each start (summary_store.py).
+    summaries = RocksSummaryStore(summary_store_path(settings)) if settings.merchant_cache_size > 0 else None
+    processor = Processor(settings, kv, check_partitions=True, summary_store=summaries)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
