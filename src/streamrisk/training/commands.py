@@ -13,6 +13,7 @@ from pathlib import Path
 from ..settings import Settings
 
 DEFAULT_OUT = Path("learned.yaml")
+DEFAULT_PD_OUT = Path("pd_policy.yaml")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "current rules with the learned score.",
     )
     t.add_argument("recording", type=Path, help="JSON Lines recording (streamrisk record)")
-    t.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"ruleset to write (default {DEFAULT_OUT})")
+    t.add_argument("--out", type=Path, help=f"ruleset to write (default {DEFAULT_OUT}; with --pd, the credit "
+                   f"policy, default {DEFAULT_PD_OUT})")
+    t.add_argument("--pd", action="store_true",
+                   help="fit the credit policy's PD weights (its pricing: section) instead of the score: "
+                   "each account's credit features at each point it is priced (opened, reviewed, adjusted), "
+                   "labelled by a default within --horizon-days (a repayment later than --grace-days past "
+                   "due, or a credit_line payment charged back for fraud); writes the policy with them")
+    t.add_argument("--policy", type=Path, metavar="FILE",
+                   help="with --pd: the credit policy replayed with, compared with and written with the "
+                   "fitted weights (default: STREAMRISK_CREDIT_POLICY, else the shipped one)")
     t.add_argument("--current", type=Path, metavar="FILE",
                    help="ruleset whose rules are kept and whose score is compared with (default: "
                    "STREAMRISK_RULES, else the shipped one)")
@@ -71,6 +81,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for problem in _bad_options(args):
         print(f"streamrisk train: {problem}", file=sys.stderr)
         return 2
+    if args.pd:
+        return _run_pd(args, settings)
+    if args.policy is not None:
+        print("streamrisk train: --policy goes with --pd", file=sys.stderr)
+        return 2
+    if args.out is None:
+        args.out = DEFAULT_OUT
     try:
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
         check_recording(args.recording)
@@ -102,6 +119,74 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from .plot import calibration_plot
 
         calibration_plot(result, args.plot)
+        print(f"wrote the calibration plot to {args.plot}")
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _run_pd(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from importlib import resources
+
+    import orjson
+    import yaml
+
+    from ..credit.policy import PolicyError, load_policy
+    from ..recording.jsonl import RecordingError, check_recording, read_recording
+    from ..rules import RulesetError, load_ruleset
+    from ..rules.control import initial_ruleset
+    from .pd import check_pd, export_pd_points, train_pd
+    from .train import TrainError
+
+    out = args.out or DEFAULT_PD_OUT
+    path = args.policy or settings.credit_policy_path
+    try:
+        if path is not None:
+            base_raw = yaml.safe_load(Path(path).read_text("utf-8"))
+            base = load_policy(path)
+        else:
+            text = resources.files("streamrisk.credit").joinpath("default_policy.yaml").read_text("utf-8")
+            base_raw = yaml.safe_load(text)
+            base = load_policy(base_raw)
+        current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
+        check_recording(args.recording)
+        digest = _sha256(args.recording)
+        replay = dataclasses.replace(settings, credit_policy_path=Path(path) if path else None)
+        export = export_pd_points(read_recording(args.recording), replay, current, batch_max=args.batch_max)
+        result = train_pd(export, base, digest, horizon_days=args.horizon_days, grace_days=args.grace_days,
+                          split=args.split, mature_days=args.mature_days, l2=args.l2)
+        policy = dict(base_raw)
+        from ..credit.pricing import DEFAULT_PRICING
+
+        policy["pricing"] = result.pricing_section(dict(base_raw.get("pricing") or DEFAULT_PRICING))
+        policy["version"] = f"{base.version}+pd-{digest[:12]}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            out.write_bytes(orjson.dumps(policy, option=orjson.OPT_INDENT_2))
+        else:
+            out.write_text(yaml.safe_dump(policy, sort_keys=False, width=110), encoding="utf-8")
+        loaded = load_policy(out)  # what a worker would load: it must price as fitted
+        check_pd(result, loaded, export)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"streamrisk train: credit policy not read: {exc}", file=sys.stderr)
+        return 1
+    except PolicyError as exc:
+        print(f"streamrisk train: {exc}", file=sys.stderr)
+        return 1
+    except RulesetError as exc:
+        print(f"streamrisk train: ruleset not loaded: {exc}", file=sys.stderr)
+        return 1
+    except (RecordingError, TrainError) as exc:
+        print(f"streamrisk train: {exc}", file=sys.stderr)
+        return 1
+    print(f"PD fitted on {args.recording} (sha256 {digest[:12]}...), base policy {base.version}")
+    print(result.format())
+    print(f"wrote credit policy {loaded.version!r} to {out}")
+    if args.plot is not None:
+        from .plot import pd_calibration_plot
+
+        pd_calibration_plot(result, args.plot)
         print(f"wrote the calibration plot to {args.plot}")
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
