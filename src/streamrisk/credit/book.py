@@ -286,16 +286,29 @@ class CreditBook:
             self._reviewed(acct, p.user_id, p.event_id, p.ts, out)
         return acct
 
-    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None) -> None:
-        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws."""
+    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None,
+                   ts: int) -> None:
+        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws at
+        `ts`."""
         if acct is None:
-            limit = to_major(self.policy.user.initial_limit_for(user_id))
-            features["credit_limit"] = features["credit_available"] = limit
+            limit = self.policy.user.initial_limit_for(user_id)
+            features["credit_limit"] = to_major(limit)
+            features["credit_available"] = to_major(self.available(None, limit, ts))
             features["credit_utilization"] = 0.0
             return
         features["credit_limit"] = to_major(acct.limit)
-        features["credit_available"] = to_major(acct.available)
+        features["credit_available"] = to_major(self.available(acct, acct.available, ts))
         features["credit_utilization"] = acct.utilization()
+
+    def available(self, acct: uc.UserAccount | None, available: int, ts: int) -> int:
+        """What the account may still draw at `ts`: its available credit, capped for an unproven
+        account (no on-time repayment in the look-back) at the policy's `unproven_limit` less what it
+        owes. Limits move by adjustments; this cap is read at each payment, as it stands then."""
+        pol = self.policy.user
+        cap = pol.unproven_limit
+        if cap is None or (acct is not None and not uc.unproven(acct, ts, pol.lookback_ms)):
+            return available
+        return min(available, max(0, cap - (acct.outstanding if acct is not None else 0)))
 
     def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
                       fired: Iterable[tuple[str, str]], out: list[Any], offset: int | None = None) -> None:
@@ -580,7 +593,7 @@ class CreditBook:
         return {
             "credit_limit": to_major(a.limit),
             "credit_outstanding": to_major(a.outstanding),
-            "credit_available": to_major(a.available),
+            "credit_available": to_major(self.available(a, a.available, a.clock)),
             "credit_status": a.status.value,
             "pd": pd,
             "price_bp": self.policy.pricing.price_bp(pd),
