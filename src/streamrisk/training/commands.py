@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..settings import Settings
 
@@ -69,8 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    import orjson
-    import yaml
 
     from ..recording.jsonl import RecordingError, check_recording, read_recording
     from ..rules import RulesetError, load_ruleset
@@ -95,41 +95,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         export = export_features(read_recording(args.recording), settings, current,
                                  batch_max=args.batch_max)
         result = train(export, current, TrainConfig.from_args(args), digest)
-    except RulesetError as exc:
-        print(f"streamrisk train: ruleset not loaded: {exc}", file=sys.stderr)
-        return 1
-    except (RecordingError, TrainError) as exc:
-        print(f"streamrisk train: {exc}", file=sys.stderr)
-        return 1
+    except (RulesetError, RecordingError, TrainError) as exc:
+        return _failed(exc)
     if args.labels is not None:
         from .train import scenario_quality
 
         result.metrics["per_scenario"] = scenario_quality(args.labels, export, result)
-    ruleset = result.ruleset_mapping()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.suffix.lower() == ".json":
-        args.out.write_bytes(orjson.dumps(ruleset, option=orjson.OPT_INDENT_2))
-    else:
-        args.out.write_text(yaml.safe_dump(ruleset, sort_keys=False, width=110), encoding="utf-8")
+    _write(args.out, result.ruleset_mapping())
     loaded = load_ruleset(args.out)  # what a worker would load: it must score as trained
     result.check_scores(loaded)
     print(result.format(args.recording))
     print(f"wrote ruleset {loaded.version!r} to {args.out}")
-    if args.plot is not None:
-        from .plot import calibration_plot
+    from .plot import calibration_plot
 
-        calibration_plot(result, args.plot)
-        print(f"wrote the calibration plot to {args.plot}")
-    if args.json is not None:
-        args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
-    return 0
+    return _plot_and_metrics(args, result, calibration_plot)
 
 
 def _run_pd(args: argparse.Namespace, settings: Settings) -> int:
     import dataclasses
     from importlib import resources
 
-    import orjson
     import yaml
 
     from ..credit.policy import PolicyError, load_policy
@@ -161,36 +146,53 @@ def _run_pd(args: argparse.Namespace, settings: Settings) -> int:
 
         policy["pricing"] = result.pricing_section(dict(base_raw.get("pricing") or DEFAULT_PRICING))
         policy["version"] = f"{base.version}+pd-{digest[:12]}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".json":
-            out.write_bytes(orjson.dumps(policy, option=orjson.OPT_INDENT_2))
-        else:
-            out.write_text(yaml.safe_dump(policy, sort_keys=False, width=110), encoding="utf-8")
+        _write(out, policy)
         loaded = load_policy(out)  # what a worker would load: it must price as fitted
         check_pd(result, loaded, export)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"streamrisk train: credit policy not read: {exc}", file=sys.stderr)
-        return 1
-    except PolicyError as exc:
-        print(f"streamrisk train: {exc}", file=sys.stderr)
-        return 1
-    except RulesetError as exc:
-        print(f"streamrisk train: ruleset not loaded: {exc}", file=sys.stderr)
-        return 1
-    except (RecordingError, TrainError) as exc:
-        print(f"streamrisk train: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, yaml.YAMLError, PolicyError, RulesetError, RecordingError, TrainError) as exc:
+        return _failed(exc)
     print(f"PD fitted on {args.recording} (sha256 {digest[:12]}...), base policy {base.version}")
     print(result.format())
     print(f"wrote credit policy {loaded.version!r} to {out}")
-    if args.plot is not None:
-        from .plot import pd_calibration_plot
+    from .plot import pd_calibration_plot
 
-        pd_calibration_plot(result, args.plot)
+    return _plot_and_metrics(args, result, pd_calibration_plot)
+
+
+def _write(path: Path, mapping: dict[str, Any]) -> None:
+    """A ruleset or policy file: JSON for a `.json` path, else YAML."""
+    import orjson
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_bytes(orjson.dumps(mapping, option=orjson.OPT_INDENT_2))
+    else:
+        path.write_text(yaml.safe_dump(mapping, sort_keys=False, width=110), encoding="utf-8")
+
+
+def _plot_and_metrics(args: argparse.Namespace, result: Any, plot: Callable[[Any, Path], Path]) -> int:
+    """`--plot PNG` and `--json FILE` of either kind of training."""
+    import orjson
+
+    if args.plot is not None:
+        plot(result, args.plot)
         print(f"wrote the calibration plot to {args.plot}")
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _failed(exc: Exception) -> int:
+    """Say why training stopped (the message names the file and the problem); exit code 1."""
+    import yaml
+
+    from ..rules import RulesetError
+
+    what = ("ruleset not loaded: " if isinstance(exc, RulesetError)
+            else "credit policy not read: " if isinstance(exc, OSError | yaml.YAMLError) else "")
+    print(f"streamrisk train: {what}{exc}", file=sys.stderr)
+    return 1
 
 
 def _bad_options(args: argparse.Namespace) -> list[str]:

@@ -4,7 +4,7 @@ learned and hand-set, on the held-out payments."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -34,8 +34,13 @@ def calibration_plot(result: Result, path: Path) -> Path:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in the bin",
            ylabel=f"share labelled {result.config.target} (stream labels)",
            title=f"Calibration on {test['payments']} held-out payments")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, [ax], path)
+
+
+def _save(fig: Any, axes: Any, path: Path) -> Path:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -60,10 +65,4 @@ def pd_calibration_plot(result: PdResult, path: Path) -> Path:
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean PD in the bin",
                ylabel="share defaulted within the horizon",
                title=f"{segment} PD on {test['points']} held-out points")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes[0][: len(segments)], path)
