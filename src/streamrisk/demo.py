@@ -197,6 +197,12 @@ def run_load(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int
             return 1
     report = build_report(result)
     print_report(report, out)
+    if not demo and settings.credit_enabled:
+        from .loadgen.losses import credit_losses
+
+        _say("streamrisk: credit losses: what was sent, replayed under the adaptive and the static policy")
+        text, report["credit_losses"] = credit_losses(result.sent, result.traffic.labels, settings)
+        out.print(text, markup=False, highlight=False)
     target = args.out if args.out is not None else (None if demo else Path("loadtest-report"))
     if target is not None:
         written = write_outputs(result, report, Path(target))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
-from streamrisk.backtest.losses import CreditLedger, SideLosses, verdict
+from streamrisk.backtest.losses import CreditLedger, SideLosses, format_losses_by_scenario, verdict
 from streamrisk.backtest.offline import run_backtest
 from streamrisk.cli import main
 from streamrisk.credit import load_policy, use_policy
@@ -143,3 +144,49 @@ def test_one_processor_for_both_rulesets_gives_both_sides_the_same_losses() -> N
     run_backtest(story(), Settings(), default_ruleset(), default_ruleset(), ledger=ledger)
     assert ledger.drawn[0] == ledger.drawn[1] == {"f1:p1", "r1:p", "d1:p", "s1:p", "l1:p1"}
     assert ledger.losses(0) == ledger.losses(1) and ledger.losses(0).losses == 60_000
+
+
+def test_an_unproven_limit_caps_what_an_account_without_an_on_time_repayment_may_owe() -> None:
+    """`user.unproven_limit` 500 on top of the default policy: every first draw of the story is within
+    it (l1's 500 just so); l1 then repays late, so it is still unproven and its 1800 is declined (the
+    default policy declines it too: the late repayment cut its limit to 1600)."""
+    raw = yaml.safe_load((STATIC.parent / "default_policy.yaml").read_text())
+    raw["user"]["unproven_limit"] = 500.0
+    capped = load_policy(raw)
+    assert capped.user.unproven_limit == 50_000
+    ledger = CreditLedger(grace_ms=14 * DAY)
+    run_backtest(story(), Settings(), default_ruleset(), default_ruleset(), shared=False,
+                 configure=lambda p, cand: use_policy(p, capped if not cand else default_policy()),
+                 ledger=ledger)
+    assert ledger.drawn[0] == {"f1:p1", "r1:p", "d1:p", "s1:p", "l1:p1"}
+    assert ledger.drawn[1] == {"f1:p1", "r1:p", "d1:p", "s1:p", "l1:p1"}  # the default policy cut l1
+    # A user who repaid on time is proven: the cap no longer applies.
+    recs = [credit("g1:p1", "g1", 400.0, T0), repayment("g1:r", "g1", 400.0, T0 + DAY, T0 + 4 * DAY),
+            credit("g1:p2", "g1", 450.0, T0 + 2 * DAY), credit("g1:p3", "g1", 450.0, T0 + 2 * DAY + HOUR),
+            credit("n1:p1", "n1", 400.0, T0), credit("n1:p2", "n1", 150.0, T0 + HOUR)]
+    recs.sort(key=lambda r: r[2]["ts"])
+    ledger = CreditLedger()
+    run_backtest([Recorded(t, k, orjson.dumps(v), v["ts"] + 5) for t, k, v in recs], Settings(),
+                 default_ruleset(), default_ruleset(), shared=False,
+                 configure=lambda p, cand: use_policy(p, capped if not cand else default_policy()),
+                 ledger=ledger)
+    assert ledger.drawn[0] == {"g1:p1", "g1:p2", "g1:p3", "n1:p1"}  # n1 would owe 550 > 500
+    assert ledger.drawn[1] == {"g1:p1", "g1:p2", "g1:p3", "n1:p1", "n1:p2"}
+
+
+def test_a_policy_without_an_unproven_limit_has_none_and_a_bad_one_is_refused() -> None:
+    assert default_policy().user.unproven_limit is None
+    raw = yaml.safe_load((STATIC.parent / "default_policy.yaml").read_text())
+    raw["user"]["unproven_limit"] = "lots"
+    with pytest.raises(PolicyError, match=r"user\.unproven_limit must be a number"):
+        load_policy(raw)
+
+
+def test_losses_per_scenario_put_each_users_draws_under_the_scenario_of_their_first_one() -> None:
+    _, ledger = backtest(story())
+    scenario = {"f1:p1": "stolen", "f1:p2": "normal", "d1:p": "maxout"}
+    text = format_losses_by_scenario(ledger, lambda eid: scenario.get(eid, "normal"), ("adaptive", "static"))
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    assert rows["stolen"] == ["300.00", "600.00", "300.00", "600.00"]  # f1's both draws
+    assert rows["maxout"] == ["300.00", "300.00", "300.00", "300.00"]
+    assert list(rows)[-1] == "normal"

@@ -47,3 +47,7 @@ def test_loadtest_against_running_workers_writes_its_report(
     for name in ("latency_over_time", "latency_histogram", "throughput", "lag"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "produce -> decision" in printed and "Quality per scenario" in printed
+    # The credit losses of what was sent, adaptive beside static, in all and per scenario.
+    assert "credit losses per scenario" in printed and "late_repayer" in printed
+    losses = report["credit_losses"]
+    assert losses["adaptive"]["approved_credit_volume"] > 0 and losses["static"]["approved_credit_volume"] > 0

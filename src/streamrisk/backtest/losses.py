@@ -21,6 +21,7 @@ let it buy); a side that let a user draw less cannot be repaid more than it lent
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,10 +118,14 @@ class CreditLedger:
             else:
                 self.drawn[side].discard(event_id)
 
-    def losses(self, side: int) -> SideLosses:
+    def losses(self, side: int, only: Container[str] | None = None) -> SideLosses:
+        """The side's losses; `only`: of these payments' draws alone (a user's repayments still pay
+        its oldest draws among them first: give all of a user's payments or none)."""
         out = SideLosses()
         owed: dict[str, list[CreditDraw]] = defaultdict(list)
         for eid in self.drawn[side]:
+            if only is not None and eid not in only:
+                continue
             d = self.payments[eid]
             out.drawn += d.amount
             out.draws += 1
@@ -200,3 +205,27 @@ def verdict(a: SideLosses, b: SideLosses, labels: tuple[str, str] = ("current", 
         why = f"losses {labels[0]}/{labels[1]} {shown} (target <= 0.5)"
     return (f"  target {'PASS' if ok else 'MISS'}: {why}, approved credit volume {labels[0]}/{labels[1]} "
             f"{vol} (target >= 1)")
+
+
+def format_losses_by_scenario(ledger: CreditLedger, scenario_of: Callable[[str], str],
+                              labels: tuple[str, str] = ("current", "candidate")) -> str:
+    """Each side's approved credit volume and losses per scenario: a user's draws go to the scenario of
+    their first credit payment (`scenario_of(payment id)`), so its repayments stay with them."""
+    by_user: dict[str, tuple[int, str]] = {}
+    for eid, d in ledger.payments.items():
+        first = by_user.get(d.user_id)
+        if first is None or d.ts < first[0]:
+            by_user[d.user_id] = (d.ts, scenario_of(eid))
+    groups: dict[str, set[str]] = defaultdict(set)
+    for eid, d in ledger.payments.items():
+        groups[by_user[d.user_id][1]].add(eid)
+    head = (f"  {'scenario':<18}{'volume ' + labels[0]:>18}{'volume ' + labels[1]:>18}"
+            f"{'losses ' + labels[0]:>18}{'losses ' + labels[1]:>18}")
+    lines = ["credit losses per scenario (a user's draws under the scenario of their first credit payment)",
+             head]
+    for name in sorted(groups, key=lambda n: (n == "normal", n)):
+        a, b = ledger.losses(0, groups[name]), ledger.losses(1, groups[name])
+        if a.drawn or b.drawn:
+            lines.append(f"  {name:<18}{_money(a.drawn):>18}{_money(b.drawn):>18}"
+                         f"{_money(a.losses):>18}{_money(b.losses):>18}")
+    return "\n".join(lines)

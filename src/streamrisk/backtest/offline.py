@@ -139,16 +139,19 @@ def run_backtest(
     watch: Watch | None = None,
     ledger: CreditLedger | None = None,
 ) -> Backtest:
-    """Run both rulesets over `records`; `configure(processor, is_candidate)` applies e.g. a policy
-    (separate mode only: in shared mode one processor serves both). `candidate=None` runs the current
-    ruleset alone (what one worker would do: the benchmark's baseline). `watch` sees every payment as it
-    is decided, with the context it was decided on (shared mode, with a candidate). `ledger` collects
-    each side's credit draws, chargebacks and repayments for the credit losses (losses.py)."""
+    """Run both rulesets over `records`; `configure(processor, is_candidate)` applies e.g. a policy to
+    the candidate (in shared mode one processor serves both: it is configured as the current one).
+    `candidate=None` runs the current ruleset alone (what one worker would do: the benchmark's
+    baseline). `watch` sees every payment as it is decided, with the context it was decided on (shared
+    mode, with a candidate). `ledger` collects each side's credit draws, chargebacks and repayments
+    for the credit losses (losses.py)."""
     lanes = []
     # The table in a dict, keeping no log of its writes: the log (for tests) holds every version of
     # every chunk ever written, gigabytes an hour of demo traffic.
     if shared:
         proc = Processor(settings, DictKV(log=False), current)
+        if configure is not None:  # the one processor (e.g. a watch on its credit book)
+            configure(proc, False)
         lanes.append(Lane(proc, Tally(version=current.version), follow_rules=True, shadow=candidate))
         proc.rules.shadow = candidate
         proc.shadow = KeptVerdicts(proc.shadow.topic, watch)

@@ -415,7 +415,7 @@ class Processor:
         credit = self.credit
         if credit is not None:  # a review due at this payment comes before its decision
             account = credit.before_payment(m.partition, p, out)
-            credit.add_fields(user_features, p.user_id, account)
+            credit.add_fields(user_features, p.user_id, account, p.ts)
         merchant = self.merchant_view.get(p.merchant_id, UNKNOWN_MERCHANT)
         ctx = {"payment": payment_fields(p), "user": user_features, "merchant": merchant}
         explain = self.settings.explain_decisions

@@ -46,6 +46,10 @@ assert ORDERS_PREFIX + keys.PAYMENT_INDEX == keys.ORDER_INDEX
 CACHE_MAX = 100_000  # accounts kept decoded between batches (~1 KB each at most)
 
 
+#: (kind "user"/"merchant", account id, event time, point "open"/"review"/"adjustment", PD features).
+PdWatch = Callable[[str, str, int, str, dict[str, float]], None]
+
+
 class Out(NamedTuple):  # the processor's Out, without importing the processor
     topic: str
     key: str
@@ -115,6 +119,9 @@ class CreditBook:
         self._risk_sums: dict[tuple[bytes, int], list[int]] = {}
         self.user_accounts_swept = 0
         self.merchant_accounts_swept = 0
+        # `streamrisk train --pd` (training/pd.py): told each account's PD features at each point a PD
+        # is priced for (an account opened, reviewed, adjusted); None in a worker.
+        self.pd_watch: PdWatch | None = None
 
     # -- accounts
     def user(self, partition: int, user_id: str, ts: int, open_at: bool) -> uc.UserAccount | None:
@@ -130,6 +137,8 @@ class CreditBook:
             acct = None  # closed, swept or not (the sweep is invisible to decisions)
         if acct is None and open_at:
             acct = uc.open_account(user_id, ts, self.policy.user)
+            if self.pd_watch is not None:
+                self.pd_watch("user", user_id, ts, "open", uc.pd_features(acct, self.policy.user.lookback_ms))
             # Written even if nothing else changes it (a declined first credit payment): otherwise a
             # restart would open it again at a later event, with another review date.
             self._changed.add((USER_KIND, user_id))
@@ -257,6 +266,9 @@ class CreditBook:
             adj = uc.review(acct, ts, self.policy.user)
             if adj is not None:
                 self._emit_limit(out, user_id, event_id, adj, acct)
+            elif self.pd_watch is not None:
+                features = uc.pd_features(acct, self.policy.user.lookback_ms)
+                self.pd_watch("user", user_id, ts, "review", features)
 
     def _credit_event(self, partition: int, user_id: str, event_id: str, ts: int,
                       out: list[Any]) -> uc.UserAccount:
@@ -274,16 +286,29 @@ class CreditBook:
             self._reviewed(acct, p.user_id, p.event_id, p.ts, out)
         return acct
 
-    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None) -> None:
-        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws."""
+    def add_fields(self, features: dict[str, float], user_id: str, acct: uc.UserAccount | None,
+                   ts: int) -> None:
+        """Set the `user.credit_*` fields a decision reads (major units), before the payment draws at
+        `ts`."""
         if acct is None:
-            limit = to_major(self.policy.user.initial_limit_for(user_id))
-            features["credit_limit"] = features["credit_available"] = limit
+            limit = self.policy.user.initial_limit_for(user_id)
+            features["credit_limit"] = to_major(limit)
+            features["credit_available"] = to_major(self.available(None, limit, ts))
             features["credit_utilization"] = 0.0
             return
         features["credit_limit"] = to_major(acct.limit)
-        features["credit_available"] = to_major(acct.available)
+        features["credit_available"] = to_major(self.available(acct, acct.available, ts))
         features["credit_utilization"] = acct.utilization()
+
+    def available(self, acct: uc.UserAccount | None, available: int, ts: int) -> int:
+        """What the account may still draw at `ts`: its available credit, capped for an unproven
+        account (no on-time repayment in the look-back) at the policy's `unproven_limit` less what it
+        owes. Limits move by adjustments; this cap is read at each payment, as it stands then."""
+        pol = self.policy.user
+        cap = pol.unproven_limit
+        if cap is None or (acct is not None and not uc.unproven(acct, ts, pol.lookback_ms)):
+            return available
+        return min(available, max(0, cap - (acct.outstanding if acct is not None else 0)))
 
     def after_payment(self, partition: int, acct: uc.UserAccount | None, p: Payment, action: str,
                       fired: Iterable[tuple[str, str]], out: list[Any], offset: int | None = None) -> None:
@@ -419,6 +444,10 @@ class CreditBook:
         if change is not None:
             self._changed.add((MERCHANT_KIND, merchant_id))
             self._emit_line(out, merchant_id, event_id, change, pd)
+            if self.pd_watch is not None:
+                features = mc.pd_features(acct, inputs.refund_rate_30d, inputs.chargeback_rate_30d,
+                                          state.latest, self.policy.merchant)
+                self.pd_watch("merchant", merchant_id, change.ts, "adjustment", features)
 
     def on_advance(self, partition: int, a: Advance, offset: int, out: list[Any]) -> bool:
         """Decide an advance against the merchant's available line (line - outstanding) and draw it if
@@ -513,7 +542,10 @@ class CreditBook:
                     acct: uc.UserAccount) -> None:
         for r in adj.reasons:
             self.limit_adjustments[r] = self.limit_adjustments.get(r, 0) + 1
-        pd = self.user_pd(acct)
+        features = uc.pd_features(acct, self.policy.user.lookback_ms)
+        if self.pd_watch is not None:
+            self.pd_watch("user", user_id, adj.ts, "adjustment", features)
+        pd = self.policy.pricing.user.pd(features)
         record = limit_adjustment_record(user_id, adj.previous, adj.new, adj.reasons, adj.ts, event_id,
                                          self.policy.version, adj.kind,
                                          (pd, self.policy.pricing.price_bp(pd)))
@@ -561,7 +593,7 @@ class CreditBook:
         return {
             "credit_limit": to_major(a.limit),
             "credit_outstanding": to_major(a.outstanding),
-            "credit_available": to_major(a.available),
+            "credit_available": to_major(self.available(a, a.available, a.clock)),
             "credit_status": a.status.value,
             "pd": pd,
             "price_bp": self.policy.pricing.price_bp(pd),

@@ -61,6 +61,9 @@ class UserPolicy:
     # Chargeback reasons that cut and freeze at once (the contract's fraud reasons); any other reason is
     # a service dispute, a cut signal for the next review.
     freeze_chargeback_reasons: frozenset[str] = frozenset({"fraud", "unauthorized"})
+    # The most an account without an on-time repayment in the look-back (a new one, or one that has not
+    # repaid on time for that long) may owe, when below its limit; None: no such cap.
+    unproven_limit: int | None = None
 
     def initial_limit_for(self, user_id: str) -> int:
         for s in self.segments:
@@ -190,7 +193,7 @@ def _segments(raw: Any, problems: list[str]) -> tuple[Segment, ...]:
 
 def _user(raw: Any, problems: list[str]) -> UserPolicy:
     r = _Reader("user", raw, problems)
-    r.defaults = {"freeze_chargeback_reasons": ["fraud", "unauthorized"]}
+    r.defaults = {"freeze_chargeback_reasons": ["fraud", "unauthorized"], "unproven_limit": None}
     r.used.add("segments")
     ignore = r._get("ignore_alert_reasons") or []
     if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
@@ -219,6 +222,7 @@ def _user(raw: Any, problems: list[str]) -> UserPolicy:
         reversal_window_ms=r.days("reversal_window_days"),
         max_tracked_draws=int(r.number("max_tracked_draws", 1, 100_000, integer=True)),
         freeze_chargeback_reasons=r.strings("freeze_chargeback_reasons"),
+        unproven_limit=None if r._get("unproven_limit") is None else r.money("unproven_limit"),
     )
     r.done()
     if p.floor > p.ceiling:

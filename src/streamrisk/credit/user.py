@@ -441,6 +441,11 @@ def alerts(a: UserAccount, ts: int, fired: list[tuple[str, int]], p: UserPolicy)
     return None
 
 
+def unproven(a: UserAccount, ts: int, lookback_ms: int) -> bool:
+    """Whether the account has no on-time repayment in the look-back ending at `ts`."""
+    return not a.on_time or a.on_time[-1] <= ts - lookback_ms
+
+
 def pd_features(a: UserAccount, lookback_ms: int) -> dict[str, float]:
     """The PD model's inputs (pricing.USER_FEATURES) from the account as stored: signals counted in the
     look-back ending at the account's own clock, so the same account always gives the same PD (an

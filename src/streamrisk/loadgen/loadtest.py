@@ -53,10 +53,14 @@ class LoadtestResult:
     workers: int = 1
     broker: str = "external"
     extra: dict[str, Any] = field(default_factory=dict)
+    # (topic, key, value) of every valid record sent, in order: replayed offline for the credit losses.
+    sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
-def scenario_stream(traffic: ScenarioTraffic, watch: Watch, duration_s: float) -> Iterator[Any]:
-    """Records at the run's progress on the compressed clock, each noted in `watch` as it is sent."""
+def scenario_stream(traffic: ScenarioTraffic, watch: Watch, duration_s: float,
+                    sent: list[tuple[str, str, dict[str, Any]]] | None = None) -> Iterator[Any]:
+    """Records at the run's progress on the compressed clock, each noted in `watch` (and `sent`) as it
+    is sent."""
     started: float | None = None
     while True:
         now = time.monotonic()
@@ -64,6 +68,8 @@ def scenario_stream(traffic: ScenarioTraffic, watch: Watch, duration_s: float) -
         rec = traffic.next((now - started) / duration_s)
         if isinstance(rec, Record):
             watch.on_send(rec.topic, rec.value, time.time())
+            if sent is not None:
+                sent.append((rec.topic, rec.key, rec.value))
         yield rec
 
 
@@ -110,10 +116,11 @@ async def run_loadtest(
         watch.started = time.time()
         load_start = round(os.getloadavg()[0], 2)
         lagger = asyncio.create_task(sample_lag(bootstrap, prefix, consumer_group(deployment), watch, stop))
+        sent: list[tuple[str, str, dict[str, Any]]] = []
         bar, task = progress_bar(console, config.duration_s)
         with bar:
             ticker = asyncio.create_task(_tick(bar, task, watch, stop))
-            produced = await produce(bootstrap, scenario_stream(traffic, watch, config.duration_s),
+            produced = await produce(bootstrap, scenario_stream(traffic, watch, config.duration_s, sent),
                                      rate=config.rate or MAX_RATE, duration_s=config.duration_s,
                                      topic_prefix=prefix)
             drain_started = time.monotonic()
@@ -125,7 +132,7 @@ async def run_loadtest(
             stop.set()
             await ticker
         return LoadtestResult(config, produced, watch, traffic, warmup_s, drained_s,
-                              extra={"loadavg_1m_start": load_start})
+                              extra={"loadavg_1m_start": load_start}, sent=sent)
     finally:
         stop.set()
         await asyncio.gather(watcher, *(t for t in (lagger,) if t is not None), return_exceptions=True)

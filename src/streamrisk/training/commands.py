@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..settings import Settings
 
 DEFAULT_OUT = Path("learned.yaml")
+DEFAULT_PD_OUT = Path("pd_policy.yaml")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +28,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "current rules with the learned score.",
     )
     t.add_argument("recording", type=Path, help="JSON Lines recording (streamrisk record)")
-    t.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"ruleset to write (default {DEFAULT_OUT})")
+    t.add_argument("--out", type=Path, help=f"ruleset to write (default {DEFAULT_OUT}; with --pd, the credit "
+                   f"policy, default {DEFAULT_PD_OUT})")
+    t.add_argument("--pd", action="store_true",
+                   help="fit the credit policy's PD weights (its pricing: section) instead of the score: "
+                   "each account's credit features at each point it is priced (opened, reviewed, adjusted), "
+                   "labelled by a default within --horizon-days (a repayment later than --grace-days past "
+                   "due, or a credit_line payment charged back for fraud); writes the policy with them")
+    t.add_argument("--policy", type=Path, metavar="FILE",
+                   help="with --pd: the credit policy replayed with, compared with and written with the "
+                   "fitted weights (default: STREAMRISK_CREDIT_POLICY, else the shipped one)")
     t.add_argument("--current", type=Path, metavar="FILE",
                    help="ruleset whose rules are kept and whose score is compared with (default: "
                    "STREAMRISK_RULES, else the shipped one)")
@@ -59,8 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    import orjson
-    import yaml
 
     from ..recording.jsonl import RecordingError, check_recording, read_recording
     from ..rules import RulesetError, load_ruleset
@@ -71,6 +81,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for problem in _bad_options(args):
         print(f"streamrisk train: {problem}", file=sys.stderr)
         return 2
+    if args.pd:
+        return _run_pd(args, settings)
+    if args.policy is not None:
+        print("streamrisk train: --policy goes with --pd", file=sys.stderr)
+        return 2
+    if args.out is None:
+        args.out = DEFAULT_OUT
     try:
         current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
         check_recording(args.recording)
@@ -78,34 +95,104 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         export = export_features(read_recording(args.recording), settings, current,
                                  batch_max=args.batch_max)
         result = train(export, current, TrainConfig.from_args(args), digest)
-    except RulesetError as exc:
-        print(f"streamrisk train: ruleset not loaded: {exc}", file=sys.stderr)
-        return 1
-    except (RecordingError, TrainError) as exc:
-        print(f"streamrisk train: {exc}", file=sys.stderr)
-        return 1
+    except (RulesetError, RecordingError, TrainError) as exc:
+        return _failed(exc)
     if args.labels is not None:
         from .train import scenario_quality
 
         result.metrics["per_scenario"] = scenario_quality(args.labels, export, result)
-    ruleset = result.ruleset_mapping()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.suffix.lower() == ".json":
-        args.out.write_bytes(orjson.dumps(ruleset, option=orjson.OPT_INDENT_2))
-    else:
-        args.out.write_text(yaml.safe_dump(ruleset, sort_keys=False, width=110), encoding="utf-8")
+    _write(args.out, result.ruleset_mapping())
     loaded = load_ruleset(args.out)  # what a worker would load: it must score as trained
     result.check_scores(loaded)
     print(result.format(args.recording))
     print(f"wrote ruleset {loaded.version!r} to {args.out}")
-    if args.plot is not None:
-        from .plot import calibration_plot
+    from .plot import calibration_plot
 
-        calibration_plot(result, args.plot)
+    return _plot_and_metrics(args, result, calibration_plot)
+
+
+def _run_pd(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from importlib import resources
+
+    import yaml
+
+    from ..credit.policy import PolicyError, load_policy
+    from ..recording.jsonl import RecordingError, check_recording, read_recording
+    from ..rules import RulesetError, load_ruleset
+    from ..rules.control import initial_ruleset
+    from .pd import check_pd, export_pd_points, train_pd
+    from .train import TrainError
+
+    out = args.out or DEFAULT_PD_OUT
+    path = args.policy or settings.credit_policy_path
+    try:
+        if path is not None:
+            base_raw = yaml.safe_load(Path(path).read_text("utf-8"))
+            base = load_policy(path)
+        else:
+            text = resources.files("streamrisk.credit").joinpath("default_policy.yaml").read_text("utf-8")
+            base_raw = yaml.safe_load(text)
+            base = load_policy(base_raw)
+        current = load_ruleset(args.current) if args.current else initial_ruleset(settings.rules_path)
+        check_recording(args.recording)
+        digest = _sha256(args.recording)
+        replay = dataclasses.replace(settings, credit_policy_path=Path(path) if path else None)
+        export = export_pd_points(read_recording(args.recording), replay, current, batch_max=args.batch_max)
+        result = train_pd(export, base, digest, horizon_days=args.horizon_days, grace_days=args.grace_days,
+                          split=args.split, mature_days=args.mature_days, l2=args.l2)
+        policy = dict(base_raw)
+        from ..credit.pricing import DEFAULT_PRICING
+
+        policy["pricing"] = result.pricing_section(dict(base_raw.get("pricing") or DEFAULT_PRICING))
+        policy["version"] = f"{base.version}+pd-{digest[:12]}"
+        _write(out, policy)
+        loaded = load_policy(out)  # what a worker would load: it must price as fitted
+        check_pd(result, loaded, export)
+    except (OSError, yaml.YAMLError, PolicyError, RulesetError, RecordingError, TrainError) as exc:
+        return _failed(exc)
+    print(f"PD fitted on {args.recording} (sha256 {digest[:12]}...), base policy {base.version}")
+    print(result.format())
+    print(f"wrote credit policy {loaded.version!r} to {out}")
+    from .plot import pd_calibration_plot
+
+    return _plot_and_metrics(args, result, pd_calibration_plot)
+
+
+def _write(path: Path, mapping: dict[str, Any]) -> None:
+    """A ruleset or policy file: JSON for a `.json` path, else YAML."""
+    import orjson
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_bytes(orjson.dumps(mapping, option=orjson.OPT_INDENT_2))
+    else:
+        path.write_text(yaml.safe_dump(mapping, sort_keys=False, width=110), encoding="utf-8")
+
+
+def _plot_and_metrics(args: argparse.Namespace, result: Any, plot: Callable[[Any, Path], Path]) -> int:
+    """`--plot PNG` and `--json FILE` of either kind of training."""
+    import orjson
+
+    if args.plot is not None:
+        plot(result, args.plot)
         print(f"wrote the calibration plot to {args.plot}")
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _failed(exc: Exception) -> int:
+    """Say why training stopped (the message names the file and the problem); exit code 1."""
+    import yaml
+
+    from ..rules import RulesetError
+
+    what = ("ruleset not loaded: " if isinstance(exc, RulesetError)
+            else "credit policy not read: " if isinstance(exc, OSError | yaml.YAMLError) else "")
+    print(f"streamrisk train: {what}{exc}", file=sys.stderr)
+    return 1
 
 
 def _bad_options(args: argparse.Namespace) -> list[str]:
