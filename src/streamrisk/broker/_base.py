@@ -139,7 +139,41 @@ def worker_env_for(bootstrap: str) -> dict[str, str]:
 SHORTEST_SESSION_TIMEOUT_S: dict[str, float] = {"kafka": 6.0, "tansu": 3.0}
 
 
-class EmbeddedBroker:
+class _Broker:
+    """What a broker and a cluster share: what their kind supports and needs, and `with` (stopped when
+    the block ends, however it ends)."""
+
+    kind: str
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def supports(self, feature: str) -> bool:
+        """Whether this broker has `feature` (see FEATURES)."""
+        return feature in FEATURES.get(self.kind, frozenset())
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment variables a worker on this broker needs beyond the defaults (WORKER_ENV)."""
+        return dict(WORKER_ENV.get(self.kind, {}))
+
+    @property
+    def shortest_session_timeout_s(self) -> float:
+        """The shortest consumer-group session timeout to give workers here (SHORTEST_SESSION_TIMEOUT_S)."""
+        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(_Broker):
     """A broker child process listening on 127.0.0.1; stop() (or `with`) ends it for good."""
 
     bootstrap: str
@@ -171,19 +205,6 @@ class EmbeddedBroker:
         self._lock = threading.Lock()
         with _live_lock:
             _live.add(self)
-
-    def supports(self, feature: str) -> bool:
-        """Whether this broker has `feature` (see FEATURES)."""
-        return feature in FEATURES.get(self.kind, frozenset())
-
-    def worker_env(self) -> dict[str, str]:
-        """Environment variables a worker on this broker needs beyond the defaults (WORKER_ENV)."""
-        return dict(WORKER_ENV.get(self.kind, {}))
-
-    @property
-    def shortest_session_timeout_s(self) -> float:
-        """The shortest consumer-group session timeout to give workers here (SHORTEST_SESSION_TIMEOUT_S)."""
-        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
 
     @property
     def pid(self) -> int:
@@ -253,17 +274,6 @@ class EmbeddedBroker:
         shown = f"\n--- last lines of {self.log_path} ---\n{tail}" if tail else " (log is empty)"
         return f"{self.kind} broker on {self.bootstrap} {what}{shown}"
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"pid={self.pid}"
         return f"<EmbeddedBroker {self.kind} {self.bootstrap} {state}>"
@@ -272,7 +282,7 @@ class EmbeddedBroker:
 # --------------------------------------------------------------------------- cluster handle
 
 
-class BrokerCluster:
+class BrokerCluster(_Broker):
     """Several broker nodes on loopback forming one cluster; stop() (or `with`) ends them all.
 
     A node that dies (a crash, a SIGKILL) is started again by tend(), but only once the live nodes no
@@ -320,16 +330,6 @@ class BrokerCluster:
     @property
     def log_path(self) -> Path:
         return self._nodes[self.node_ids[0]].log_path
-
-    def supports(self, feature: str) -> bool:
-        return feature in FEATURES.get(self.kind, frozenset())
-
-    def worker_env(self) -> dict[str, str]:
-        return dict(WORKER_ENV.get(self.kind, {}))
-
-    @property
-    def shortest_session_timeout_s(self) -> float:
-        return SHORTEST_SESSION_TIMEOUT_S.get(self.kind, 10.0)
 
     def poll(self) -> int | None:
         """None while any node runs (or is being restarted); else the exit status of the last one."""
@@ -403,17 +403,6 @@ class BrokerCluster:
             t.join()
         if self._cleanup_dir is not None:
             shutil.rmtree(self._cleanup_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<BrokerCluster {self.kind} {self.bootstrap}>"

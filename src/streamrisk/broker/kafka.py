@@ -93,6 +93,16 @@ logger.utils.level = WARN
 """
 
 
+
+def _workdir(data_dir: str | Path | None) -> tuple[Path, Path | None]:
+    """The broker's directory, and the same again if it is a temporary one to remove at the end."""
+    if data_dir is None:
+        workdir = make_temp_workdir("kafka")
+        return workdir, workdir
+    workdir = Path(data_dir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir, None
+
 def kafka_version() -> str:
     """Kafka release to run: $STREAMRISK_KAFKA_VERSION or KAFKA_VERSION."""
     return os.environ.get("STREAMRISK_KAFKA_VERSION") or KAFKA_VERSION
@@ -274,12 +284,7 @@ def start_kafka(
         controller_port = free_port()
     ensure_port_free(port)
     ensure_port_free(controller_port)
-    cleanup: Path | None = None
-    if data_dir is None:
-        cleanup = workdir = make_temp_workdir("kafka")
-    else:
-        workdir = Path(data_dir).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+    workdir, cleanup = _workdir(data_dir)
     try:
         log_dirs = workdir / "kafka-logs"
         props = workdir / "kafka-server.properties"
@@ -341,12 +346,7 @@ def start_kafka_cluster(
     controllers = {n: fresh_port() for n in ids}
     for chosen in (*ports.values(), *controllers.values()):
         ensure_port_free(chosen)
-    cleanup: Path | None = None
-    if data_dir is None:
-        cleanup = workdir = make_temp_workdir("kafka")
-    else:
-        workdir = Path(data_dir).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+    workdir, cleanup = _workdir(data_dir)
     (workdir / "kafka-log4j2.properties").write_text(_LOG4J2)
     base = [java, *_jvm_opts(workdir), "-cp", classpath]
 
@@ -395,12 +395,7 @@ def _format_cluster(base: list[str], props: dict[int, Path], workdir: Path, time
                       log_path=props[n].parent / "kafka.log", cwd=workdir) for n in todo}
     failed = []
     for n, proc in procs.items():
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            terminate(proc, 2.0)
+        code = _exit_code(proc, timeout)
         if code != 0:
             failed.append(f"node {n} (exit {code}):\n{log_tail(props[n].parent / 'kafka.log')}")
     if failed:
@@ -472,15 +467,19 @@ def _fence_crashed_incarnation(
         terminate(proc, 10.0)
 
 
-def _format_storage(base: list[str], props: Path, log_path: Path, workdir: Path, timeout: float) -> None:
-    argv = [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
-    proc = spawn(argv, log_path=log_path, cwd=workdir)
+def _exit_code(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """A tool's exit code, or None if it ran past `timeout` (then it is stopped)."""
     try:
-        code = proc.wait(timeout)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        code = None
+        return None
     finally:
         terminate(proc, 2.0)
+
+
+def _format_storage(base: list[str], props: Path, log_path: Path, workdir: Path, timeout: float) -> None:
+    argv = [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+    code = _exit_code(spawn(argv, log_path=log_path, cwd=workdir), timeout)
     if code != 0:
         raise BrokerError(
             f"kafka-storage format failed (exit {code}):\n--- {log_path} ---\n{log_tail(log_path)}"
