@@ -328,8 +328,10 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
         await ensure_topics(settings)
         extra = {"STREAMRISK_STANDBY_REPLICAS": str(standbys)}
         procs = []
+        ports = []
         for n in range(2):
             env = worker_env(settings, work / f"fo{standbys}-w{n}", "rocksdb", **extra)
+            ports.append(int(env["STREAMRISK_WEB_PORT"]))
             procs.append(spawn([sys.executable, "-m", "streamrisk", "worker"],
                                log_path=work / f"fo{standbys}-w{n}.log", env=env))
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=1)
@@ -362,6 +364,7 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
             procs[0].wait()
             await send_for(args.after)
             found = await decision_of(settings, set(sent), start, 120)
+            survivor = await worker_stats(ports[1])
         finally:
             await producer.stop()
             for p in procs:
@@ -373,7 +376,8 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
                  if e in found and sent[e] >= (killed_at or 0)]
         print(f"failover, standby replicas {standbys}: {len(around)} payments around the kill, "
               f"{len(missing)} undecided; latency p50 {lat[len(lat) // 2]:.0f} ms, "
-              f"max {max(lat):.0f} ms; max of those sent after the kill {max(after):.0f} ms")
+              f"max {max(lat):.0f} ms; max of those sent after the kill {max(after):.0f} ms; the survivor "
+              f"restored {survivor.get('restored_records')} changelog records in all")
 
 
 def main() -> None:
