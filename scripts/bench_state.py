@@ -17,9 +17,10 @@ memory); each child's RSS at the end. This state-only harness measures what a wo
 memory where a full worker run would take too long.
 
 Part 3 (`--failover`): two workers (RocksDB) share `--partitions` partitions under a steady stream of
-payments; one is SIGKILLed, and the worst produce -> decision latency of the payments around the kill is
-read from risk-decisions (`decided_at` - the producer's send time), without and with
-`STREAMRISK_STANDBY_REPLICAS=1`.
+payments, over `--fo-state-users` users' state (written to the changelog first, as in part 1); once both
+are ready, the one with more input partitions is SIGKILLed, and the worst produce -> decision latency of
+the payments around the kill is read from risk-decisions (`decided_at` - the producer's send time),
+without and with `STREAMRISK_STANDBY_REPLICAS=1`.
 
 Run: .venv/bin/python scripts/bench_state.py [--users 100000] [--partitions 4] [--repeat 2]
      [--state-users N] [--failover] [--rate 200]
@@ -233,12 +234,12 @@ async def restart_to_decision(settings: Settings, data_dir: Path, store: str, pr
         terminate(proc, grace=60)
 
 
-async def worker_stats(port: int) -> dict:
+async def worker_stats(port: int, part: str | None = "state_store") -> dict:
     import aiohttp
 
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/stats") as resp:
         body = await resp.json()
-    return body.get("state_store", {})
+    return body.get(part, {}) if part else body
 
 
 async def part1(args: argparse.Namespace, work: Path) -> None:
@@ -326,6 +327,8 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
         settings = Settings(bootstrap=broker.bootstrap, topic_prefix=f"fo{standbys}.", app_id="fo",
                             partitions=args.partitions)
         await ensure_topics(settings)
+        if args.fo_state_users:  # state the killed worker's partitions hold, to restore or not
+            await write_changelog(settings, args.fo_state_users)
         extra = {"STREAMRISK_STANDBY_REPLICAS": str(standbys)}
         procs = []
         ports = []
@@ -346,7 +349,7 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
             nonlocal i
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                user = f"u{i % args.fo_users}"
+                user = user_id(i % args.fo_users)
                 eid = f"f{i}"
                 value = {"event_id": eid, "ts": int(time.time() * 1000), "user_id": user, "merchant_id": "m1",
                          "amount": 10.0, "currency": "CNY", "method": "card"}
@@ -356,15 +359,27 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
                 await asyncio.sleep(interval)
 
         try:
-            await send_for(args.warmup)  # both workers join, recover, and the state fills
+            # Both workers join and restore (and the standbys catch up), under traffic.
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                await send_for(2)
+                stats = [await worker_stats(port, None) for port in ports]
+                lag = sum(sum((st.get("consumer_lag") or {}).values()) for st in stats)
+                if all(st.get("ready") for st in stats) and lag < args.rate:
+                    break
+            await send_for(args.warmup)
             warm = set(sent)
             await send_for(5)
+            # The worker with the most input partitions is killed (a standby's partitions are not
+            # among them); the other takes them over.
+            owned = [len((await worker_stats(port, None)).get("assigned_partitions") or ()) for port in ports]
+            victim = 0 if owned[0] >= owned[1] else 1
             killed_at = time.time()
-            procs[0].kill()
-            procs[0].wait()
+            procs[victim].kill()
+            procs[victim].wait()
             await send_for(args.after)
             found = await decision_of(settings, set(sent), start, 120)
-            survivor = await worker_stats(ports[1])
+            survivor = await worker_stats(ports[1 - victim])
         finally:
             await producer.stop()
             for p in procs:
@@ -374,7 +389,8 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
         lat = sorted((found[e]["decided_at"] / 1000 - sent[e]) * 1000 for e in around if e in found)
         after = [(found[e]["decided_at"] / 1000 - sent[e]) * 1000 for e in around
                  if e in found and sent[e] >= (killed_at or 0)]
-        print(f"failover, standby replicas {standbys}: {len(around)} payments around the kill, "
+        print(f"failover, standby replicas {standbys}: input partitions before the kill {owned}, "
+              f"{len(around)} payments around the kill, "
               f"{len(missing)} undecided; latency p50 {lat[len(lat) // 2]:.0f} ms, "
               f"max {max(lat):.0f} ms; max of those sent after the kill {max(after):.0f} ms; the survivor "
               f"restored {survivor.get('restored_records')} changelog records in all")
@@ -390,7 +406,8 @@ def main() -> None:
     ap.add_argument("--failover", action="store_true", help="part 3 only")
     ap.add_argument("--rate", type=float, default=200.0, help="part 3: payments per second")
     ap.add_argument("--fo-users", type=int, default=20_000, help="part 3: distinct users")
-    ap.add_argument("--warmup", type=float, default=25.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="part 3: s of traffic once both ready")
+    ap.add_argument("--fo-state-users", type=int, default=200_000, help="part 3: users' state")
     ap.add_argument("--after", type=float, default=30.0)
     ap.add_argument("--child", choices=("memory", "rocksdb"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
