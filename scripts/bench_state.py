@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -269,6 +270,14 @@ async def part1(args: argparse.Namespace, work: Path) -> None:
                   f"reused | ratio time {m_took / r_took:.1f}x, RSS {m_rss / r_rss:.1f}x")
 
 
+async def answered(stats: Any) -> dict:
+    """A worker's /stats, or {} while it does not listen yet."""
+    try:
+        return await stats
+    except OSError:  # aiohttp's connection errors are OSErrors
+        return {}
+
+
 # -- part 2
 def state_child(kind: str, users: int, partitions: int, path: str) -> None:
     settings = Settings(partitions=partitions)
@@ -363,7 +372,7 @@ async def failover(args: argparse.Namespace, work: Path, standbys: int) -> None:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 await send_for(2)
-                stats = [await worker_stats(port, None) for port in ports]
+                stats = [await answered(worker_stats(port, None)) for port in ports]
                 lag = sum(sum((st.get("consumer_lag") or {}).values()) for st in stats)
                 if all(st.get("ready") for st in stats) and lag < args.rate:
                     break
