@@ -418,8 +418,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0, help="part 3: s of traffic once both ready")
     ap.add_argument("--fo-state-users", type=int, default=200_000, help="part 3: users' state")
     ap.add_argument("--after", type=float, default=30.0)
+    ap.add_argument("--standbys", default="0,1", help="part 3: the standby replica counts to run")
+    ap.add_argument("--work", help="a folder to work in and keep (workers' logs)")
     ap.add_argument("--child", choices=("memory", "rocksdb"), help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.state_users is None:
         args.state_users = args.users
@@ -429,9 +430,9 @@ def main() -> None:
         return
     print(f"machine: {os.cpu_count()} cores; partitions {args.partitions}")
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work or tmp)  # --work DIR keeps the workers' logs
         if args.failover:
-            for standbys in (0, 1):
+            for standbys in (int(n) for n in args.standbys.split(",")):
                 asyncio.run(failover(args, work, standbys))
             return
         if not args.skip_part1:
