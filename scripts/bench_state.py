@@ -431,6 +431,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; partitions {args.partitions}")
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         work = Path(args.work or tmp)  # --work DIR keeps the workers' logs
+        work.mkdir(parents=True, exist_ok=True)
         if args.failover:
             for standbys in (int(n) for n in args.standbys.split(",")):
                 asyncio.run(failover(args, work, standbys))
