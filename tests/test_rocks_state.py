@@ -182,3 +182,20 @@ def test_the_offset_of_the_last_record_sent_is_exact() -> None:
     failed = loop.create_future()
     failed.set_exception(RuntimeError("not delivered"))
     assert last_offset(failed, 1, batch) is None
+
+
+def test_a_standby_partition_follows_the_changelog_in_bulk_with_its_offset(tmp_path: Path) -> None:
+    kv, store = open_kv(tmp_path)
+    kv.keep_partitions({0})  # partition 2 is another worker's: this one keeps a standby copy
+    app = kv.table.app
+    tp = TP(kv.table.changelog_topic.get_topic_name(), 2)
+    recovery = app.tables.recovery
+    recovery.standby_tps.add(tp)
+    recovery.tp_to_table[tp] = kv.table
+    [a] = users_of(2, 1)
+    assert apply_in_bulk(app, tp, [Rec(0, user_key(a), b"1"), Rec(1, user_key(a), b"2")])
+    assert recovery.standby_offsets[tp] == 1 and store.persisted_offset(tp) == 1
+    assert kv.get(user_key(a)) is None  # not read while it is a standby
+    kv.keep_partitions({0, 2})  # the active owner died: this worker takes the partition over
+    assert kv.get(user_key(a)) == b"2"
+    assert store.dirty == set()  # committed records only: trusted as they are
