@@ -31,6 +31,8 @@ FAST_GROUP_ENV = {
     "STREAMRISK_SESSION_TIMEOUT_S": "6",
     "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
     "STREAMRISK_LOG_LEVEL": os.environ.get("STREAMRISK_TEST_WORKER_LOG_LEVEL", "warning"),
+    # Tests keep state in memory (restored from the changelog at each start) unless they test RocksDB.
+    "STREAMRISK_STORE": "memory",
 }
 
 

@@ -26,6 +26,8 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
          "--rebalance-users", "2000", "--merchants", "3000", "--merchant-cache", "100", "--lookups", "3000"],
         ["bench_api.py", "--users", "8", "--rounds", "1"],
         ["bench_metrics.py", "--events", "1000"],
+        # Its state-only part (parts 1 and 3 start Apache Kafka and workers: minutes).
+        ["bench_state.py", "--skip-part1", "--users", "2000"],
         # Its own broker, two Faust apps and five worker starts: mostly start-up time.
         ["bench_pipeline.py", "--quick", "--tansu"],
     ],

@@ -22,8 +22,8 @@ class Rec:  # the fields of an aiokafka ConsumerRecord that recovery reads
 
 @pytest.fixture
 def recovering(tmp_path):
-    """A worker's app whose state table recovers changelog partition 1 from offset 10 on."""
-    app, _ = build_app(Settings(data_dir=tmp_path))
+    """A worker's app whose state table (in memory) recovers changelog partition 1 from offset 10 on."""
+    app, _ = build_app(Settings(data_dir=tmp_path, store="memory"))
     table = next(iter(app.tables.values()))
     tp = TP(table.changelog_topic.get_topic_name(), 1)
     recovery = app.tables.recovery

@@ -55,6 +55,10 @@ EXACTLY_ONCE = "exactly_once"
 AT_LEAST_ONCE = "at_least_once"
 PROCESSING_GUARANTEES = ("auto", EXACTLY_ONCE, AT_LEAST_ONCE)
 
+ROCKSDB = "rocksdb"
+MEMORY = "memory"
+STORES = (ROCKSDB, MEMORY)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -74,6 +78,14 @@ class Settings:
     advertised_url: str | None = None
     app_id: str = "streamrisk"
     data_dir: Path = Path("./data")
+    # The state table's local store (docs/state.md): "rocksdb" keeps each partition on disk under the
+    # data dir, so a restart reads only the changelog written since its last clean checkpoint and state
+    # may outgrow memory; "memory" rebuilds it from the whole changelog at every start (tests).
+    store: str = ROCKSDB
+    # RocksDB's block cache, with its memtables counted in it, shared by all of a worker's partitions.
+    rocksdb_memory_mb: int = 256
+    # Warm copies of each state partition kept by other workers (Faust's standby tables); RocksDB only.
+    standby_replicas: int = 0
     rules_path: Path | None = None
     # Credit limits and lines (credit/): the policy file (the shipped default when None), and a
     # switch for deployments and benchmarks that run without credit.
@@ -272,6 +284,17 @@ class Settings:
             raise SettingsError(
                 f"STREAMRISK_TRANSACTION_TIMEOUT_S must be in 1..900 (got {self.transaction_timeout_s})"
             )
+        if self.store not in STORES:
+            raise SettingsError(f"STREAMRISK_STORE={self.store!r}: expected one of {', '.join(STORES)}")
+        if self.rocksdb_memory_mb < 16:
+            raise SettingsError(f"STREAMRISK_ROCKSDB_MEMORY_MB must be >= 16 (got {self.rocksdb_memory_mb})")
+        if self.standby_replicas < 0:
+            raise SettingsError(f"STREAMRISK_STANDBY_REPLICAS must be >= 0 (got {self.standby_replicas})")
+        if self.standby_replicas and self.store != ROCKSDB:
+            raise SettingsError(
+                "STREAMRISK_STANDBY_REPLICAS needs STREAMRISK_STORE=rocksdb: the memory store keeps no "
+                "offset, so a standby's copy would be read again from the start at a failover anyway"
+            )
         if self.session_timeout_s * 1000 < 3 * self.heartbeat_interval_s * 1000:
             raise SettingsError("session timeout must be at least 3 heartbeat intervals")
         return self
@@ -314,6 +337,9 @@ class Settings:
         text("STREAMRISK_APP_ID", "app_id")
         if env.get("STREAMRISK_DATA_DIR"):
             kw["data_dir"] = Path(env["STREAMRISK_DATA_DIR"])
+        text("STREAMRISK_STORE", "store")
+        number("STREAMRISK_ROCKSDB_MEMORY_MB", "rocksdb_memory_mb")
+        number("STREAMRISK_STANDBY_REPLICAS", "standby_replicas")
         if env.get("STREAMRISK_RULES"):
             kw["rules_path"] = Path(env["STREAMRISK_RULES"])
         if env.get("STREAMRISK_CREDIT_POLICY"):

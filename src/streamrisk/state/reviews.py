@@ -128,7 +128,9 @@ class ReviewCases:
             pending = self._pending = {}
             if self._table is not None:
                 prefix = KIND + SEP
-                for key in list(self._table()):
+                table = self._table()
+                walk = getattr(table, "walk", None)  # a table on disk: its keys with the prefix, lazily
+                for key in walk(prefix) if walk is not None else list(table):
                     if key.startswith(prefix):
                         case = self.kv.get(key)
                         if case is not None:

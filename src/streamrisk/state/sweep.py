@@ -16,7 +16,8 @@ the sweep has got; see `PartitionClock.expired`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 from .keys import id_partition
@@ -70,7 +71,9 @@ class Sweeper:
 
     `handlers` maps a key's kind (the bytes before its first separator: the registry in keys.py) to
     a function that removes what has expired under that key. A walk works on a snapshot of the key list (one
-    pointer per key), so the table can change under it; a new walk starts when one ends.
+    pointer per key), so the table can change under it; a new walk starts when one ends. A table on disk
+    (one with a `walk()` of its keys: runtime/faust/rocks.py) is walked lazily instead, never listed whole,
+    and its growth is measured by its (estimated) size.
     """
 
     def __init__(
@@ -87,12 +90,17 @@ class Sweeper:
         """Examine the keys due for a batch of `events` events; returns how many were examined."""
         if self._table is None:
             return 0
-        if self._pos >= len(self._keys):
+        if self._lazy is None and self._pos >= len(self._keys):
             self._new_walk(self._table())
         self._walk_events += events
         budget = max(MIN_KEYS_PER_BATCH, int(self.keys_per_event * events))
-        keys = self._keys[self._pos : self._pos + budget]
-        self._pos += len(keys)
+        if self._lazy is not None:
+            keys = list(islice(self._lazy, budget))
+            if len(keys) < budget:  # this walk is over: the next step starts another
+                self._end_lazy_walk()
+        else:
+            keys = self._keys[self._pos : self._pos + budget]
+            self._pos += len(keys)
         handlers = self.handlers
         for key in keys:
             end = key.find(SEP)  # keys.kind_of, inlined: once per key walked
@@ -102,6 +110,11 @@ class Sweeper:
         return len(keys)
 
     def _new_walk(self, table: Mapping[bytes, Any]) -> None:
+        walk = getattr(table, "walk", None)
+        if walk is not None:
+            self._lazy, self._lazy_table, self._walk_events = walk(), table, 0
+            self._lazy_size = len(table)
+            return
         walked = self._keys
         if walked:
             self.walks += 1
@@ -111,8 +124,18 @@ class Sweeper:
             self.keys_per_event = 1.0 + 2.0 * added / max(self._walk_events, 1)
         self._keys, self._pos, self._walk_events = list(table), 0, 0
 
+    def _end_lazy_walk(self) -> None:
+        self.walks += 1
+        added = max(0, len(self._lazy_table) - self._lazy_size)  # net growth: all a lazy walk can see
+        self.keys_per_event = 1.0 + 2.0 * added / max(self._walk_events, 1)
+        self._lazy = None
+        self._new_walk(self._table())  # type: ignore[misc]
+
     def restart(self) -> None:
         """Drop the current walk and its rate (after a rebalance the table's keys change wholesale)."""
+        self._lazy: Iterator[bytes] | None = None
+        self._lazy_table: Any = None
+        self._lazy_size = 0
         self._keys: list[bytes] = []
         self._pos = 0
         self._walk_events = 0  # events since the current walk began

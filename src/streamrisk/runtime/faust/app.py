@@ -15,7 +15,7 @@ from faust.tables.recovery import Recovery
 from ...core.processor import Processor
 from ...core.records import Message
 from ...core.topic_names import STATE_TABLE, changelog_topic, consumer_group
-from ...settings import EXACTLY_ONCE, Settings
+from ...settings import EXACTLY_ONCE, ROCKSDB, Settings
 from ...state.keys import drop_partitions
 from ..broadcast import BroadcastReader
 from ..collector import Collector
@@ -24,6 +24,8 @@ from ..runner import BatchRunner
 from ..summary_store import RocksSummaryStore, summary_store_path
 from .appender import Appender
 from .connection import install_closed_transport_guard
+from .rocks import SCHEME as ROCKSDB_STORE
+from .rocks import RocksKV, StateStore
 from .stable_offsets import install_stable_offsets
 from .static_member import group_instance_id
 from .transactions import GroupMetadata, KafkaTransactions, install_fencing, verification_retries
@@ -123,7 +125,7 @@ class StreamRiskApp(faust.App):
     group_instance_id: str | None = None
     batch_handler: BatchHandler | None = None
     input_topic: faust.TopicT | None = None
-    kv: FaustKV | None = None
+    kv: FaustKV | RocksKV | None = None
     # Exactly-once: its producer is started on the worker's loop and initialised (which aborts a
     # predecessor's open transaction) before recovery reads the changelog, which that would hold up.
     transactions: KafkaTransactions | None = None
@@ -245,7 +247,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_request_timeout=max(90.0, settings.session_timeout_s * 2),
         broker_rebalance_timeout=max(60.0, settings.session_timeout_s * 2),
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         web_enabled=True,
         # Faust's own /table and /router pages would serve table contents without our token.
         web_tables_enabled=False,
@@ -254,7 +256,8 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         web_port=settings.web_port,
         web_host=settings.web_host,
         canonical_url=settings.web_url,  # where the other workers forward requests for our keys
-        store="memory://",
+        # The state table: RocksDB partitions under the data dir, or memory (rocks.py, docs/state.md).
+        store=f"{ROCKSDB_STORE}://" if settings.store == ROCKSDB else "memory://",
         producer_acks=-1,
         producer_linger_ms=1,
         # aiokafka keeps one request in flight per partition: larger batches carry more per round trip.
@@ -272,6 +275,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     app.consumer_thread = settings.consumer_thread
     if settings.group_instance_id:
         app.group_instance_id = group_instance_id(settings.group_instance_id, settings.web_url)
+    StateStore.memory_bytes = settings.rocksdb_memory_mb << 20
     table = app.Table(
         STATE_TABLE,
         partitions=settings.partitions,
@@ -282,7 +286,10 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         raise RuntimeError("Faust names the changelog otherwise than topics.changelog_topic")
     # Keys and values are our own bytes, both live and when recovered from the changelog.
     table.key_serializer = table.value_serializer = "raw"
-    kv = app.kv = FaustKV(table, settings.partitions)
+    kv: FaustKV | RocksKV = FaustKV(table, settings.partitions)
+    if settings.store == ROCKSDB:
+        kv = RocksKV(table, settings.partitions)
+    app.kv = kv
     # Bounded merchant view: the summaries on local disk, rebuilt at each start (summary_store.py).
     summaries = RocksSummaryStore(summary_store_path(settings)) if settings.merchant_cache_size > 0 else None
     processor = Processor(settings, kv, check_partitions=True, summary_store=summaries)
@@ -298,7 +305,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     def current_value(topic: str, key: bytes | None, value: bytes | None) -> bytes | None:
         # A changelog record sent again carries its key's newest value (delivery.py).
-        return kv.data.get(key) if topic == changelog and key is not None else value
+        return kv.get(key) if topic == changelog and key is not None else value
 
     if settings.processing_guarantee == EXACTLY_ONCE:
         install_fencing()
@@ -310,8 +317,11 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         log.info("processing guarantee: exactly-once (Kafka transactions)")
     else:
         log.info("processing guarantee: at-least-once")
+    producer: Any = _LazyAppender(app)
+    if isinstance(kv, RocksKV):  # the offset each partition's changelog reached, for its clean mark
+        producer = kv.track(producer, changelog)
     delivery = Delivery(
-        _LazyAppender(app),
+        producer,
         lambda offsets: app.consumer._commit(offsets),  # Faust's commit, without its ack bookkeeping
         max_attempts=settings.delivery_attempts,
         # A batch may wait in the accumulator up to the producer's timeout, then in flight as long.
@@ -356,7 +366,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
 
     @app.on_partitions_revoked.connect
     async def checkpoint_before_rebalance(app: faust.App, revoked: Any, **_: Any) -> None:
-        await or_stop(lambda: runner.on_revoked(set(revoked)))
+        await or_stop(lambda: handed_back(runner.on_revoked(set(revoked))))
 
     @app.on_partitions_assigned.connect
     async def drop_state_of_lost_partitions(app: faust.App, assigned: Any, **_: Any) -> None:
@@ -364,9 +374,19 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         # Faust does not restore the ones a worker keeps.
         kv.keep_partitions({tp.partition for tp in assigned if tp.topic == processor.input_topics[0]})
 
+    async def handed_back(checkpoint: Any) -> None:
+        await checkpoint
+        # Committed: the local state is what the changelog holds (rocks.py).
+        if isinstance(kv, RocksKV) and delivery.failure is None:
+            left = kv.mark_clean()
+            if left:
+                log.warning("local state of partitions %s left dirty: wiped at the next start", left)
+
     @app.on_before_shutdown.connect
     async def last_checkpoint(app: StreamRiskApp, **_: Any) -> None:
-        await or_stop(runner.close)
+        await or_stop(lambda: handed_back(runner.close()))
+        if isinstance(kv, RocksKV):
+            kv.close()
         if app.transactions is not None:
             await app.transactions.stop()
 
@@ -400,8 +420,10 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
     from ...web.routes import register_routes
 
     def runtime_stats() -> dict[str, Any]:
+        store = kv.stats() if isinstance(kv, RocksKV) else {"kind": "memory"}
         return {
-            **runner.stats(), **collector.stats(), "keys_dropped_at_rebalance": kv.dropped,
+            **runner.stats(), **collector.stats(),
+            "keys_dropped_at_rebalance": kv.dropped, "state_store": store,
             # exactly-once: produce requests retried early, refused while the coordinator was busy
             "produce_retries_verification": verification_retries(),
         }
