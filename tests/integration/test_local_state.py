@@ -19,9 +19,14 @@ import aiohttp
 import pytest
 
 from streamrisk.loadgen.synthetic import Record
-from tests.feature_oracle import FeatureOracle, compare
+from tests.feature_oracle import FeatureOracle
 from tests.harness import Client, WorkerProcess, get_json, now_ms, unique, wait_for
-from tests.integration.test_replay_credit import first_decisions, run_with_kills, send_all
+from tests.integration.test_replay_credit import (
+    first_decisions,
+    run_with_kills,
+    send_all,
+    wait_balances_and_features,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -89,20 +94,7 @@ async def test_state_on_disk_after_sigkills_equals_brute_force_and_a_clean_resta
             oracle = FeatureOracle()
             oracle.add_all(payments)
 
-            async def balances_and_features() -> bool | str:
-                for u in sorted(oracle.user_clock):
-                    body = await get_json(http, w, f"/users/{u}")
-                    if body is None:
-                        return f"{u}: not served yet"
-                    got = round(body["credit_outstanding"] * 100)
-                    if got != owed.get(u, 0):
-                        return f"{u}: credit_outstanding {got} != {owed.get(u, 0)} (first decisions)"
-                    diff = compare(oracle.user(u), body["features"])
-                    if diff:
-                        return f"{u}: features differ {diff}"
-                return True
-
-            await wait_for(balances_and_features, 60, "balances and features equal the reference")
+            await wait_balances_and_features(http, w, oracle, owed)
 
             # A clean stop marks every partition clean at the offset its changelog reached: the next
             # worker reuses them all and reads nothing of the changelog, and answers the same.
@@ -111,7 +103,7 @@ async def test_state_on_disk_after_sigkills_equals_brute_force_and_a_clean_resta
             clean = await store_stats(http, w)
             assert clean["partitions_wiped"] == 0 and clean["partitions_reused"] == PARTITIONS, clean
             assert clean["restored_records"] == 0, clean
-            await wait_for(balances_and_features, 60, "balances and features after a clean restart")
+            await wait_balances_and_features(http, w, oracle, owed)  # after a clean restart
     finally:
         w.stop()
     assert time.monotonic() - started < 100

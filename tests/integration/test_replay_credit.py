@@ -139,20 +139,29 @@ async def test_credit_balances_and_features_after_repeated_sigkills(bootstrap: s
             oracle = FeatureOracle()
             oracle.add_all(payments + later)
 
-            async def balances_and_features() -> bool | str:
-                for u in sorted(oracle.user_clock):
-                    body = await get_json(http, w, f"/users/{u}")
-                    if body is None:
-                        return f"{u}: not served yet"
-                    got = round(body["credit_outstanding"] * 100)
-                    if got != owed.get(u, 0):
-                        return f"{u}: credit_outstanding {got} != {owed.get(u, 0)} (first decisions)"
-                    diff = compare(oracle.user(u), body["features"])
-                    if diff:
-                        return f"{u}: features differ {diff}"
-                return True
-
-            await wait_for(balances_and_features, 60, "balances and features equal the reference")
+            await wait_balances_and_features(http, w, oracle, owed)
     finally:
         w.stop()
     assert time.monotonic() - started < 120
+
+
+async def wait_balances_and_features(
+    http: aiohttp.ClientSession, w: WorkerProcess, oracle: FeatureOracle, owed: dict[str, int]
+) -> None:
+    """Wait until every user's credit_outstanding is `owed` (minor units) and its features equal the
+    brute force, as the worker `w` answers them."""
+
+    async def balances_and_features() -> bool | str:
+        for u in sorted(oracle.user_clock):
+            body = await get_json(http, w, f"/users/{u}")
+            if body is None:
+                return f"{u}: not served yet"
+            got = round(body["credit_outstanding"] * 100)
+            if got != owed.get(u, 0):
+                return f"{u}: credit_outstanding {got} != {owed.get(u, 0)} (first decisions)"
+            diff = compare(oracle.user(u), body["features"])
+            if diff:
+                return f"{u}: features differ {diff}"
+        return True
+
+    await wait_for(balances_and_features, 60, "balances and features equal the reference")
