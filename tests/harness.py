@@ -31,8 +31,9 @@ FAST_GROUP_ENV = {
     "STREAMRISK_SESSION_TIMEOUT_S": "6",
     "STREAMRISK_HEARTBEAT_INTERVAL_S": "0.5",
     "STREAMRISK_LOG_LEVEL": os.environ.get("STREAMRISK_TEST_WORKER_LOG_LEVEL", "warning"),
-    # Tests keep state in memory (restored from the changelog at each start) unless they test RocksDB.
-    "STREAMRISK_STORE": "memory",
+    # Tests keep state in memory (restored from the changelog at each start) unless they test RocksDB;
+    # STREAMRISK_TEST_STORE=rocksdb runs them (and scripts/chaos.py) on the workers' default store.
+    "STREAMRISK_STORE": os.environ.get("STREAMRISK_TEST_STORE", "memory"),
 }
 
 
