@@ -86,8 +86,9 @@ def test_reads_see_writes_and_deletes_of_owned_partitions_only(tmp_path: Path) -
 def test_an_aborted_transaction_is_undone(tmp_path: Path) -> None:
     kv, _ = open_kv(tmp_path)
     a, b = users_of(2, 2)
-    kv.undo = {}
+    kv.log.keep_undo()
     kv.put(2, user_key(a), b"v1")
+    kv.take()  # sent in a transaction, which committed
     kv.committed()
     kv.put(2, user_key(a), b"v2")
     kv.put(2, user_key(b), b"new")

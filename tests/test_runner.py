@@ -3,11 +3,13 @@ batches from before a rebalance dropped; input read again after a crash decided 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import orjson
@@ -51,7 +53,7 @@ class Worker:
 
         delivery = Delivery(self.producer, self.commit, transactions=transactions)  # type: ignore[arg-type]
         if transactions is not None:
-            self.kv.undo = {}  # as app.py sets it up for exactly-once
+            self.kv.log.keep_undo()  # as app.py sets it up for exactly-once
         self.runner = BatchRunner(
             self.processor, delivery, "state-changelog", self.kv.take, lambda fetched: self.current,
             on_failure=on_failure, state=self.kv,
@@ -169,39 +171,102 @@ async def test_exactly_once_commits_each_batch_in_its_own_transaction_before_the
     w = Worker(transactions=txn)
     await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
     await w.runner.on_batch({TP: [payment("p2", "u2", 1)]}, {}, fetched=1)
+    await w.runner.checkpoint()  # waits for the transaction in flight; nothing new to commit
     assert txn.log == ["begin", ("commit", {TP: 1}), "begin", ("commit", {TP: 2})]
     assert w.commit.commits == []  # offsets only ever in a transaction
+    assert w.kv.log.open_transactions == 0
+
+
+class GatedTransactions(FakeTransactions):
+    """Commits only when the test opens the gate; `fail_commit` then makes it abort."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeProducer())
+        self.gate = asyncio.Event()
+
+    async def commit(self) -> None:
+        await self.gate.wait()
+        self.gate.clear()
+        await super().commit()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+async def test_the_next_batch_is_processed_while_the_last_commits_and_sent_only_after_it() -> None:
+    txn = GatedTransactions()
+    w = Worker(transactions=txn)
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is True
+    assert txn.log == ["begin"]  # its transaction is committing
+    second = asyncio.ensure_future(w.runner.on_batch({TP: [payment("p2", "u1", 1)]}, {}, fetched=1))
+    await until(lambda: w.processor.counters.decisions.get("approve", 0) == 2)  # p2 decided already
+    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1"]  # but not sent: one transaction
+    assert w.kv.log.open_transactions == 2
+    txn.gate.set()
+    assert await second is True
+    assert [d["event_id"] for d in w.sent("risk-decisions")] == ["p1", "p2"]
+    assert txn.log == ["begin", ("commit", {TP: 1}), "begin"]
+    txn.gate.set()
+    await w.runner.checkpoint()
+    assert txn.log[-1] == ("commit", {TP: 2}) and w.kv.log.open_transactions == 0
+
+
+async def test_an_aborted_transaction_undoes_its_state_and_the_next_batch_and_both_are_read_again() -> None:
+    txn = GatedTransactions()
+    w = Worker(transactions=txn)
+    txn.gate.set()
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    await w.runner.checkpoint()
+    before = dict(w.kv.data)
+    txn.fail_commit = True  # the broker went away: the next batch's transaction aborts
+    batch = [payment("p2", "u1", 1, amount=900.0), payment("p3", "u2", 2)]
+    assert await w.runner.on_batch({TP: batch}, {}, fetched=1) is True  # committing
+    later = [payment("p4", "u1", 3, amount=40.0)]
+    third = asyncio.ensure_future(w.runner.on_batch({TP: later}, {}, fetched=1))
+    await until(lambda: w.kv.log.open_transactions == 2)  # processed on top of the aborting batch
+    txn.gate.set()
+    assert await third is False  # dropped: processed on top of state that is undone
+    assert w.kv.data == before and w.failures == [] and w.runner.rewinds == 1
+    assert w.runner.read_again  # the transport reads from the committed offsets again
+    txn.fail_commit = False
+    txn.gate.set()
+    assert await w.runner.on_batch({TP: [*batch, *later]}, {}, fetched=2) is True
+    await w.runner.checkpoint()
+    clean = Worker(transactions=FakeTransactions(FakeProducer()))
+    await clean.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    await clean.runner.on_batch({TP: [*batch, *later]}, {}, fetched=1)
+    await clean.runner.checkpoint()
+    assert w.kv.data == clean.kv.data  # as if the aborted transaction never happened
+    decided = [d["event_id"] for d in w.sent("risk-decisions")]
+    assert decided == ["p1", "p2", "p3", "p2", "p3", "p4"]  # the aborted ones are invisible to read_committed
+    assert txn.log[-1] == ("commit", {TP: 4})
+
+
+async def test_a_transaction_that_aborts_with_no_batch_after_it_is_undone_at_once() -> None:
+    txn = GatedTransactions()
+    w = Worker(transactions=txn)
+    txn.fail_commit = True
+    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is True
+    assert w.kv.data
+    txn.gate.set()
+    await until(lambda: w.runner.read_again)  # no traffic needed to notice it
+    assert w.kv.data == {} and w.runner.rewinds == 1 and w.failures == []
 
 
 async def test_after_a_failed_checkpoint_the_worker_stops_and_takes_no_more_batches() -> None:
     txn = FakeTransactions(FakeProducer(), fail_commit=True, stuck=True)
     w = Worker(transactions=txn)
-    assert await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1) is False
-    assert len(w.failures) == 1 and txn.log == ["begin"]
+    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
+    await until(lambda: len(w.failures) == 1)  # its transaction neither committed nor aborted
+    assert txn.log == ["begin"]
     sent = len(w.producer.sent)
     assert await w.runner.on_batch({TP: [payment("p2", "u2", 1)]}, {}, fetched=1) is False
     assert len(w.producer.sent) == sent and w.runner.batches_dropped == 1
     assert "not committed and not aborted" in w.runner.stats()["checkpoint_failure"]
-
-
-async def test_an_aborted_transaction_undoes_its_state_and_the_input_read_again_decides_the_same() -> None:
-    txn = FakeTransactions(FakeProducer())
-    w = Worker(transactions=txn)
-    await w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
-    before = dict(w.kv.data)
-    txn.fail_commit = True  # the broker went away: this batch's transaction aborts
-    batch = [payment("p2", "u1", 1, amount=900.0), payment("p3", "u2", 2)]
-    assert await w.runner.on_batch({TP: batch}, {}, fetched=1) is False
-    assert w.kv.data == before and w.failures == [] and w.runner.rewinds == 1
-    txn.fail_commit = False  # read again from the committed offset
-    assert await w.runner.on_batch({TP: batch}, {}, fetched=2) is True
-    clean = Worker(transactions=FakeTransactions(FakeProducer()))
-    await clean.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1)
-    await clean.runner.on_batch({TP: batch}, {}, fetched=1)
-    assert w.kv.data == clean.kv.data  # as if the aborted transaction never happened
-    decided = [d["event_id"] for d in w.sent("risk-decisions")]
-    assert decided == ["p1", "p2", "p3", "p2", "p3"]  # the aborted ones are invisible to read_committed
-    assert txn.log[-1] == ("commit", {TP: 3})
 
 
 async def test_observers_see_each_batch_with_its_processing_time_and_one_that_fails_costs_nothing() -> None:

@@ -144,6 +144,9 @@ class Settings:
     # A fetch returns once this much is ready (or the wait is over). 1 returns at the first record:
     # lowest latency, but under load many tiny fetches, each a request and a socket write.
     fetch_min_bytes: int = 1
+    # Records that waited in the consumer while a batch was processed (and committed) are joined by one
+    # more fetch of what arrived meanwhile, waiting at most this long for it; 0: never (transport.TopUp).
+    fetch_top_up_ms: float = 3.0
     # Faust runs the Kafka consumer in a thread of its own; False runs it on the worker's loop, which
     # saves two thread hops per fetch (in_loop.py).
     consumer_thread: bool = False
@@ -273,6 +276,8 @@ class Settings:
             raise SettingsError(
                 "STREAMRISK_GC_FREEZE_INTERVAL_S must be >= 0 (0: off) and STREAMRISK_GC_FULL_INTERVAL_S > 0"
             )
+        if not 0 <= self.fetch_top_up_ms <= 1000:
+            raise SettingsError(f"STREAMRISK_FETCH_TOP_UP_MS must be in 0..1000 (got {self.fetch_top_up_ms})")
         if self.delivery_timeout_s <= 0:
             raise SettingsError(f"STREAMRISK_DELIVERY_TIMEOUT_S must be > 0 (got {self.delivery_timeout_s})")
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
@@ -371,6 +376,7 @@ class Settings:
         number("STREAMRISK_MERCHANT_RECENT_DECISIONS", "merchant_recent_decisions")
         number("STREAMRISK_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms")
         number("STREAMRISK_FETCH_MIN_BYTES", "fetch_min_bytes")
+        number("STREAMRISK_FETCH_TOP_UP_MS", "fetch_top_up_ms", float)
         switch("STREAMRISK_CONSUMER_THREAD", "consumer_thread")
         number("STREAMRISK_SESSION_TIMEOUT_S", "session_timeout_s", float)
         number("STREAMRISK_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", float)

@@ -3,8 +3,12 @@
 The consumer hands over one fetch at a time (transport.py). A batch is processed and its records handed
 to the producer under `lock`; a rebalance takes the same lock, so it never sees half a batch. Offsets
 are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
-Exactly-once commits each batch's transaction before the lock is released (so a decision is visible
-to `read_committed` readers a round trip after it is made), and every other send does the same.
+
+Exactly-once commits each batch in a transaction of its own, as soon as the batch is sent, so a
+decision is visible to `read_committed` readers a round trip after it is made. The transaction commits
+while the next batch is processed (its records wait for that commit before they are sent, since a
+producer has one transaction open at a time): on a backlog, the broker writes one batch while the
+worker computes the next. Every other holder of the lock first waits for the transaction in flight.
 
 After each batch its observers (`batch_observers`: the /metrics histograms) are told of it, with the
 seconds the processor took on it.
@@ -12,8 +16,9 @@ seconds the processor took on it.
 After a failed checkpoint nothing more is processed: the batches still fetched are dropped, to be
 read again by the restarted worker. An aborted transaction (exactly-once: the broker restarted, the
 group moved on while this worker was away) is not a failure: nothing of it is visible and no offset
-moved, so the state it wrote is undone (`state.roll_back`), the processor forgets what it holds in
-memory, and the input is read again from the committed offsets.
+moved, so the state it wrote is undone (`state.roll_back`, with the state of the batch processed on
+top of it), the processor forgets what it holds in memory, and the input is read again from the
+committed offsets (`read_again`, which the transport acts on).
 """
 
 from __future__ import annotations
@@ -31,15 +36,23 @@ from .delivery import Delivery, TransactionAborted
 
 log = logging.getLogger(__name__)
 
+# Exactly-once: records processed between yields to the loop while the last batch's transaction commits.
+# Processing is synchronous, so without a yield that transaction's requests (add partitions, produce,
+# offsets, commit) would go out only once the whole next batch is done, and nothing would overlap:
+# on a 40,000-payment backlog (3 alternating runs) a yield every 200 made exactly-once 2-15 % faster.
+YIELD_EVERY = 200
+
 Changelog = Callable[[], list[tuple[int, bytes, bytes | None]]]
 # Told of each processed batch: its records, and the seconds the processor took on it (web/metrics.py).
 BatchObserver = Callable[[Sequence[Any], float], None]
 
 
 class State(Protocol):
-    """Exactly-once: the state table's undo of an aborted transaction (app.FaustKV)."""
+    """Exactly-once: the state table's undo of aborted transactions (app.FaustKV, write_log.py)."""
 
-    def committed(self) -> None: ...
+    def committed(self) -> None:
+        """The oldest transaction of those whose changelog records were taken committed."""
+        ...
 
     def roll_back(self) -> int: ...
 
@@ -84,6 +97,12 @@ class BatchRunner:
         self._on_failure = on_failure  # stops the worker (app.py)
         self._state = state
         self.rewinds = 0  # aborted transactions undone
+        # Exactly-once: the last batch's transaction, committing while the next batch is processed.
+        self._in_flight: asyncio.Task[bool] | None = None
+        self._reaping: asyncio.Future[None] | None = None
+        # An aborted transaction was undone: the input must be read from the committed offsets again
+        # (the transport seeks, and clears this).
+        self.read_again = False
         self.lock = asyncio.Lock()
         # Highest offset processed per partition by this process: a record at or below it is read again.
         self._high: dict[Any, int] = {}
@@ -121,13 +140,24 @@ class BatchRunner:
                 if recs[0].offset <= seen:
                     self.records_read_again += sum(1 for r in recs if r.offset <= seen)
                 batch.extend(recs)
-            outs = self.processor.process(batch)
+            if self._in_flight is not None and len(batch) > YIELD_EVERY:
+                outs = []
+                for i in range(0, len(batch), YIELD_EVERY):
+                    outs.extend(self.processor.process(batch[i:i + YIELD_EVERY]))
+                    await asyncio.sleep(0)  # the transaction in flight goes on meanwhile
+            else:
+                outs = self.processor.process(batch)
             processing_s = time.perf_counter() - started
             self.processor.flush_state()
+            changelog = self._take_changelog()
+            if not await self._finish_in_flight():
+                # The last batch's transaction aborted; this one was processed on top of its state.
+                self.batches_dropped += 1
+                return False
             delivery = self.delivery
             await self._send_all(outs)
             send = delivery.send
-            for partition, key, value in self._take_changelog():
+            for partition, key, value in changelog:
                 await send(self._changelog_topic, key, value, partition)
             for tp, recs in records.items():
                 last = recs[-1].offset
@@ -142,7 +172,9 @@ class BatchRunner:
             self.busy_s += time.perf_counter() - started
             if self.batch_observers:
                 self._observe(batch, processing_s)
-            return await self._settled()
+            if delivery.transactional:
+                self._commit_in_flight()
+            return True
 
     async def _send_all(self, outs: Iterable[Out]) -> None:
         """Hand records to the producer, in order: a batch's outputs, summaries, dead letters."""
@@ -160,31 +192,67 @@ class BatchRunner:
                 log.exception("batch observer %r failed; it is called no more", observe)
                 self.batch_observers.remove(observe)
 
-    async def _settled(self) -> bool:
-        """Exactly-once: commit what was just sent, under the lock (the module docstring)."""
-        if not self.delivery.transactional:
-            return True
+    def _commit_in_flight(self) -> None:
+        """Exactly-once: commit the batch just sent while the next one is processed."""
+        task = self._in_flight = asyncio.ensure_future(self.delivery.checkpoint())
+        task.add_done_callback(self._on_commit_done)
+
+    def _on_commit_done(self, task: asyncio.Task[bool]) -> None:
+        # A transaction that did not commit while no batch came after it is dealt with at once (its
+        # state undone, its input read again), not when traffic resumes.
+        if task is self._in_flight and (task.cancelled() or task.exception() is not None):
+            self._reaping = asyncio.ensure_future(self._reap(task))
+
+    async def _reap(self, task: asyncio.Task[bool]) -> None:
+        async with self.lock:
+            if task is self._in_flight:
+                await self._finish_in_flight()
+
+    async def _finish_in_flight(self) -> bool:
+        """Exactly-once: wait for the last batch's transaction. False if it did not commit: its state
+        and everything written since are undone (or the worker stops, if it could not even abort)."""
+        task, self._in_flight = self._in_flight, None
+        if task is None:
+            return self.delivery.failure is None
         try:
-            await self.delivery.checkpoint()
+            await task
         except TransactionAborted as exc:
-            if self.delivery.failure is None and self._state is not None:
-                undone = self._state.roll_back()
-                self.processor.forget()
-                self.rewinds += 1
-                log.warning("%s (%d keys undone)", exc, undone)
-                return False  # the transport reads from the committed offsets again
-            if self._on_failure is None:
-                raise
-            await self._on_failure(exc)
-            return False
+            return await self._undo(exc)
         except Exception as exc:
-            if self._on_failure is None:
-                raise
-            await self._on_failure(exc)
+            await self._fail(exc)
             return False
         if self._state is not None:
             self._state.committed()
         return True
+
+    async def _settled(self) -> bool:
+        """Exactly-once: commit what was just sent outside a batch, under the lock; True if offsets
+        were committed."""
+        if not self.delivery.transactional:
+            return False
+        try:
+            return await self.delivery.checkpoint()
+        except TransactionAborted as exc:
+            return await self._undo(exc)
+        except Exception as exc:
+            await self._fail(exc)
+            return False
+
+    async def _undo(self, exc: TransactionAborted) -> bool:
+        if self.delivery.failure is not None or self._state is None:
+            await self._fail(exc)
+            return False
+        undone = self._state.roll_back()
+        self.processor.forget()
+        self.rewinds += 1
+        self.read_again = True
+        log.warning("%s (%d keys undone)", exc, undone)
+        return False
+
+    async def _fail(self, exc: BaseException) -> None:
+        if self._on_failure is None:
+            raise exc
+        await self._on_failure(exc)
 
     async def _wait_ready(self) -> None:
         # Decide with the rules in force, not the ones a worker starts with.
@@ -205,7 +273,7 @@ class BatchRunner:
     async def send_now(self, outs: Callable[[], Iterable[Out]]) -> None:
         """Send records made outside a batch (summaries, dead letters of rejected rulesets)."""
         async with self.lock:
-            if self.delivery.failure is not None:
+            if not await self._finish_in_flight():
                 return
             await self._send_all(outs())
             await self._settled()
@@ -214,7 +282,7 @@ class BatchRunner:
         if not self.delivery.transactional:
             return await self.delivery.checkpoint()  # acks are awaited while batches go on
         async with self.lock:
-            return await self.delivery.checkpoint()
+            return await self._finish_in_flight() and await self._settled()
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Before a rebalance completes: commit what was processed, then drop in-memory state."""
@@ -227,6 +295,7 @@ class BatchRunner:
 
     async def _hand_back(self, revoked: set[Any]) -> None:
         async with self.lock:
+            await self._finish_in_flight()
             await self._send_all(self.processor.summaries())
             await self.delivery.checkpoint()
             self.processor.forget()

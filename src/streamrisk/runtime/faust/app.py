@@ -22,6 +22,7 @@ from ..collector import Collector
 from ..delivery import Delivery, one_line
 from ..runner import BatchRunner
 from ..summary_store import RocksSummaryStore, summary_store_path
+from ..write_log import WriteLog
 from .appender import Appender
 from .connection import install_closed_transport_guard
 from .rocks import SCHEME as ROCKSDB_STORE
@@ -50,11 +51,9 @@ class FaustKV:
         # The store's key -> changelog partition of the keys its recovery wrote (Faust drops those of
         # partitions it no longer has, after recovery; not the keys we write live: see `keep_partitions`).
         self.key_partition: dict[bytes, int] = {}
-        self.pending: list[tuple[int, bytes, bytes | None]] = []
+        self.log = WriteLog()  # changelog records to produce; exactly-once, the undo log
         self.dropped = 0  # keys of partitions this worker lost, dropped from memory
         self.owned: set[int] | None = None  # partitions of the last assignment
-        # Exactly-once: each key's value before the open transaction, so an aborted one is undone.
-        self.undo: dict[bytes, bytes | None] | None = None
 
     def bind(self) -> None:
         """Read and write the memory store's own dict, which Faust's recovery fills and never replaces
@@ -70,19 +69,21 @@ class FaustKV:
         return self.data
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        undo = self.undo
+        log = self.log
+        undo = log.undo
         if undo is not None and key not in undo:
-            undo[key] = self.data.get(key)
+            undo[key] = (partition, self.data.get(key))
         self.data[key] = value
-        self.pending.append((partition, key, value))
+        log.pending.append((partition, key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
-        undo = self.undo
+        log = self.log
+        undo = log.undo
         if undo is not None and key not in undo:
-            undo[key] = self.data.get(key)
+            undo[key] = (partition, self.data.get(key))
         self.data.pop(key, None)
         self.key_partition.pop(key, None)  # else a recovered key's entry outlives it
-        self.pending.append((partition, key, None))
+        log.pending.append((partition, key, None))
 
     def keep_partitions(self, partitions: set[int]) -> None:
         """Drop from memory the keys of every other partition: after a rebalance, the keys written here
@@ -93,26 +94,22 @@ class FaustKV:
         self.owned = set(partitions)
 
     def committed(self) -> None:
-        """The open transaction committed: what it wrote is the state to return to."""
-        if self.undo is not None:
-            self.undo = {}
+        """The oldest open transaction committed (write_log.py)."""
+        self.log.committed()
 
     def roll_back(self) -> int:
-        """The open transaction aborted: every key it wrote gets its value before it back."""
-        undo, self.undo = self.undo or {}, {} if self.undo is not None else None
-        data = self.data
-        for key, value in undo.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-        self.pending = []
-        return len(undo)
+        """A transaction aborted: the open transactions' writes are undone (write_log.py)."""
+        return self.log.roll_back(self._restore)
+
+    def _restore(self, key: bytes, partition: int, value: bytes | None) -> None:
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
 
     def take(self) -> list[tuple[int, bytes, bytes | None]]:
         """The changelog records (partition, key, value or None) written since the last call."""
-        pending, self.pending = self.pending, []
-        return pending
+        return self.log.take()
 
 
 class StreamRiskApp(faust.App):
@@ -313,7 +310,7 @@ def build_app(settings: Settings) -> tuple[StreamRiskApp, Processor]:
         app.transactions = KafkaTransactions(
             lambda: _transactional_producer(settings), lambda: _group_metadata(app)
         )
-        kv.undo = {}
+        kv.log.keep_undo()
         log.info("processing guarantee: exactly-once (Kafka transactions)")
     else:
         log.info("processing guarantee: at-least-once")

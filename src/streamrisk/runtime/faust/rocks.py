@@ -28,6 +28,7 @@ from faust.types import TP
 from ...core.partitioning import kafka_partition
 from ...state.keys import KINDS
 from ...state.kv import SEP
+from ..write_log import WriteLog
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,7 @@ class RocksKV:
         self.table = table
         self.partitions = partitions
         self.store: StateStore | None = None
-        self.pending: list[tuple[int, bytes, bytes | None]] = []
-        self.undo: dict[bytes, tuple[int, bytes | None]] | None = None
+        self.log = WriteLog()  # changelog records to produce; exactly-once, the undo log
         self.dropped = 0  # nothing is dropped: a lost partition's database is closed
         self.owned: set[int] = set()
         self._writable: dict[int, rocksdict.Rdict] = {}
@@ -320,19 +320,21 @@ class RocksKV:
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         db = self._db(partition)
-        undo = self.undo
+        log = self.log
+        undo = log.undo
         if undo is not None and key not in undo:
             undo[key] = (partition, db.get(key))
         db.put(key, value)
-        self.pending.append((partition, key, value))
+        log.pending.append((partition, key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
         db = self._db(partition)
-        undo = self.undo
+        log = self.log
+        undo = log.undo
         if undo is not None and key not in undo:
             undo[key] = (partition, db.get(key))
         db.delete(key)
-        self.pending.append((partition, key, None))
+        log.pending.append((partition, key, None))
 
     def keep_partitions(self, partitions: set[int]) -> None:
         """After a rebalance: read only the partitions owned now (Faust's store closes the others)."""
@@ -340,23 +342,20 @@ class RocksKV:
         self._writable = {p: db for p, db in self._writable.items() if p in self.owned}
 
     def committed(self) -> None:
-        if self.undo is not None:
-            self.undo = {}
+        self.log.committed()
 
     def roll_back(self) -> int:
-        undo, self.undo = self.undo or {}, {} if self.undo is not None else None
-        for key, (partition, value) in undo.items():
-            db = self._db(partition)
-            if value is None:
-                db.delete(key)
-            else:
-                db.put(key, value)
-        self.pending = []
-        return len(undo)
+        return self.log.roll_back(self._restore)
+
+    def _restore(self, key: bytes, partition: int, value: bytes | None) -> None:
+        db = self._db(partition)
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
 
     def take(self) -> list[tuple[int, bytes, bytes | None]]:
-        pending, self.pending = self.pending, []
-        return pending
+        return self.log.take()
 
     # -- clean marks
     def track(self, producer: Any, changelog: str) -> _TrackedProducer:
@@ -371,7 +370,7 @@ class RocksKV:
         if store is None:
             return []
         offsets: dict[int, int] = {}
-        if not self.pending:
+        if not self.log.pending:
             for partition, (fut, count, before) in self._last_sent.items():
                 offset = last_offset(fut, count, before)
                 if offset is not None:
