@@ -13,9 +13,11 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from streamrisk.core.processor import Processor
 from streamrisk.core.records import Message
+from streamrisk.runtime import runner
 from streamrisk.runtime.delivery import Delivery
 from streamrisk.runtime.faust.app import FaustKV
 from streamrisk.runtime.runner import BatchRunner, run_queue_wait_s
@@ -197,6 +199,23 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
+@pytest.fixture
+def pipelined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch commits while the next is processed, as a backlog's large batches do."""
+    monkeypatch.setattr(runner, "PIPELINED_BATCH", 1)
+
+
+async def test_a_small_batch_commits_before_the_next_is_taken() -> None:
+    txn = GatedTransactions()
+    w = Worker(transactions=txn)
+    first = asyncio.ensure_future(w.runner.on_batch({TP: [payment("p1", "u1", 0)]}, {}, fetched=1))
+    await until(lambda: txn.log == ["begin"])
+    assert not first.done()  # live traffic: the next batch takes all that arrives during the commit
+    txn.gate.set()
+    assert await first is True and txn.log == ["begin", ("commit", {TP: 1})]
+
+
+@pytest.mark.usefixtures("pipelined")
 async def test_the_next_batch_is_processed_while_the_last_commits_and_sent_only_after_it() -> None:
     txn = GatedTransactions()
     w = Worker(transactions=txn)
@@ -215,6 +234,7 @@ async def test_the_next_batch_is_processed_while_the_last_commits_and_sent_only_
     assert txn.log[-1] == ("commit", {TP: 2}) and w.kv.log.open_transactions == 0
 
 
+@pytest.mark.usefixtures("pipelined")
 async def test_an_aborted_transaction_undoes_its_state_and_the_next_batch_and_both_are_read_again() -> None:
     txn = GatedTransactions()
     w = Worker(transactions=txn)
@@ -246,6 +266,7 @@ async def test_an_aborted_transaction_undoes_its_state_and_the_next_batch_and_bo
     assert txn.log[-1] == ("commit", {TP: 4})
 
 
+@pytest.mark.usefixtures("pipelined")
 async def test_a_transaction_that_aborts_with_no_batch_after_it_is_undone_at_once() -> None:
     txn = GatedTransactions()
     w = Worker(transactions=txn)
@@ -257,6 +278,7 @@ async def test_a_transaction_that_aborts_with_no_batch_after_it_is_undone_at_onc
     assert w.kv.data == {} and w.runner.rewinds == 1 and w.failures == []
 
 
+@pytest.mark.usefixtures("pipelined")
 async def test_after_a_failed_checkpoint_the_worker_stops_and_takes_no_more_batches() -> None:
     txn = FakeTransactions(FakeProducer(), fail_commit=True, stuck=True)
     w = Worker(transactions=txn)

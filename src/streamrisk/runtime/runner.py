@@ -5,10 +5,10 @@ to the producer under `lock`; a rebalance takes the same lock, so it never sees 
 are committed by `Delivery.checkpoint`: on an interval, when partitions are revoked, and at shutdown.
 
 Exactly-once commits each batch in a transaction of its own, as soon as the batch is sent, so a
-decision is visible to `read_committed` readers a round trip after it is made. The transaction commits
-while the next batch is processed (its records wait for that commit before they are sent, since a
-producer has one transaction open at a time): on a backlog, the broker writes one batch while the
-worker computes the next. Every other holder of the lock first waits for the transaction in flight.
+decision is visible to `read_committed` readers a round trip after it is made. A large batch (a
+backlog) commits while the next batch is processed (whose records wait for that commit before they are
+sent, since a producer has one transaction open at a time): the broker writes one batch while the worker
+computes the next. Every other holder of the lock first waits for the transaction in flight.
 
 After each batch its observers (`batch_observers`: the /metrics histograms) are told of it, with the
 seconds the processor took on it.
@@ -36,6 +36,11 @@ from .delivery import Delivery, TransactionAborted
 
 log = logging.getLogger(__name__)
 
+# Exactly-once: a batch at least this large (a backlog) commits while the next one is processed; a
+# smaller one (live traffic, where processing takes less than a commit) commits before the next batch
+# is taken, which then holds everything that arrived meanwhile. Taken at once, the next batch would hold
+# the few records fetched so far, and the ones after them would wait for two commits instead of one.
+PIPELINED_BATCH = 200
 # Exactly-once: records processed between yields to the loop while the last batch's transaction commits.
 # Processing is synchronous, so without a yield that transaction's requests (add partitions, produce,
 # offsets, commit) would go out only once the whole next batch is done, and nothing would overlap:
@@ -174,6 +179,8 @@ class BatchRunner:
                 self._observe(batch, processing_s)
             if delivery.transactional:
                 self._commit_in_flight()
+                if len(batch) < PIPELINED_BATCH:
+                    return await self._finish_in_flight()
             return True
 
     async def _send_all(self, outs: Iterable[Out]) -> None:
