@@ -363,3 +363,46 @@ async def test_a_transaction_with_a_record_that_failed_is_aborted_never_committe
     assert txn.log == ["begin", "abort"]
 
 
+
+
+INPUT = ("payments", 0)
+
+
+async def test_offsets_known_before_a_transactions_first_record_join_it_before_that_record() -> None:
+    # Apache Kafka refuses a transactional produce while the coordinator adds the offsets' group to the
+    # same transaction (KIP-890 verification): offsets added first leave nothing to collide with.
+    producer, txn, delivery = _exactly_once()
+    order: list[Any] = []
+    add = txn.add_offsets
+
+    async def add_offsets(offsets: Mapping[Any, int]) -> None:
+        order.append(("offsets", dict(offsets), len(producer.sent)))
+        await add(offsets)
+
+    txn.add_offsets = add_offsets  # type: ignore[method-assign]
+    delivery.processed(INPUT, 3)
+    await delivery.send("risk-decisions", "p1", {"event_id": "p1"})
+    assert order == [("offsets", {INPUT: 3}, 0)]  # before the record was handed to the producer
+    assert await delivery.checkpoint() is True
+    assert txn.log == ["begin", ("commit", {INPUT: 3})] and len(order) == 1  # not added twice
+
+    # Offsets that moved after the first record (past transaction markers) are added at the commit.
+    delivery.processed(INPUT, 5)
+    await delivery.send("risk-decisions", "p2", {"event_id": "p2"})
+    delivery.processed(INPUT, 7)
+    assert await delivery.checkpoint() is True
+    assert txn.log[-1] == ("commit", {INPUT: 7}) and order[-1][1] == {INPUT: 7}
+
+
+async def test_offsets_refused_before_the_first_record_abort_the_transaction_at_its_commit() -> None:
+    _, txn, delivery = _exactly_once()
+
+    async def fenced(offsets: Mapping[Any, int]) -> None:
+        raise RuntimeError("the group moved on")
+
+    txn.add_offsets = fenced  # type: ignore[method-assign]
+    delivery.processed(INPUT, 3)
+    await delivery.send("risk-decisions", "p1", {"event_id": "p1"})  # the send itself does not fail
+    with pytest.raises(TransactionAborted, match="the group moved on"):
+        await delivery.checkpoint()
+    assert txn.log == ["begin", "abort"]

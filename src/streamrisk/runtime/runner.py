@@ -160,18 +160,15 @@ class BatchRunner:
                 self.batches_dropped += 1
                 return False
             delivery = self.delivery
+            if delivery.transactional:
+                # Known before the records are sent, so its transaction takes them first (delivery.py).
+                self._processed(records, positions)
             await self._send_all(outs)
             send = delivery.send
             for partition, key, value in changelog:
                 await send(self._changelog_topic, key, value, partition)
-            for tp, recs in records.items():
-                last = recs[-1].offset
-                delivery.processed(tp, max(last + 1, positions.get(tp, 0)))
-                if last > high.get(tp, -1):
-                    high[tp] = last
-            for tp, position in positions.items():
-                if tp not in records:  # past transaction markers or aborted records only
-                    delivery.processed(tp, position)
+            if not delivery.transactional:  # after the sends: a checkpoint may run between them
+                self._processed(records, positions)
             self.records += len(batch)
             self.batches += 1
             self.busy_s += time.perf_counter() - started
@@ -182,6 +179,17 @@ class BatchRunner:
                 if len(batch) < PIPELINED_BATCH:
                     return await self._finish_in_flight()
             return True
+
+    def _processed(self, records: Mapping[Any, list[Any]], positions: Mapping[Any, int]) -> None:
+        delivery, high = self.delivery, self._high
+        for tp, recs in records.items():
+            last = recs[-1].offset
+            delivery.processed(tp, max(last + 1, positions.get(tp, 0)))
+            if last > high.get(tp, -1):
+                high[tp] = last
+        for tp, position in positions.items():
+            if tp not in records:  # past transaction markers or aborted records only
+                delivery.processed(tp, position)
 
     async def _send_all(self, outs: Iterable[Out]) -> None:
         """Hand records to the producer, in order: a batch's outputs, summaries, dead letters."""
