@@ -229,12 +229,7 @@ class BatchRunner:
         task, self._in_flight = self._in_flight, None
         if task is None:
             return self.delivery.failure is None
-        try:
-            await task
-        except TransactionAborted as exc:
-            return await self._undo(exc)
-        except Exception as exc:
-            await self._fail(exc)
+        if await self._outcome(task) is None:
             return False
         if self._state is not None:
             self._state.committed()
@@ -245,24 +240,27 @@ class BatchRunner:
         were committed."""
         if not self.delivery.transactional:
             return False
+        return bool(await self._outcome(self.delivery.checkpoint()))
+
+    async def _outcome(self, commit: Awaitable[bool]) -> bool | None:
+        """A checkpoint's result, or None if it did not commit (undone, or the worker stopping)."""
         try:
-            return await self.delivery.checkpoint()
+            return await commit
         except TransactionAborted as exc:
-            return await self._undo(exc)
+            await self._undo(exc)
         except Exception as exc:
             await self._fail(exc)
-            return False
+        return None
 
-    async def _undo(self, exc: TransactionAborted) -> bool:
+    async def _undo(self, exc: TransactionAborted) -> None:
         if self.delivery.failure is not None or self._state is None:
             await self._fail(exc)
-            return False
+            return
         undone = self._state.roll_back()
         self.processor.forget()
         self.rewinds += 1
         self.read_again = True
         log.warning("%s (%d keys undone)", exc, undone)
-        return False
 
     async def _fail(self, exc: BaseException) -> None:
         if self._on_failure is None:

@@ -235,7 +235,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     await self._seek_to_committed()
                     continue
                 if records and top_up.due(time.monotonic() - asked):
-                    records, active = await self._top_up(records, active, top_up.wait_s)
+                    await self._top_up(records, top_up.wait_s)
                 if records and not self.flow_active:
                     # Fetched while a rebalance stops the flow: read again from the committed offsets.
                     await self._seek_to_committed()
@@ -281,15 +281,11 @@ class _Consumer(faust_aiokafka.Consumer):
             await self.app.crash(exc)
             raise
 
-    async def _top_up(
-        self, records: dict[TP, list[Any]], active: set[TP] | None, wait_s: float
-    ) -> tuple[dict[TP, list[Any]], set[TP] | None]:
-        """`records` and whatever one more fetch brings within `wait_s` (see `TopUp`)."""
+    async def _top_up(self, records: dict[TP, list[Any]], wait_s: float) -> None:
+        """Add to `records` whatever one more fetch brings within `wait_s` (see `TopUp`)."""
         more, _ = await self._wait_next_records(wait_s)
         for tp, batch in (more or {}).items():
-            if active is None or tp in active:
-                records[tp] = [*records.get(tp, ()), *batch]
-        return records, active
+            records[tp] = [*records.get(tp, ()), *batch]
 
     async def _seek_to_committed(self) -> None:
         """Read from the committed offsets again, and from the beginning where nothing was committed.
